@@ -1,0 +1,194 @@
+"""Benchmarks of the automation suite, each printed beside its baseline from the same run.
+
+    python bench/suite.py [--runs 3] [--skip-default-image]
+
+Rows (medians of --runs; the machines are shared and noisy, so read the ratios):
+- environment creation: uv (what nox sessions use) vs pip, both with warm caches;
+- `invoke --list` start-up vs importing the heavy libraries eagerly;
+- a second `nox -s publish` of an unchanged commit (skip detected) vs a forced rebuild;
+- the image size vs BentoML's default Debian build of the same bento.
+Writes the table (Markdown) to stdout and bench/results/suite.{md,json}.
+Run it from a clean commit after `nox -s train` on a machine ready per scripts/bootstrap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+FREEZE = ROOT / "requirements-freeze.txt"
+EAGER_IMPORTS = "import bentoml, dvc.repo, python_on_whales, onnxruntime"
+
+
+def timed(command: list[str], *, cwd: Path = ROOT, env: dict | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(
+        command, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(
+            f"benchmark command failed: {' '.join(command)}\n{done.stdout}{done.stderr}"
+        )
+    return elapsed, done.stdout + done.stderr
+
+
+def median_of(runs: int, command: list[str], **kwargs) -> float:
+    return statistics.median(timed(command, **kwargs)[0] for _ in range(runs))
+
+
+def env_creation(runs: int) -> dict:
+    uv = shutil.which("uv") or "uv"
+
+    def with_uv() -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            venv = Path(tmp) / "venv"
+            start = time.perf_counter()
+            subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+            subprocess.run(
+                [uv, "pip", "install", "-q", "-p", str(venv / "bin" / "python"), "-r", str(FREEZE)],
+                check=True,
+            )
+            return time.perf_counter() - start
+
+    def with_pip() -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            venv = Path(tmp) / "venv"
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "-q", "-r", str(FREEZE)], check=True
+            )
+            return time.perf_counter() - start
+
+    with_uv(), with_pip()  # warm both caches: the comparison is warm against warm
+    return {
+        "suite": statistics.median(with_uv() for _ in range(runs)),
+        "baseline": statistics.median(with_pip() for _ in range(runs)),
+    }
+
+
+def startup(runs: int) -> dict:
+    invoke = [sys.executable, "-m", "invoke", "--list"]
+    eager = [sys.executable, "-c", EAGER_IMPORTS]
+    timed(invoke), timed(eager)
+    return {"suite": median_of(runs, invoke), "baseline": median_of(runs, eager)}
+
+
+def second_publish(runs: int) -> dict:
+    nox = [sys.executable, "-m", "nox", "-s", "publish"]
+    timed(nox)  # makes sure this commit's image is published
+    times = []
+    for _ in range(runs):
+        elapsed, output = timed(nox)
+        if "already published" not in output:
+            raise SystemExit("second publish did not detect the published image:\n" + output)
+        times.append(elapsed)
+    forced, _ = timed([*nox, "--", "--force"])
+    return {"suite": statistics.median(times), "baseline": forced}
+
+
+def image_sizes(skip_default: bool) -> dict:
+    sys.path.insert(0, str(ROOT / "src"))
+    from cicd import ci, docker, settings
+    from cicd.shell import Runner
+
+    config = {"suite": _suite_defaults()}
+    s = settings.from_config(ROOT, config, os.environ)
+    client = docker.choose_client(s.docker_client)
+    tag = f"{s.repository}:{ci.revision(Runner(), ROOT, os.environ).tag}"
+    suite = _image_size(client.path, tag)
+    baseline = None if skip_default else _default_build_size(client, s)
+    return {"suite": suite / 1e6, "baseline": baseline / 1e6 if baseline else None}
+
+
+def _suite_defaults() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "invoke.yaml").read_text())["suite"]
+
+
+def _image_size(client: str, reference: str) -> int:
+    done = subprocess.run(
+        [client, "image", "inspect", "--format", "{{.Size}}", reference],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return int(done.stdout.strip())
+
+
+def _default_build_size(client, s) -> int:
+    """Build the same bento with BentoML's default Debian template (no base_image)."""
+    import yaml
+
+    bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    bentofile.get("docker", {}).pop("base_image", None)
+    bentofile["docker"] = {**bentofile.get("docker", {}), "distro": "debian"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bentofile.yaml"
+        path.write_text(yaml.safe_dump(bentofile))
+        bentoml = str(Path(sys.executable).parent / "bentoml")
+        subprocess.run(
+            [bentoml, "build", "-f", str(path), "--version", "bench-default", "src"],
+            cwd=ROOT, check=True, capture_output=True,
+        )  # fmt: skip
+        tag = "bench-default-image:latest"
+        try:
+            subprocess.run(
+                [bentoml, "containerize", f"{s.bento_name}:bench-default", "-t", tag],
+                cwd=ROOT, env={**os.environ, **client.env_for_tools()}, check=True,
+                capture_output=True,
+            )  # fmt: skip
+            return _image_size(client.path, tag)
+        finally:
+            subprocess.run([bentoml, "delete", "-y", f"{s.bento_name}:bench-default"],
+                           capture_output=True)  # fmt: skip
+
+
+def table(rows: dict) -> str:
+    lines = [
+        "| measure | suite | baseline | suite / baseline |",
+        "|---|---|---|---|",
+    ]
+    for name, (unit, baseline_name, values) in rows.items():
+        suite, base = values["suite"], values["baseline"]
+        ratio = f"{suite / base:.2f}" if base else "n/a"
+        base_text = f"{base:.2f} {unit} ({baseline_name})" if base else f"not run ({baseline_name})"
+        lines.append(f"| {name} | {suite:.2f} {unit} | {base_text} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-default-image", action="store_true")
+    args = parser.parse_args()
+    rows = {
+        "`invoke --list` start-up": ("s", "eager imports", startup(max(args.runs, 5))),
+        "second `nox -s publish`, unchanged commit": (
+            "s", "`-- --force` rebuild", second_publish(args.runs),
+        ),
+        "image size": ("MB", "BentoML default Debian build", image_sizes(args.skip_default_image)),
+        "environment creation": ("s", "pip", env_creation(max(1, args.runs - 1))),
+    }  # fmt: skip
+    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python "
+    machine += platform.python_version()
+    text = f"{time.strftime('%Y-%m-%d')}, {machine}, medians of {args.runs} runs\n\n{table(rows)}"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "suite.md").write_text(text + "\n")
+    (RESULTS / "suite.json").write_text(json.dumps({k: v[2] for k, v in rows.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

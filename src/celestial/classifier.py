@@ -1,0 +1,130 @@
+"""Inference with ONNX Runtime: the one class used by evaluation, the service and smoke tests.
+
+A model directory (the pipeline's `model/`, or a BentoML store entry) holds:
+  model.onnx        the MLP exported by skl2onnx (input "input", output "probabilities")
+  preprocess.json   class names, input size, grayscale flag
+Only numpy, Pillow and onnxruntime are imported (BentoML lazily, for `from_store`):
+this module ships in the service image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from celestial import MODEL_NAME
+from celestial.images import decode_image
+from celestial.preprocess import preprocess
+
+MODEL_FILE = "model.onnx"
+CONFIG_FILE = "preprocess.json"
+DEFAULT_TAG = f"{MODEL_NAME}:latest"
+PROB_DECIMALS = 6  # probabilities are rounded in answers, so JSON round-trips compare equal
+
+
+class Classifier:
+    """An ONNX model plus the preprocessing parameters it was trained with."""
+
+    def __init__(self, onnx_model: bytes | str | Path, config: dict[str, Any]):
+        self.class_names: list[str] = list(config["class_names"])
+        self.image_size: list[int] = [int(s) for s in config["image_size"]]
+        self.grayscale: bool = bool(config["grayscale"])
+        self.config = dict(config)
+        options = ort.SessionOptions()
+        # One thread: tiny model, and results independent of thread scheduling.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        model = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.prob_output = "probabilities" if "probabilities" in outputs else outputs[-1]
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_model_dir(cls, path: str | Path) -> Classifier:
+        """Load from a directory holding model.onnx and preprocess.json."""
+        path = Path(path)
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        return cls(path / MODEL_FILE, config)
+
+    @classmethod
+    def from_bentomodel(cls, path: str | Path) -> Classifier:
+        """Load straight from an exported `.bentomodel` archive (no BentoML, no store)."""
+        members = read_archive_members(path, (MODEL_FILE, CONFIG_FILE))
+        return cls(members[MODEL_FILE], json.loads(members[CONFIG_FILE]))
+
+    @classmethod
+    def from_store(cls, tag: str = DEFAULT_TAG) -> Classifier:
+        """Load a model from the BentoML model store ($BENTOML_HOME), e.g. 'name:latest'."""
+        import bentoml
+
+        return cls.from_model_dir(bentoml.models.get(tag).path)
+
+    # ---------------------------------------------------------------- inference
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """float32 features (N, n_features) -> probabilities (N, n_classes)."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        (probs,) = self.session.run([self.prob_output], {self.input_name: features})
+        return np.asarray(probs)
+
+    def predict(self, image: Image.Image) -> dict[str, Any]:
+        """PIL image (any mode/size) -> {"prediction": label, "probabilities": {label: p}}."""
+        features = preprocess(image, self.image_size, self.grayscale)
+        probs = self.predict_proba(features)[0]
+        return format_prediction(probs, self.class_names)
+
+    def predict_bytes(self, data: bytes) -> dict[str, Any]:
+        """Encoded image bytes -> prediction; raises celestial.images.ImageRejected if bad."""
+        return self.predict(decode_image(data))
+
+
+def format_prediction(probs: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """The service's answer: top label and the rounded probability of every label."""
+    best = int(np.argmax(probs))
+    return {
+        "prediction": class_names[best],
+        "probabilities": {
+            name: round(float(p), PROB_DECIMALS) for name, p in zip(class_names, probs, strict=True)
+        },
+    }
+
+
+def read_archive_members(path: str | Path, names: Sequence[str]) -> dict[str, bytes]:
+    """Read named regular files from a (.bentomodel = tar.xz) archive, in memory.
+
+    Only the requested names are read, never extracted, so a hostile archive cannot
+    write anywhere. Member names may carry a leading "./" (shutil.make_archive style).
+    """
+    wanted = set(names)
+    found: dict[str, bytes] = {}
+    with tarfile.open(path, mode="r:*") as tar:
+        for member in tar.getmembers():
+            name = member.name[2:] if member.name.startswith("./") else member.name
+            if name in wanted and member.isfile():
+                f = tar.extractfile(member)
+                if f is not None:
+                    found[name] = f.read()
+    missing = wanted - set(found)
+    if missing:
+        raise FileNotFoundError(f"{path}: missing {sorted(missing)}")
+    return found
+
+
+def read_bentomodel_tag(path: str | Path) -> str:
+    """The 'name:version' tag recorded in an exported .bentomodel (from its model.yaml)."""
+    import yaml  # pyyaml is a BentoML dependency, always present where this is called
+
+    info = yaml.safe_load(io.BytesIO(read_archive_members(path, ["model.yaml"])["model.yaml"]))
+    return f"{info['name']}:{info['version']}"

@@ -1,0 +1,92 @@
+"""BentoML steps: import the model archive, build the bento.
+
+Actions go through BentoML's CLI (so that the dry run shows them as a user would type
+them); the archive is read directly to know the model's tag and digest without importing
+BentoML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cicd.errors import SuiteError
+from cicd.settings import Settings
+from cicd.shell import Runner, tool
+
+MAKE_MODEL_HINT = (
+    "run `nox -s train` (or `invoke repro`) to make it, or `invoke pull` to fetch it "
+    "from the DVC remote"
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    tag: str  # name:version, as in the BentoML store
+    digest: str  # sha256 of the .bentomodel archive: what the image's label records
+
+
+def model_info(path: Path) -> ModelInfo:
+    """Tag and digest of a ``.bentomodel`` archive."""
+    if not path.is_file():
+        raise SuiteError(f"no model archive at {path}: {MAKE_MODEL_HINT}")
+    try:
+        with tarfile.open(path) as archive:
+            member = next(m for m in archive.getmembers() if Path(m.name).name == "model.yaml")
+            info = yaml.safe_load(archive.extractfile(member).read())  # type: ignore[union-attr]
+    except (tarfile.TarError, StopIteration, yaml.YAMLError, OSError) as exc:
+        raise SuiteError(
+            f"{path} is not a BentoML model archive ({exc}): {MAKE_MODEL_HINT}"
+        ) from exc
+    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return ModelInfo(tag=f"{info['name']}:{info['version']}", digest=digest)
+
+
+def import_model(runner: Runner, settings: Settings) -> ModelInfo:
+    """Import the ``.bentomodel`` into the BentoML store; a model already there is fine."""
+    archive = settings.path(settings.bentomodel)
+    model = model_info(archive)
+    if runner.query([tool("bentoml"), "models", "get", model.tag, "-o", "json"]) is not None:
+        runner.echo(f"model {model.tag} is already in the BentoML store")
+        return model
+    runner.run([tool("bentoml"), "models", "import", str(archive.resolve())], cwd=settings.root)
+    return model
+
+
+def bento_tag(settings: Settings, version: str) -> str:
+    return f"{settings.bento_name}:{version}"
+
+
+def build_bento(runner: Runner, settings: Settings, version: str) -> str:
+    """Build the bento at ``version`` (the commit): one commit, one bento, built once."""
+    tag = bento_tag(settings, version)
+    if runner.query([tool("bentoml"), "get", tag, "-o", "json"]) is not None:
+        runner.echo(f"bento {tag} is already built")
+        return tag
+    runner.run(
+        [
+            tool("bentoml"),
+            "build",
+            "--bentofile",
+            str(settings.bentofile),
+            "--version",
+            version,
+            str(settings.build_context),
+        ],
+        cwd=settings.root,
+        hint="the model must be in the store first: run `invoke import-model`",
+    )
+    return tag
+
+
+def serve(runner: Runner, settings: Settings, port: int) -> None:
+    """``bentoml serve`` the service from the working tree, reloading on code changes."""
+    service = yaml.safe_load(settings.path(settings.bentofile).read_text())["service"]
+    runner.run(
+        [tool("bentoml"), "serve", service, "--host", "127.0.0.1", "--port", str(port), "--reload"],
+        cwd=settings.path(settings.build_context),
+    )

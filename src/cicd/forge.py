@@ -1,0 +1,276 @@
+"""Publishing the experiment report from CI: one pull/merge-request comment, kept up to date.
+
+Like CML's ``cml comment update``: the comment carries a hidden marker; the next run edits
+that comment instead of adding another. On GitHub the report also goes to the job summary.
+
+All environment access is in :func:`ci_context` (it receives the environment as a Mapping,
+so tests pass a dict). Every HTTP request goes through the Runner (shown, dry-run aware);
+the token travels in a header only and is registered as a secret so it is never printed.
+
+Images: the report links its plots relatively (``report/*.png``). We do not upload a
+private project's plots to a third-party host (CML's ``--publish`` does): the comment
+links to the CI run, where the images are kept as artifacts. Opt in to a host of your own
+with ``REPORT_IMAGE_URL_TEMPLATE`` (see docs/report.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cicd.errors import SuiteError
+from cicd.shell import Runner
+
+MARKER = "<!-- celestial-bodies-report -->"
+MAX_BODY = 60_000  # GitHub rejects comments over 65,536 characters; GitLab allows more
+PAGE_SIZE = 100
+DRY = "dry-run: nothing posted"
+Forge = Literal["github", "gitlab"]
+IMAGE = re.compile(r'!\[(?P<alt>[^\]]*)\]\((?P<path>[^)\s]+)(?:\s+"[^"]*")?\)')
+
+
+@dataclass(frozen=True)
+class CiContext:
+    """What publishing needs from the CI environment (read once, by :func:`ci_context`)."""
+
+    forge: Forge
+    comments_url: str | None  # list/create endpoint; None when the run is not for a PR/MR
+    token: str | None = field(repr=False)  # never in repr: contexts may get printed
+    token_variable: str  # which variable holds (or should hold) the token
+    artifacts_url: str
+    summary_path: Path | None = None
+    image_url_template: str | None = None
+    update_method: str = "PATCH"
+
+    def auth_header(self, token: str) -> tuple[str, str]:
+        """The header that carries ``token`` (never the URL): GitHub Bearer, GitLab own."""
+        if self.forge == "github":
+            return "Authorization", f"Bearer {token}"
+        return "PRIVATE-TOKEN", token
+
+    def item_url(self, comment_id: object) -> str:
+        """URL of one existing comment (GitHub: issues/comments/<id>; GitLab: notes/<id>)."""
+        assert self.comments_url
+        if self.forge == "github":
+            return f"{self.comments_url.rsplit('/issues/', 1)[0]}/issues/comments/{comment_id}"
+        return f"{self.comments_url}/{comment_id}"
+
+
+def detect_forge(environ: Mapping[str, str]) -> Forge | None:
+    """``"github"`` or ``"gitlab"`` when running in that CI, else None."""
+    if environ.get("GITHUB_ACTIONS") == "true":
+        return "github"
+    if environ.get("GITLAB_CI") == "true":
+        return "gitlab"
+    return None
+
+
+def ci_context(environ: Mapping[str, str]) -> CiContext | None:
+    """Everything publishing needs, from ``environ``; None when not in a supported CI."""
+    forge = detect_forge(environ)
+    template = environ.get("REPORT_IMAGE_URL_TEMPLATE") or None
+    if forge == "github":
+        api = environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
+        repository = environ.get("GITHUB_REPOSITORY", "")
+        number = _github_pr_number(environ)
+        token_var, token = _token(environ, "GITHUB_TOKEN")
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        summary = environ.get("GITHUB_STEP_SUMMARY")
+        return CiContext(
+            forge="github",
+            comments_url=(f"{api}/repos/{repository}/issues/{number}/comments" if number else None),
+            token=token,
+            token_variable=token_var,
+            artifacts_url=(
+                f"{server}/{repository}/actions/runs/{environ.get('GITHUB_RUN_ID', '')}"
+            ),
+            summary_path=Path(summary) if summary else None,
+            image_url_template=template,
+            update_method="PATCH",
+        )
+    if forge == "gitlab":
+        api = environ.get("CI_API_V4_URL", "https://gitlab.com/api/v4").rstrip("/")
+        project = environ.get("CI_PROJECT_ID", "")
+        iid = environ.get("CI_MERGE_REQUEST_IID")
+        token_var, token = _token(environ, "GITLAB_TOKEN")
+        return CiContext(
+            forge="gitlab",
+            comments_url=f"{api}/projects/{project}/merge_requests/{iid}/notes" if iid else None,
+            token=token,
+            token_variable=token_var,
+            artifacts_url=f"{environ.get('CI_JOB_URL', '')}/artifacts/browse",
+            image_url_template=template,
+            update_method="PUT",  # GitLab edits notes with PUT
+        )
+    return None
+
+
+def _token(environ: Mapping[str, str], preferred: str) -> tuple[str, str | None]:
+    for name in (preferred, "REPO_TOKEN"):
+        if environ.get(name):
+            return name, environ[name]
+    return preferred, None
+
+
+def _github_pr_number(environ: Mapping[str, str]) -> int | None:
+    """The PR number from the event payload, else from ``GITHUB_REF=refs/pull/N/merge``."""
+    event_path = environ.get("GITHUB_EVENT_PATH")
+    if event_path and Path(event_path).is_file():
+        try:
+            event = json.loads(Path(event_path).read_text(encoding="utf-8"))
+        except ValueError:
+            event = {}
+        number = (event.get("pull_request") or {}).get("number")
+        if isinstance(number, int):
+            return number
+    match = re.fullmatch(r"refs/pull/(\d+)/(?:merge|head)", environ.get("GITHUB_REF", ""))
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def publish_report(runner: Runner, report_path: Path, environ: Mapping[str, str]) -> str:
+    """Publish ``report_path`` in CI; return where it went (or why nothing was posted)."""
+    context = ci_context(environ)
+    if context is None:
+        return "not in CI: nothing posted"
+    body = comment_body(report_path.read_text(encoding="utf-8"), context)
+    places = []
+    if context.summary_path is not None:
+        _append_summary(runner, context.summary_path, body)
+        places.append("GitHub job summary")
+    if context.comments_url is None:
+        places.append("no pull/merge request for this run: no comment")
+        return "; ".join(places)
+    if not context.token:
+        permission = " and `permissions: pull-requests: write`" * (context.forge == "github")
+        raise SuiteError(
+            f"no token to comment on the {_kind(context)}: set {context.token_variable} "
+            f"(or REPO_TOKEN) in the CI job's environment{permission}"
+        )
+    runner.add_secret(context.token)
+    places.append(upsert_comment(runner, context, body))
+    return "; ".join(places)
+
+
+def upsert_comment(runner: Runner, context: CiContext, body: str) -> str:
+    """Update the comment that has :data:`MARKER`, or create one; return what was done."""
+    assert context.comments_url
+    existing = _find_marked(runner, context)
+    if existing is None:
+        created = _request(runner, context, "POST", context.comments_url, {"body": body})
+        url = (created or {}).get("html_url") or context.comments_url
+        return f"{_kind(context)} comment created: {url}" if not runner.dry else DRY
+    url = context.item_url(existing)
+    _request(runner, context, context.update_method, url, {"body": body})
+    return f"{_kind(context)} comment updated: {url}" if not runner.dry else DRY
+
+
+def _find_marked(runner: Runner, context: CiContext) -> object | None:
+    page = 1
+    while True:
+        url = f"{context.comments_url}?per_page={PAGE_SIZE}&page={page}"
+        comments = _request(runner, context, "GET", url) or []
+        for comment in comments:
+            if MARKER in (comment.get("body") or ""):
+                return comment["id"]
+        if len(comments) < PAGE_SIZE:
+            return None
+        page += 1
+
+
+def comment_body(report: str, context: CiContext) -> str:
+    """The report as a comment: marker first, relative images replaced by reachable links."""
+    replaced = 0
+
+    def link(match: re.Match[str]) -> str:
+        nonlocal replaced
+        path = match.group("path")
+        if re.match(r"[a-z]+://", path):
+            return match.group(0)
+        replaced += 1
+        if context.image_url_template:
+            url = context.image_url_template.format(path=path, name=Path(path).name)
+            return f"![{match.group('alt')}]({url})"
+        return f"[{match.group('alt')}]({context.artifacts_url})"
+
+    text = IMAGE.sub(link, report)
+    if replaced and not context.image_url_template:
+        text += (
+            f"\n\n> Plot images are not uploaded to any image host: they are kept as "
+            f"artifacts of [this CI run]({context.artifacts_url}).\n"
+        )
+    body = f"{MARKER}\n{text}"
+    if len(body) > MAX_BODY:
+        body = body[:MAX_BODY] + "\n\n… (truncated; full report in the CI artifacts)\n"
+    return body
+
+
+def _append_summary(runner: Runner, path: Path, body: str) -> None:
+    def append() -> None:
+        with path.open("a", encoding="utf-8") as summary:
+            summary.write(body + "\n")
+
+    runner.call(["sh", "-c", "cat report.md >> $GITHUB_STEP_SUMMARY"], append)
+
+
+def _request(
+    runner: Runner, context: CiContext, method: str, url: str, payload: object = None
+) -> Any:
+    """One JSON API request through the runner; HTTP failures become SuiteError."""
+    assert context.token
+    name, value = context.auth_header(context.token)
+    # Shown with the variable's name in place of the token: the echo says where it comes from.
+    shown = f"{name}: {value.replace(context.token, '$' + context.token_variable)}"
+    command = ["curl", "--request", method, "--header", shown, url]
+    if payload is not None:
+        command[-1:-1] = ["--data", "@body.json"]
+    data = json.dumps(payload).encode() if payload is not None else None
+    headers = {
+        name: value,
+        "Accept": "application/vnd.github+json" if context.forge == "github" else "*/*",
+        "Content-Type": "application/json",
+        "User-Agent": "celestial-bodies-cicd",  # GitHub rejects requests without one
+    }
+    if context.forge == "github":
+        headers["X-GitHub-Api-Version"] = "2022-11-28"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    return runner.call(command, _sender(runner, request, context))
+
+
+def _sender(
+    runner: Runner, request: urllib.request.Request, context: CiContext
+) -> Callable[[], Any]:
+    def send() -> Any:
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:200]
+            raise SuiteError(
+                runner.mask(
+                    f"{request.get_method()} {request.full_url} failed: HTTP {exc.code} "
+                    f"{detail}; check that {context.token_variable} may comment on "
+                    f"{_kind(context)}s (GitHub: `permissions: pull-requests: write`; "
+                    f"GitLab: a token with `api` scope)"
+                )
+            ) from None
+        except urllib.error.URLError as exc:
+            raise SuiteError(
+                f"cannot reach {request.full_url}: {exc.reason}; check the CI network "
+                f"and the API URL variable"
+            ) from None
+        return json.loads(raw) if raw.strip() else None
+
+    return send
+
+
+def _kind(context: CiContext) -> str:
+    return "pull request" if context.forge == "github" else "merge request"

@@ -1,0 +1,184 @@
+"""The container image: build it from the bento, label it, log in, push it, verify the push.
+
+Building goes through ``bentoml containerize`` (BentoML writes the Dockerfile); pushing and
+logging in go through python-on-whales with a throwaway Docker config directory, so that
+credentials never land in the user's ``~/.docker``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from cicd.bento import ModelInfo
+from cicd.ci import Revision
+from cicd.docker import Client, whales
+from cicd.errors import CommandError, SuiteError
+from cicd.registry import Credentials, RegistryClient
+from cicd.settings import Settings
+from cicd.shell import Runner, tool
+
+T = TypeVar("T")
+MODEL_TAG_LABEL = "model.tag"
+MODEL_DIGEST_LABEL = "model.digest"
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str  # sha256:... of the local image (its config digest)
+    tags: tuple[str, ...]  # full references, SHA tag first
+
+
+def references(settings: Settings, revision: Revision) -> tuple[str, ...]:
+    """The image references to build and push: the commit's tag first, then ``latest``."""
+    return (f"{settings.repository}:{revision.tag}", f"{settings.repository}:latest")
+
+
+def labels(settings: Settings, revision: Revision, model: ModelInfo) -> dict[str, str]:
+    """OCI labels plus the model's tag and digest (BentoML adds none: we pass them)."""
+    created = dt.datetime.fromtimestamp(revision.timestamp, dt.UTC)
+    return {
+        "org.opencontainers.image.title": settings.image_name,
+        "org.opencontainers.image.revision": revision.sha,
+        "org.opencontainers.image.source": revision.source_url,
+        # The commit time, not the build time: rebuilding a commit gives the same labels.
+        "org.opencontainers.image.created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.version": revision.tag,
+        MODEL_TAG_LABEL: model.tag,
+        MODEL_DIGEST_LABEL: model.digest,
+    }
+
+
+def containerize(
+    runner: Runner,
+    settings: Settings,
+    client: Client,
+    bento: str,
+    tags: tuple[str, ...],
+    image_labels: dict[str, str],
+) -> Image:
+    """``bentoml containerize`` the bento into an image with ``tags`` and ``image_labels``."""
+    with tempfile.TemporaryDirectory(prefix="containerize-") as scratch:
+        iidfile = Path(scratch) / "image-id"
+        command = [tool("bentoml"), "containerize", bento, "--backend", "docker"]
+        for reference in tags:
+            command += ["--image-tag", reference]
+        for key, value in image_labels.items():
+            command += ["--label", f"{key}={value}"]
+        command += ["--iidfile", str(iidfile)]
+        runner.run(
+            command,
+            cwd=settings.root,
+            env=client.env_for_tools(),
+            hint="see README, Troubleshooting: image build",
+        )
+        image_id = iidfile.read_text().strip() if iidfile.exists() else "sha256:<built image>"
+    return Image(id=image_id, tags=tags)
+
+
+def local_image(runner: Runner, client: Client, tags: tuple[str, ...]) -> Image:
+    """The locally built image of these tags (all must be the same image)."""
+    docker = whales(client)
+    ids = set()
+    for reference in tags:
+        found = _whales(
+            runner,
+            [client.path, "image", "inspect", "--format", "{{.Id}}", reference],
+            lambda ref=reference: docker.image.inspect(ref).id,
+            hint="build it first: `invoke build`",
+        )
+        ids.add(found or "sha256:<local image>")
+    if len(ids) != 1:
+        raise SuiteError(f"{' and '.join(tags)} are different images: run `invoke build` again")
+    return Image(id=ids.pop(), tags=tags)
+
+
+def credentials(settings: Settings) -> Credentials | None:
+    if settings.registry_username and settings.registry_password:
+        return Credentials(settings.registry_username, settings.registry_password)
+    return None
+
+
+@contextmanager
+def logged_in(
+    runner: Runner, settings: Settings, client: Client
+) -> Iterator[tuple[object, list[str]]]:
+    """A python-on-whales client logged in to the registry in a throwaway config directory.
+
+    The password goes through stdin (python-on-whales uses ``--password-stdin``); the
+    directory and the credentials in it are removed on exit, failure included. Yields the
+    client and the command line it runs, for the echo.
+    """
+    creds = credentials(settings)
+    with tempfile.TemporaryDirectory(prefix="docker-config-") as config:
+        docker = whales(client, Path(config))
+        base = [client.path, "--config", config]
+        if creds is None:
+            yield docker, base
+            return
+        host = settings.registry_host
+        login = [*base, "login", host, "--username", creds.username, "--password-stdin"]
+        _whales(
+            runner,
+            login,
+            lambda: docker.login(host, creds.username, creds.password),
+            hint="check CONTAINER_REGISTRY_USERNAME and CONTAINER_REGISTRY_PASSWORD",
+        )
+        try:
+            yield docker, base
+        finally:
+            _whales(runner, [*base, "logout", host], lambda: docker.logout(host))
+
+
+def push(runner: Runner, settings: Settings, client: Client, image: Image) -> str:
+    """Push the SHA tag, then ``latest``; verify both resolve to this image. Returns the digest."""
+    with logged_in(runner, settings, client) as (docker, base):
+        for reference in image.tags:
+            _whales(
+                runner,
+                [*base, "push", reference],
+                lambda ref=reference: docker.push(ref, quiet=True),  # type: ignore[attr-defined]
+                hint="check that the registry is up and that the user may push",
+            )
+    return verify(runner, settings, image)
+
+
+def verify(runner: Runner, settings: Settings, image: Image) -> str:
+    """Check through the registry's API that every tag resolves to ``image``; return the digest."""
+    registry = RegistryClient(settings.registry_host, credentials(settings))
+    repository = settings.repository.split("/", 1)[1]
+    digests = set()
+    for reference in image.tags:
+        tag = reference.rsplit(":", 1)[1]
+        url = f"{registry.base}/v2/{repository}/manifests/{tag}"
+        manifest = runner.call(["GET", url], lambda t=tag: registry.manifest(repository, t))
+        if runner.dry:
+            continue
+        if manifest is None or manifest.config_digest != image.id:
+            found = manifest.config_digest if manifest else "nothing"
+            raise SuiteError(
+                f"after the push, {reference} resolves to {found}, not to the smoke-tested "
+                f"image {image.id}: another job may have pushed meanwhile; run publish again"
+            )
+        digests.add(manifest.digest)
+    if len(digests) > 1:
+        raise SuiteError(f"the tags {', '.join(image.tags)} resolve to different digests")
+    return digests.pop() if digests else "sha256:<pushed digest>"
+
+
+def _whales(
+    runner: Runner, command: list[str], action: Callable[[], T], hint: str = ""
+) -> T | None:
+    """Run a python-on-whales call through the runner; its failures become CommandError."""
+    from python_on_whales.exceptions import DockerException
+
+    try:
+        return runner.call(command, action)
+    except DockerException as exc:
+        output = (exc.stderr or "") + (exc.stdout or "")
+        raise CommandError(command, exc.return_code, runner.mask(output), hint) from None

@@ -1,0 +1,105 @@
+"""The composed steps: build the image of this commit, and publish it.
+
+publish = (pull the model if missing) -> skip if already published -> build -> smoke -> push.
+Nothing reaches the registry unless it passed its smoke test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cicd import bento, ci, dvc, image, smoke
+from cicd.bento import ModelInfo
+from cicd.docker import Client, choose_client, require_engine
+from cicd.registry import RegistryClient
+from cicd.settings import Settings
+from cicd.shell import Runner
+
+
+@dataclass(frozen=True)
+class Target:
+    """What this commit's image is: its revision, model and references."""
+
+    revision: ci.Revision
+    model: ModelInfo
+    tags: tuple[str, ...]
+
+
+def target(runner: Runner, settings: Settings, environ: Mapping[str, str]) -> Target:
+    """Identify the image to build; pull the model archive first when it is missing."""
+    revision = ci.revision(runner, settings.root, environ)
+    archive = settings.path(settings.bentomodel)
+    if not archive.exists():
+        runner.echo(f"{settings.bentomodel} is missing: pulling it from the DVC remote")
+        dvc.pull(runner, settings, [str(settings.bentomodel)])
+    if runner.dry and not archive.exists():
+        model = ModelInfo(f"<tag in {settings.bentomodel}>", "sha256:<digest>")
+    else:
+        model = bento.model_info(archive)
+    return Target(revision, model, image.references(settings, revision))
+
+
+def docker_client(runner: Runner, settings: Settings) -> Client:
+    client = choose_client(settings.docker_client)
+    if not runner.dry:
+        require_engine(client)
+    return client
+
+
+def build(runner: Runner, settings: Settings, client: Client, goal: Target) -> image.Image:
+    """import-model -> bento -> containerize: the image of this commit, labelled."""
+    bento.import_model(runner, settings)
+    bento_tag = bento.build_bento(runner, settings, goal.revision.tag)
+    labels = image.labels(settings, goal.revision, goal.model)
+    return image.containerize(runner, settings, client, bento_tag, goal.tags, labels)
+
+
+def already_published(runner: Runner, settings: Settings, goal: Target) -> str | None:
+    """The digest of this commit's image in the registry if it holds the same model."""
+    registry = RegistryClient(settings.registry_host, image.credentials(settings))
+    repository = settings.repository.split("/", 1)[1]
+    url = f"{registry.base}/v2/{repository}/manifests/{goal.revision.tag}"
+    manifest = runner.call(["GET", url], lambda: registry.manifest(repository, goal.revision.tag))
+    if manifest is None:
+        return None
+    labels = registry.labels(repository, manifest)
+    return manifest.digest if labels.get(image.MODEL_DIGEST_LABEL) == goal.model.digest else None
+
+
+def publish(
+    runner: Runner, settings: Settings, environ: Mapping[str, str], force: bool = False
+) -> str:
+    """Build, smoke-test and push this commit's image unless the registry already has it."""
+    from cicd import local_registry
+
+    goal = target(runner, settings, environ)
+    client = docker_client(runner, settings)
+    if settings.uses_local_registry:
+        local_registry.ensure_running(runner, settings.local_registry)
+    else:
+        registry = RegistryClient(settings.registry_host, image.credentials(settings))
+        runner.call(["GET", f"{registry.base}/v2/"], registry.ping)
+    if not force:
+        digest = already_published(runner, settings, goal)
+        if digest:
+            runner.echo(
+                f"{goal.tags[0]} is already published with model {goal.model.tag} "
+                f"({digest}): nothing to build or push (use --force to rebuild)"
+            )
+            return digest
+    built = build(runner, settings, client, goal)
+    smoke.smoke_test(runner, settings, client, built.tags[0], expected_answer(runner, settings))
+    digest = image.push(runner, settings, client, built)
+    runner.echo(f"published {', '.join(built.tags)} ({digest})")
+    return digest
+
+
+def expected_answer(runner: Runner, settings: Settings) -> dict | None:
+    """What the local model answers for the smoke test's sample image."""
+    if runner.dry:
+        return None
+    from celestial.classifier import Classifier
+
+    classifier = Classifier.from_bentomodel(settings.path(settings.bentomodel))
+    return classifier.predict_bytes(settings.path(settings.smoke_image).read_bytes())

@@ -1,0 +1,157 @@
+"""Smoke test of an image: run it, wait until ready, ask one prediction, compare with the model.
+
+The container listens on a free port of 127.0.0.1 only and is always removed, failure
+included. An image that fails here is never pushed.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cicd.docker import Client, whales
+from cicd.errors import SuiteError
+from cicd.settings import Settings
+from cicd.shell import Runner
+
+SERVICE_PORT = 3000
+PROBABILITY_TOLERANCE = 1e-4
+
+
+class SmokeError(SuiteError):
+    """The image did not answer as the model does: it must not be published."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def smoke_test(
+    runner: Runner,
+    settings: Settings,
+    client: Client,
+    image: str,
+    expected: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """Run ``image``, POST the sample image, check the answer against ``expected``."""
+    sample = settings.path(settings.smoke_image)
+    if not sample.is_file() and not runner.dry:
+        raise SuiteError(
+            f"no sample image at {sample} for the smoke test: run `invoke repro` (it generates "
+            "the data set) or `invoke pull`, or set suite.smoke_image in invoke.yaml"
+        )
+    docker = whales(client)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    run = [client.path, "run", "--detach", "--publish", f"127.0.0.1:{port}:{SERVICE_PORT}", image]
+    container = runner.call(
+        run, lambda: docker.run(image, detach=True, publish=[(f"127.0.0.1:{port}", SERVICE_PORT)])
+    )
+    try:
+        runner.call(["GET", f"{url}/readyz"], lambda: _wait_ready(url, container, settings))
+        answer = runner.call(
+            ["POST", f"{url}/predict", f"image=@{sample}"], lambda: _post(url, sample)
+        )
+        if runner.dry:
+            return None
+        check_answer(answer, expected)
+        runner.echo(
+            f"smoke test passed: {image} predicts {answer['prediction']!r} for {sample.name}"
+        )
+        return answer
+    finally:
+        if container is not None:
+            remove = [client.path, "rm", "--force", str(container.id)[:12]]
+            runner.call(remove, lambda: container.remove(force=True), quiet=True)
+        elif runner.dry:
+            runner.show([client.path, "rm", "--force", "<container>"])
+
+
+def check_answer(answer: Any, expected: Mapping[str, Any] | None) -> None:
+    """The answer has the service's shape and, when known, the local model's prediction."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("probabilities"), dict):
+        raise SmokeError(
+            f"the service answered {str(answer)[:200]!r}: expected prediction and probabilities"
+        )
+    probabilities = answer["probabilities"]
+    if answer.get("prediction") not in probabilities:
+        raise SmokeError(f"the prediction {answer.get('prediction')!r} is not one of the labels")
+    if abs(sum(probabilities.values()) - 1.0) > 1e-3:
+        raise SmokeError("the probabilities do not sum to 1")
+    if expected is None:
+        return
+    if answer["prediction"] != expected["prediction"]:
+        raise SmokeError(
+            f"the image predicts {answer['prediction']!r} but the local model predicts "
+            f"{expected['prediction']!r}: the image does not serve this model"
+        )
+    for label, p in expected["probabilities"].items():
+        if abs(probabilities.get(label, -1.0) - p) > PROBABILITY_TOLERANCE:
+            raise SmokeError(f"probability of {label!r} differs from the local model's")
+
+
+def _wait_ready(url: str, container: Any, settings: Settings) -> None:
+    deadline = time.monotonic() + settings.smoke_timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        container.reload()
+        if not container.state.running:
+            raise SmokeError(
+                f"the container exited with code {container.state.exit_code} before it was "
+                f"ready; its last lines:\n{_logs_tail(container)}"
+            )
+        time.sleep(0.5)
+    raise SmokeError(
+        f"the container was not ready within {settings.smoke_timeout:.0f} s "
+        f"(suite.smoke_timeout); its last lines:\n{_logs_tail(container)}"
+    )
+
+
+def _logs_tail(container: Any, lines: int = 15) -> str:
+    try:
+        text = container.logs()
+    except Exception:  # the logs are a courtesy; the real error is raised by the caller
+        text = ""
+    return "\n".join(str(text).splitlines()[-lines:])
+
+
+def _post(url: str, sample: Path) -> Any:
+    boundary = uuid.uuid4().hex
+    content_type = mimetypes.guess_type(sample.name)[0] or "application/octet-stream"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="{sample.name}"\r\nContent-Type: {content_type}\r\n\r\n'
+        ).encode()
+        + sample.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"{url}/predict",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise SmokeError(
+            f"POST /predict answered HTTP {error.code}: {error.read()[:200]!r}"
+        ) from None
+    except (urllib.error.URLError, OSError, json.JSONDecodeError) as error:
+        raise SmokeError(f"POST /predict failed: {error}") from None

@@ -1,0 +1,145 @@
+"""BentoML service `celestial_bodies_classifier`: POST /predict with a multipart field `image`.
+
+Answers {"prediction": label, "probabilities": {label: p}} using ONNX Runtime and the
+same preprocessing as training (celestial.preprocess, through celestial.classifier).
+
+Bad input never reaches a 500: the upload is read as raw bytes and decoded by
+celestial.images.decode_image, which checks size and dimensions before decoding.
+    400  missing `image` field, `image` sent as text, malformed multipart, empty file,
+         not an image, corrupt or truncated image
+    413  file over 10 MB, or more than 4096x4096 pixels (decompression bombs)
+    415  request not multipart/form-data (the type declared for the file part itself is
+         ignored: the bytes are sniffed, clients often send application/octet-stream)
+Palette, RGBA/LA, 1-bit, 16-bit and CMYK images are converted (alpha over black) and
+classified normally (200).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import bentoml
+
+from celestial import MODEL_NAME, SERVICE_NAME
+from celestial.classifier import Classifier
+from celestial.images import MAX_UPLOAD_BYTES, ImageRejected, decode_image
+
+logger = logging.getLogger(__name__)
+
+# Whole request body limit: the image limit plus room for the multipart envelope.
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
+
+
+class UploadGuard:
+    """ASGI middleware that vets POST /predict before BentoML parses it.
+
+    BentoML would answer a non-multipart request with a JSON validation error, and it
+    treats a *text* field named `image` as a URL to download (a 500 when that fails,
+    and a way to make the server fetch URLs). This guard answers those with clear 4xx
+    instead, and caps the body size, then replays the buffered body unchanged.
+    """
+
+    def __init__(self, app, path: str = "/predict", max_bytes: int = MAX_BODY_BYTES):
+        self.app, self.path, self.max_bytes = app, path, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        from starlette.datastructures import Headers, UploadFile
+        from starlette.requests import Request
+
+        headers = Headers(scope=scope)
+        content_type = headers.get("content-type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            return await _reply(
+                send,
+                415,
+                "send the image as multipart/form-data with a file "
+                f"field 'image' (got content type {content_type or 'none'!r})",
+            )
+        length = headers.get("content-length", "0")
+        if not length.isdigit():
+            return await _reply(send, 400, "invalid Content-Length")
+        if int(length) > self.max_bytes:
+            return await _reply(send, 413, f"request too large: {length} bytes > {self.max_bytes}")
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await _reply(send, 413, f"request too large: > {self.max_bytes} bytes")
+
+        async def once():
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        try:
+            form = await Request(scope, once).form(max_files=4, max_fields=16)
+        except Exception as e:  # malformed multipart framing
+            return await _reply(send, 400, f"malformed multipart body: {e}")
+        try:
+            images = form.getlist("image")
+            if not images:
+                return await _reply(send, 400, "missing file field 'image'")
+            if len(images) > 1:
+                return await _reply(send, 400, "send exactly one file in field 'image'")
+            if not isinstance(images[0], UploadFile):
+                return await _reply(send, 400, "field 'image' must be a file upload, not text")
+        finally:
+            await form.close()
+
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+async def _reply(send, status: int, message: str) -> None:
+    payload = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+@bentoml.service(name=SERVICE_NAME, traffic={"timeout": 30})
+class CelestialBodiesClassifier:
+    model = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+
+    def __init__(self) -> None:
+        self.classifier = Classifier.from_model_dir(self.model.path)
+        logger.info("loaded %s: classes %s", self.model.tag, self.classifier.class_names)
+
+    @bentoml.api(route="/predict")
+    def predict(self, image: Path, ctx: bentoml.Context) -> dict[str, Any]:
+        """Classify one image sent as multipart/form-data file field `image`."""
+        try:
+            size = image.stat().st_size
+            if size > MAX_UPLOAD_BYTES:
+                raise ImageRejected(f"file too large: {size} bytes > {MAX_UPLOAD_BYTES}", 413)
+            return self.classifier.predict(decode_image(image.read_bytes()))
+        except ImageRejected as e:
+            ctx.response.status_code = e.status
+            return {"error": e.message}
+
+
+CelestialBodiesClassifier.add_asgi_middleware(UploadGuard)

@@ -1,0 +1,60 @@
+"""Stage `train`: MLP trained epoch by epoch -> ONNX -> BentoML store -> .bentomodel.
+
+Usage: python src/train.py <prepared_dir> <model_dir>
+Writes <model_dir>/model.onnx, preprocess.json, history.json and
+<model_dir>/celestial_bodies_classifier_model.bentomodel (and the model in $BENTOML_HOME).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from celestial.determinism import pin_threads
+
+pin_threads()
+
+from celestial import MODEL_NAME  # noqa: E402
+from celestial.bento_store import export_bentomodel, save_to_store  # noqa: E402
+from celestial.classifier import CONFIG_FILE, MODEL_FILE  # noqa: E402
+from celestial.params import load_params  # noqa: E402
+from celestial.prepared import load_prepared  # noqa: E402
+from celestial.preprocess import array_to_features  # noqa: E402
+from celestial.training import to_onnx, train_mlp  # noqa: E402
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        sys.exit("usage: python src/train.py <prepared_dir> <model_dir>")
+    prepared_dir, model_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    params = load_params(section="train")
+    data = load_prepared(prepared_dir)
+    info = data["info"]
+    x_train, x_test = array_to_features(data["x_train"]), array_to_features(data["x_test"])
+
+    clf, history = train_mlp(
+        x_train, data["y_train"], x_test, data["y_test"], len(info["class_names"]), params
+    )
+    onnx_bytes = to_onnx(clf, x_train.shape[1])
+    config = {
+        "class_names": info["class_names"],
+        "image_size": info["image_size"],
+        "grayscale": info["grayscale"],
+        "preprocessing": "celestial.preprocess.preprocess: RGB (alpha over black), "
+        "optional grayscale, bilinear resize, /255, flatten",
+    }
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / MODEL_FILE).write_bytes(onnx_bytes)
+    (model_dir / CONFIG_FILE).write_text(
+        json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    (model_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
+
+    metadata = {**config, "train_params": params, "final_val_acc": history[-1]["val_acc"]}
+    tag = save_to_store(onnx_bytes, config, metadata)
+    out = export_bentomodel(tag, model_dir / f"{MODEL_NAME}.bentomodel")
+    print(f"train: saved {tag} and exported {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,583 @@
+"""The experiment report against real toy DVC repositories, and publishing against a fake API.
+
+The DVC tests build one small project (a one-stage pipeline writing params-dependent
+metrics and three PNG plots, a local DVC remote, a bare "origin"): `main` ran and pushed,
+`feature` changed a parameter and re-ran. Publishing runs against a local HTTP server that
+mimics the GitHub / GitLab comment endpoints and records every request.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
+
+from cicd.errors import SuiteError
+from cicd.forge import MARKER, ci_context, comment_body, detect_forge, publish_report
+from cicd.report import dvc_executable, write_report
+from cicd.shell import Runner
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("training_history", "pred_preview", "confusion_matrix")
+
+MAKE_PY = """\
+import json, pathlib, yaml
+from PIL import Image
+lr = yaml.safe_load(open("params.yaml"))["train"]["lr"]
+out = pathlib.Path("evaluation")
+(out / "plots").mkdir(parents=True, exist_ok=True)
+metrics = {"val_loss": 1 - lr, "val_acc": 2 * lr, "precision": 0.5, "recall": lr, "f1_score": 0.5}
+(out / "metrics.json").write_text(json.dumps(metrics))
+for i, name in enumerate(["training_history", "pred_preview", "confusion_matrix"]):
+    size = (int(lr * 100) + i, 20)  # base and feature images differ, visibly
+    Image.new("RGB", size, (int(lr * 255), 60 * i, 0)).save(out / "plots" / f"{name}.png")
+"""
+
+DVC_YAML = """\
+stages:
+  make:
+    cmd: python make.py
+    deps: [make.py]
+    params: [train]
+    outs:
+      - evaluation/plots
+    metrics:
+      - evaluation/metrics.json:
+          cache: false
+plots:
+  - evaluation/plots/training_history.png
+  - evaluation/plots/pred_preview.png
+  - evaluation/plots/confusion_matrix.png
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _env() -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)  # the stage's `python` needs PIL and yaml
+    return {
+        **os.environ,
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    if cmd[0] == "dvc":
+        cmd = (dvc_executable(), *cmd[1:])
+    done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, f"{cmd}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def set_lr(repo: Path, lr: float) -> None:
+    (repo / "params.yaml").write_text(f"train:\n  lr: {lr}\n  epochs: 3\n")
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    with Image.open(path) as image:
+        image.verify()
+
+
+def image_links(report: Path) -> list[Path]:
+    """Every image the report shows, resolved relative to the report."""
+    import re
+
+    text = report.read_text()
+    return [report.parent / m for m in re.findall(r"!\[[^\]]*\]\(([^)\s]+)", text)]
+
+
+@dataclass
+class Project:
+    work: Path  # non-bare repo, `feature` checked out, local `main` exists
+    origin: Path  # bare clone of work, what CI clones from
+    remote: Path  # DVC remote (local directory)
+    main_images: dict[str, bytes]
+    main_plots_dir_hash: str
+
+
+@pytest.fixture(autouse=True)
+def _quiet_dvc(monkeypatch: pytest.MonkeyPatch) -> None:
+    # write_report runs dvc/git with the process environment.
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    root = tmp_path_factory.mktemp("dvcproject")
+    work, remote, origin = root / "work", root / "dvc-remote", root / "origin.git"
+    work.mkdir()
+    remote.mkdir()
+    sh(work, "git", "init", "-q", "-b", "main")
+    sh(work, "dvc", "init", "-q")
+    sh(work, "dvc", "remote", "add", "-d", "local", str(remote))
+    (work / "make.py").write_text(MAKE_PY)
+    (work / "dvc.yaml").write_text(DVC_YAML)
+    (work / ".gitignore").write_text("/report.md\n/report/\n")
+    set_lr(work, 0.1)
+    sh(work, "dvc", "repro", "-q")
+    sh(work, "git", "add", "-A")
+    sh(work, "git", "commit", "-qm", "main: baseline")
+    sh(work, "dvc", "push", "-q")
+    main_images = {n: (work / f"evaluation/plots/{n}.png").read_bytes() for n in PLOTS}
+    lock = (work / "dvc.lock").read_text()
+    dir_hash = lock.split("path: evaluation/plots")[1].split("md5: ")[1].split(".dir")[0]
+
+    sh(work, "git", "checkout", "-qb", "feature")
+    set_lr(work, 0.3)
+    sh(work, "dvc", "repro", "-q")
+    sh(work, "git", "commit", "-qam", "feature: higher lr")
+    sh(work, "dvc", "push", "-q")
+    sh(root, "git", "clone", "-q", "--bare", str(work), str(origin))
+    return Project(work, origin, remote, main_images, dir_hash)
+
+
+def shallow_feature_clone(project: Project, dest: Path) -> Path:
+    """What CI checks out: only the feature tip, no `main`, an empty DVC cache."""
+    sh(
+        dest.parent,
+        "git",
+        "clone",
+        "-q",
+        "--depth",
+        "1",
+        "-b",
+        "feature",
+        f"file://{project.origin}",
+        str(dest),
+    )
+    return dest
+
+
+# --------------------------------------------------------------------------- report
+
+
+@pytest.mark.slow
+def test_feature_vs_main_has_params_metric_deltas_and_valid_images(project: Project):
+    out = io.StringIO()
+    report = write_report(Runner(out=out), project.work, sha="abc1234")
+
+    assert report == project.work / "report.md"
+    text = report.read_text()
+    assert text.startswith("# Experiment Report (abc1234)")
+    assert "| train.lr | 0.1 | 0.3 |" in text
+    assert "| val_acc | 0.2 | 0.6 | +0.4 |" in text
+    assert "| val_loss | 0.9 | 0.7 | -0.2 |" in text
+    assert "| recall | 0.1 | 0.3 | +0.2 |" in text
+    assert "precision" not in text  # unchanged metrics are not listed, as in `dvc metrics diff`
+    links = image_links(report)
+    assert len(links) == 6
+    for link in links:
+        assert link.parent == project.work / "report"
+        assert_png(link)
+    for name in PLOTS:
+        assert f"### {name}" in text
+        assert (project.work / f"report/main_evaluation_plots_{name}.png").read_bytes() == (
+            project.main_images[name]
+        )
+    assert "dvc params diff main --json" in out.getvalue()
+    assert "git fetch" not in out.getvalue()  # main is local: nothing to fetch
+
+
+@pytest.mark.slow
+def test_nothing_changed_says_no_changes(project: Project, tmp_path: Path):
+    report = write_report(
+        Runner(out=io.StringIO()), project.work, base="feature", out=tmp_path / "r.md", sha="s"
+    )
+    text = report.read_text()
+    assert "No changes: parameters are the same as on `feature`." in text
+    assert "No changes: metrics are the same as on `feature`." in text
+    assert "| val_acc |" not in text
+    for link in image_links(report):
+        assert link.parent == tmp_path / "r"  # images next to a custom report path
+        assert_png(link)
+
+
+@pytest.mark.slow
+def test_base_without_metrics_is_no_baseline(tmp_path: Path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh(repo, "git", "init", "-q", "-b", "main")
+    sh(repo, "dvc", "init", "-q")
+    (repo / "make.py").write_text(MAKE_PY)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    set_lr(repo, 0.1)
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "pipeline, never run")
+    sh(repo, "git", "checkout", "-qb", "feature")
+    sh(repo, "dvc", "repro", "-q")
+
+    text = write_report(Runner(out=io.StringIO()), repo, sha="s").read_text()
+
+    assert "No baseline: `main` has no metrics yet" in text
+    assert "| val_acc | — | 0.2 | — |" in text
+    assert text.count("(not available)") == 3  # main has no plots; workspace ones are shown
+    links = image_links(repo / "report.md")
+    assert len(links) == 3
+    for link in links:
+        assert link.name.startswith("workspace_")
+        assert_png(link)
+
+
+@pytest.mark.slow
+def test_shallow_clone_fetches_base_and_its_plots_from_the_dvc_remote(
+    project: Project, tmp_path: Path
+):
+    clone = shallow_feature_clone(project, tmp_path / "ci")
+    sh(clone, "dvc", "pull", "-q")  # the workspace's outputs, as a CI job would get them
+    cached = {p.name for p in (clone / ".dvc/cache").rglob("*") if p.is_file()}
+    assert not any(project.main_plots_dir_hash[2:] in name for name in cached)
+
+    out = io.StringIO()
+    report = write_report(Runner(out=out), clone, sha="s")
+
+    assert "$ git fetch --depth=1 origin main:main" in out.getvalue()
+    text = report.read_text()
+    assert "| train.lr | 0.1 | 0.3 |" in text
+    for name in PLOTS:
+        main_png = clone / f"report/main_evaluation_plots_{name}.png"
+        assert_png(main_png)
+        assert main_png.read_bytes() == project.main_images[name]  # from the DVC remote
+    assert "(not available)" not in text
+
+
+@pytest.mark.slow
+def test_base_plots_missing_from_the_remote_are_reported_not_fatal(
+    project: Project, tmp_path: Path
+):
+    clone = shallow_feature_clone(project, tmp_path / "ci")
+    sh(clone, "dvc", "pull", "-q")
+    away = project.remote.with_name("dvc-remote-away")
+    # DVC reads the remote of `main` from main's own .dvc/config: move the remote itself.
+    project.remote.rename(away)
+    try:
+        text = write_report(Runner(out=io.StringIO()), clone, sha="s").read_text()
+    finally:
+        away.rename(project.remote)
+    assert text.count("(not available)") == 3
+    assert "Some plots could not be loaded" in text
+    assert "main:" in text
+    assert "| val_acc | 0.2 | 0.6 | +0.4 |" in text  # metrics are in git: still compared
+
+
+def test_missing_base_is_a_clear_error(tmp_path: Path):
+    sh(tmp_path, "git", "init", "-q", "-b", "trunk")
+    sh(tmp_path, "git", "commit", "-q", "--allow-empty", "-m", "x")
+    with pytest.raises(SuiteError) as error:
+        write_report(Runner(out=io.StringIO()), tmp_path, base="main")
+    message = str(error.value)
+    assert "base branch `main` is neither local nor on `origin`" in message
+    assert "git fetch origin main:main" in message
+    assert "\n" not in message
+    assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_dry_run_shows_fetch_and_dvc_commands_and_writes_nothing(project: Project, tmp_path: Path):
+    clone = shallow_feature_clone(project, tmp_path / "ci")
+    out = io.StringIO()
+    report = write_report(Runner(dry=True, out=out), clone, sha="s")
+    shown = out.getvalue()
+    assert "[dry-run] $ git fetch --depth=1 origin main:main" in shown
+    for command in ("params diff main --json", "metrics diff main --json", "plots diff main"):
+        assert command in shown
+    assert not report.exists()
+    assert not (clone / "report").exists()
+    # Nothing was fetched.
+    assert sh(clone, "git", "branch", "--list", "main").strip() == ""
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+class FakeForge(ThreadingHTTPServer):
+    """Remembers requests and keeps comments, like GitHub issue comments / GitLab notes."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[dict[str, Any]] = []
+        self.comments: list[dict[str, Any]] = [{"id": 1, "body": "LGTM, a human"}]
+        self.next_id = 100
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def marked(self) -> list[dict[str, Any]]:
+        return [c for c in self.comments if MARKER in c["body"]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeForge
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        self.server.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},  # case-insensitive
+                "body": body,
+            }
+        )
+        token = self.headers.get("Authorization", "") + self.headers.get("PRIVATE-TOKEN", "")
+        if "forbidden" in token:
+            # Echo the credential back, as a careless proxy might: it must still be masked.
+            return self._reply(403, {"message": f"Resource not accessible with {token}"})
+        url = urlsplit(self.path)
+        last = url.path.rstrip("/").rsplit("/", 1)[-1]
+        if last in ("comments", "notes") and self.command == "GET":
+            query = parse_qs(url.query)
+            size, page = int(query["per_page"][0]), int(query["page"][0])
+            return self._reply(200, self.server.comments[(page - 1) * size : page * size])
+        if last in ("comments", "notes") and self.command == "POST":
+            comment = {
+                "id": self.server.next_id,
+                "body": body["body"],
+                "html_url": f"{self.server.url}/c/{self.server.next_id}",
+            }
+            self.server.next_id += 1
+            self.server.comments.append(comment)
+            return self._reply(201, comment)
+        if self.command in ("PATCH", "PUT") and last.isdigit():
+            for comment in self.server.comments:
+                if comment["id"] == int(last):
+                    comment["body"] = body["body"]
+                    return self._reply(200, comment)
+        return self._reply(404, {"message": "Not Found"})
+
+    do_GET = do_POST = do_PATCH = do_PUT = _handle
+
+    def _reply(self, status: int, payload: object) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def forge() -> Iterator[FakeForge]:
+    server = FakeForge()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+TOKEN = "ghs_s3cretTOKENvalue123"
+REPORT_TEXT = (
+    "# Experiment Report (abc)\n\n| train.lr | 0.1 | 0.3 |\n\n"
+    '| ![t (main)](report/main_t.png "t (main)") | ![t](report/workspace_t.png "t") |\n'
+)
+
+
+@pytest.fixture
+def report_md(tmp_path: Path) -> Path:
+    path = tmp_path / "report.md"
+    path.write_text(REPORT_TEXT)
+    return path
+
+
+def github_env(forge: FakeForge, tmp_path: Path, **extra: str) -> dict[str, str]:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 7}}))
+    return {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_API_URL": f"{forge.url}/api",
+        "GITHUB_SERVER_URL": "https://github.example",
+        "GITHUB_REPOSITORY": "owner/proj",
+        "GITHUB_RUN_ID": "99",
+        "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "GITHUB_TOKEN": TOKEN,
+        **extra,
+    }
+
+
+def gitlab_env(forge: FakeForge, **extra: str) -> dict[str, str]:
+    return {
+        "GITLAB_CI": "true",
+        "CI_API_V4_URL": f"{forge.url}/api/v4",
+        "CI_PROJECT_ID": "42",
+        "CI_MERGE_REQUEST_IID": "3",
+        "CI_JOB_URL": "https://gitlab.example/g/p/-/jobs/5",
+        "GITLAB_TOKEN": TOKEN,
+        **extra,
+    }
+
+
+def test_detect_forge():
+    assert detect_forge({"GITHUB_ACTIONS": "true"}) == "github"
+    assert detect_forge({"GITLAB_CI": "true"}) == "gitlab"
+    assert detect_forge({"CI": "true"}) is None
+    assert detect_forge({}) is None
+
+
+def test_github_creates_one_comment_then_updates_it(
+    forge: FakeForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
+):
+    environ = github_env(forge, tmp_path)
+
+    first = publish_report(Runner(), report_md, environ)
+    second = publish_report(Runner(), report_md, environ)
+
+    methods = [(r["method"], urlsplit(r["path"]).path) for r in forge.requests]
+    assert methods == [
+        ("GET", "/api/repos/owner/proj/issues/7/comments"),
+        ("POST", "/api/repos/owner/proj/issues/7/comments"),
+        ("GET", "/api/repos/owner/proj/issues/7/comments"),
+        ("PATCH", "/api/repos/owner/proj/issues/comments/100"),
+    ]
+    assert "comment created" in first and "comment updated" in second
+    assert "job summary" in first
+    for request in forge.requests:
+        assert request["headers"]["authorization"] == f"Bearer {TOKEN}"
+        assert TOKEN not in request["path"]
+    assert len(forge.marked()) == 1 and len(forge.comments) == 2
+    assert forge.comments[0]["body"] == "LGTM, a human"  # not ours: untouched
+    body = forge.marked()[0]["body"]
+    assert body.startswith(MARKER)
+    assert "| train.lr | 0.1 | 0.3 |" in body
+    # Images are not uploaded: they link to the run's artifacts.
+    assert "report/main_t.png" not in body
+    assert "[t (main)](https://github.example/owner/proj/actions/runs/99)" in body
+    assert "not uploaded to any image host" in body
+    assert (tmp_path / "summary.md").read_text().count("| train.lr | 0.1 | 0.3 |") == 2
+    captured = capsys.readouterr()
+    assert TOKEN not in captured.out + captured.err
+    assert "curl --request PATCH --header 'Authorization: Bearer $GITHUB_TOKEN'" in captured.out
+
+
+def test_github_pr_number_from_ref_and_repo_token(
+    forge: FakeForge, tmp_path: Path, report_md: Path
+):
+    environ = github_env(forge, tmp_path, GITHUB_REF="refs/pull/12/merge")
+    del environ["GITHUB_EVENT_PATH"], environ["GITHUB_TOKEN"]
+    environ["REPO_TOKEN"] = "other-token"
+    publish_report(Runner(out=io.StringIO()), report_md, environ)
+    assert urlsplit(forge.requests[-1]["path"]).path == "/api/repos/owner/proj/issues/12/comments"
+    assert forge.requests[-1]["headers"]["authorization"] == "Bearer other-token"
+
+
+def test_marked_comment_on_a_later_page_is_found(forge: FakeForge, tmp_path: Path, report_md: Path):
+    forge.comments = [{"id": i, "body": f"chatter {i}"} for i in range(1, 151)]
+    forge.comments[120]["body"] = f"{MARKER}\nold report"
+    publish_report(Runner(out=io.StringIO()), report_md, github_env(forge, tmp_path))
+    assert [r["method"] for r in forge.requests] == ["GET", "GET", "PATCH"]
+    assert forge.requests[-1]["path"].endswith("/issues/comments/121")
+    assert len(forge.marked()) == 1 and "train.lr" in forge.marked()[0]["body"]
+
+
+def test_gitlab_creates_then_updates_the_merge_request_note(
+    forge: FakeForge, report_md: Path, capsys: pytest.CaptureFixture[str]
+):
+    environ = gitlab_env(forge)
+    publish_report(Runner(), report_md, environ)
+    result = publish_report(Runner(), report_md, environ)
+
+    methods = [(r["method"], urlsplit(r["path"]).path) for r in forge.requests]
+    notes = "/api/v4/projects/42/merge_requests/3/notes"
+    assert methods == [("GET", notes), ("POST", notes), ("GET", notes), ("PUT", f"{notes}/100")]
+    assert "merge request comment updated" in result
+    for request in forge.requests:
+        assert request["headers"]["private-token"] == TOKEN
+        assert "authorization" not in request["headers"]
+        assert TOKEN not in request["path"]
+    body = forge.marked()[0]["body"]
+    assert "(https://gitlab.example/g/p/-/jobs/5/artifacts/browse)" in body
+    assert TOKEN not in "".join(capsys.readouterr())
+
+
+def test_no_token_is_a_clear_error_and_sends_nothing(
+    forge: FakeForge, tmp_path: Path, report_md: Path
+):
+    environ = github_env(forge, tmp_path)
+    del environ["GITHUB_TOKEN"]
+    with pytest.raises(SuiteError, match=r"set GITHUB_TOKEN \(or REPO_TOKEN\)"):
+        publish_report(Runner(out=io.StringIO()), report_md, environ)
+    gitlab = gitlab_env(forge)
+    del gitlab["GITLAB_TOKEN"]
+    with pytest.raises(SuiteError, match="set GITLAB_TOKEN"):
+        publish_report(Runner(out=io.StringIO()), report_md, gitlab)
+    assert forge.requests == []
+
+
+def test_forbidden_token_error_is_readable_and_masked(
+    forge: FakeForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
+):
+    secret = "forbidden-" + TOKEN
+    environ = github_env(forge, tmp_path, GITHUB_TOKEN=secret)
+    with pytest.raises(SuiteError) as error:
+        publish_report(Runner(), report_md, environ)
+    assert "HTTP 403" in str(error.value)
+    assert "pull-requests: write" in str(error.value)
+    assert secret not in str(error.value) + "".join(capsys.readouterr())
+
+
+def test_not_in_ci_or_no_pull_request_posts_no_comment(
+    forge: FakeForge, tmp_path: Path, report_md: Path
+):
+    assert publish_report(Runner(), report_md, {}) == "not in CI: nothing posted"
+    push = github_env(forge, tmp_path)
+    del push["GITHUB_EVENT_PATH"], push["GITHUB_TOKEN"]  # a push to main: no PR, no token
+    result = publish_report(Runner(out=io.StringIO()), report_md, push)
+    assert "no comment" in result
+    assert "train.lr" in (tmp_path / "summary.md").read_text()
+    assert forge.requests == []
+
+
+def test_dry_run_shows_requests_and_sends_none(
+    forge: FakeForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
+):
+    result = publish_report(Runner(dry=True), report_md, github_env(forge, tmp_path))
+    shown = capsys.readouterr().out
+    assert result.endswith("dry-run: nothing posted")
+    assert "[dry-run] $ curl --request GET" in shown
+    assert "[dry-run] $ curl --request POST" in shown
+    assert TOKEN not in shown
+    assert forge.requests == []
+    assert not (tmp_path / "summary.md").exists()
+
+
+def test_image_host_opt_in_links_images_there(tmp_path: Path):
+    environ = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_REPOSITORY": "o/p",
+        "GITHUB_RUN_ID": "1",
+        "REPORT_IMAGE_URL_TEMPLATE": "https://img.example/run1/{name}",
+    }
+    context = ci_context(environ)
+    assert context is not None and TOKEN not in repr(context)
+    body = comment_body(REPORT_TEXT, context)
+    assert "![t (main)](https://img.example/run1/main_t.png)" in body
+    assert "![t](https://img.example/run1/workspace_t.png)" in body
+    assert "not uploaded" not in body

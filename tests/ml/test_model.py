@@ -1,0 +1,139 @@
+"""Training curve, ONNX parity with scikit-learn, store/export round trip, preprocessing."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from celestial.classifier import Classifier, read_bentomodel_tag
+from celestial.images import ImageRejected, decode_image
+from celestial.preprocess import image_to_array, preprocess
+
+
+def test_training_history_improves(trained):
+    h = trained["history"]
+    assert [e["epoch"] for e in h] == list(range(1, len(h) + 1))
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    assert h[-1]["val_loss"] < h[0]["val_loss"]
+    assert h[-1]["val_acc"] > 0.25  # chance is 0.10
+
+
+def test_onnx_agrees_with_sklearn(trained):
+    onnx_clf = Classifier(trained["onnx"], trained["config"])
+    p_onnx = onnx_clf.predict_proba(trained["x_test"])
+    p_skl = trained["clf"].predict_proba(trained["x_test"])
+    assert p_onnx.shape == p_skl.shape
+    np.testing.assert_allclose(p_onnx, p_skl, atol=1e-4)
+    assert (p_onnx.argmax(1) == p_skl.argmax(1)).mean() >= 0.99
+
+
+def test_predict_answer_shape(trained, small_raw):
+    clf = Classifier(trained["onnx"], trained["config"])
+    with Image.open(small_raw / "Mars" / "Mars_1.jpg") as img:
+        out = clf.predict(img)
+    assert out["prediction"] in trained["config"]["class_names"]
+    assert list(out["probabilities"]) == trained["config"]["class_names"]
+    assert abs(sum(out["probabilities"].values()) - 1) < 1e-3
+
+
+def test_store_export_roundtrip_is_reproducible(stored_model, trained, tmp_path):
+    from celestial.bento_store import export_bentomodel, import_bentomodel
+
+    tag = stored_model["tag"]
+    assert tag.startswith("celestial_bodies_classifier_model:")
+    again = export_bentomodel(tag, tmp_path / "again.bentomodel")
+    assert again.read_bytes() == stored_model["bentomodel"].read_bytes()
+    assert read_bentomodel_tag(again) == tag
+    assert import_bentomodel(again) == tag  # already in the store: no error
+    x = trained["x_test"][:5]
+    ref = Classifier(trained["onnx"], trained["config"]).predict_proba(x)
+    for clf in (
+        Classifier.from_bentomodel(again),
+        Classifier.from_store(tag),
+        Classifier.from_store(),
+    ):
+        np.testing.assert_array_equal(clf.predict_proba(x), ref)
+
+
+@pytest.mark.slow
+def test_import_into_empty_store(stored_model, tmp_path):
+    """A .bentomodel imports into a fresh store (what evaluate and a deploy do)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import sys; from celestial.bento_store import import_bentomodel as i; "
+        "print(i(sys.argv[1]))"
+    )
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "PYTHONPATH": "src"}
+    for _ in range(2):  # second import of the same model is a no-op, not an error
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(stored_model["bentomodel"])],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == stored_model["tag"]
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "L", "1", "CMYK", "I;16", "I", "F"])
+def test_preprocess_accepts_any_mode(mode):
+    img = Image.new("RGB", (40, 30), (200, 100, 50))
+    if mode in ("I;16", "I", "F"):
+        img = Image.fromarray(
+            np.full(
+                (30, 40),
+                40000 if mode != "F" else 0.5,
+                dtype={"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode],
+            )
+        )
+    else:
+        img = img.convert(mode)
+    x = preprocess(img, [16, 8], grayscale=False)
+    assert x.shape == (1, 8 * 16 * 3) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    img = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))
+    assert abs(int(image_to_array(img, [4, 4], True).mean()) - 128) <= 1
+
+
+def test_transparent_pixels_become_black():
+    img = Image.new("RGBA", (4, 4), (255, 255, 255, 0))
+    assert image_to_array(img, [4, 4], False).max() == 0
+
+
+def _png(size, mode="RGB"):
+    import io
+
+    buf = io.BytesIO()
+    Image.new(mode, size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"", 400),
+        (b"this is not an image", 400),
+        (_png((64, 64))[:60], 400),  # truncated
+        (_png((5000, 4000), "1"), 413),  # more than 4096x4096 pixels, decoded never
+    ],
+)
+def test_decode_image_rejects(data, status):
+    with pytest.raises(ImageRejected) as err:
+        decode_image(data)
+    assert err.value.status == status and err.value.message
+
+
+def test_decode_image_accepts_png():
+    assert decode_image(_png((10, 12))).size == (10, 12)

@@ -1,0 +1,135 @@
+"""The BentoML service as a real process: `bentoml serve` on a free local port."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import ROOT
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(stored_model, bentoml_home):
+    port = _free_port()
+    bentoml_cli = Path(sys.executable).with_name("bentoml")
+    proc = subprocess.Popen(
+        [
+            str(bentoml_cli),
+            "serve",
+            "serve:CelestialBodiesClassifier",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT / "src",
+        env={**os.environ, "BENTOML_HOME": str(bentoml_home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "bentoml serve exited"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "service not ready in 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _post(url, data: bytes, name="x.jpg", ctype="image/jpeg"):
+    return httpx.post(f"{url}/predict", files={"image": (name, data, ctype)}, timeout=60)
+
+
+def test_predicts_a_real_jpeg_like_the_local_model(server, small_raw, stored_model):
+    from celestial.classifier import Classifier
+
+    path = small_raw / "Jupiter" / "Jupiter_3.jpg"
+    resp = _post(server, path.read_bytes())
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    with Image.open(path) as img:
+        expected = Classifier.from_bentomodel(stored_model["bentomodel"]).predict(img)
+    assert body == expected
+    assert set(body) == {"prediction", "probabilities"}
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "I;16"])
+def test_other_modes_are_converted_and_classified(server, small_raw, mode):
+    img = Image.open(small_raw / "Moon" / "Moon_1.jpg")
+    if mode == "I;16":
+        img = Image.fromarray(np.asarray(img.convert("L")).astype(np.uint16) * 257)
+    else:
+        img = img.convert(mode)
+    resp = _post(server, _encode(img, "PNG"), "x.png", "image/png")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["prediction"]
+
+
+def _bad_requests(small_raw):
+    jpeg = (small_raw / "Mars" / "Mars_1.jpg").read_bytes()
+    bomb = _encode(Image.new("1", (20000, 20000)), "PNG")
+    return {
+        "not an image": (dict(files={"image": ("a.jpg", b"hello world", "image/jpeg")}), 400),
+        "truncated": (dict(files={"image": ("a.jpg", jpeg[: len(jpeg) // 3], "image/jpeg")}), 400),
+        "empty file": (dict(files={"image": ("a.jpg", b"", "image/jpeg")}), 400),
+        "empty body": (dict(content=b""), 415),
+        "json body": (dict(json={"image": "/etc/passwd"}), 415),
+        "raw jpeg body": (dict(content=jpeg, headers={"content-type": "image/jpeg"}), 415),
+        "no image field": (dict(files={"other": ("a.jpg", jpeg, "image/jpeg")}), 400),
+        "image as text": (
+            dict(data={"image": "http://127.0.0.1:1/x.jpg"}, files={"dummy": ("d", b"d")}),
+            400,
+        ),
+        "decompression bomb": (dict(files={"image": ("b.png", bomb, "image/png")}), 413),
+        "too many bytes": (
+            dict(files={"image": ("a.jpg", b"\xff" * (11 * 1024 * 1024), "image/jpeg")}),
+            413,
+        ),
+    }
+
+
+def test_bad_inputs_get_4xx_and_service_survives(server, small_raw):
+    for name, (kwargs, status) in _bad_requests(small_raw).items():
+        resp = httpx.post(f"{server}/predict", timeout=60, **kwargs)
+        assert resp.status_code == status, f"{name}: {resp.status_code} {resp.text[:200]}"
+        assert resp.json().get("error"), name
+    ok = _post(server, (small_raw / "Mars" / "Mars_1.jpg").read_bytes())
+    assert ok.status_code == 200
+    assert httpx.get(f"{server}/readyz", timeout=5).status_code == 200

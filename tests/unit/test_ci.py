@@ -1,0 +1,100 @@
+import subprocess
+
+import pytest
+
+from cicd import ci
+from cicd.errors import SuiteError
+from cicd.shell import Runner
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, False),
+        ({"CI": "false"}, False),
+        ({"CI": "true"}, True),
+        ({"GITHUB_ACTIONS": "true"}, True),
+        ({"GITLAB_CI": "true"}, True),
+    ],
+)
+def test_in_ci(environ, expected):
+    assert ci.in_ci(environ) is expected
+
+
+def test_ci_sha_prefers_the_merge_request_head_and_ignores_junk():
+    assert ci.ci_sha({"GITHUB_SHA": SHA}) == SHA
+    assert ci.ci_sha({"CI_COMMIT_SHA": SHA.upper()}) == SHA
+    other = "f" * 40
+    assert ci.ci_sha({"CI_COMMIT_SHA": SHA, "CI_MERGE_REQUEST_SOURCE_BRANCH_SHA": other}) == other
+    assert ci.ci_sha({"GITHUB_SHA": "not-a-sha"}) is None
+
+
+def test_branch_from_ci_variables_then_git():
+    assert ci.branch({"GITHUB_REF": "refs/heads/main"}, "x") == "main"
+    assert ci.branch({"GITHUB_HEAD_REF": "feature", "GITHUB_REF": "refs/pull/1/merge"}, None) == (
+        "feature"
+    )
+    assert ci.branch({"CI_COMMIT_BRANCH": "main"}, "x") == "main"
+    assert ci.branch({}, "local") == "local"
+
+
+def test_pull_requests_are_recognised():
+    assert ci.is_pull_request({"GITHUB_EVENT_NAME": "pull_request"})
+    assert ci.is_pull_request({"CI_PIPELINE_SOURCE": "merge_request_event"})
+    assert not ci.is_pull_request({"GITHUB_EVENT_NAME": "push"})
+
+
+@pytest.mark.parametrize(
+    ("remote", "expected"),
+    [
+        ("https://user:tok@github.com/o/r.git", "https://github.com/o/r"),
+        ("git@gitlab.com:o/r.git", "https://gitlab.com/o/r"),
+        ("", ""),
+    ],
+)
+def test_source_url_never_carries_credentials(remote, expected):
+    assert ci.source_url({}, remote) == expected
+
+
+def test_source_url_from_ci():
+    environ = {"GITHUB_REPOSITORY": "o/r", "GITHUB_SERVER_URL": "https://github.com"}
+    assert ci.source_url(environ, "x") == "https://github.com/o/r"
+    assert ci.source_url({"CI_PROJECT_URL": "https://gitlab.com/o/r"}, "x") == (
+        "https://gitlab.com/o/r"
+    )
+
+
+def _repo(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    (tmp_path / "a.txt").write_text("a\n")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    return git
+
+
+def test_revision_of_a_clean_tree_is_the_commit(tmp_path):
+    _repo(tmp_path)
+    revision = ci.revision(Runner(), tmp_path, {})
+    assert len(revision.sha) == 40 and revision.tag == revision.sha
+    assert not revision.dirty and revision.timestamp > 0
+
+
+def test_dirty_tree_gets_a_distinct_tag_locally_and_is_refused_in_ci(tmp_path):
+    _repo(tmp_path)
+    (tmp_path / "a.txt").write_text("changed\n")
+    revision = ci.revision(Runner(), tmp_path, {})
+    assert revision.dirty and revision.tag.startswith(revision.sha + "-dirty-")
+    (tmp_path / "a.txt").write_text("changed again\n")
+    assert ci.revision(Runner(), tmp_path, {}).tag != revision.tag
+    with pytest.raises(SuiteError, match="uncommitted changes in CI"):
+        ci.revision(Runner(), tmp_path, {"CI": "true"})
+
+
+def test_not_a_repository_is_a_clear_error(tmp_path):
+    with pytest.raises(SuiteError, match="not a git repository"):
+        ci.revision(Runner(), tmp_path, {})

@@ -1,0 +1,45 @@
+import pytest
+
+from cicd import docker
+from cicd.errors import SuiteError
+
+
+def fake_probe(answers):
+    def probe(command):
+        return answers.get(tuple(command))
+
+    return probe
+
+
+@pytest.fixture
+def two_clients(monkeypatch):
+    monkeypatch.setattr(docker.shutil, "which", lambda name: "/usr/local/bin/docker")
+
+
+def test_prefers_a_client_with_buildx(two_clients):
+    probe = fake_probe({("/usr/local/bin/docker", "buildx", "version"): "v0.20"})
+    assert docker.choose_client(probe=probe).path == "/usr/local/bin/docker"
+
+
+def test_skips_a_new_client_without_buildx_for_an_old_one(two_clients):
+    probe = fake_probe(
+        {
+            ("/usr/local/bin/docker", "--version"): "Docker version 28.2.2, build e6534b4",
+            ("/usr/bin/docker", "--version"): "Docker version 20.10.24+dfsg1, build 297e128",
+        }
+    )
+    client = docker.choose_client(probe=probe)
+    assert client.path == "/usr/bin/docker"
+    assert client.build_env == {"DOCKER_BUILDKIT": "1"}
+    assert client.env_for_tools()["PATH"].startswith("/usr/bin:")
+
+
+def test_falls_back_to_the_legacy_builder(two_clients):
+    probe = fake_probe({("/usr/local/bin/docker", "--version"): "Docker version 28.2.2, build x"})
+    client = docker.choose_client(probe=probe)
+    assert client.path == "/usr/local/bin/docker" and client.build_env == {"DOCKER_BUILDKIT": "0"}
+
+
+def test_configured_client_must_run():
+    with pytest.raises(SuiteError, match="does not run"):
+        docker.choose_client("/nowhere/docker", probe=fake_probe({}))

@@ -1,0 +1,89 @@
+"""The registry client against a small fake registry speaking the real HTTP API."""
+
+import base64
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+
+from cicd.errors import SuiteError
+from cicd.registry import Credentials, RegistryClient, scheme
+
+CONFIG = json.dumps({"config": {"Labels": {"model.digest": "sha256:abc"}}}).encode()
+CONFIG_DIGEST = "sha256:" + hashlib.sha256(CONFIG).hexdigest()
+MANIFEST = json.dumps({"schemaVersion": 2, "config": {"digest": CONFIG_DIGEST}}).encode()
+TOKEN = "tok-123"
+
+
+class FakeRegistry(BaseHTTPRequestHandler):
+    """Bearer-token auth like GHCR: /token with basic auth gives a token."""
+
+    requests: ClassVar[list] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.requests.append((self.path, self.headers.get("Authorization")))
+        if self.path.startswith("/token"):
+            expected = "Basic " + base64.b64encode(b"bot:right").decode()
+            if self.headers.get("Authorization") != expected:
+                return self._send(401, b"{}")
+            return self._send(200, json.dumps({"token": TOKEN}).encode())
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            realm = f"http://127.0.0.1:{self.server.server_port}/token"
+            challenge = f'Bearer realm="{realm}",service="fake"'
+            return self._send(401, b"{}", {"WWW-Authenticate": challenge})
+        if self.path == "/v2/org/app/manifests/abc":
+            return self._send(200, MANIFEST, {"Docker-Content-Digest": "sha256:manifest"})
+        if self.path == f"/v2/org/app/blobs/{CONFIG_DIGEST}":
+            return self._send(200, CONFIG)
+        return self._send(404, b"{}")
+
+    def _send(self, status, body, headers=None):
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def registry():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    FakeRegistry.requests = []
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_manifest_and_labels_through_the_token_flow(registry):
+    client = RegistryClient(registry, Credentials("bot", "right"))
+    manifest = client.manifest("org/app", "abc")
+    assert manifest.digest == "sha256:manifest" and manifest.config_digest == CONFIG_DIGEST
+    assert client.labels("org/app", manifest) == {"model.digest": "sha256:abc"}
+    assert all("right" not in path for path, _ in FakeRegistry.requests)
+
+
+def test_missing_tag_is_none(registry):
+    assert RegistryClient(registry, Credentials("bot", "right")).manifest("org/app", "nope") is None
+
+
+def test_wrong_password_is_a_clear_error(registry):
+    with pytest.raises(SuiteError, match="refused user 'bot'"):
+        RegistryClient(registry, Credentials("bot", "wrong")).manifest("org/app", "abc")
+
+
+def test_registry_down_is_a_clear_error():
+    with pytest.raises(SuiteError, match="not reachable"):
+        RegistryClient("127.0.0.1:9").ping()
+
+
+def test_plain_http_only_on_this_machine():
+    assert scheme("127.0.0.1:5050") == "http" and scheme("localhost:5000") == "http"
+    assert scheme("ghcr.io") == "https" and scheme("registry.example.com:5000") == "https"
