@@ -31,6 +31,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cicd.errors import SuiteError
+
+if TYPE_CHECKING:
+    from cicd.settings import LocalRegistry
+    from cicd.shell import Runner
 
 __all__ = [
     "DEFAULT_PORT",
@@ -52,7 +59,7 @@ REGISTRY_IMAGE = "registry:2"
 INSTALL_HINT = "install docker-registry (apt-get install docker-registry) or run scripts/bootstrap"
 
 
-class RegistryError(Exception):
+class RegistryError(SuiteError):
     """A local-registry problem the user can fix; the message says what to do."""
 
 
@@ -460,3 +467,20 @@ def _is_registry_process(pid: int) -> bool:
         return True  # no /proc: trust the pid file
     exe = os.path.basename(cmdline[0].decode(errors="replace")) if cmdline else ""
     return exe == os.path.basename(REGISTRY_BINARY)
+
+
+# -- the suite's view: the embedded registry of the settings -----------------------------------
+
+
+def url(registry: LocalRegistry) -> str:
+    return _url(registry.host, registry.port)
+
+
+def ensure_running(runner: Runner, registry: LocalRegistry) -> RegistryProcess:
+    """Start the embedded registry of the settings unless it is already up."""
+    return start(registry.host, registry.port, registry.storage, dry_run=runner.dry)
+
+
+def stop_embedded(runner: Runner, registry: LocalRegistry) -> bool:
+    """Stop the embedded registry if this suite started it (its data are kept)."""
+    return stop(registry.port, registry.storage, dry_run=runner.dry)
