@@ -159,6 +159,7 @@ def smoke(c, image=None):
     runner, settings = setup(c)
     goal = publish.target(runner, settings, os.environ)
     client = publish.docker_client(runner, settings)
+    publish.pull_if_missing(runner, settings, settings.smoke_image)
     expected = publish.expected_answer(runner, settings)
     smoke_test.smoke_test(runner, settings, client, image or goal.tags[0], expected)
 

@@ -18,6 +18,10 @@ from cicd.errors import SuiteError
 from cicd.settings import Settings
 from cicd.shell import Runner, tool
 
+# BentoML's CLI sends usage analytics unless told not to, and warns about its own duplicate
+# `--quiet` flag on every call: neither helps a CI log.
+BENTOML_ENV = {"BENTOML_DO_NOT_TRACK": "True", "PYTHONWARNINGS": "ignore::UserWarning"}
+
 MAKE_MODEL_HINT = (
     "run `nox -s train` (or `invoke repro`) to make it, or `invoke pull` to fetch it "
     "from the DVC remote"
@@ -50,10 +54,11 @@ def import_model(runner: Runner, settings: Settings) -> ModelInfo:
     """Import the ``.bentomodel`` into the BentoML store; a model already there is fine."""
     archive = settings.path(settings.bentomodel)
     model = model_info(archive)
-    if runner.query([tool("bentoml"), "models", "get", model.tag, "-o", "json"]) is not None:
+    if runner.query([tool("bentoml"), "models", "get", model.tag, "-o", "json"], env=BENTOML_ENV):
         runner.echo(f"model {model.tag} is already in the BentoML store")
         return model
-    runner.run([tool("bentoml"), "models", "import", str(archive.resolve())], cwd=settings.root)
+    command = [tool("bentoml"), "models", "import", str(archive.resolve())]
+    runner.run(command, cwd=settings.root, env=BENTOML_ENV)
     return model
 
 
@@ -64,7 +69,7 @@ def bento_tag(settings: Settings, version: str) -> str:
 def build_bento(runner: Runner, settings: Settings, version: str) -> str:
     """Build the bento at ``version`` (the commit): one commit, one bento, built once."""
     tag = bento_tag(settings, version)
-    if runner.query([tool("bentoml"), "get", tag, "-o", "json"]) is not None:
+    if runner.query([tool("bentoml"), "get", tag, "-o", "json"], env=BENTOML_ENV) is not None:
         runner.echo(f"bento {tag} is already built")
         return tag
     runner.run(
@@ -78,6 +83,7 @@ def build_bento(runner: Runner, settings: Settings, version: str) -> str:
             str(settings.build_context),
         ],
         cwd=settings.root,
+        env=BENTOML_ENV,
         hint="the model must be in the store first: run `invoke import-model`",
     )
     return tag
@@ -89,4 +95,5 @@ def serve(runner: Runner, settings: Settings, port: int) -> None:
     runner.run(
         [tool("bentoml"), "serve", service, "--host", "127.0.0.1", "--port", str(port), "--reload"],
         cwd=settings.path(settings.build_context),
+        env=BENTOML_ENV,
     )

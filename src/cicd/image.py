@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from cicd.bento import ModelInfo
+from cicd.bento import BENTOML_ENV, ModelInfo
 from cicd.ci import Revision
 from cicd.docker import Client, whales
 from cicd.errors import CommandError, SuiteError
@@ -42,7 +42,7 @@ def references(settings: Settings, revision: Revision) -> tuple[str, ...]:
 def labels(settings: Settings, revision: Revision, model: ModelInfo) -> dict[str, str]:
     """OCI labels plus the model's tag and digest (BentoML adds none: we pass them)."""
     created = dt.datetime.fromtimestamp(revision.timestamp, dt.UTC)
-    return {
+    labels = {
         "org.opencontainers.image.title": settings.image_name,
         "org.opencontainers.image.revision": revision.sha,
         "org.opencontainers.image.source": revision.source_url,
@@ -52,6 +52,7 @@ def labels(settings: Settings, revision: Revision, model: ModelInfo) -> dict[str
         MODEL_TAG_LABEL: model.tag,
         MODEL_DIGEST_LABEL: model.digest,
     }
+    return {key: value for key, value in labels.items() if value}  # no remote: no source
 
 
 def containerize(
@@ -69,12 +70,12 @@ def containerize(
         for reference in tags:
             command += ["--image-tag", reference]
         for key, value in image_labels.items():
-            command += ["--label", f"{key}={value}"]
-        command += ["--iidfile", str(iidfile)]
+            command += ["--opt", f"label={key}={value}"]
+        command += ["--opt", f"iidfile={iidfile}"]
         runner.run(
             command,
             cwd=settings.root,
-            env=client.env_for_tools(),
+            env={**BENTOML_ENV, **client.env_for_tools()},
             hint="see README, Troubleshooting: image build",
         )
         image_id = iidfile.read_text().strip() if iidfile.exists() else "sha256:<built image>"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from cicd import bento, ci, dvc, image, smoke
 from cicd.bento import ModelInfo
 from cicd.docker import Client, choose_client, require_engine
+from cicd.errors import CommandError, SuiteError
 from cicd.registry import RegistryClient
 from cicd.settings import Settings
 from cicd.shell import Runner
@@ -30,14 +32,26 @@ def target(runner: Runner, settings: Settings, environ: Mapping[str, str]) -> Ta
     """Identify the image to build; pull the model archive first when it is missing."""
     revision = ci.revision(runner, settings.root, environ)
     archive = settings.path(settings.bentomodel)
-    if not archive.exists():
-        runner.echo(f"{settings.bentomodel} is missing: pulling it from the DVC remote")
-        dvc.pull(runner, settings, [str(settings.bentomodel)])
+    pull_if_missing(runner, settings, settings.bentomodel)
     if runner.dry and not archive.exists():
         model = ModelInfo(f"<tag in {settings.bentomodel}>", "sha256:<digest>")
     else:
         model = bento.model_info(archive)
     return Target(revision, model, image.references(settings, revision))
+
+
+def pull_if_missing(runner: Runner, settings: Settings, path: Path) -> None:
+    """Fetch one pipeline output from the DVC remote if the workspace lacks it (fresh CI clone)."""
+    if settings.path(path).exists():
+        return
+    runner.echo(f"{path} is not in the workspace: pulling it from the DVC remote")
+    try:
+        dvc.pull(runner, settings, [str(path)])
+    except CommandError as error:
+        raise SuiteError(
+            f"{path} is neither in the workspace nor in the DVC remote: run `nox -s train` "
+            "(or `invoke repro`) to make it, and `invoke push-data` to share it"
+        ) from error
 
 
 def docker_client(runner: Runner, settings: Settings) -> Client:
@@ -89,6 +103,7 @@ def publish(
             )
             return digest
     built = build(runner, settings, client, goal)
+    pull_if_missing(runner, settings, settings.smoke_image)
     smoke.smoke_test(runner, settings, client, built.tags[0], expected_answer(runner, settings))
     digest = image.push(runner, settings, client, built)
     runner.echo(f"published {', '.join(built.tags)} ({digest})")
