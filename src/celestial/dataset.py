@@ -115,18 +115,23 @@ def _mix(a, b, t):
 
 
 def _earth(p, lat, rng):
+    # Mostly ocean (~70 %), so the disc reads as blue with green/brown land, not as grey.
     land = _noise(p, rng, 2.5, 4)
-    col = _mix((0.05, 0.16, 0.45), (0.22, 0.38, 0.16), (land - 0.05) * 8)
-    col = _mix(col, (0.52, 0.42, 0.27), (_noise(p, rng, 4) - 0.2) * 5 * (land > 0.05))
-    col = _mix(col, (0.92, 0.94, 0.96), (np.abs(lat) - 1.15) * 6)  # polar ice
-    clouds = _noise(p, rng, 5, 3)
-    return _mix(col, (0.95, 0.95, 0.97), (clouds - 0.05) * 3 * rng.uniform(0.5, 1.0))
+    col = _mix((0.04, 0.17, 0.48), (0.2, 0.4, 0.15), (land - 0.25) * 8)
+    desert = (_noise(p, rng, 4) - 0.2) * 4 * (land > 0.25)
+    col = _mix(col, (0.55, 0.44, 0.27), desert)
+    col = _mix(col, (0.92, 0.94, 0.96), (np.abs(lat) - 1.2) * 6)  # polar ice
+    # Thin, patchy clouds: enough to be Earth, too few to turn it into a white ball.
+    clouds = _noise(p, rng, 6, 3)
+    return _mix(col, (0.95, 0.95, 0.97), (clouds - 0.45) * 3 * rng.uniform(0.6, 1.0))
 
 
 def _jupiter(p, lat, rng):
+    # Belts at fixed latitudes (as on the real planet), so every Jupiter shares the
+    # same stripe pattern; turbulence only wiggles their edges.
     turb = _noise(p, rng, 4, 3)
-    bands = np.sin(lat * rng.uniform(9, 13) + 1.2 * turb + rng.uniform(0, 6.3))
-    col = _mix((0.87, 0.79, 0.64), (0.66, 0.43, 0.28), bands * 0.5 + 0.5)
+    bands = np.sin(lat * 11 + 0.8 * turb + rng.uniform(-0.4, 0.4))
+    col = _mix((0.93, 0.86, 0.72), (0.62, 0.38, 0.24), bands * 0.8 + 0.5)
     # Great Red Spot, when it faces us
     x, y, _ = p
     spot = ((x - 0.55) / 0.28) ** 2 + ((y + 0.35) / 0.14) ** 2
@@ -145,14 +150,17 @@ def _mars(p, lat, rng):
 
 
 def _mercury(p, lat, rng):
-    base = _mix((0.5, 0.47, 0.44), (0.68, 0.64, 0.6), _noise(p, rng, 4, 3) * 2 + 0.5)
-    return base * _craters(p, rng, 40, (0.06, 0.22))[..., None]
+    # Slightly warm, evenly bright and densely cratered, without large dark plains:
+    # the cues that tell it from the Moon, and they are subtle (the two stay confusable).
+    base = _mix((0.52, 0.48, 0.43), (0.66, 0.61, 0.55), _noise(p, rng, 4, 3) + 0.5)
+    return base * _craters(p, rng, 60, (0.05, 0.16))[..., None]
 
 
 def _moon(p, lat, rng):
+    # Neutral grey with dark maria (large smooth patches) and fewer, bigger craters.
     maria = _noise(p, rng, 2.2, 3)
-    base = _mix((0.7, 0.7, 0.68), (0.34, 0.34, 0.35), (maria - 0.05) * 5)
-    return base * _craters(p, rng, 18, (0.05, 0.2))[..., None]
+    base = _mix((0.7, 0.7, 0.69), (0.33, 0.33, 0.34), (maria - 0.1) * 4)
+    return base * _craters(p, rng, 14, (0.06, 0.22))[..., None]
 
 
 def _venus(p, lat, rng):
@@ -160,19 +168,31 @@ def _venus(p, lat, rng):
     return _mix((0.92, 0.83, 0.6), (0.8, 0.68, 0.45), swirl * 0.8 + 0.5)
 
 
+# The ice giants share one palette: each image picks its hue between pale cyan and deep
+# azure, Uranus from the cyan end, Neptune from the blue end, with an overlap in the
+# middle where (as in real, processed photos) only the faint features tell them apart.
+ICE_CYAN, ICE_BLUE = np.array([0.62, 0.86, 0.9]), np.array([0.26, 0.45, 0.86])
+
+
+def _ice_colour(rng, lo, hi):
+    return _mix(ICE_CYAN, ICE_BLUE, rng.uniform(lo, hi))
+
+
 def _uranus(p, lat, rng):
+    base = _ice_colour(rng, 0.0, 0.6)
     haze = 0.06 * _noise(p, rng, 2, 2)
-    return _mix((0.62, 0.86, 0.9), (0.72, 0.92, 0.94), np.abs(lat) / 1.57 + haze)
+    return _mix(base, base * 1.1, np.abs(lat) / 1.57 + haze)  # brighter polar hood
 
 
 def _neptune(p, lat, rng):
+    base = _ice_colour(rng, 0.4, 1.0)
     bands = 0.5 + 0.5 * np.sin(lat * rng.uniform(5, 8) + 0.6 * _noise(p, rng, 3, 2))
-    col = _mix((0.24, 0.42, 0.85), (0.34, 0.55, 0.9), bands)
+    col = _mix(base * 0.9, base * 1.05, bands)
     x, y, _ = p
-    spot = ((x + 0.4) / 0.25) ** 2 + ((y - 0.3) / 0.13) ** 2
-    col = _mix(col, (0.12, 0.2, 0.5), (1 - spot) * 2)
-    streaks = _noise(p, rng, 9, 2)
-    return _mix(col, (0.85, 0.9, 0.97), (streaks - 0.55) * 3)
+    spot = ((x + 0.4) / 0.25) ** 2 + ((y - 0.3) / 0.13) ** 2  # Great Dark Spot
+    col = _mix(col, base * 0.5, (1 - spot) * 2)
+    streaks = _noise(p, rng, 9, 2)  # small bright methane clouds
+    return _mix(col, (0.85, 0.9, 0.97), (streaks - 0.75) * 3)
 
 
 def _pluto(p, lat, rng):
