@@ -84,18 +84,14 @@ def push_data(c, target=None):
     dvc.push(runner, settings, [target] if target else [])
 
 
-@step(
-    help={"push": "--push / --no-push: push outputs to the DVC remote (default: only CI on main)"}
-)
-def train(c, push=None):
+@step(help={"push": "always push outputs to the DVC remote", "no_push": "never push them"})
+def train(c, push=False, no_push=False):
     """repro, then push-data when CI builds the base branch: the `nox -s train` session."""
     from cicd import ci, dvc
 
     runner, settings = setup(c)
     dvc.repro(runner, settings, pull_first=True)
-    if push is None:
-        push = ci.builds_base_branch(runner, settings, os.environ)
-    if push:
+    if push or (not no_push and ci.builds_base_branch(runner, settings, os.environ)):
         dvc.push(runner, settings)
     else:
         runner.echo(
@@ -232,9 +228,13 @@ def serve(c, port=3000):
 
 
 @step(
-    help={"base": "branch to compare with (default: main)", "publish": "--publish / --no-publish"}
+    help={
+        "base": "branch to compare with (default: main)",
+        "publish": "post the report even outside CI",
+        "no_publish": "do not post it, even in CI",
+    }
 )
-def report(c, base=None, publish=None):
+def report(c, base=None, publish=False, no_publish=False):
     """Params, metrics and plots of the workspace against the base branch -> report.md.
 
     In CI it is also posted (job summary, one pull-request comment kept up to date).
@@ -245,7 +245,7 @@ def report(c, base=None, publish=None):
     runner, settings = setup(c)
     sha = ci.ci_sha(os.environ)
     path = reports.write_report(runner, ROOT, base=base or settings.base_branch, sha=sha)
-    if publish if publish is not None else ci.in_ci(os.environ):
+    if publish or (not no_publish and ci.in_ci(os.environ)):
         runner.echo(forge.publish_report(runner, path, os.environ))
 
 
