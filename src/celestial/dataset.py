@@ -116,22 +116,23 @@ def _mix(a, b, t):
 
 def _earth(p, lat, rng):
     # Mostly ocean (~70 %), so the disc reads as blue with green/brown land, not as grey.
-    land = _noise(p, rng, 2.5, 4)
-    col = _mix((0.04, 0.17, 0.48), (0.2, 0.4, 0.15), (land - 0.25) * 8)
-    desert = (_noise(p, rng, 4) - 0.2) * 4 * (land > 0.25)
+    land = _noise(p, rng, 4.5, 4)
+    col = _mix((0.05, 0.2, 0.52), (0.2, 0.5, 0.12), (land + 0.12) * 8)
+    desert = (_noise(p, rng, 4) - 0.3) * 4 * (land > -0.12)
     col = _mix(col, (0.55, 0.44, 0.27), desert)
     col = _mix(col, (0.92, 0.94, 0.96), (np.abs(lat) - 1.2) * 6)  # polar ice
     # Thin, patchy clouds: enough to be Earth, too few to turn it into a white ball.
-    clouds = _noise(p, rng, 6, 3)
-    return _mix(col, (0.95, 0.95, 0.97), (clouds - 0.45) * 3 * rng.uniform(0.6, 1.0))
+    clouds = _noise(p, rng, 9, 3)
+    return _mix(col, (0.95, 0.95, 0.97), (clouds - 0.6) * 3 * rng.uniform(0.6, 1.0))
 
 
 def _jupiter(p, lat, rng):
     # Belts at fixed latitudes (as on the real planet), so every Jupiter shares the
     # same stripe pattern; turbulence only wiggles their edges.
+    # cos: a bright equatorial zone between the two dark main belts (NEB, SEB).
     turb = _noise(p, rng, 4, 3)
-    bands = np.sin(lat * 11 + 0.8 * turb + rng.uniform(-0.4, 0.4))
-    col = _mix((0.93, 0.86, 0.72), (0.62, 0.38, 0.24), bands * 0.8 + 0.5)
+    belts = 0.5 - 0.8 * np.cos(lat * 8 + 0.5 * turb + rng.uniform(-0.3, 0.3))
+    col = _mix((0.96, 0.92, 0.82), (0.74, 0.42, 0.22), belts)
     # Great Red Spot, when it faces us
     x, y, _ = p
     spot = ((x - 0.55) / 0.28) ** 2 + ((y + 0.35) / 0.14) ** 2
@@ -152,20 +153,22 @@ def _mars(p, lat, rng):
 def _mercury(p, lat, rng):
     # Slightly warm, evenly bright and densely cratered, without large dark plains:
     # the cues that tell it from the Moon, and they are subtle (the two stay confusable).
-    base = _mix((0.52, 0.48, 0.43), (0.66, 0.61, 0.55), _noise(p, rng, 4, 3) + 0.5)
+    base = _mix((0.52, 0.5, 0.47), (0.6, 0.58, 0.55), _noise(p, rng, 4, 3) + 0.5)
     return base * _craters(p, rng, 60, (0.05, 0.16))[..., None]
 
 
 def _moon(p, lat, rng):
     # Neutral grey with dark maria (large smooth patches) and fewer, bigger craters.
-    maria = _noise(p, rng, 2.2, 3)
-    base = _mix((0.7, 0.7, 0.69), (0.33, 0.33, 0.34), (maria - 0.1) * 4)
+    # Tidally locked: it always shows us the same maria, so they come from a fixed
+    # generator (the craters still vary), and render() keeps its spin to a small libration.
+    maria = _noise(p, np.random.default_rng(1969), 2.2, 3)
+    base = _mix((0.76, 0.76, 0.75), (0.26, 0.26, 0.27), (maria - 0.15) * 5)
     return base * _craters(p, rng, 14, (0.06, 0.22))[..., None]
 
 
 def _venus(p, lat, rng):
     swirl = _noise(p, rng, 2.5, 3) + 0.4 * np.sin(lat * 4)
-    return _mix((0.92, 0.83, 0.6), (0.8, 0.68, 0.45), swirl * 0.8 + 0.5)
+    return _mix((0.96, 0.91, 0.72), (0.86, 0.77, 0.55), swirl * 0.8 + 0.5)
 
 
 # The ice giants share one palette: each image picks its hue between pale cyan and deep
@@ -179,13 +182,13 @@ def _ice_colour(rng, lo, hi):
 
 
 def _uranus(p, lat, rng):
-    base = _ice_colour(rng, 0.0, 0.6)
+    base = _ice_colour(rng, 0.0, 0.5)
     haze = 0.06 * _noise(p, rng, 2, 2)
     return _mix(base, base * 1.1, np.abs(lat) / 1.57 + haze)  # brighter polar hood
 
 
 def _neptune(p, lat, rng):
-    base = _ice_colour(rng, 0.4, 1.0)
+    base = _ice_colour(rng, 0.55, 1.0)
     bands = 0.5 + 0.5 * np.sin(lat * rng.uniform(5, 8) + 0.6 * _noise(p, rng, 3, 2))
     col = _mix(base * 0.9, base * 1.05, bands)
     x, y, _ = p
@@ -196,7 +199,9 @@ def _neptune(p, lat, rng):
 
 
 def _pluto(p, lat, rng):
-    col = _mix((0.8, 0.7, 0.56), (0.45, 0.29, 0.19), (_noise(p, rng, 2.5, 3) + 0.1) * 3)
+    # Greyish tan with dark red-brown patches (Cthulhu): duller than Jupiter's belts,
+    # blotchy rather than striped.
+    col = _mix((0.76, 0.68, 0.58), (0.42, 0.22, 0.16), (_noise(p, rng, 2.5, 3) + 0.25) * 3)
     x, y, _ = p
     heart = (x / 0.5) ** 2 + ((y - 0.1) / 0.42) ** 2  # the bright "heart"
     return _mix(col, (0.96, 0.92, 0.86), (1 - heart) * 3)
@@ -225,16 +230,21 @@ def render(class_name: str, rng: np.random.Generator, size: int = 128) -> np.nda
     for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
         np.add.at(img, ((sy[halo] + dy) % size, (sx[halo] + dx) % size), colour[halo] * 0.35)
 
-    # Geometry: size, position (sometimes cut by the frame), tilt and spin.
+    # Geometry: size, position (sometimes cut by the frame), tilt and spin. The ranges are
+    # moderate on purpose: the model is a pixel MLP trained on ~1200 images, and wider
+    # ones made the disc's position, not the body, the main difference between images.
     ringed = class_name == "Saturn"
-    radius = size * (rng.uniform(0.2, 0.28) if ringed else rng.uniform(0.28, 0.44))
-    if rng.random() < 0.12:  # partial crop: the body runs off the frame
-        cx, cy = size / 2 + rng.choice([-1, 1], 2) * rng.uniform(0.15, 0.35, 2) * size
+    radius = size * (rng.uniform(0.21, 0.27) if ringed else rng.uniform(0.31, 0.42))
+    if rng.random() < 0.08:  # partial crop: the body runs off the frame
+        cx, cy = size / 2 + rng.choice([-1, 1], 2) * rng.uniform(0.12, 0.25, 2) * size
     else:
-        cx, cy = size / 2 + rng.uniform(-0.07, 0.07, 2) * size
+        cx, cy = size / 2 + rng.uniform(-0.05, 0.05, 2) * size
     tilt = rng.uniform(-0.6, 0.6)
     spin = rng.uniform(0, 2 * np.pi)
-    light = np.array([rng.uniform(-1, 1), rng.uniform(-0.8, 0.8), rng.uniform(0.35, 1.5)])
+    if class_name == "Moon":
+        spin = (spin - np.pi) * 0.05  # libration: the same face, give or take ~9 degrees
+    # Light from the front half-space, up to a thick crescent (thin ones hide the body).
+    light = np.array([rng.uniform(-1, 1), rng.uniform(-0.8, 0.8), rng.uniform(0.5, 1.5)])
     light /= np.linalg.norm(light)
 
     u0, v0 = (xx - cx) / radius, (yy - cy) / radius

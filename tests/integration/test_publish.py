@@ -105,6 +105,10 @@ def published(tmp_path_factory, registry):
     base = tmp_path_factory.mktemp("project")
     project = make_project(base, registry, base / "dvc-remote")
     project.nox("-s", "train", "--", "--push")
+    # The pipeline is reproducible: a fresh clone's run gives back the committed dvc.lock
+    # (otherwise CI would refuse to publish a dirty tree).
+    status = project.run("git", "status", "--porcelain").stdout
+    assert not status, f"`nox -s train` in a clean clone changed tracked files:\n{status}"
     started = time.monotonic()
     project.nox("-s", "publish")
     project.first_publish_seconds = time.monotonic() - started
