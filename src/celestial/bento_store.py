@@ -105,5 +105,6 @@ def import_bentomodel(path: str | Path) -> str:
     try:
         bentoml.models.get(tag)
     except NotFound:
-        bentoml.models.import_model(str(path))
+        # BentoML resolves a relative path against the filesystem root: pass it absolute.
+        bentoml.models.import_model(str(Path(path).resolve()))
     return tag

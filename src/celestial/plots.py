@@ -100,12 +100,14 @@ def plot_predictions(
     y_pred: np.ndarray,
     class_names: Sequence[str],
     path: str | Path,
-    count: int = 16,
+    count: int = 20,
 ) -> None:
-    """A grid of test images titled 'predicted (true)', wrong ones in red."""
+    """A grid of test images titled 'predicted (true)', wrong ones in red, every class shown."""
     plt = _pyplot()
-    count = min(count, len(images))
-    cols = 4
+    picks = _preview_indices(y_true, count)
+    images, y_true, y_pred = images[picks], y_true[picks], y_pred[picks]
+    count = len(picks)
+    cols = 5
     rows = max(1, -(-count // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows))
     for k, ax in enumerate(np.atleast_1d(axes).ravel()):
@@ -122,3 +124,13 @@ def plot_predictions(
         )
     fig.tight_layout()
     _save(fig, path)
+
+
+def _preview_indices(y_true: np.ndarray, count: int) -> list[int]:
+    """Up to ``count`` test images taken from each class in turn (the test set is sorted by
+    class, so its first images would all be of one class)."""
+    by_class = [np.flatnonzero(y_true == label) for label in np.unique(y_true)]
+    picks: list[int] = []
+    for rank in range(max((len(ix) for ix in by_class), default=0)):
+        picks += [int(ix[rank]) for ix in by_class if rank < len(ix)]
+    return picks[:count]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,7 +61,8 @@ def test_store_export_roundtrip_is_reproducible(stored_model, trained, tmp_path)
 
 @pytest.mark.slow
 def test_import_into_empty_store(stored_model, tmp_path):
-    """A .bentomodel imports into a fresh store (what evaluate and a deploy do)."""
+    """A .bentomodel imports into a fresh store (what evaluate and a deploy do), given by a
+    relative path as the DVC stages give it."""
     import subprocess
     import sys
 
@@ -70,12 +72,13 @@ def test_import_into_empty_store(stored_model, tmp_path):
         "import sys; from celestial.bento_store import import_bentomodel as i; "
         "print(i(sys.argv[1]))"
     )
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "PYTHONPATH": "src"}
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT / "src")}
+    archive = Path(stored_model["bentomodel"])
     for _ in range(2):  # second import of the same model is a no-op, not an error
         out = subprocess.run(
-            [sys.executable, "-c", code, str(stored_model["bentomodel"])],
+            [sys.executable, "-c", code, archive.name],
             env=env,
-            cwd=ROOT,
+            cwd=archive.parent,
             capture_output=True,
             text=True,
             timeout=120,
