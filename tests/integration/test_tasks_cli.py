@@ -42,3 +42,35 @@ def test_bad_setting_is_one_line_and_non_zero():
     assert done.returncode != 0
     assert done.stderr.strip().startswith("error: registry 'Not Valid' is not a valid")
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_dry_run_publish_shows_every_command_and_runs_none(tmp_path):
+    """In a fresh clone (no model, no data): the whole publish path is shown, nothing runs."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    registry = "127.0.0.1:9"  # nothing listens there: a dry run must not talk to it
+    done = invoke(
+        "--dry", "publish", cwd=clone,
+        env={"CONTAINER_REGISTRY_HOST": registry, "CONTAINER_REGISTRY_USERNAME": "u",
+             "CONTAINER_REGISTRY_PASSWORD": "dry-run-secret", "BENTOML_HOME": str(tmp_path)},
+    )  # fmt: skip
+    shown = [line for line in done.stdout.splitlines() if line.startswith("[dry-run] $ ")]
+    expected = [
+        "dvc pull model/celestial_bodies_classifier_model.bentomodel",
+        f"GET https://{registry}/v2/",
+        "bentoml models import",
+        "bentoml build --bentofile bentofile.yaml --version",
+        "bentoml containerize celestial_bodies_classifier:",
+        "--opt label=org.opencontainers.image.revision=",
+        "run --detach --publish 127.0.0.1:",
+        "POST http://127.0.0.1:",
+        "login 127.0.0.1:9 --username u --password-stdin",
+        f"push {registry}/celestial-bodies-classifier:",
+        f"push {registry}/celestial-bodies-classifier:latest",
+        "logout 127.0.0.1:9",
+    ]
+    for fragment in expected:
+        assert any(fragment in line for line in shown), f"{fragment!r} not shown:\n{done.stdout}"
+    assert "dry-run-secret" not in done.stdout + done.stderr
+    assert not (clone / "model").exists(), "a dry run pulled the model"
+    assert not list(tmp_path.glob("bentos/*")), "a dry run built a bento"
