@@ -50,10 +50,19 @@ def model_info(path: Path) -> ModelInfo:
     return ModelInfo(tag=f"{info['name']}:{info['version']}", digest=digest)
 
 
+def archived_model(runner: Runner, settings: Settings) -> ModelInfo:
+    """The model of the workspace's archive; in a dry run a missing archive (its pull was
+    only shown) stands as a placeholder so that the rest of the dry run can be shown."""
+    archive = settings.path(settings.bentomodel)
+    if runner.dry and not archive.exists():
+        return ModelInfo(f"<tag in {settings.bentomodel}>", "sha256:<digest>")
+    return model_info(archive)
+
+
 def import_model(runner: Runner, settings: Settings) -> ModelInfo:
     """Import the ``.bentomodel`` into the BentoML store; a model already there is fine."""
     archive = settings.path(settings.bentomodel)
-    model = model_info(archive)
+    model = archived_model(runner, settings)
     if runner.query([tool("bentoml"), "models", "get", model.tag, "-o", "json"], env=BENTOML_ENV):
         runner.echo(f"model {model.tag} is already in the BentoML store")
         return model

@@ -31,12 +31,8 @@ class Target:
 def target(runner: Runner, settings: Settings, environ: Mapping[str, str]) -> Target:
     """Identify the image to build; pull the model archive first when it is missing."""
     revision = ci.revision(runner, settings.root, environ)
-    archive = settings.path(settings.bentomodel)
     pull_if_missing(runner, settings, settings.bentomodel)
-    if runner.dry and not archive.exists():
-        model = ModelInfo(f"<tag in {settings.bentomodel}>", "sha256:<digest>")
-    else:
-        model = bento.model_info(archive)
+    model = bento.archived_model(runner, settings)
     return Target(revision, model, image.references(settings, revision))
 
 

@@ -57,7 +57,7 @@ def test_dry_run_publish_shows_every_command_and_runs_none(tmp_path):
     shown = [line for line in done.stdout.splitlines() if line.startswith("[dry-run] $ ")]
     expected = [
         "dvc pull model/celestial_bodies_classifier_model.bentomodel",
-        f"GET https://{registry}/v2/",
+        f"GET http://{registry}/v2/",
         "bentoml models import",
         "bentoml build --bentofile bentofile.yaml --version",
         "bentoml containerize celestial_bodies_classifier:",
