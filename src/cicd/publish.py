@@ -102,7 +102,10 @@ def publish(
     pull_if_missing(runner, settings, settings.smoke_image)
     smoke.smoke_test(runner, settings, client, built.tags[0], expected_answer(runner, settings))
     digest = image.push(runner, settings, client, built)
-    runner.echo(f"published {', '.join(built.tags)} ({digest})")
+    if runner.dry:
+        runner.echo("dry run: nothing was pulled, built, run or pushed")
+    else:
+        runner.echo(f"published {', '.join(built.tags)} ({digest})")
     return digest
 
 
