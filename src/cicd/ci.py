@@ -50,6 +50,7 @@ def in_ci(environ: Mapping[str, str]) -> bool:
 
 
 def provider(environ: Mapping[str, str]) -> str | None:
+    """The CI provider whose APIs the suite speaks: "github", "gitlab" or None."""
     if environ.get("GITHUB_ACTIONS") == "true":
         return "github"
     if environ.get("GITLAB_CI") == "true":

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cicd import ci
 from cicd.errors import SuiteError
 from cicd.shell import Runner
 
@@ -64,11 +65,7 @@ class CiContext:
 
 def detect_forge(environ: Mapping[str, str]) -> Forge | None:
     """``"github"`` or ``"gitlab"`` when running in that CI, else None."""
-    if environ.get("GITHUB_ACTIONS") == "true":
-        return "github"
-    if environ.get("GITLAB_CI") == "true":
-        return "gitlab"
-    return None
+    return ci.provider(environ)  # type: ignore[return-value]
 
 
 def ci_context(environ: Mapping[str, str]) -> CiContext | None:
