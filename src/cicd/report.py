@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cicd.errors import SuiteError
-from cicd.shell import Runner
+from cicd.shell import Runner, tool
 
 WORKSPACE = "workspace"  # DVC's name for the working tree in diff output
 MISSING = "—"
@@ -114,14 +112,10 @@ def resolve_base(runner: Runner, repo: Path, base: str) -> str:
 
 def _commit_of(runner: Runner, repo: Path, rev: str) -> str:
     """The commit SHA of ``rev``, or "" when the repository does not have it."""
-    output = runner.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        cwd=repo,
-        quiet=True,
-        check=False,
-        always=True,
+    output = runner.query(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo
     )
-    return output.strip()
+    return (output or "").strip()
 
 
 def _has_commit(runner: Runner, repo: Path, rev: str) -> bool:
@@ -132,17 +126,9 @@ def _git(runner: Runner, repo: Path, *args: str) -> str:
     return runner.run(["git", *args], cwd=repo, quiet=True, always=True)
 
 
-def dvc_executable() -> str:
-    """``dvc`` from PATH, else the one installed next to this Python (venv not activated)."""
-    if shutil.which("dvc"):
-        return "dvc"
-    sibling = Path(sys.executable).parent / "dvc"
-    return str(sibling) if sibling.exists() else "dvc"
-
-
 def _dvc_json(runner: Runner, repo: Path, args: Sequence[str]) -> dict[str, Any]:
     """Run a read-only ``dvc ... --json`` command, show it, and parse its JSON output."""
-    command = [dvc_executable(), *args]
+    command = [tool("dvc"), *args]
     if not runner.dry:
         runner.show(command)  # quiet below hides the JSON, not the command
     output = runner.run(command, cwd=repo, quiet=True)

@@ -76,6 +76,19 @@ def registry(tmp_path_factory):
     local_registry.start(port=port, storage=state, htpasswd=(USER, SENTINEL), use_image=False)
     yield f"127.0.0.1:{port}"
     local_registry.stop(port=port, state_dir=state)
+    remove_images(f"127.0.0.1:{port}/")
+
+
+def remove_images(prefix: str) -> None:
+    """Untag the images the tests built for their throwaway registry (layers are shared)."""
+    client = choose_client().path
+    listed = subprocess.run(
+        [client, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    ours = [ref for ref in listed if ref.startswith(prefix)]
+    if ours:
+        subprocess.run([client, "rmi", "--force", *ours], capture_output=True, check=False)
 
 
 def make_project(base: Path, registry: str, dvc_remote: Path) -> Project:

@@ -26,8 +26,8 @@ from PIL import Image
 
 from cicd.errors import SuiteError
 from cicd.forge import MARKER, ci_context, comment_body, detect_forge, publish_report
-from cicd.report import dvc_executable, write_report
-from cicd.shell import Runner
+from cicd.report import write_report
+from cicd.shell import Runner, tool
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("training_history", "pred_preview", "confusion_matrix")
@@ -82,7 +82,7 @@ def _env() -> dict[str, str]:
 
 def sh(cwd: Path, *cmd: str) -> str:
     if cmd[0] == "dvc":
-        cmd = (dvc_executable(), *cmd[1:])
+        cmd = (tool("dvc"), *cmd[1:])
     done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, f"{cmd}: {done.stdout}{done.stderr}"
     return done.stdout

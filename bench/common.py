@@ -1,0 +1,109 @@
+"""Helpers shared by the benchmark scripts: timed commands, docker calls, medians. Stdlib only."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+DOCKER = "/usr/bin/docker"  # Debian's 20.10 client: it builds without buildx (the 28 one cannot)
+TOOLS = Path(sys.executable).parent  # the environment running the harness (nox, invoke, bentoml)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The environment for a benchmarked command: the harness's tools first, no telemetry."""
+    base = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
+    base["PATH"] = f"{TOOLS}{os.pathsep}{base.get('PATH', '')}"
+    for noisy in (
+        "VIRTUAL_ENV",
+        "CI",
+        "GITHUB_ACTIONS",
+        "GITLAB_CI",
+        "GITHUB_SHA",
+        "CI_COMMIT_SHA",
+    ):
+        base.pop(noisy, None)
+    return {**base, **extra}
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+def run(
+    command: list[str],
+    *,
+    cwd: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    log_file: Path | None = None,
+    check: bool = True,
+    timeout: float = 1200,
+) -> tuple[float, str]:
+    """Run a command; return (wall seconds, stdout+stderr). Output also goes to log_file."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        command,
+        cwd=cwd,
+        env=env(**(extra_env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if log_file:
+        with log_file.open("a") as out:
+            out.write(
+                f"\n$ {' '.join(command)}  (cwd={cwd}, {elapsed:.2f} s, rc={done.returncode})\n"
+            )
+            out.write(done.stdout)
+    if check and done.returncode != 0:
+        tail = "\n".join(done.stdout.splitlines()[-30:])
+        raise CommandFailed(f"`{' '.join(command)}` failed ({done.returncode}):\n{tail}")
+    return elapsed, done.stdout
+
+
+def docker(*args: str, check: bool = True) -> str:
+    done = subprocess.run([DOCKER, *args], capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise CommandFailed(f"docker {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def image_refs(prefix: str) -> list[str]:
+    """Local image references (repo:tag) that start with prefix."""
+    listing = docker("images", "--format", "{{.Repository}}:{{.Tag}}")
+    return [ref for ref in listing.splitlines() if ref.startswith(prefix)]
+
+
+def image_size(reference: str) -> int:
+    return int(docker("image", "inspect", "--format", "{{.Size}}", reference))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]

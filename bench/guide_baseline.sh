@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The guide's CI shell lines (train + deploy jobs), run as they are on this repository.
+#
+#   VENV=/tmp/v REGISTRY=127.0.0.1:5050 bash bench/guide_baseline.sh     # from a clone's root
+#
+# VENV      virtual environment to install into (created if missing: setup-python's Python)
+# REGISTRY  registry host[/namespace] (the guide's secrets.GCP_CONTAINER_REGISTRY_HOST)
+# IMAGE     image name (default celestial-bodies-classifier-guide: distinct from the suite's)
+# PYTHON    interpreter for the venv (default python3.11)
+# BENTOML_HOME should point to a temporary store: the guide runs on a fresh CI runner.
+#
+# Differences from the guide's text, each needed for its lines to run here at all:
+# - `bentoml build src` -> `bentoml build -f bentofile.yaml src`: the bentofile is at the top
+#   level and the build context is src/;
+# - `bentoml models import model/...` gets the archive's absolute path: BentoML 1.4.40 fails
+#   with a relative one (FileNotFoundError: '/model/...');
+# - no `docker login` (the local registry has no authentication);
+# - /usr/bin comes before the Docker 28 client on PATH: that client cannot build (no buildx).
+# Each step prints "@step NAME SECONDS" on stderr for the harness (bench/pipeline.py).
+set -euo pipefail
+: "${VENV:?set VENV}" "${REGISTRY:?set REGISTRY}"
+IMAGE=${IMAGE:-celestial-bodies-classifier-guide}
+PYTHON=${PYTHON:-python3.11}
+SHA=$(git rev-parse HEAD)   # the guide's ${{ github.sha }}
+
+step_start=$EPOCHREALTIME
+step_done() { # NAME: print the time since the previous step
+    local now=$EPOCHREALTIME
+    awk -v n="$1" -v a="$step_start" -v b="$now" 'BEGIN { printf "@step %s %.3f\n", n, b - a }' >&2
+    step_start=$now
+}
+
+# actions/setup-python: a Python whose pip installs into a fresh environment
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+export PATH="$VENV/bin:/usr/bin:$PATH" BENTOML_DO_NOT_TRACK=True
+step_done venv
+
+pip install --requirement requirements-freeze.txt
+step_done pip-install
+
+dvc repro --pull
+step_done dvc-repro
+
+bentoml models import "$PWD/model/celestial_bodies_classifier_model.bentomodel"
+step_done bentoml-import
+
+bentoml build -f bentofile.yaml src
+step_done bentoml-build
+
+bentoml containerize celestial_bodies_classifier:latest \
+    --image-tag "$REGISTRY/$IMAGE:latest" \
+    --image-tag "$REGISTRY/$IMAGE:$SHA"
+step_done containerize
+
+docker push --all-tags "$REGISTRY/$IMAGE"
+step_done push
