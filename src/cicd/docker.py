@@ -15,12 +15,15 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from cicd.errors import SuiteError
+from cicd.errors import CommandError, SuiteError
+from cicd.shell import Runner
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
+
+T = TypeVar("T")
 
 # Clients before this major version build with the daemon's BuildKit without buildx.
 FIRST_BUILDX_ONLY_MAJOR = 23
@@ -91,3 +94,17 @@ def require_engine(client: Client) -> None:
             "no Docker engine answers (is dockerd running? is DOCKER_HOST right?): "
             "start Docker, or run scripts/bootstrap on a machine of this project's kind"
         )
+
+
+def docker_call(
+    runner: Runner, command: list[str], action: Callable[[], T], hint: str = ""
+) -> T | None:
+    """Run a python-on-whales call through the runner (echo, dry-run); its failures become
+    :class:`CommandError` carrying the equivalent command, exit code and output."""
+    from python_on_whales.exceptions import DockerException
+
+    try:
+        return runner.call(command, action)
+    except DockerException as exc:
+        output = (exc.stderr or "") + (exc.stdout or "")
+        raise CommandError(command, exc.return_code, runner.mask(output), hint) from None

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from cicd.bento import BENTOML_ENV, ModelInfo
 from cicd.ci import Revision
-from cicd.docker import Client, whales
-from cicd.errors import CommandError, SuiteError
+from cicd.docker import Client, docker_call, whales
+from cicd.errors import SuiteError
 from cicd.registry import Credentials, RegistryClient
 from cicd.settings import Settings
 from cicd.shell import Runner, tool
 
-T = TypeVar("T")
 MODEL_TAG_LABEL = "model.tag"
 MODEL_DIGEST_LABEL = "model.digest"
 
@@ -87,7 +85,7 @@ def local_image(runner: Runner, client: Client, tags: tuple[str, ...]) -> Image:
     docker = whales(client)
     ids = set()
     for reference in tags:
-        found = _whales(
+        found = docker_call(
             runner,
             [client.path, "image", "inspect", "--format", "{{.Id}}", reference],
             lambda ref=reference: docker.image.inspect(ref).id,
@@ -124,7 +122,7 @@ def logged_in(
             return
         host = settings.registry_host
         login = [*base, "login", host, "--username", creds.username, "--password-stdin"]
-        _whales(
+        docker_call(
             runner,
             login,
             lambda: docker.login(host, creds.username, creds.password),
@@ -133,14 +131,14 @@ def logged_in(
         try:
             yield docker, base
         finally:
-            _whales(runner, [*base, "logout", host], lambda: docker.logout(host))
+            docker_call(runner, [*base, "logout", host], lambda: docker.logout(host))
 
 
 def push(runner: Runner, settings: Settings, client: Client, image: Image) -> str:
     """Push the SHA tag, then ``latest``; verify both resolve to this image. Returns the digest."""
     with logged_in(runner, settings, client) as (docker, base):
         for reference in image.tags:
-            _whales(
+            docker_call(
                 runner,
                 [*base, "push", reference],
                 lambda ref=reference: docker.push(ref, quiet=True),  # type: ignore[attr-defined]
@@ -170,16 +168,3 @@ def verify(runner: Runner, settings: Settings, image: Image) -> str:
     if len(digests) > 1:
         raise SuiteError(f"the tags {', '.join(image.tags)} resolve to different digests")
     return digests.pop() if digests else "sha256:<pushed digest>"
-
-
-def _whales(
-    runner: Runner, command: list[str], action: Callable[[], T], hint: str = ""
-) -> T | None:
-    """Run a python-on-whales call through the runner; its failures become CommandError."""
-    from python_on_whales.exceptions import DockerException
-
-    try:
-        return runner.call(command, action)
-    except DockerException as exc:
-        output = (exc.stderr or "") + (exc.stdout or "")
-        raise CommandError(command, exc.return_code, runner.mask(output), hint) from None

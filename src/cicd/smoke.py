@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cicd.docker import Client, whales
+from cicd.docker import Client, docker_call, whales
 from cicd.errors import SuiteError
 from cicd.settings import Settings
 from cicd.shell import Runner
@@ -54,8 +54,11 @@ def smoke_test(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     run = [client.path, "run", "--detach", "--publish", f"127.0.0.1:{port}:{SERVICE_PORT}", image]
-    container = runner.call(
-        run, lambda: docker.run(image, detach=True, publish=[(f"127.0.0.1:{port}", SERVICE_PORT)])
+    container = docker_call(
+        runner,
+        run,
+        lambda: docker.run(image, detach=True, publish=[(f"127.0.0.1:{port}", SERVICE_PORT)]),
+        hint="build the image first: `invoke build`",
     )
     try:
         runner.call(["GET", f"{url}/readyz"], lambda: _wait_ready(url, container, settings))

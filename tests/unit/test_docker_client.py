@@ -43,3 +43,25 @@ def test_falls_back_to_the_legacy_builder(two_clients):
 def test_configured_client_must_run():
     with pytest.raises(SuiteError, match="does not run"):
         docker.choose_client("/nowhere/docker", probe=fake_probe({}))
+
+
+def test_python_on_whales_failures_become_command_errors():
+    import io
+
+    from python_on_whales.exceptions import DockerException
+
+    from cicd.errors import CommandError
+    from cicd.shell import Runner
+
+    def fail():
+        raise DockerException(["docker", "push", "x"], 1, b"", b"denied: sentinel-token")
+
+    runner = Runner(out=io.StringIO())
+    runner.add_secret("sentinel-token")
+    with pytest.raises(CommandError) as caught:
+        docker.docker_call(runner, ["docker", "push", "x"], fail, hint="check the token")
+    assert caught.value.exit_code == 1
+    assert (
+        str(caught.value)
+        == "`docker push x` failed with exit code 1: denied: *****. check the token"
+    )
