@@ -150,7 +150,7 @@ def push(runner: Runner, settings: Settings, client: Client, image: Image) -> st
 def verify(runner: Runner, settings: Settings, image: Image) -> str:
     """Check through the registry's API that every tag resolves to ``image``; return the digest."""
     registry = RegistryClient(settings.registry_host, credentials(settings))
-    repository = settings.repository.split("/", 1)[1]
+    repository = settings.repository_path
     digests = set()
     for reference in image.tags:
         tag = reference.rsplit(":", 1)[1]

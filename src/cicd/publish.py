@@ -68,7 +68,7 @@ def build(runner: Runner, settings: Settings, client: Client, goal: Target) -> i
 def already_published(runner: Runner, settings: Settings, goal: Target) -> str | None:
     """The digest of this commit's image in the registry if it holds the same model."""
     registry = RegistryClient(settings.registry_host, image.credentials(settings))
-    repository = settings.repository.split("/", 1)[1]
+    repository = settings.repository_path
     url = f"{registry.base}/v2/{repository}/manifests/{goal.revision.tag}"
     manifest = runner.call(["GET", url], lambda: registry.manifest(repository, goal.revision.tag))
     if manifest is None:

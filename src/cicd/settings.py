@@ -69,6 +69,11 @@ class Settings:
         """``<registry>[/<namespace>]/<image>``: the image reference without a tag."""
         return f"{self.registry or self.local_registry.address}/{self.image_name}"
 
+    @property
+    def repository_path(self) -> str:
+        """The repository's name inside its registry (``<namespace>/<image>``), for its API."""
+        return self.repository.split("/", 1)[1]
+
     def path(self, relative: Path) -> Path:
         return relative if relative.is_absolute() else self.root / relative
 

@@ -70,3 +70,10 @@ def test_invalid_registry_is_refused(host):
 def test_unknown_setting_is_refused():
     with pytest.raises(SuiteError, match="unknown setting"):
         from_config(ROOT, {"suite": {"imagename": "x"}}, {})
+
+
+def test_repository_path_is_the_name_inside_the_registry():
+    assert settings().repository_path == "celestial-bodies-classifier"
+    assert settings(CONTAINER_REGISTRY_HOST="ghcr.io/org").repository_path == (
+        "org/celestial-bodies-classifier"
+    )
