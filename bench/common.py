@@ -82,10 +82,16 @@ def docker(*args: str, check: bool = True) -> str:
     return done.stdout.strip()
 
 
-def image_refs(prefix: str) -> list[str]:
-    """Local image references (repo:tag) that start with prefix."""
-    listing = docker("images", "--format", "{{.Repository}}:{{.Tag}}")
-    return [ref for ref in listing.splitlines() if ref.startswith(prefix)]
+def image_refs(prefix: str, part: str = "") -> list[str]:
+    """Local images whose repository starts with prefix: repo:tag, or the id once untagged
+    (a rebuild moves the tags to the new image and leaves the old one dangling)."""
+    listing = docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    refs = []
+    for line in listing.splitlines():
+        ref, image_id = line.rsplit(" ", 1)
+        if ref.startswith(prefix) and part in ref:
+            refs.append(image_id if ref.endswith(":<none>") else ref)
+    return list(dict.fromkeys(refs))
 
 
 def image_size(reference: str) -> int:

@@ -18,9 +18,9 @@ warm:  right after that side's cold run, the same clone again with nothing chang
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -103,9 +103,9 @@ class Side:
 def reset(side: str) -> None:
     """Cold engine for one side: remove its bench images, empty the build cache."""
     suffix = f"/{IMAGES[side]}:"
-    refs = [ref for ref in image_refs(f"{REGISTRY}/bench-") if suffix in ref]
+    refs = image_refs(f"{REGISTRY}/bench-", suffix)
     if refs:
-        docker("rmi", *refs)
+        docker("rmi", *refs, check=False)
     docker("builder", "prune", "-af")
 
 
@@ -138,18 +138,20 @@ def warm_package_caches(scratch: Path, logs: Path) -> None:
         shutil.rmtree(venv)
 
 
-def pip_cache_is_warm() -> bool:
-    cache = Path.home() / ".cache" / "pip"
-    done = subprocess.run(["du", "-sm", str(cache)], capture_output=True, text=True)
-    return done.returncode == 0 and int(done.stdout.split()[0] or 0) > 200
+def warmup_marker() -> Path:
+    """Set once both caches have installed this requirements-freeze.txt (pip's cache dir stays
+    almost empty here: its wheels come from local indexes, so its size tells nothing)."""
+    digest = hashlib.sha256(FREEZE.read_bytes()).hexdigest()[:16]
+    return Path.home() / ".cache" / "celestial-bodies" / f"bench-caches-warm-{digest}"
 
 
 def bench_pipeline(cold_runs: int, warm_runs: int, stamp: str, logs: Path) -> dict:
     """Cold runs of both sides (alternating which goes first); warm runs after the last cold
     run of each side. Returns raw runs, image sizes, and the last workspaces for later steps."""
     scratch = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    if not pip_cache_is_warm():
+    if not warmup_marker().exists():
         warm_package_caches(scratch, logs)
+        warmup_marker().touch()
     results: dict = {"cold": {"guide": [], "suite": []}, "warm": {"guide": [], "suite": []}}
     last: dict[str, Side] = {}
     for index in range(cold_runs):
@@ -158,13 +160,14 @@ def bench_pipeline(cold_runs: int, warm_runs: int, stamp: str, logs: Path) -> di
             reset(name)
             side = Side(name, scratch, f"bench-{stamp}-c{index + 1}", logs)
             run(["git", "clone", "-q", str(ROOT), str(side.clone)], log_file=side.log)
+            commit = run(["git", "rev-parse", "HEAD"], cwd=side.clone)[1].strip()
             log(f"cold {name} run {index + 1}/{cold_runs} ({side.clone})")
             result = side.run_once()
             log(
                 f"  {result['total']:.1f} s (train {result['train']:.1f}, "
                 f"publish {result['publish']:.1f})"
             )
-            results["cold"][name].append(result)
+            results["cold"][name].append({**result, "commit": commit})
             if index == cold_runs - 1:
                 for number in range(warm_runs):
                     if name == "guide":
@@ -185,7 +188,7 @@ def bench_pipeline(cold_runs: int, warm_runs: int, stamp: str, logs: Path) -> di
 def cleanup(sides: dict[str, Side], scratch: Path) -> None:
     """Remove what the benchmark made: its images (registry data stays) and scratch dirs."""
     for name in sides:
-        refs = [ref for ref in image_refs(f"{REGISTRY}/bench-") if f"/{IMAGES[name]}:" in ref]
+        refs = image_refs(f"{REGISTRY}/bench-", f"/{IMAGES[name]}:")
         if refs:
             docker("rmi", *refs, check=False)
     shutil.rmtree(scratch, ignore_errors=True)

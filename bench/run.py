@@ -161,6 +161,15 @@ def serving_rows(s: dict) -> list[str]:
     return [*lines, row("memory under load (c=8, max)", *memory)]
 
 
+def second_half_growth(run: dict) -> str:
+    """Memory growth over the second half of the samples: ~0 when memory has levelled off."""
+    samples = [mb for _, mb in run.get("memory_samples", [])]
+    if len(samples) < 4:
+        return "too few samples"
+    middle = samples[len(samples) // 2]
+    return f"{samples[-1] - middle:+.0f} over the second half"
+
+
 def robustness_lines(s: dict) -> list[str]:
     normal, bad = s["robust_normal"], s["robust_hostile"]
     healthy = bad["normal_after_correct"] == bad["normal_after"] and bad["still_running"]
@@ -169,7 +178,7 @@ def robustness_lines(s: dict) -> list[str]:
         "|---|---|---|---|---|---|",
         f"| normal JPEG, c=8 | {normal['sent']:,} | {normal['errors']} non-2xx | "
         f"{normal['lost']} | {normal['memory_before_mb']:.0f} before, "
-        f"{normal['memory_after_mb']:.0f} after | "
+        f"{normal['memory_after_mb']:.0f} after, {second_half_growth(normal)} | "
         f"{'pass' if normal['errors'] == 0 and normal['lost'] == 0 else 'FAIL'} |",
         f"| malformed/hostile ({bad['kinds']} kinds), c=8 | {bad['requests']:,} | "
         f"{bad['5xx']} 5xx ({bad['unexpected_status']} not the documented 4xx) | {bad['lost']} | "
@@ -238,7 +247,11 @@ def main() -> None:
     parser.add_argument("--skip-serving", action="store_true")
     parser.add_argument("--image", help="image to serve with --skip-pipeline")
     parser.add_argument("--keep", action="store_true", help="keep clones, logs and images")
+    parser.add_argument("--render", metavar="JSON", help="only print the table of a results file")
     args = parser.parse_args()
+    if args.render:
+        print(render(json.loads(Path(args.render).read_text())))
+        return
     cold = args.cold or (1 if args.quick else 2)
     warm = args.warm or (2 if args.quick else 3)
     config = {
@@ -288,6 +301,12 @@ def main() -> None:
                 robust_requests=config["robust_requests"],
                 hostile_requests=config["hostile_requests"],
             )
+    except BaseException:
+        partial = RESULTS / f"{stamp}-partial.json"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(data, indent=1, default=str))
+        log(f"failed: what was measured is in {partial}")
+        raise
     finally:
         if made and not args.keep:
             pipeline.cleanup(made["sides"], made["scratch"])

@@ -133,17 +133,17 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.container, self.interval = container, interval
         self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         start = time.perf_counter()
-        while not self._stop.is_set():
+        while not self._done.is_set():
             with contextlib.suppress(Exception):  # a sample lost is not a failure
                 self.samples.append((time.perf_counter() - start, self.container.memory_mb()))
-            self._stop.wait(self.interval)
+            self._done.wait(self.interval)
 
     def stop(self) -> list[tuple[float, float]]:
-        self._stop.set()
+        self._done.set()
         self.join(timeout=30)
         return self.samples
 
