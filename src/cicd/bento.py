@@ -80,7 +80,7 @@ def in_store(tag: str, kind: str) -> bool:
 
     try:
         (bentoml.models.get if kind == "model" else bentoml.get)(tag)
-    except BentoMLException:  # not found, or a dry run's placeholder tag
+    except (BentoMLException, ValueError):  # not found; a dry run's placeholder is no tag
         return False
     return True
 
