@@ -59,10 +59,13 @@ def archived_model(runner: Runner, settings: Settings) -> ModelInfo:
     return model_info(archive)
 
 
-def import_model(runner: Runner, settings: Settings) -> ModelInfo:
-    """Import the ``.bentomodel`` into the BentoML store; a model already there is fine."""
+def import_model(runner: Runner, settings: Settings, model: ModelInfo | None = None) -> ModelInfo:
+    """Import the ``.bentomodel`` into the BentoML store; a model already there is fine.
+
+    ``model``: the archive's tag and digest when the caller has already read them.
+    """
     archive = settings.path(settings.bentomodel)
-    model = archived_model(runner, settings)
+    model = model or archived_model(runner, settings)
     if in_store(model.tag, kind="model"):
         runner.echo(f"model {model.tag} is already in the BentoML store")
         return model

@@ -154,7 +154,7 @@ def verify(runner: Runner, settings: Settings, image: Image) -> str:
     digests = set()
     for reference in image.tags:
         tag = reference.rsplit(":", 1)[1]
-        url = f"{registry.base}/v2/{repository}/manifests/{tag}"
+        url = registry.manifest_url(repository, tag)
         manifest = runner.call(["GET", url], lambda t=tag: registry.manifest(repository, t))
         if runner.dry:
             continue

@@ -59,7 +59,7 @@ def docker_client(runner: Runner, settings: Settings) -> Client:
 
 def build(runner: Runner, settings: Settings, client: Client, goal: Target) -> image.Image:
     """import-model -> bento -> containerize: the image of this commit, labelled."""
-    bento.import_model(runner, settings)
+    bento.import_model(runner, settings, goal.model)
     bento_tag = bento.build_bento(runner, settings, goal.revision.tag)
     labels = image.labels(settings, goal.revision, goal.model)
     return image.containerize(runner, settings, client, bento_tag, goal.tags, labels)
@@ -69,8 +69,9 @@ def already_published(runner: Runner, settings: Settings, goal: Target) -> str |
     """The digest of this commit's image in the registry if it holds the same model."""
     registry = RegistryClient(settings.registry_host, image.credentials(settings))
     repository = settings.repository_path
-    url = f"{registry.base}/v2/{repository}/manifests/{goal.revision.tag}"
-    manifest = runner.call(["GET", url], lambda: registry.manifest(repository, goal.revision.tag))
+    tag = goal.revision.tag
+    url = registry.manifest_url(repository, tag)
+    manifest = runner.call(["GET", url], lambda: registry.manifest(repository, tag))
     if manifest is None:
         return None
     labels = registry.labels(repository, manifest)

@@ -54,10 +54,14 @@ class RegistryClient:
         if status not in (200,):
             raise SuiteError(f"registry {self.host} answered HTTP {status} to /v2/")
 
+    def manifest_url(self, repository: str, reference: str) -> str:
+        """Where :meth:`manifest` asks (for the echo of what runs)."""
+        return self.base + _manifest_path(repository, reference)
+
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         """The manifest of ``repository:reference``, or None when the tag does not exist."""
         status, headers, body = self._request(
-            f"/v2/{repository}/manifests/{reference}", accept=MANIFEST_TYPES, scope=repository
+            _manifest_path(repository, reference), accept=MANIFEST_TYPES, scope=repository
         )
         if status == 404:
             return None
@@ -131,6 +135,10 @@ class RegistryClient:
             return False
         self._token = answer.get("token") or answer.get("access_token")
         return bool(self._token)
+
+
+def _manifest_path(repository: str, reference: str) -> str:
+    return f"/v2/{repository}/manifests/{reference}"
 
 
 def scheme(host: str) -> str:

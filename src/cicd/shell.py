@@ -101,16 +101,10 @@ class Runner:
             raise CommandError(masked, code, self.mask(tail), hint)
         return output
 
-    def query(
-        self,
-        command: Sequence[str],
-        *,
-        cwd: Path | str | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> str | None:
+    def query(self, command: Sequence[str], *, cwd: Path | str | None = None) -> str | None:
         """Output of a read-only command, or None if it fails; runs in dry-run too, silently."""
         try:
-            return self.run(command, cwd=cwd, env=env, quiet=True, always=True, check=True)
+            return self.run(command, cwd=cwd, quiet=True, always=True, check=True)
         except (CommandError, SuiteError):
             return None
 
