@@ -91,6 +91,7 @@ def train(c, push=False, no_push=False):
 
     runner, settings = setup(c)
     dvc.repro(runner, settings, pull_first=True)
+    dvc.check_reproduced(runner, settings, in_ci=ci.in_ci(os.environ))
     if push or (not no_push and ci.builds_base_branch(runner, settings, os.environ)):
         dvc.push(runner, settings)
     else:

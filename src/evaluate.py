@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from celestial.determinism import pin_threads
+from celestial.determinism import pin_numerics
 
-pin_threads()
+pin_numerics()
 
 import bentoml  # noqa: E402
 from sklearn.metrics import (  # noqa: E402

@@ -5,9 +5,9 @@ Usage: python src/generate.py <out_dir>      (count, size and seed come from par
 
 import sys
 
-from celestial.determinism import pin_threads
+from celestial.determinism import pin_numerics
 
-pin_threads()  # before numpy is imported anywhere
+pin_numerics()  # before numpy is imported anywhere
 
 from celestial.dataset import generate_dataset  # noqa: E402
 from celestial.params import load_params  # noqa: E402

@@ -6,9 +6,9 @@ Works on any `<raw_dir>/<Class>/*.jpg|png` folder (class names = folder names, s
 
 import sys
 
-from celestial.determinism import pin_threads
+from celestial.determinism import pin_numerics
 
-pin_threads()
+pin_numerics()
 
 from celestial.params import load_params  # noqa: E402
 from celestial.prepared import prepare_dataset  # noqa: E402

@@ -1,17 +1,19 @@
 """Stage `train`: MLP trained epoch by epoch -> ONNX -> BentoML store -> .bentomodel.
 
-Usage: python src/train.py <prepared_dir> <model_dir>
+Usage: python src/train.py <prepared_dir> <model_dir> <blas_record>
 Writes <model_dir>/model.onnx, preprocess.json, history.json and
-<model_dir>/celestial_bodies_classifier_model.bentomodel (and the model in $BENTOML_HOME).
+<model_dir>/celestial_bodies_classifier_model.bentomodel (and the model in $BENTOML_HOME),
+and <blas_record>: the BLAS library and kernel that computed the weights (kept in git, so
+that a retrain that does not reproduce dvc.lock can say which kernel made the difference).
 """
 
 import json
 import sys
 from pathlib import Path
 
-from celestial.determinism import pin_threads
+from celestial.determinism import blas_record, differs_from_reference, pin_numerics
 
-pin_threads()
+pin_numerics()
 
 from celestial import MODEL_NAME  # noqa: E402
 from celestial.bento_store import export_bentomodel, save_to_store  # noqa: E402
@@ -23,9 +25,9 @@ from celestial.training import to_onnx, train_mlp  # noqa: E402
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
-        sys.exit("usage: python src/train.py <prepared_dir> <model_dir>")
-    prepared_dir, model_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    if len(sys.argv) != 4:
+        sys.exit("usage: python src/train.py <prepared_dir> <model_dir> <blas_record>")
+    prepared_dir, model_dir, blas_path = (Path(arg) for arg in sys.argv[1:])
     params = load_params(section="train")
     data = load_prepared(prepared_dir)
     info = data["info"]
@@ -50,7 +52,18 @@ def main() -> None:
     )
     (model_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
 
-    metadata = {**config, "train_params": params, "final_val_acc": history[-1]["val_acc"]}
+    blas = blas_record()
+    blas_path.write_text(json.dumps(blas, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    warning = differs_from_reference(blas)
+    if warning:
+        print(f"train: warning: {warning}", file=sys.stderr)
+
+    metadata = {
+        **config,
+        "train_params": params,
+        "final_val_acc": history[-1]["val_acc"],
+        "blas": blas,
+    }
     tag = save_to_store(onnx_bytes, config, metadata)
     out = export_bentomodel(tag, model_dir / f"{MODEL_NAME}.bentomodel")
     print(f"train: saved {tag} and exported {out}")

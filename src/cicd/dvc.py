@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import yaml
+
+from cicd.errors import SuiteError
 from cicd.settings import Settings
 from cicd.shell import Runner, tool
 
@@ -34,3 +40,80 @@ def push(runner: Runner, settings: Settings, targets: Sequence[str] = ()) -> Non
         cwd=settings.root,
         hint="check the DVC remote (`dvc remote list`) and its credentials",
     )
+
+
+# -- did a retrain reproduce what the commit records? -----------------------------------------
+
+LOCK_FILE = "dvc.lock"
+BLAS_RECORD = "model-blas.json"  # written by the train stage (src/celestial/determinism.py)
+
+
+def unreproduced_outputs(committed: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Outputs of stages that ran on the same code, data and params as ``committed`` records,
+    yet came out different: the computation itself did not reproduce (CPU, library versions).
+
+    ``committed`` and ``current`` are parsed ``dvc.lock`` files. A stage whose inputs changed
+    (an edited param, new code) is expected to give new outputs and is not listed.
+    """
+    before = committed.get("stages", {}) or {}
+    after = current.get("stages", {}) or {}
+    changed = []
+    for name, stage in after.items():
+        old = before.get(name)
+        if not old or _inputs(old) != _inputs(stage):
+            continue
+        old_outs = {out["path"]: _content(out) for out in old.get("outs", [])}
+        for out in stage.get("outs", []):
+            if out["path"] in old_outs and old_outs[out["path"]] != _content(out):
+                changed.append(out["path"])
+    return changed
+
+
+def _inputs(stage: Mapping[str, Any]) -> tuple:
+    deps = sorted((dep["path"], _content(dep)) for dep in stage.get("deps", []))
+    return stage.get("cmd"), deps, repr(stage.get("params"))
+
+
+def _content(entry: Mapping[str, Any]) -> str | None:
+    return entry.get("md5") or entry.get("etag") or entry.get("checksum")
+
+
+def check_reproduced(runner: Runner, settings: Settings, in_ci: bool) -> None:
+    """Say in plain words when the pipeline did not reproduce the committed ``dvc.lock``.
+
+    Locally that is a warning (the image would get a ``-dirty-`` tag); in CI it stops the
+    job here, with the reason, instead of at publish with "uncommitted changes".
+    """
+    committed_lock = runner.query(["git", "show", f"HEAD:{LOCK_FILE}"], cwd=settings.root)
+    lock = settings.path(Path(LOCK_FILE))
+    if runner.dry or not committed_lock or not lock.is_file():
+        return
+    changed = unreproduced_outputs(yaml.safe_load(committed_lock), yaml.safe_load(lock.read_text()))
+    if not changed:
+        return
+    recorded = runner.query(["git", "show", f"HEAD:{BLAS_RECORD}"], cwd=settings.root)
+    used = settings.path(Path(BLAS_RECORD))
+    message = (
+        f"this run did not reproduce what the commit records: {', '.join(sorted(set(changed)))} "
+        "came out different from dvc.lock although code, data and params are the same. "
+        f"BLAS kernel used: {_kernels(used.read_text() if used.is_file() else None)}; "
+        f"recorded in {BLAS_RECORD}: {_kernels(recorded)}. "
+        "So the working tree is dirty: locally the image gets a `-dirty-` tag and CI refuses "
+        "to publish it. Either take the committed outputs from the shared DVC remote "
+        f"(`git checkout {LOCK_FILE} {BLAS_RECORD} evaluation && invoke pull`), "
+        "or commit the new dvc.lock if this machine's results are the ones to keep"
+    )
+    if in_ci:
+        raise SuiteError(message)
+    runner.echo(f"warning: {message}")
+
+
+def _kernels(record_text: str | None) -> str:
+    from celestial.determinism import kernels
+
+    if not record_text:
+        return "unknown"
+    try:
+        return ", ".join(kernels(json.loads(record_text))) or "none"
+    except (ValueError, KeyError, TypeError):
+        return "unreadable"

@@ -28,7 +28,7 @@ def test_stage_scripts_end_to_end(tmp_path):
     for cmd in (
         ["src/generate.py", "data/raw"],
         ["src/prepare.py", "data/raw", "data/prepared"],
-        ["src/train.py", "data/prepared", "model"],
+        ["src/train.py", "data/prepared", "model", "model-blas.json"],
         ["src/evaluate.py", "model", "data/prepared"],
     ):
         run = subprocess.run(
