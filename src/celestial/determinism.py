@@ -96,7 +96,7 @@ def blas_record() -> dict[str, Any]:
             for info in threadpool_info()
             if info.get("user_api") == "blas"
         ),
-        key=lambda entry: str(entry["prefix"]),
+        key=lambda entry: (str(entry["prefix"]), str(entry["version"])),
     )
     return {"reference_kernel": REFERENCE_KERNEL, "libraries": libraries}
 
