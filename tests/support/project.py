@@ -16,16 +16,18 @@ The API, small on purpose (fixtures in ``tests/conftest.py`` wrap it):
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,18 +117,26 @@ class Registry:
     def client(self) -> RegistryClient:
         return RegistryClient(self.address, Credentials(self.user, self.password))
 
-    def tags(self, image: str = IMAGE) -> list[str]:
-        """The tags of ``image`` in this registry (empty when it has none)."""
-        request = urllib.request.Request(f"http://{self.address}/v2/{image}/tags/list")
+    def get(self, path: str) -> bytes | None:
+        """The body of ``GET path`` on the registry's API, with the credentials; None on 404."""
+        request = urllib.request.Request(f"http://{self.address}{path}")
         token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return sorted(json.loads(response.read()).get("tags") or [])
+                return response.read()
         except urllib.error.HTTPError as error:
             if error.code == 404:
-                return []
+                return None
             raise
+
+    def tags(self, image: str = IMAGE) -> list[str]:
+        """The tags of ``image`` in this registry (empty when it has none)."""
+        body = self.get(f"/v2/{image}/tags/list")
+        return sorted(json.loads(body).get("tags") or []) if body else []
+
+    def repositories(self) -> list[str]:
+        return sorted(json.loads(self.get("/v2/_catalog") or b"{}").get("repositories") or [])
 
 
 def start_registry(state: Path, user: str = USER, password: str = SENTINEL) -> Registry:
@@ -153,6 +163,7 @@ class Project:
     env: dict[str, str]
     registry: Registry | None
     outputs: list[str] = field(default_factory=list)
+    dvc_remote: Path | None = None
 
     @property
     def home(self) -> Path:
@@ -191,14 +202,16 @@ def make_project(
     dvc_remote: Path | None = None,
     env: Mapping[str, str] | None = None,
     outputs: list[str] | None = None,
+    source: Path = ROOT,
 ) -> Project:
     """A :class:`Project` in ``base`` (clone, home, bentoml) publishing to ``registry``.
 
     ``registry=None``: no registry variables, the steps use the embedded one of invoke.yaml.
     ``dvc_remote``: the project's DVC remote (default ``base / "dvc-remote"``, empty).
     ``env``: more variables for every command (e.g. ``INVOKE_SUITE_SMOKE_TIMEOUT``).
+    ``source``: the repository to clone (another project's clone gives the same commit).
     """
-    root = clone_working_tree(base / "clone")
+    root = clone_working_tree(base / "clone", source)
     home = base / "home"
     home.mkdir()
     full = {key: value for key, value in os.environ.items() if key not in CI_VARIABLES}
@@ -216,10 +229,22 @@ def make_project(
             "CONTAINER_REGISTRY_PASSWORD": registry.password,
         })  # fmt: skip
     full.update(env or {})
-    project = Project(root, full, registry, outputs if outputs is not None else [])
     remote = dvc_remote or base / "dvc-remote"
+    project = Project(root, full, registry, outputs if outputs is not None else [], remote)
     project.run("dvc", "remote", "modify", "--local", "local", "url", str(remote))
     return project
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A port of 127.0.0.1 where connections are refused, reserved while the block runs.
+
+    The socket is bound and never listens: the OS keeps the port ours (nobody else can
+    listen there meanwhile, unlike a probe-then-release "free" port) and refuses connections.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 def docker_client_path() -> str:
