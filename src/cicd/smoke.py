@@ -104,9 +104,10 @@ def check_answer(answer: Any, expected: Mapping[str, Any] | None) -> None:
 
 def _host_port(container: Any) -> int:
     """The port of 127.0.0.1 that Docker mapped to the service's port."""
+    # python-on-whales leaves the mapping as Docker's JSON: {"3000/tcp": [{"HostPort": ...}]}
     for binding in (container.network_settings.ports or {}).get(f"{SERVICE_PORT}/tcp") or []:
-        if binding.host_port:
-            return int(binding.host_port)
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
     # No mapping: the container has already stopped (Docker drops the ports of a dead one).
     container.reload()
     raise _exited(container)
