@@ -117,18 +117,28 @@ class Registry:
     def client(self) -> RegistryClient:
         return RegistryClient(self.address, Credentials(self.user, self.password))
 
-    def get(self, path: str) -> bytes | None:
-        """The body of ``GET path`` on the registry's API, with the credentials; None on 404."""
-        request = urllib.request.Request(f"http://{self.address}{path}")
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """``method path`` on the registry's API with the credentials: status, headers, body."""
+        request = urllib.request.Request(
+            f"http://{self.address}{path}", data=body, method=method, headers=headers or {}
+        )
         token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.read()
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            raise
+            return error.code, error.headers, error.read()
+
+    def get(self, path: str) -> bytes | None:
+        """The body of ``GET path`` on the registry's API; None on 404."""
+        status, _, body = self.request("GET", path)
+        if status == 404:
+            return None
+        assert status == 200, f"GET {path}: HTTP {status} {body[:200]!r}"
+        return body
 
     def tags(self, image: str = IMAGE) -> list[str]:
         """The tags of ``image`` in this registry (empty when it has none)."""
@@ -253,9 +263,13 @@ def docker_client_path() -> str:
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [docker_client_path(), *args], capture_output=True, text=True, check=check, timeout=600
+    """Run the docker client; with ``check``, a failure is an assertion naming docker's error."""
+    done = subprocess.run(
+        [docker_client_path(), *args], capture_output=True, text=True, check=False, timeout=600
     )
+    if check:
+        assert done.returncode == 0, f"docker {' '.join(args)}: {done.stderr.strip()}"
+    return done
 
 
 def remove_images(prefix: str) -> None:
