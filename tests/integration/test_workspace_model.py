@@ -78,7 +78,8 @@ class Clone:
         done = self.run(
             "bentoml", "models", "get", "celestial_bodies_classifier_model:latest", "-o", "json"
         )
-        return json.loads(done.stdout)["tag"]
+        info = json.loads(done.stdout)
+        return f"{info['name']}:{info['version']}"
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,7 @@ def test_the_store_latest_is_not_the_workspace_model(two_models):
 
 
 def test_the_image_serves_and_names_the_workspace_model(two_models):
-    clone, model_a, model_b = two_models
+    clone, model_a, _ = two_models
     clone.invoke("build")
     sha = clone.run("git", "rev-parse", "HEAD").stdout.strip()
     reference = f"{clone.registry}/celestial-bodies-classifier:{sha}"
@@ -172,7 +173,7 @@ def test_a_bento_that_carries_another_model_is_refused(two_models, tmp_path):
 
 
 def test_invoke_serve_serves_the_workspace_model(two_models):
-    clone, model_a, model_b = two_models
+    clone, _, _ = two_models
     # Port 0: the server binds a port the OS assigns and keeps (no bind-then-release race).
     server = subprocess.Popen(
         [sys.executable, "-m", "invoke", "serve", "--port", "0"],
@@ -211,18 +212,23 @@ def post_when_ready(image: Path, server: subprocess.Popen, timeout: float = 120)
         assert server.poll() is None, f"invoke serve exited:\n{server.stdout.read()}"
         port = listening_port(server.pid)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    break
+            if port:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
         except OSError:
             pass
         assert time.monotonic() < deadline, "invoke serve not ready"
         time.sleep(0.5)
     boundary = "workspace-model"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{image.name}"'
-        "\r\nContent-Type: image/jpeg\r\n\r\n"
-    ).encode() + image.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{image.name}"'
+            "\r\nContent-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/predict", data=body,
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
