@@ -37,6 +37,8 @@ def server(stored_model, bentoml_home):
             str(bentoml_cli),
             "serve",
             "serve:CelestialBodiesClassifier",
+            "--arg",
+            f"model_tag={stored_model['tag']}",
             "--host",
             "127.0.0.1",
             "--port",
@@ -113,3 +115,18 @@ def test_bad_inputs_get_4xx_and_service_survives(server, small_raw):
     ok = _post(server, (small_raw / "Mars" / "Mars_1.jpg").read_bytes())
     assert ok.status_code == 200
     assert httpx.get(f"{server}/readyz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "argument", [[], ["--arg", "model_tag=celestial_bodies_classifier_model:latest"]]
+)
+def test_the_service_refuses_to_start_without_an_exact_model(argument, stored_model, bentoml_home):
+    # The store's `latest` is the last model saved on this machine, not the workspace's.
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("bentoml")), "serve", "serve:CelestialBodiesClassifier",
+         *argument, "--port", "1"],
+        cwd=ROOT / "src", env={**os.environ, "BENTOML_HOME": str(bentoml_home)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "the service needs the exact model: --arg model_tag=" in done.stdout + done.stderr
