@@ -10,6 +10,8 @@ The API, small on purpose (fixtures in ``tests/conftest.py`` wrap it):
 * :class:`Registry` / :func:`start_registry` -- a Distribution registry with htpasswd auth on a
   port the OS assigns; ``tags(image)`` and ``client()`` read it through its API.
 * :func:`run_image` -- run an image on a port Docker assigns; :func:`post_image` asks it.
+* :func:`refused_port` -- a reserved port where nothing answers; :func:`listening_ports` --
+  the ports a server started on port 0 got from the OS.
 * :data:`SENTINEL` -- the per-run registry password that must appear nowhere.
 """
 
@@ -255,6 +257,24 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         yield held.getsockname()[1]
+
+
+def listening_ports(pid: int) -> list[int]:
+    """The TCP ports a process tree listens on: for a server told port 0, which binds a port
+    the OS assigns and keeps it (no bind-then-release race). A server may listen on more
+    than one (BentoML's process manager has control sockets too): ask each."""
+    import psutil
+
+    ports = set()
+    try:
+        root = psutil.Process(pid)
+        for process in (root, *root.children(recursive=True)):
+            for connection in process.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_LISTEN:
+                    ports.add(int(connection.laddr.port))
+    except psutil.Error:
+        pass
+    return sorted(ports)
 
 
 def docker_client_path() -> str:
