@@ -34,11 +34,18 @@ from tests.support.project import (
 
 
 @pytest.fixture(scope="session")
-def leak_scan() -> Iterator[LeakScan]:
+def leak_scan(pytestconfig) -> Iterator[LeakScan]:
     scan = LeakScan(SENTINEL)
     yield scan
     found = scan.findings()
     assert not found, "the registry password appears in:\n" + "\n".join(found)
+    outputs = sum(len(project.outputs) for project in scan.projects)
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:  # what the scan covered, so that a silent scan shows
+        reporter.write_line(
+            f"\nleak scan: the registry password is in none of {outputs} command outputs, "
+            f"{scan.files_checked} files, {scan.images_inspected} pushed images (by digest)"
+        )
 
 
 @pytest.fixture(scope="module")
