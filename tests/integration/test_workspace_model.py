@@ -21,124 +21,81 @@ import pytest
 import yaml
 
 from cicd.bento import model_info
-from cicd.docker import choose_client
+from tests.support.project import Project, docker, remove_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-ROOT = Path(__file__).resolve().parents[2]
-ARCHIVE = Path("model/celestial_bodies_classifier_model.bentomodel")
+MODEL = "celestial_bodies_classifier_model"
+ARCHIVE = Path(f"model/{MODEL}.bentomodel")
 SAMPLE = Path("data/raw/Mars/Mars_1.jpg")
 BENTO_YAML = "/home/bentoml/bento/bento.yaml"
 
 
-class Clone:
-    """A clone of this repository with its own HOME, BentoML store and DVC remote."""
+def model_tag(project: Project) -> str:
+    return model_info(project.path(ARCHIVE)).tag
 
-    def __init__(self, base: Path):
-        self.root = base / "clone"
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(self.root)], check=True)
-        self.registry = f"127.0.0.1:9/workspace-model-{os.getpid()}"  # tags only: no push
-        self.env = {
-            **os.environ,
-            "HOME": str(base / "home"),
-            "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")),
-            "BENTOML_HOME": str(base / "bentoml"),
-            "CONTAINER_REGISTRY_HOST": self.registry,
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-        }
-        for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "VIRTUAL_ENV", "NOX_CURRENT_SESSION"):
-            self.env.pop(name, None)
-        (base / "home").mkdir()
-        self.run("dvc", "remote", "modify", "--local", "local", "url", str(base / "dvc-remote"))
-        self.run("git", "config", "user.email", "test@example.invalid")
-        self.run("git", "config", "user.name", "test")
 
-    def run(self, *command: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            command, cwd=self.root, env={**self.env, **env},
-            capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
-        if check:
-            assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
-        return done
+def local_answer(project: Project) -> dict:
+    from celestial.classifier import Classifier
 
-    def invoke(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", "invoke", *args, check=check, **env)
+    classifier = Classifier.from_bentomodel(project.path(ARCHIVE))
+    return classifier.predict_bytes(project.path(SAMPLE).read_bytes())
 
-    def model_tag(self) -> str:
-        return model_info(self.root / ARCHIVE).tag
 
-    def local_answer(self) -> dict:
-        from celestial.classifier import Classifier
-
-        classifier = Classifier.from_bentomodel(self.root / ARCHIVE)
-        return classifier.predict_bytes((self.root / SAMPLE).read_bytes())
-
-    def store_latest(self) -> str:
-        done = self.run(
-            "bentoml", "models", "get", "celestial_bodies_classifier_model:latest", "-o", "json"
-        )
-        info = json.loads(done.stdout)
-        return f"{info['name']}:{info['version']}"
+def store_latest(project: Project) -> str:
+    done = project.run("bentoml", "models", "get", f"{MODEL}:latest", "-o", "json")
+    info = json.loads(done.stdout)
+    return f"{info['name']}:{info['version']}"
 
 
 @pytest.fixture(scope="module")
-def two_models(tmp_path_factory):
+def two_models(new_project):
     """A clone at commit A whose store also holds B, saved after A (store `latest` = B)."""
-    clone = Clone(tmp_path_factory.mktemp("workspace-model"))
+    # Images are only tagged for this namespace, never pushed: no registry needed.
+    namespace = f"registry.invalid/workspace-model-{os.getpid()}"
+    clone = new_project("workspace-model", None, env={"CONTAINER_REGISTRY_HOST": namespace})
+    clone.run("git", "config", "user.email", "tests@localhost")
+    clone.run("git", "config", "user.name", "tests")
     clone.invoke("train")
-    model_a = clone.model_tag()
-    params = yaml.safe_load((clone.root / "params.yaml").read_text())
+    model_a = model_tag(clone)
+    params = yaml.safe_load(clone.path("params.yaml").read_text())
     params["train"]["epochs"] = 3
-    (clone.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    clone.path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     clone.invoke("train")
-    model_b = clone.model_tag()
+    model_b = model_tag(clone)
     assert model_b != model_a
     clone.run("git", "commit", "-qam", "model B: 3 epochs")
     clone.run("git", "checkout", "-q", "HEAD~1")
     clone.run("dvc", "checkout")
-    assert clone.model_tag() == model_a
+    assert model_tag(clone) == model_a
     assert clone.run("git", "status", "--porcelain").stdout == ""
     yield clone, model_a, model_b
-    client = choose_client().path
-    listed = subprocess.run(
-        [client, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
-    ).stdout.split()
-    ours = [ref for ref in listed if ref.startswith(clone.registry)]
-    if ours:
-        subprocess.run([client, "rmi", "--force", *ours], capture_output=True, check=False)
+    remove_images(f"{namespace}/")
 
 
 def image_bento(reference: str) -> dict:
     """The bento.yaml inside an image: what the service there was built to serve."""
-    done = subprocess.run(
-        [choose_client().path, "run", "--rm", "--entrypoint", "cat", reference, BENTO_YAML],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    return yaml.safe_load(done.stdout)
+    inside = docker("run", "--rm", "--entrypoint", "cat", reference, BENTO_YAML)
+    return yaml.safe_load(inside.stdout)
 
 
 def image_label(reference: str, label: str) -> str:
-    done = subprocess.run(
-        [choose_client().path, "image", "inspect", "--format",
-         f'{{{{index .Config.Labels "{label}"}}}}', reference],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return done.stdout.strip()
+    template = f'{{{{index .Config.Labels "{label}"}}}}'
+    return docker("image", "inspect", "--format", template, reference).stdout.strip()
 
 
 def test_the_store_latest_is_not_the_workspace_model(two_models):
     # The precondition that made the old service serve the wrong model.
     clone, model_a, model_b = two_models
-    assert clone.store_latest() == model_b
-    assert clone.model_tag() == model_a
+    assert store_latest(clone) == model_b
+    assert model_tag(clone) == model_a
 
 
 def test_the_image_serves_and_names_the_workspace_model(two_models):
     clone, model_a, _ = two_models
     clone.invoke("build")
     sha = clone.run("git", "rev-parse", "HEAD").stdout.strip()
-    reference = f"{clone.registry}/celestial-bodies-classifier:{sha}"
+    reference = f"{clone.env['CONTAINER_REGISTRY_HOST']}/celestial-bodies-classifier:{sha}"
     bento = image_bento(reference)
     carried = [model["tag"] for service in bento["services"] for model in service["models"]]
     assert carried == [model_a]
@@ -152,7 +109,7 @@ def test_a_bento_that_carries_another_model_is_refused(two_models, tmp_path):
     # The commit's bento (model A) exists; the workspace's archive is swapped for B without
     # `dvc checkout` (git status stays clean: model/ is DVC's). One line says which is which.
     clone, model_a, model_b = two_models
-    archive = clone.root / ARCHIVE
+    archive = clone.path(ARCHIVE)
     saved = tmp_path / "a.bentomodel"
     saved.write_bytes(archive.read_bytes())
     clone.run("git", "checkout", "-q", "-")
@@ -169,7 +126,7 @@ def test_a_bento_that_carries_another_model_is_refused(two_models, tmp_path):
     finally:
         archive.unlink()
         clone.run("dvc", "checkout", str(ARCHIVE.parent))
-    assert clone.model_tag() == model_a
+    assert model_tag(clone) == model_a
 
 
 def test_invoke_serve_serves_the_workspace_model(two_models):
@@ -181,11 +138,11 @@ def test_invoke_serve_serves_the_workspace_model(two_models):
         text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        answer = post_when_ready(clone.root / SAMPLE, server)
+        answer = post_when_ready(clone.path(SAMPLE), server)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    expected = clone.local_answer()
+    expected = local_answer(clone)
     assert answer["prediction"] == expected["prediction"]
     for label, p in expected["probabilities"].items():
         assert abs(answer["probabilities"][label] - p) < 1e-4, label
@@ -206,7 +163,7 @@ def listening_port(pid: int) -> int | None:
     return None
 
 
-def post_when_ready(image: Path, server: subprocess.Popen, timeout: float = 120):
+def post_when_ready(image: Path, server: subprocess.Popen, timeout: float = 300):
     deadline = time.monotonic() + timeout
     while True:
         assert server.poll() is None, f"invoke serve exited:\n{server.stdout.read()}"
