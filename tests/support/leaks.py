@@ -52,12 +52,13 @@ class LeakScan:
         on_disk = sorted(path.name for path in stored.iterdir()) if stored.is_dir() else []
         assert repositories == on_disk, f"catalog {repositories} but on disk {on_disk}"
         with tempfile.TemporaryDirectory(prefix="leak-scan-docker-") as config:
-            logged_in = False
+            logged_in, seen = False, set()
             for repository in repositories:
                 for tag in registry.tags(repository):
                     manifest = client.manifest(repository, tag)
-                    if manifest is None:
-                        continue
+                    if manifest is None or (repository, manifest.digest) in seen:
+                        continue  # gone, or another tag of an image already inspected
+                    seen.add((repository, manifest.digest))
                     if not logged_in:
                         _login(registry, config)
                         logged_in = True
