@@ -26,7 +26,7 @@ from celestial import MODEL_NAME  # noqa: E402
 from celestial.bento_store import import_bentomodel  # noqa: E402
 from celestial.classifier import Classifier  # noqa: E402
 from celestial.plots import plot_confusion_matrix, plot_history, plot_predictions  # noqa: E402
-from celestial.prepared import load_prepared  # noqa: E402
+from celestial.prepared_data import load_prepared  # noqa: E402
 from celestial.preprocess import array_to_features  # noqa: E402
 
 OUT_DIR = Path("evaluation")

@@ -19,7 +19,7 @@ from celestial import MODEL_NAME  # noqa: E402
 from celestial.bento_store import export_bentomodel, save_to_store  # noqa: E402
 from celestial.classifier import CONFIG_FILE, MODEL_FILE  # noqa: E402
 from celestial.params import load_params  # noqa: E402
-from celestial.prepared import load_prepared  # noqa: E402
+from celestial.prepared_data import load_prepared  # noqa: E402
 from celestial.preprocess import array_to_features  # noqa: E402
 from celestial.training import to_onnx, train_mlp  # noqa: E402
 
