@@ -36,7 +36,7 @@ def main() -> None:
     if len(sys.argv) != 3:
         sys.exit("usage: python src/evaluate.py <model_dir> <prepared_dir>")
     model_dir, prepared_dir = Path(sys.argv[1]), Path(sys.argv[2])
-    tag = import_bentomodel(model_dir / f"{MODEL_NAME}.bentomodel")
+    tag, _ = import_bentomodel(model_dir / f"{MODEL_NAME}.bentomodel")
     classifier = Classifier.from_model_dir(bentoml.models.get(tag).path)
 
     data = load_prepared(prepared_dir)

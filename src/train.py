@@ -17,7 +17,7 @@ pin_numerics()
 
 from celestial import MODEL_NAME  # noqa: E402
 from celestial.bento_store import export_bentomodel, save_to_store  # noqa: E402
-from celestial.classifier import CONFIG_FILE, MODEL_FILE  # noqa: E402
+from celestial.model_archive import CONFIG_FILE, MODEL_FILE  # noqa: E402
 from celestial.params import load_params  # noqa: E402
 from celestial.prepared_data import load_prepared  # noqa: E402
 from celestial.preprocess import array_to_features  # noqa: E402
