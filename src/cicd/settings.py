@@ -48,6 +48,7 @@ class Settings:
     build_context: Path = Path("src")
     smoke_image: Path = Path("data/raw/Earth/Earth_1.jpg")
     smoke_timeout: float = 90.0
+    network_timeout: float = 60.0  # deadline of one registry or forge call, retries included
     registry: str = ""
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
