@@ -140,3 +140,65 @@ def test_a_redirect_to_another_origin_never_carries_the_token(
     assert [r["method"] for r in other.requests] == ["GET", "POST"]
     for request in other.requests:
         assert TOKEN not in json.dumps(request["headers"])
+
+
+# -- what the comment renders: params, metrics and plot names are inert text -------------------
+
+HOSTILE = [
+    "@team",
+    "[click](https://evil.example)",
+    "https://evil.example/x",
+    "www.evil.example",
+    '<img src="https://evil.example/p.png">',
+    MARKER,
+    "`code` and <b>bold</b>",
+    "fixes #12",
+    'x](https://evil.example) ![y" onerror="z',
+]
+
+
+def _rendered(markdown: str) -> str:
+    from markdown_it import MarkdownIt
+
+    # Raw HTML on, as GitHub and GitLab allow much of it; bare-URL autolinks are checked on
+    # the text instead (the linkify extension is not installed).
+    return MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_hostile_param_or_metric_renders_as_text(value: str):
+    from cicd.report import PlotImages, render_report
+
+    report = render_report(
+        sha="abc",
+        base="main",
+        params={"params.yaml": {value: {"old": value, "new": 1}}},
+        metrics={"m.json": {value: {"old": 1.0, "new": value, "diff": value}}},
+        plots=[PlotImages(f"plots/{value}.png", "report/a.png", "report/b.png")],
+        plot_errors=[f"main: {value}"],
+    )
+    html = _rendered(report)
+    assert "<a " not in html and "<b>" not in html and MARKER not in report
+    assert html.count("<img ") == 2  # only the two plot images the report itself links
+    assert "://evil" not in html and "www.evil" not in html  # no autolink either
+    for text in ("@team", "#12"):  # a mention or an issue reference would notify
+        assert text not in html
+    body = comment_body_for(report)
+    assert body.count(MARKER) == 1 and body.startswith(MARKER)
+
+
+def comment_body_for(report: str) -> str:
+    from cicd.forge import CiContext, comment_body
+
+    context = CiContext("github", None, None, "GITHUB_TOKEN", "https://ci.example/run/1")
+    body = comment_body(report, context)
+    # Relative images still become links to the run: the escaping kept them recognisable.
+    assert "report/a.png" not in body and "(https://ci.example/run/1)" in body
+    return body
+
+
+def test_a_backtick_in_the_base_branch_stays_in_its_code_span():
+    from cicd.report import render_params
+
+    html = _rendered(render_params({}, "a`<img src=x>`b"))
+    assert "<code>a`&lt;img src=x&gt;`b</code>" in html and "<img" not in html
