@@ -7,11 +7,11 @@ with ``latest`` is then read back through the registry's API and its access log.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import subprocess
 import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +22,9 @@ from cicd.docker import choose_client
 from cicd.errors import SuiteError
 from cicd.publish import Target, already_published
 from cicd.registry import CREATED_LABEL, REVISION_LABEL
-from cicd.settings import Settings
+from cicd.settings import Settings, load
 from cicd.shell import Runner
-from tests.support.project import Registry, docker_client_path
+from tests.support.project import ROOT, Registry, docker_client_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -33,14 +33,15 @@ OLDER = Revision("a" * 40, timestamp=int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).
 NEWER = Revision("b" * 40, timestamp=int(dt.datetime(2026, 2, 1, tzinfo=dt.UTC).timestamp()))
 
 
-def settings(registry: Registry, repository: str, root: Path) -> Settings:
-    return Settings(
-        root=root,
+def settings(registry: Registry, repository: str) -> Settings:
+    """The repository's settings, aimed at the test registry with its credentials."""
+    return dataclasses.replace(
+        load(ROOT, {}),
         registry=registry.address,
         registry_username=registry.user,
         registry_password=registry.password,
         image_name=repository,
-        network_timeout=30,
+        network_timeout=30.0,
     )
 
 
@@ -89,10 +90,8 @@ def log_since(registry: Registry, mark: int) -> list[str]:
     return registry.requests()[mark:]
 
 
-def test_a_missing_then_stale_latest_is_repaired_without_a_rebuild(
-    registry: Registry, tmp_path: Path
-):
-    config = settings(registry, "faults-repair", tmp_path)
+def test_a_missing_then_stale_latest_is_repaired_without_a_rebuild(registry: Registry):
+    config = settings(registry, "faults-repair")
     client = registry.client()
     older, newer = goal(config, OLDER), goal(config, NEWER)
     build(config, OLDER), build(config, NEWER)
@@ -120,8 +119,8 @@ def test_a_missing_then_stale_latest_is_repaired_without_a_rebuild(
     assert "repaired" in out.getvalue()
 
 
-def test_latest_never_moves_to_an_older_commit(registry: Registry, tmp_path: Path):
-    config = settings(registry, "faults-older", tmp_path)
+def test_latest_never_moves_to_an_older_commit(registry: Registry):
+    config = settings(registry, "faults-older")
     client = registry.client()
     older, newer = goal(config, OLDER), goal(config, NEWER)
     older_id = build(config, OLDER)
