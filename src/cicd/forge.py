@@ -312,7 +312,10 @@ def _call(
     )
 
     def send() -> Response:
-        return http.send(method, url, headers=headers, credentials={name: value}, content=data)
+        try:
+            return http.send(method, url, headers=headers, credentials={name: value}, content=data)
+        finally:
+            http.close()
 
     return runner.call(command, send, note=http.note)
 

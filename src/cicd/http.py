@@ -30,9 +30,10 @@ DEFAULT_TIMEOUT = 60.0
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 MAX_BODY = 16 * 1024 * 1024  # manifests, configs, comments: a larger answer is not one of ours
-# POST creates something: after a reset we cannot know whether it did, so only answers that
-# say "not done" (429, 5xx) are retried for it, never transport failures.
+# POST creates something: after a reset or a gateway error (502, 504) we cannot know whether
+# it did, so only answers that say "not done" (429, 503) are retried for it.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+NOT_DONE = frozenset({429, 503})  # answers that say the request was not processed
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,11 @@ class Http:
                 if response.status != 429 and response.status < 500:
                     return response
                 reason = f"HTTP {response.status}"
+                if method not in IDEMPOTENT and response.status not in NOT_DONE:
+                    raise SuiteError(
+                        f"{self.name}: {method} {url} answered {reason} after it was sent; not "
+                        "retried since it may have taken effect: check, then run again"
+                    )
                 retry_after = _retry_after(response.headers.get("retry-after"))
             if attempt >= self.policy.attempts:
                 raise SuiteError(
@@ -256,6 +262,12 @@ class Http:
             raise SuiteError(
                 self.runner.mask(f"{self.name}: {method} {url} failed ({error}): check the address")
             ) from None
+
+    def close(self) -> None:
+        """Close the connections (a client made per call must not leave sockets behind)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def _http(self) -> httpx.Client:
         if self._client is None:

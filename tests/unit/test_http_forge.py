@@ -118,6 +118,19 @@ def test_a_502_on_the_forge_is_retried(forge: Scripted, tmp_path: Path, report: 
     assert "retry 1/3 of GET" in out.getvalue() and TOKEN not in out.getvalue()
 
 
+def test_a_post_answered_502_is_not_retried_but_503_is(
+    forge: Scripted, tmp_path: Path, report: Path
+):
+    forge.script[COMMENTS] = [_json([]), answer(503), _json({"id": 6}, 201)]
+    publish_report(Runner(out=io.StringIO()), report, github(forge, tmp_path))
+    assert [m for m, _ in methods(forge)] == ["GET", "POST", "POST"]
+    forge.requests.clear()
+    forge.script[COMMENTS] = [_json([]), answer(502), _json({"id": 7}, 201)]
+    with pytest.raises(SuiteError, match="answered HTTP 502 after it was sent; not retried"):
+        publish_report(Runner(out=io.StringIO()), report, github(forge, tmp_path))
+    assert [m for m, _ in methods(forge)] == ["GET", "POST"]
+
+
 def test_a_post_cut_off_is_not_retried(forge: Scripted, tmp_path: Path, report: Path):
     forge.script[COMMENTS] = [_json([]), cut_mid_body(b'{"id": 6, "html_url": "x"}')]
     with pytest.raises(SuiteError) as error:
