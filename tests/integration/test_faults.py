@@ -1,17 +1,25 @@
-"""``latest`` against a real Distribution registry: repaired by a manifest PUT, never moved back.
+"""Publishing against a real Distribution registry: ``latest`` and faults on the way.
 
 Two tiny images (``python:3.11-slim`` plus labels) stand for two commits: A, committed first,
 and B, committed later. Their SHA tags are pushed with the docker client; what the suite does
-with ``latest`` is then read back through the registry's API and its access log.
+with ``latest`` is then read back through the registry's API and its access log. Then a
+fault-injecting proxy in front of the registry answers 502, 429, resets mid-body, HTML,
+redirects to another origin (which records what it receives) and unsafe token realms.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
+import http.client
 import io
+import json
 import subprocess
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -25,6 +33,7 @@ from cicd.registry import CREATED_LABEL, REVISION_LABEL
 from cicd.settings import Settings, load
 from cicd.shell import Runner
 from tests.support.project import ROOT, Registry, docker_client_path
+from tests.unit.test_http_faults import answer, cut_mid_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -146,3 +155,187 @@ def test_latest_never_moves_to_an_older_commit(registry: Registry):
     assert not any(
         "/manifests/latest" in line and '"PUT ' in line for line in log_since(registry, mark)
     )
+
+
+# -- a fault-injecting proxy in front of the real registry ------------------------------------
+
+Fault = Callable[[BaseHTTPRequestHandler, Callable[[], tuple[int, list, bytes]]], None]
+
+
+def status(code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Fault:
+    return lambda handler, _forward: answer(code, body, headers)(handler)
+
+
+def reset_mid_body() -> Fault:
+    """Forward, then send only half of the registry's answer and reset the connection."""
+    return lambda handler, forward: cut_mid_body(forward()[2])(handler)
+
+
+class FaultProxy(ThreadingHTTPServer):
+    """Forwards to the registry unless a queued fault matches (method, part of the path)."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str, own_auth: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.upstream = upstream
+        self.own_auth = own_auth  # a storage host's own access to the data, as S3's is
+        self.faults: list[tuple[str, str, Fault]] = []
+        self.requests: list[dict] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: FaultProxy
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.requests.append({"method": self.command, "path": self.path, "headers": headers})
+
+        def forward() -> tuple[int, list, bytes]:
+            sent = {k: v for k, v in headers.items() if k not in ("host", "connection")}
+            if self.server.own_auth:
+                sent["authorization"] = self.server.own_auth
+            upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
+            upstream.request(self.command, self.path, body=body or None, headers=sent)
+            got = upstream.getresponse()
+            return got.status, got.getheaders(), got.read()
+
+        for index, (method, part, fault) in enumerate(self.server.faults):
+            if method == self.command and part in self.path:
+                del self.server.faults[index]
+                return fault(self, forward)
+        code, upstream_headers, data = forward()
+        self.send_response(code)
+        for key, value in upstream_headers:
+            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_HEAD = _handle
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _start(server: FaultProxy) -> Iterator[FaultProxy]:
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def published(registry: Registry) -> str:
+    """B's image under its SHA tag and latest in ``faults-proxy``; returns its digest."""
+    config = settings(registry, "faults-proxy")
+    build(config, NEWER)
+    push(registry, goal(config, NEWER).tags[0])
+    push(registry, goal(config, NEWER).tags[0], tag_as="latest")
+    return registry.client().manifest("faults-proxy", NEWER.sha).digest
+
+
+@pytest.fixture
+def proxy(registry: Registry) -> Iterator[FaultProxy]:
+    yield from _start(FaultProxy(registry.address))
+
+
+@pytest.fixture
+def storage(registry: Registry) -> Iterator[FaultProxy]:
+    """Another origin (the blob storage a registry redirects to); records what it receives."""
+    basic = "Basic " + base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
+    yield from _start(FaultProxy(registry.address, own_auth=basic))
+
+
+MANIFEST = f"/manifests/{NEWER.sha}"
+HTML = status(200, b"<html>proxy login</html>", {"Content-Type": "text/html"})
+
+
+def challenge(realm: str | None) -> Fault:
+    value = "Bearer " + (f'realm="{realm}",' if realm else "") + 'service="registry"'
+    return status(401, b"{}", {"WWW-Authenticate": value})
+
+
+SCENARIOS = {
+    "502-then-ok": ([("GET", MANIFEST, status(502))], None),
+    "429-retry-after": ([("GET", "/blobs/", status(429, headers={"Retry-After": "1"}))], None),
+    "reset-mid-manifest": ([("GET", MANIFEST, reset_mid_body())], None),
+    "reset-mid-blob-twice": ([("GET", "/blobs/", reset_mid_body())] * 2, None),
+    "503-always": ([("GET", MANIFEST, status(503))] * 4, "failed 4 times (last: HTTP 503)"),
+    "html-200": ([("GET", MANIFEST, HTML)], "text/html instead of JSON"),
+    "realm-file": (
+        [("GET", MANIFEST, challenge("file:///etc/hostname#"))],
+        "refused (only https realms",
+    ),
+    "realm-http-remote": (
+        [("GET", MANIFEST, challenge("http://auth.example.invalid/token"))],
+        "refused (plain http only",
+    ),
+    "realm-missing": ([("GET", MANIFEST, challenge(None))], "names no realm"),
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_a_fault_on_the_way_is_retried_or_one_clear_line(
+    registry: Registry, published: str, proxy: FaultProxy, name: str
+):
+    faults, error = SCENARIOS[name]
+    proxy.faults = list(faults)
+    config = dataclasses.replace(settings(registry, "faults-proxy"), registry=proxy.address)
+    out = io.StringIO()
+    if error is None:
+        assert already_published(Runner(out=out), config, goal(config, NEWER)) == published
+        assert "retry 1/3" in out.getvalue()
+    else:
+        with pytest.raises(SuiteError) as failed:
+            already_published(Runner(out=out), config, goal(config, NEWER))
+        assert error in str(failed.value) and "\n" not in str(failed.value)
+    assert proxy.faults == [], "a scripted fault was never reached"
+    assert registry.password not in out.getvalue()
+    # Nothing half-published: both tags still on B's image.
+    assert registry.client().manifest("faults-proxy", "latest").digest == published
+
+
+def test_a_blob_redirected_to_another_origin_gets_no_credential(
+    registry: Registry, published: str, proxy: FaultProxy, storage: FaultProxy
+):
+    moved = lambda handler, _: answer(  # noqa: E731
+        307, b"", {"Location": f"http://{storage.address}{handler.path}"}
+    )(handler)
+    proxy.faults = [("GET", "/blobs/", moved)]
+    config = dataclasses.replace(settings(registry, "faults-proxy"), registry=proxy.address)
+    assert already_published(Runner(out=io.StringIO()), config, goal(config, NEWER)) == published
+    assert [r["path"].split("/")[-2] for r in storage.requests] == ["blobs"]
+    received = json.dumps(storage.requests)
+    assert "authorization" not in storage.requests[0]["headers"]
+    assert registry.password not in received
+    assert base64.b64encode(f"{registry.user}:".encode()).decode()[:8] not in received
+    assert proxy.requests[0]["headers"]["authorization"].startswith("Basic ")  # its own origin
+
+
+def test_the_latest_repair_survives_a_503_and_a_failing_put_leaves_nothing_half_done(
+    registry: Registry, proxy: FaultProxy
+):
+    config = dataclasses.replace(settings(registry, "faults-proxy-put"), registry=proxy.address)
+    build(settings(registry, "faults-proxy-put"), NEWER)
+    push(registry, goal(settings(registry, "faults-proxy-put"), NEWER).tags[0])
+    client = registry.client()
+
+    proxy.faults = [("PUT", "/manifests/latest", status(500))] * 4
+    with pytest.raises(SuiteError, match="failed 4 times"):
+        already_published(Runner(out=io.StringIO()), config, goal(config, NEWER))
+    assert client.manifest("faults-proxy-put", "latest") is None  # no latest, no other tag
+
+    proxy.faults = [("PUT", "/manifests/latest", status(503))]
+    out = io.StringIO()
+    digest = already_published(Runner(out=out), config, goal(config, NEWER))
+    assert client.manifest("faults-proxy-put", "latest").digest == digest
+    assert "retry 1/3 of PUT" in out.getvalue() and "repaired" in out.getvalue()
