@@ -248,7 +248,8 @@ def report(c, base=None, publish=False, no_publish=False):
     sha = ci.ci_sha(os.environ)
     path = reports.write_report(runner, ROOT, base=base or settings.base_branch, sha=sha)
     if publish or (not no_publish and ci.in_ci(os.environ)):
-        runner.echo(forge.publish_report(runner, path, os.environ))
+        posted = forge.publish_report(runner, path, os.environ, settings.network_timeout)
+        runner.echo(posted)
 
 
 @step

@@ -15,6 +15,7 @@ with ``REPORT_IMAGE_URL_TEMPLATE`` (see docs/report.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 from cicd import ci
 from cicd.errors import SuiteError
-from cicd.http import Http, Response
+from cicd.http import DEFAULT_TIMEOUT, Http, Response
 from cicd.shell import Runner
 
 MARKER = "<!-- celestial-bodies-report -->"
@@ -47,6 +48,7 @@ class CiContext:
     summary_path: Path | None = None
     image_url_template: str | None = None
     update_method: str = "PATCH"
+    timeout: float = DEFAULT_TIMEOUT  # deadline of each API call, retries included
 
     def auth_header(self, token: str) -> tuple[str, str]:
         """The header that carries ``token`` (never the URL): GitHub Bearer, GitLab own."""
@@ -132,11 +134,19 @@ def _github_pr_number(environ: Mapping[str, str]) -> int | None:
 # --------------------------------------------------------------------------- publishing
 
 
-def publish_report(runner: Runner, report_path: Path, environ: Mapping[str, str]) -> str:
-    """Publish ``report_path`` in CI; return where it went (or why nothing was posted)."""
+def publish_report(
+    runner: Runner,
+    report_path: Path,
+    environ: Mapping[str, str],
+    timeout: float = DEFAULT_TIMEOUT,
+) -> str:
+    """Publish ``report_path`` in CI; return where it went (or why nothing was posted).
+
+    ``timeout`` is the deadline of each API call (``suite.network_timeout``)."""
     context = ci_context(environ)
     if context is None:
         return "not in CI: nothing posted"
+    context = dataclasses.replace(context, timeout=timeout)
     body = comment_body(report_path.read_text(encoding="utf-8"), context)
     places = []
     if context.summary_path is not None:
@@ -308,6 +318,7 @@ def _call(
     http = Http(
         runner,
         f"the {context.forge} API",
+        timeout=context.timeout,
         unreachable_hint="check the CI network and the API URL variable",
     )
 

@@ -11,7 +11,7 @@ import pytest
 from cicd.errors import SuiteError
 from cicd.forge import MARKER, publish_report
 from cicd.shell import Runner
-from tests.unit.test_http_faults import Scripted, _serve, answer, cut_mid_body
+from tests.unit.test_http_faults import Scripted, _serve, answer, cut_mid_body, slow
 
 TOKEN = "ghp_SENTINELtoken42"
 COMMENTS = "/api/repos/owner/proj/issues/7/comments"
@@ -215,3 +215,11 @@ def test_a_backtick_in_the_base_branch_stays_in_its_code_span():
 
     html = _rendered(render_params({}, "a`<img src=x>`b"))
     assert "<code>a`&lt;img src=x&gt;`b</code>" in html and "<img" not in html
+
+
+def test_the_deadline_of_forge_calls_is_the_setting(forge: Scripted, tmp_path: Path, report: Path):
+    forge.script[COMMENTS] = [slow(3)] * 3
+    out = io.StringIO()
+    with pytest.raises(SuiteError, match="not done within the 1 s deadline"):
+        publish_report(Runner(out=out), report, github(forge, tmp_path), timeout=1)
+    assert "within 1 s" in out.getvalue()  # the echo says which deadline applies
