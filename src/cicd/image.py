@@ -152,6 +152,8 @@ def push(runner: Runner, settings: Settings, client: Client, image: Image) -> st
     registry = RegistryClient.for_settings(runner, settings)
     repository = settings.repository_path
     pushed = registry.manifest(repository, first.rsplit(":", 1)[1])
+    if pushed is None and not runner.dry:
+        raise SuiteError(f"after the push, {first} is not in the registry: run publish again")
     created = registry.labels(repository, pushed).get(CREATED_LABEL, "") if pushed else ""
     for reference in others:
         # In a dry run nothing was pushed: a placeholder shows the PUT that would run.
