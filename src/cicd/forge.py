@@ -215,11 +215,8 @@ def _identity(runner: Runner, context: CiContext) -> object:
     response = _call(runner, context, "GET", url)
     if response is None:  # dry run
         return None
-    if (
-        context.forge == "github"
-        and response.status == 403
-        and context.token_variable == ("GITHUB_TOKEN")
-    ):
+    actions_token = context.forge == "github" and context.token_variable == "GITHUB_TOKEN"
+    if actions_token and response.status == 403:
         return ACTIONS_BOT
     if response.status != 200:
         raise SuiteError(
