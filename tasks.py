@@ -166,9 +166,10 @@ def smoke(c, image=None):
 def login(c):
     """Log in to the registry (password through stdin, throwaway config dir), then log out."""
     from cicd import image, publish
+    from cicd.registry import credentials
 
     runner, settings = setup(c)
-    if image.credentials(settings) is None:
+    if credentials(settings) is None:
         runner.echo(f"no credentials set for {settings.registry_host}: nothing to log in to")
         return
     with image.logged_in(runner, settings, publish.docker_client(runner, settings)):

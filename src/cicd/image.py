@@ -18,7 +18,8 @@ from cicd.bento import BENTOML_ENV, ModelInfo
 from cicd.ci import Revision
 from cicd.docker import Client, docker_call, whales
 from cicd.errors import SuiteError
-from cicd.registry import CREATED_LABEL, Credentials, Manifest, RegistryClient
+from cicd.registry import CREATED_LABEL, Manifest, RegistryClient
+from cicd.registry import credentials as registry_credentials
 from cicd.settings import Settings
 from cicd.shell import Runner, tool
 
@@ -98,12 +99,6 @@ def local_image(runner: Runner, client: Client, tags: tuple[str, ...]) -> Image:
     return Image(id=ids.pop(), tags=tags)
 
 
-def credentials(settings: Settings) -> Credentials | None:
-    if settings.registry_username and settings.registry_password:
-        return Credentials(settings.registry_username, settings.registry_password)
-    return None
-
-
 @contextmanager
 def logged_in(
     runner: Runner, settings: Settings, client: Client
@@ -114,7 +109,7 @@ def logged_in(
     directory and the credentials in it are removed on exit, failure included. Yields the
     client and the command line it runs, for the echo.
     """
-    creds = credentials(settings)
+    creds = registry_credentials(settings)
     with tempfile.TemporaryDirectory(prefix="docker-config-") as config:
         docker = whales(client, Path(config))
         base = [client.path, "--config", config]

@@ -93,8 +93,7 @@ def publish(
     if settings.uses_local_registry:
         local_registry.ensure_running(runner, settings.local_registry)
     else:
-        registry = RegistryClient(settings.registry_host, image.credentials(settings))
-        runner.call(["GET", f"{registry.base}/v2/"], registry.ping)
+        RegistryClient.for_settings(runner, settings).ping()
     if not force:
         digest = already_published(runner, settings, goal)
         if digest:

@@ -47,6 +47,13 @@ class Manifest:
     media_type: str = field(default="", compare=False)
 
 
+def credentials(settings: Settings) -> Credentials | None:
+    """The configured registry user and password, or None (anonymous)."""
+    if settings.registry_username and settings.registry_password:
+        return Credentials(settings.registry_username, settings.registry_password)
+    return None
+
+
 class RegistryClient:
     """Client of one registry host.
 
@@ -79,10 +86,11 @@ class RegistryClient:
     @classmethod
     def for_settings(cls, runner: Runner, settings: Settings) -> RegistryClient:
         """The client of the configured registry, shown through ``runner``."""
-        user, password = settings.registry_username, settings.registry_password
-        credentials = Credentials(user, password) if user and password else None
         return cls(
-            settings.registry_host, credentials, runner=runner, timeout=settings.network_timeout
+            settings.registry_host,
+            credentials(settings),
+            runner=runner,
+            timeout=settings.network_timeout,
         )
 
     def ping(self) -> None:
