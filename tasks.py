@@ -166,9 +166,10 @@ def smoke(c, image=None):
 def login(c):
     """Log in to the registry (password through stdin, throwaway config dir), then log out."""
     from cicd import image, publish
+    from cicd.registry import credentials
 
     runner, settings = setup(c)
-    if image.credentials(settings) is None:
+    if credentials(settings) is None:
         runner.echo(f"no credentials set for {settings.registry_host}: nothing to log in to")
         return
     with image.logged_in(runner, settings, publish.docker_client(runner, settings)):
@@ -248,7 +249,8 @@ def report(c, base=None, publish=False, no_publish=False):
     sha = ci.ci_sha(os.environ)
     path = reports.write_report(runner, ROOT, base=base or settings.base_branch, sha=sha)
     if publish or (not no_publish and ci.in_ci(os.environ)):
-        runner.echo(forge.publish_report(runner, path, os.environ))
+        posted = forge.publish_report(runner, path, os.environ, settings.network_timeout)
+        runner.echo(posted)
 
 
 @step

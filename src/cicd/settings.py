@@ -49,6 +49,7 @@ class Settings:
     build_context: Path
     smoke_image: Path
     smoke_timeout: float
+    network_timeout: float  # deadline of one registry or forge call, its retries included
     registry: str
     local_registry: LocalRegistry
     base_branch: str
@@ -104,7 +105,8 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
     values: dict[str, Any] = dict(suite)
     for key in ("bentofile", "build_context", "smoke_image"):
         values[key] = Path(values[key])
-    values["smoke_timeout"] = float(values["smoke_timeout"])
+    for key in ("smoke_timeout", "network_timeout"):
+        values[key] = float(values[key])
 
     host = environ.get("CONTAINER_REGISTRY_HOST") or environ.get("GCP_CONTAINER_REGISTRY_HOST")
     if host:

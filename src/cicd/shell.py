@@ -8,7 +8,10 @@ secrets in everything it prints, and turns failures into :class:`CommandError`.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +25,18 @@ from cicd.errors import CommandError, SuiteError, display
 T = TypeVar("T")
 MASK = "*****"
 OUTPUT_TAIL_LINES = 40
+# Never handed to child processes (dvc, bentoml, git) unless a call passes them explicitly:
+# none of them needs the registry password or a forge token, and a child may log its env.
+SECRET_VARIABLES = frozenset(
+    {
+        "CONTAINER_REGISTRY_PASSWORD",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
+        "GITHUB_TOKEN",
+        "GITLAB_TOKEN",
+        "REPO_TOKEN",
+    }
+)
+MIN_MASKED_PART = 6  # shorter lines of a multi-line secret ("{", "}") would mask everything
 
 
 @dataclass
@@ -32,15 +47,36 @@ class Runner:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     secrets: set[str] = field(default_factory=set)
 
-    def add_secret(self, value: str | None) -> None:
-        """Never print ``value``: it is masked in echoes, output and error messages."""
-        if value:
-            self.secrets.add(value)
+    def add_secret(self, value: str | None, username: str | None = None) -> None:
+        """Never print ``value``: it is masked in echoes, output and error messages.
+
+        Also masked: each line of a multi-line value (a child prints a JSON key line by
+        line), its JSON-escaped form, its base64 forms, and with ``username`` the base64 of
+        ``username:value`` (HTTP basic auth, Docker's config.json).
+        """
+        if not value:
+            return
+        forms = {value, json.dumps(value)[1:-1], *_base64_forms(value)}
+        # Lines as printed, and as they sit in a JSON string (a PEM key inside a JSON key).
+        forms |= {line.strip() for line in re.split(r"\r?\n|\\n", value)}
+        if username:
+            forms.add(base64.b64encode(f"{username}:{value}".encode()).decode())
+        self.secrets |= {form for form in forms if len(form) >= MIN_MASKED_PART or form == value}
 
     def mask(self, text: str) -> str:
-        for secret in self.secrets:
+        # Longest first: a secret that contains another is masked whole.
+        for secret in sorted(self.secrets, key=len, reverse=True):
             text = text.replace(secret, MASK)
         return text
+
+    def child_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """The environment of a child: ours without secrets, plus what the call passes."""
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in SECRET_VARIABLES and value not in self.secrets
+        }
+        return {**inherited, **(env or {})}
 
     def echo(self, line: str) -> None:
         print(self.mask(line), file=self.out, flush=True)
@@ -48,7 +84,9 @@ class Runner:
     def show(self, command: Sequence[str], note: str = "") -> None:
         """Print a command the way it is (or would be) run."""
         prefix = "[dry-run] $ " if self.dry else "$ "
-        self.echo(prefix + display(command) + (f"   # {note}" if note else ""))
+        # Masked before quoting: quoting would change a secret with a quote in it.
+        shown = display([self.mask(str(part)) for part in command])
+        self.echo(prefix + shown + (f"   # {note}" if note else ""))
 
     def run(
         self,
@@ -72,7 +110,7 @@ class Runner:
             self.show(command)
         if self.dry and not always:
             return ""
-        full_env = {**os.environ, **env} if env is not None else None
+        full_env = self.child_env(env)
         try:
             process = subprocess.Popen(
                 [str(part) for part in command],
@@ -109,11 +147,16 @@ class Runner:
             return None
 
     def call(
-        self, command: Sequence[str], action: Callable[[], T], *, quiet: bool = False
+        self,
+        command: Sequence[str],
+        action: Callable[[], T],
+        *,
+        quiet: bool = False,
+        note: str = "",
     ) -> T | None:
         """Run a library call that is equivalent to ``command``; in dry-run only show it."""
         if not quiet or self.dry:
-            self.show(command)
+            self.show(command, note)
         if self.dry:
             return None
         return action()
@@ -126,6 +169,23 @@ class Runner:
                 self.out.write(self.mask(line))
                 self.out.flush()
         return "".join(lines)
+
+
+def _base64_forms(value: str) -> set[str]:
+    """The parts of base64 text that encode ``value`` wherever it sits in the encoded data.
+
+    base64 works on 3-byte groups, so a value at offset 0, 1 or 2 of a group encodes in
+    three ways; the characters that mix in neighbouring bytes are left out.
+    """
+    raw = value.encode()
+    forms = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        start = 0 if offset == 0 else 4  # the first group holds the padding bytes
+        end = ((offset + len(raw)) // 3) * 4  # the last full group holds only our bytes
+        if end - start >= MIN_MASKED_PART:
+            forms.add(encoded[start:end])
+    return forms
 
 
 def tool(name: str) -> str:
