@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,25 +25,37 @@ from cicd.shell import Runner  # noqa: E402
 
 
 def step(function=None, **task_options):
-    """An invoke task whose user-fixable failures print one line and exit non-zero."""
+    """An invoke task whose user-fixable failures print one line and exit non-zero.
+
+    SIGTERM (a cancelled CI job) is turned into an interruption, like Ctrl-C, so that the
+    step cleans up on the way out: its commands are stopped, the smoke test's container is
+    removed, the throwaway Docker config (with the registry login) is deleted.
+    """
 
     def decorate(body):
         @functools.wraps(body)
         def wrapper(c: Context, *args, **kwargs):
+            signal.signal(signal.SIGTERM, _interrupt)
             try:
                 return body(c, *args, **kwargs)
             except SuiteError as error:
                 raise Exit(f"error: {error}", code=error.exit_code) from None
+            except KeyboardInterrupt:
+                raise Exit("error: interrupted: stopped and cleaned up", code=130) from None
 
         return task(wrapper, **task_options)
 
     return decorate(function) if function else decorate
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def setup(c: Context) -> tuple[Runner, Settings]:
     """The runner (dry-run from `invoke --dry`) and the settings, read once per task."""
     settings = settings_module.from_config(ROOT, {"suite": _plain(c.config.suite)}, os.environ)
-    runner = Runner(dry=bool(c.config.run.dry))
+    runner = Runner(dry=bool(c.config.run.dry), command_timeout=settings.command_timeout)
     runner.add_secret(settings.registry_password)
     return runner, settings
 

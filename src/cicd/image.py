@@ -7,6 +7,7 @@ credentials never land in the user's ``~/.docker``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import tempfile
 from collections.abc import Iterator
@@ -126,8 +127,13 @@ def logged_in(
         )
         try:
             yield docker, base
-        finally:
-            docker_call(runner, [*base, "logout", host], lambda: docker.logout(host))
+        except BaseException:
+            # The first error is the one to report: a failing logout must not replace it
+            # (the config directory, and the login in it, is deleted anyway).
+            with contextlib.suppress(SuiteError):
+                docker_call(runner, [*base, "logout", host], lambda: docker.logout(host))
+            raise
+        docker_call(runner, [*base, "logout", host], lambda: docker.logout(host))
 
 
 def push(runner: Runner, settings: Settings, client: Client, image: Image) -> str:
@@ -143,6 +149,7 @@ def push(runner: Runner, settings: Settings, client: Client, image: Image) -> st
             [*base, "push", first],
             lambda: docker.push(first, quiet=True),  # type: ignore[attr-defined]
             hint="check that the registry is up and that the user may push",
+            retry_transient=True,
         )
     registry = RegistryClient.for_settings(runner, settings)
     repository = settings.repository_path

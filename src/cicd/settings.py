@@ -50,6 +50,7 @@ class Settings:
     smoke_image: Path
     smoke_timeout: float
     network_timeout: float  # deadline of one registry or forge call, its retries included
+    command_timeout: float  # deadline of one command (dvc, bentoml, docker, git)
     registry: str
     local_registry: LocalRegistry
     base_branch: str
@@ -105,7 +106,7 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
     values: dict[str, Any] = dict(suite)
     for key in ("bentofile", "build_context", "smoke_image"):
         values[key] = Path(values[key])
-    for key in ("smoke_timeout", "network_timeout"):
+    for key in ("smoke_timeout", "network_timeout", "command_timeout"):
         values[key] = float(values[key])
 
     host = environ.get("CONTAINER_REGISTRY_HOST") or environ.get("GCP_CONTAINER_REGISTRY_HOST")

@@ -11,10 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,17 @@ SECRET_VARIABLES = frozenset(
     }
 )
 MIN_MASKED_PART = 6  # shorter lines of a multi-line secret ("{", "}") would mask everything
+# What a network tool prints when the failure may pass (dvc pull/push, docker push): retried.
+TRANSIENT = re.compile(
+    r"connection (reset|refused|aborted)|broken pipe|timed? ?out|temporar(y|ily)|"
+    r"too many requests|unexpected EOF|TLS handshake|no route to host|"
+    r"\b(429|500|502|503|504)\b|bad gateway|service unavailable",
+    re.IGNORECASE,
+)
+COMMAND_ATTEMPTS = 3  # the first try and two retries
+RETRY_BACKOFF = 2.0  # first wait (seconds), doubled after each retry, with jitter
+RETRY_NOTE = f"retried on network errors, up to {COMMAND_ATTEMPTS} attempts"
+KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for a command past its deadline
 
 
 @dataclass
@@ -46,6 +61,8 @@ class Runner:
     dry: bool = False
     out: TextIO = field(default_factory=lambda: sys.stdout)
     secrets: set[str] = field(default_factory=set)
+    # Deadline of one command (seconds, None: none); settings.command_timeout in the tasks.
+    command_timeout: float | None = None
 
     def add_secret(self, value: str | None, username: str | None = None) -> None:
         """Never print ``value``: it is masked in echoes, output and error messages.
@@ -99,45 +116,98 @@ class Runner:
         check: bool = True,
         hint: str = "",
         always: bool = False,
+        retry_transient: bool = False,
     ) -> str:
         """Run ``command``; stream its output (unless ``quiet``) and return it.
 
         ``stdin`` is how secrets are passed: never on the command line. ``always`` marks
         read-only queries (``git rev-parse``, ``docker version``) that run in dry-run too,
-        because what the dry run prints depends on them.
+        because what the dry run prints depends on them. ``retry_transient``: a failure
+        whose output says the network hiccuped (:data:`TRANSIENT`) is retried, with backoff.
+        Every command has the runner's deadline; past it, it is stopped (its whole process
+        group) and the failure says so.
         """
         if not quiet or (self.dry and not always):
-            self.show(command)
+            note = (
+                f"retried on network errors, {COMMAND_ATTEMPTS} attempts"
+                if (self.dry and retry_transient)
+                else ""
+            )
+            self.show(command, note)
         if self.dry and not always:
             return ""
-        full_env = self.child_env(env)
+        attempts = COMMAND_ATTEMPTS if retry_transient else 1
+        for attempt in range(1, attempts + 1):
+            code, output = self._run_once(command, cwd, env, stdin, quiet, hint)
+            if code == 0 or not check:
+                return output
+            tail = "".join(output.splitlines(keepends=True)[-OUTPUT_TAIL_LINES:])
+            if attempt < attempts and TRANSIENT.search(tail):
+                self.pause_before_retry(attempt, attempts)
+                continue
+            masked = [self.mask(str(part)) for part in command]
+            raise CommandError(masked, code, self.mask(tail), hint)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def pause_before_retry(self, attempt: int, attempts: int) -> None:
+        """Say that attempt ``attempt`` failed on the network, and wait before the next."""
+        wait = retry_wait(attempt)
+        self.echo(
+            f"attempt {attempt} of {attempts} failed with a network error: retrying in {wait:.1f} s"
+        )
+        time.sleep(wait)
+
+    def _run_once(self, command, cwd, env, stdin, quiet, hint) -> tuple[int, str]:
         try:
             process = subprocess.Popen(
                 [str(part) for part in command],
                 cwd=cwd,
-                env=full_env,
+                env=self.child_env(env),
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
                 errors="replace",
+                # Its own process group: a deadline or an interruption stops the command's
+                # children too (dvc's workers, containerize's docker build).
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise SuiteError(
                 f"`{command[0]}` is not installed or not on PATH: install it "
                 f"(see README, Troubleshooting) or run `scripts/bootstrap`"
             ) from exc
-        if stdin is not None:
-            assert process.stdin is not None
-            process.stdin.write(stdin)
-            process.stdin.close()
-        output = self._stream(process.stdout, echo=not quiet)
-        code = process.wait()
-        if check and code != 0:
-            tail = "".join(output.splitlines(keepends=True)[-OUTPUT_TAIL_LINES:])
-            masked = [self.mask(str(part)) for part in command]
-            raise CommandError(masked, code, self.mask(tail), hint)
-        return output
+        expired = threading.Event()
+
+        def stop_at_deadline() -> None:
+            expired.set()
+            stop_process_group(process)
+
+        timer = None
+        if self.command_timeout:
+            timer = threading.Timer(self.command_timeout, stop_at_deadline)
+            timer.daemon = True
+            timer.start()
+        try:
+            if stdin is not None:
+                assert process.stdin is not None
+                process.stdin.write(stdin)
+                process.stdin.close()
+            output = self._stream(process.stdout, echo=not quiet)
+            code = process.wait()
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave nothing running
+            stop_process_group(process)
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+        if expired.is_set():
+            shown = display([self.mask(str(part)) for part in command])
+            raise SuiteError(
+                f"`{shown}` did not finish within {self.command_timeout:.0f} s and was stopped "
+                "(suite.command_timeout in invoke.yaml)" + (f". {hint}" if hint else "")
+            )
+        return code, output
 
     def query(self, command: Sequence[str], *, cwd: Path | str | None = None) -> str | None:
         """Output of a read-only command, or None if it fails; runs in dry-run too, silently."""
@@ -169,6 +239,29 @@ class Runner:
                 self.out.write(self.mask(line))
                 self.out.flush()
         return "".join(lines)
+
+
+def retry_wait(attempt: int) -> float:
+    """Seconds before retry ``attempt``: exponential, half of it random (equal jitter), so
+    that parallel jobs do not retry in step."""
+    wait = RETRY_BACKOFF * 2 ** (attempt - 1)
+    return wait / 2 + random.uniform(0, wait / 2)
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = KILL_GRACE) -> None:
+    """SIGTERM the process's group, SIGKILL it if it is still there after ``grace``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        if wait is None:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _base64_forms(value: str) -> set[str]:
