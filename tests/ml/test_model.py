@@ -140,3 +140,11 @@ def test_decode_image_rejects(data, status):
 
 def test_decode_image_accepts_png():
     assert decode_image(_png((10, 12))).size == (10, 12)
+
+
+def test_the_onnx_export_lists_its_opsets_in_a_fixed_order(trained):
+    import onnx
+
+    model = onnx.load_from_string(trained["onnx"])
+    domains = [opset.domain for opset in model.opset_import]
+    assert domains == sorted(domains) and len(domains) == 2
