@@ -120,12 +120,13 @@ def import_model(c):
 
 @step
 def bento(c):
-    """bentoml build from bentofile.yaml, versioned by the commit (one commit, one bento)."""
+    """bentoml build from bentofile.yaml serving the workspace's model, versioned by the commit."""
     from cicd import bento as bentos
     from cicd import ci
 
     runner, settings = setup(c)
-    bentos.build_bento(runner, settings, ci.revision(runner, ROOT, os.environ).tag)
+    model = bentos.archived_model(runner, settings)
+    bentos.build_bento(runner, settings, ci.revision(runner, ROOT, os.environ).tag, model)
 
 
 @step
@@ -226,12 +227,12 @@ def registry(c, stop=False, status=False):
 
 @step(help={"port": "port on 127.0.0.1 (default 3000)"})
 def serve(c, port=3000):
-    """bentoml serve the service locally with reload, for development."""
+    """bentoml serve the workspace's model locally with reload, for development."""
     from cicd import bento as bentos
 
     runner, settings = setup(c)
-    bentos.import_model(runner, settings)
-    bentos.serve(runner, settings, int(port))
+    model = bentos.import_model(runner, settings)
+    bentos.serve(runner, settings, model, int(port))
 
 
 @step(

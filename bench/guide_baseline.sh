@@ -14,6 +14,8 @@
 #   level and the build context is src/;
 # - `bentoml models import model/...` gets the archive's absolute path: BentoML 1.4.40 fails
 #   with a relative one (FileNotFoundError: '/model/...');
+# - `bentoml build` gets `--arg model_tag=<the archive's tag>`: the service serves exactly
+#   that model (src/serve.py), never the store's `latest`;
 # - no `docker login` (the local registry has no authentication);
 # - /usr/bin comes before the Docker 28 client on PATH: that client cannot build (no buildx).
 # Each step prints "@step NAME SECONDS" on stderr for the harness (bench/pipeline.py).
@@ -44,7 +46,10 @@ step_done dvc-repro
 bentoml models import "$PWD/model/celestial_bodies_classifier_model.bentomodel"
 step_done bentoml-import
 
-bentoml build -f bentofile.yaml src
+MODEL_TAG=$(python -c 'import sys; sys.path.insert(0, "src"); from pathlib import Path
+from celestial.classifier import read_bentomodel_tag
+print(read_bentomodel_tag(Path("model/celestial_bodies_classifier_model.bentomodel")))')
+bentoml build -f bentofile.yaml --arg "model_tag=$MODEL_TAG" src
 step_done bentoml-build
 
 bentoml containerize celestial_bodies_classifier:latest \

@@ -131,6 +131,8 @@ def _default_build_size(client, s) -> int:
     """Build the same bento with BentoML's default Debian template (no base_image)."""
     import yaml
 
+    from cicd.bento import model_argument, model_info
+
     bentofile = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
     bentofile.get("docker", {}).pop("base_image", None)
     bentofile["docker"] = {**bentofile.get("docker", {}), "distro": "debian"}
@@ -138,8 +140,10 @@ def _default_build_size(client, s) -> int:
         path = Path(tmp) / "bentofile.yaml"
         path.write_text(yaml.safe_dump(bentofile))
         bentoml = str(Path(sys.executable).parent / "bentoml")
+        model = model_info(s.path(s.bentomodel))
         subprocess.run(
-            [bentoml, "build", "-f", str(path), "--version", "bench-default", "src"],
+            [bentoml, "build", "-f", str(path), "--version", "bench-default",
+             *model_argument(model), "src"],
             cwd=ROOT, check=True, capture_output=True,
         )  # fmt: skip
         tag = "bench-default-image:latest"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import InvalidArgument
 
 from celestial import MODEL_NAME, SERVICE_NAME
 from celestial.classifier import Classifier
@@ -131,6 +132,24 @@ RUNTIME_IMAGE = bentoml.images.Image(
 )
 
 
+def model_tag() -> str:
+    """The exact model this service serves: the bento argument ``model_tag``.
+
+    Never the store's ``latest``: that is the last model saved on this machine, not the
+    workspace's (after `dvc checkout` of an older commit, or `dvc pull`, they differ). The
+    suite passes the tag of the workspace's .bentomodel to `bentoml build` and `bentoml serve`
+    (`--arg model_tag=...`); a built bento records it in its bento.yaml, so the image
+    serves the model it was built with, and `bentoml get` shows it under the service's models.
+    """
+    tag = getattr(bentoml.use_arguments(), "model_tag", None)
+    if not tag or not str(tag).startswith(f"{MODEL_NAME}:") or str(tag).endswith(":latest"):
+        raise InvalidArgument(
+            f"the service needs the exact model: --arg model_tag={MODEL_NAME}:<version> "
+            f"(got {tag!r}); `invoke bento` and `invoke serve` pass the workspace's model"
+        )
+    return str(tag)
+
+
 # Two workers: one process serves one core, and BentoML's HTTP path costs ~6 ms per request
 # against ~0.6 ms for the prediction (bench/run.py: 132 -> 292 requests/s at concurrency 8
 # on 2 cores). Per-request access logs cost a measurable share of that path: off.
@@ -142,7 +161,7 @@ RUNTIME_IMAGE = bentoml.images.Image(
     logging={"access": {"enabled": False}},
 )
 class CelestialBodiesClassifier:
-    model = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
+    model = bentoml.models.BentoModel(model_tag())
 
     def __init__(self) -> None:
         self.classifier = Classifier.from_model_dir(self.model.path)

@@ -92,34 +92,73 @@ def bento_tag(settings: Settings, version: str) -> str:
     return f"{settings.bento_name}:{version}"
 
 
-def build_bento(runner: Runner, settings: Settings, version: str) -> str:
-    """Build the bento at ``version`` (the commit): one commit, one bento, built once."""
+def model_argument(model: ModelInfo) -> list[str]:
+    """The service's ``model_tag`` argument (src/serve.py): the exact model to serve."""
+    return ["--arg", f"model_tag={model.tag}"]
+
+
+def build_bento(runner: Runner, settings: Settings, version: str, model: ModelInfo) -> str:
+    """Build the bento at ``version`` (the commit) serving ``model``: one commit, one bento.
+
+    The bento records the model (bento.yaml: the service's models and ``args``); it is
+    checked against ``model`` after the build, and when an earlier build is reused.
+    """
     tag = bento_tag(settings, version)
     if in_store(tag, kind="bento"):
         runner.echo(f"bento {tag} is already built")
-        return tag
-    runner.run(
-        [
-            tool("bentoml"),
-            "build",
-            "--bentofile",
-            str(settings.bentofile),
-            "--version",
-            version,
-            str(settings.build_context),
-        ],
-        cwd=settings.root,
-        env=BENTOML_ENV,
-        hint="the model must be in the store first: run `invoke import-model`",
-    )
+    else:
+        runner.run(
+            [
+                tool("bentoml"),
+                "build",
+                "--bentofile",
+                str(settings.bentofile),
+                "--version",
+                version,
+                *model_argument(model),
+                str(settings.build_context),
+            ],
+            cwd=settings.root,
+            env=BENTOML_ENV,
+            hint="the model must be in the store first: run `invoke import-model`",
+        )
+    if not runner.dry:
+        check_bento_model(tag, model)
     return tag
 
 
-def serve(runner: Runner, settings: Settings, port: int) -> None:
-    """``bentoml serve`` the service from the working tree, reloading on code changes."""
+def bento_models(tag: str) -> list[str]:
+    """The tags of the models a built bento carries (what `bentoml get` lists)."""
+    import bentoml
+
+    return sorted(str(info.tag) for info in bentoml.get(tag).info.all_models)
+
+
+def check_bento_model(tag: str, model: ModelInfo) -> None:
+    """The bento carries exactly the workspace's model, or one line says which is which."""
+    carried = bento_models(tag)
+    if carried != [model.tag]:
+        raise SuiteError(
+            f"bento {tag} carries model {', '.join(carried) or 'none'} but the workspace's "
+            f"archive is {model.tag}: delete it (`bentoml delete -y {tag}`) and build again"
+        )
+
+
+def serve(runner: Runner, settings: Settings, model: ModelInfo, port: int) -> None:
+    """``bentoml serve`` the workspace's model from the working tree, reloading on code changes."""
     service = yaml.safe_load(settings.path(settings.bentofile).read_text())["service"]
     runner.run(
-        [tool("bentoml"), "serve", service, "--host", "127.0.0.1", "--port", str(port), "--reload"],
+        [
+            tool("bentoml"),
+            "serve",
+            service,
+            *model_argument(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload",
+        ],
         cwd=settings.path(settings.build_context),
         env=BENTOML_ENV,
     )

@@ -20,12 +20,15 @@ a one-line message that says what to do.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -246,7 +249,10 @@ def start(
     ``storage/run-PORT``). ``htpasswd=(user, password)`` turns on basic auth (bcrypt).
     ``use_image``: True = only the ``registry:2`` container, False = only Debian's binary,
     None = the image if the engine has it (or can pull it), else the binary.
-    ``dry_run`` prints what would run and starts nothing.
+    ``dry_run`` prints what would run and starts nothing. ``port=0``: the OS assigns a free
+    port and the registry keeps it (no probe-then-bind race); Debian's binary only, which
+    logs the port it listens on; the returned :class:`RegistryProcess` has the real port and
+    ``storage/run-PORT`` points to its run directory, so :func:`stop` finds it by that port.
 
     Raises RegistryError: binary/image missing, port used by something that is not a
     registry, or the registry not answering within ``timeout`` seconds.
@@ -254,16 +260,22 @@ def start(
     url = _url(host, port)
     storage = Path(storage).expanduser()
     run_dir = _run_dir(storage, port)
+    auto_port = port == 0
 
-    status = probe(url)
-    if status in (200, 401):
-        print(f"local registry: already up at {url} (/v2/ -> {status})")
-        return _recorded(url, host, port, run_dir, auth=status == 401)
-    if status is not None or _port_taken(host, port):
-        raise RegistryError(
-            f"port {port} on {host} is used by something that is not a registry "
-            f"(/v2/ -> {abs(status) if status else 'no HTTP answer'}): pick another port"
-        )
+    if auto_port:
+        if use_image:
+            raise RegistryError("port 0 (the OS assigns one) needs Debian's binary: give a port")
+        use_image = False
+    else:
+        status = probe(url)
+        if status in (200, 401):
+            print(f"local registry: already up at {url} (/v2/ -> {status})")
+            return _recorded(url, host, port, run_dir, auth=status == 401)
+        if status is not None or _port_taken(host, port):
+            raise RegistryError(
+                f"port {port} on {host} is used by something that is not a registry "
+                f"(/v2/ -> {abs(status) if status else 'no HTTP answer'}): pick another port"
+            )
 
     docker = _docker_client()
     if use_image is None:
@@ -287,6 +299,8 @@ def start(
 
     data_dir = storage / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
+    if auto_port:  # named once the port is known (see _adopt_port)
+        run_dir = Path(tempfile.mkdtemp(prefix="run-auto-", dir=storage))
     run_dir.mkdir(parents=True, exist_ok=True)
     htpasswd_file = run_dir / "htpasswd" if htpasswd else None
     if htpasswd_file is not None and htpasswd is not None:
@@ -325,18 +339,42 @@ def start(
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_up(url):
-            print(f"local registry: started ({reg.kind}) at {url}")
+        if reg.port == 0:
+            reg = _adopt_port(reg, storage)
+        if reg.port and is_up(reg.url):
+            print(f"local registry: started ({reg.kind}) at {reg.url}")
             return reg
         if reg.pid is not None and not _pid_alive(reg.pid):
             break
         time.sleep(0.1)
     tail = _tail(log_file)
-    stop(port=port, state_dir=storage)
+    if reg.port == 0 and reg.pid is not None:  # not yet linked as run-PORT: stop it by pid
+        _terminate(reg.pid, timeout=10.0)
+    else:
+        stop(port=reg.port, state_dir=storage)
     raise RegistryError(
-        f"registry on {url} did not come up within {timeout:.0f} s; see {log_file}"
+        f"registry on {reg.url} did not come up within {timeout:.0f} s; see {log_file}"
         + (f": {tail}" if tail else "")
     )
+
+
+def _adopt_port(reg: RegistryProcess, storage: Path) -> RegistryProcess:
+    """The port the OS gave a registry started on port 0, read from its log
+    (``listening on HOST:PORT``); ``storage/run-PORT`` then points to its run directory."""
+    if reg.log_file is None:
+        return reg
+    found = re.search(rf"listening on {re.escape(reg.host)}:(\d+)", _tail(reg.log_file, 50))
+    if found is None:
+        return reg
+    port = int(found.group(1))
+    link = _run_dir(storage, port)
+    # A run-PORT left by a registry that is gone: the OS would not reuse a port still held.
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.symlink_to(reg.run_dir.name)
+    return dataclasses.replace(reg, url=_url(reg.host, port), port=port)
 
 
 def _start_container(
@@ -436,12 +474,7 @@ def stop(
             if dry_run:
                 print(f"[dry-run] would stop local registry pid {pid}")
                 return True
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            _terminate(pid, timeout)
             stopped = True
         pid_file.unlink(missing_ok=True)
     if cid_file.exists():
@@ -457,6 +490,15 @@ def stop(
     if stopped:
         print(f"local registry: stopped (port {port})")
     return stopped
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _is_registry_process(pid: int) -> bool:

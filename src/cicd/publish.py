@@ -60,7 +60,7 @@ def docker_client(runner: Runner, settings: Settings) -> Client:
 def build(runner: Runner, settings: Settings, client: Client, goal: Target) -> image.Image:
     """import-model -> bento -> containerize: the image of this commit, labelled."""
     bento.import_model(runner, settings, goal.model)
-    bento_tag = bento.build_bento(runner, settings, goal.revision.tag)
+    bento_tag = bento.build_bento(runner, settings, goal.revision.tag, goal.model)
     labels = image.labels(settings, goal.revision, goal.model)
     return image.containerize(runner, settings, client, bento_tag, goal.tags, labels)
 

@@ -1,6 +1,7 @@
 """Smoke test of an image: run it, wait until ready, ask one prediction, compare with the model.
 
-The container listens on a free port of 127.0.0.1 only and is always removed, failure
+The container listens on 127.0.0.1 only, on a host port Docker assigns (and keeps for the
+container's life: no probe-then-bind race with other jobs), and is always removed, failure
 included. An image that fails here is never pushed.
 """
 
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -30,12 +30,6 @@ class SmokeError(SuiteError):
     """The image did not answer as the model does: it must not be published."""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def smoke_test(
     runner: Runner,
     settings: Settings,
@@ -51,16 +45,16 @@ def smoke_test(
             "the data set) or `invoke pull`, or set suite.smoke_image in invoke.yaml"
         )
     docker = whales(client)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    run = [client.path, "run", "--detach", "--publish", f"127.0.0.1:{port}:{SERVICE_PORT}", image]
+    publish = f"127.0.0.1::{SERVICE_PORT}"  # empty host port: Docker assigns one
+    run = [client.path, "run", "--detach", "--publish", publish, image]
     container = docker_call(
         runner,
         run,
-        lambda: docker.run(image, detach=True, publish=[(f"127.0.0.1:{port}", SERVICE_PORT)]),
+        lambda: docker.run(image, detach=True, publish=[(publish,)]),
         hint="build the image first: `invoke build`",
     )
     try:
+        url = f"http://127.0.0.1:{_host_port(container) if container is not None else '<port>'}"
         runner.call(["GET", f"{url}/readyz"], lambda: _wait_ready(url, container, settings))
         answer = runner.call(
             ["POST", f"{url}/predict", f"image=@{sample}"], lambda: _post(url, sample)
@@ -72,6 +66,11 @@ def smoke_test(
             f"smoke test passed: {image} predicts {answer['prediction']!r} for {sample.name}"
         )
         return answer
+    except SmokeError:
+        # The error is one line; what the service said is above it, before the container goes.
+        if container is not None:
+            runner.echo(f"the container's last lines:\n{_logs_tail(container)}")
+        raise
     finally:
         if container is not None:
             remove = [client.path, "rm", "--force", str(container.id)[:12]]
@@ -103,6 +102,24 @@ def check_answer(answer: Any, expected: Mapping[str, Any] | None) -> None:
             raise SmokeError(f"probability of {label!r} differs from the local model's")
 
 
+def _host_port(container: Any) -> int:
+    """The port of 127.0.0.1 that Docker mapped to the service's port."""
+    # python-on-whales leaves the mapping as Docker's JSON: {"3000/tcp": [{"HostPort": ...}]}
+    for binding in (container.network_settings.ports or {}).get(f"{SERVICE_PORT}/tcp") or []:
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
+    # No mapping: the container has already stopped (Docker drops the ports of a dead one).
+    container.reload()
+    raise _exited(container)
+
+
+def _exited(container: Any) -> SmokeError:
+    return SmokeError(
+        f"the container exited with code {container.state.exit_code} before it was ready: "
+        "its last lines, above, say why"
+    )
+
+
 def _wait_ready(url: str, container: Any, settings: Settings) -> None:
     deadline = time.monotonic() + settings.smoke_timeout
     while time.monotonic() < deadline:
@@ -114,14 +131,11 @@ def _wait_ready(url: str, container: Any, settings: Settings) -> None:
             pass
         container.reload()
         if not container.state.running:
-            raise SmokeError(
-                f"the container exited with code {container.state.exit_code} before it was "
-                f"ready; its last lines:\n{_logs_tail(container)}"
-            )
+            raise _exited(container)
         time.sleep(0.5)
     raise SmokeError(
-        f"the container was not ready within {settings.smoke_timeout:.0f} s "
-        f"(suite.smoke_timeout); its last lines:\n{_logs_tail(container)}"
+        f"the container was not ready within {settings.smoke_timeout:g} s: its last lines are "
+        "above; if it is only slow, raise suite.smoke_timeout in invoke.yaml"
     )
 
 
@@ -154,7 +168,8 @@ def _post(url: str, sample: Path) -> Any:
             return json.loads(response.read())
     except urllib.error.HTTPError as error:
         raise SmokeError(
-            f"POST /predict answered HTTP {error.code}: {error.read()[:200]!r}"
+            f"POST /predict answered HTTP {error.code} ({error.read()[:200]!r}): the image's "
+            "service fails on the sample image; its last lines are above"
         ) from None
     except (urllib.error.URLError, OSError, json.JSONDecodeError) as error:
         raise SmokeError(f"POST /predict failed: {error}") from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import http.server
 import shutil
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -16,6 +15,7 @@ import pytest
 
 from cicd import local_registry
 from cicd.local_registry import RegistryError
+from tests.support.project import refused_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,12 +26,6 @@ pytestmark = [
 ]
 
 USER, PASSWORD = "ci", "s3cret-pw"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get_v2(url: str, auth: tuple[str, str] | None = None) -> int:
@@ -49,14 +43,11 @@ def _get_v2(url: str, auth: tuple[str, str] | None = None) -> int:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[local_registry.RegistryProcess]:
-    port = _free_port()
-    reg = local_registry.start(
-        port=port, storage=tmp_path, htpasswd=(USER, PASSWORD), use_image=False
-    )
+    reg = local_registry.start(port=0, storage=tmp_path, htpasswd=(USER, PASSWORD), use_image=False)
     try:
         yield reg
     finally:
-        local_registry.stop(port=port, state_dir=tmp_path)
+        local_registry.stop(port=reg.port, state_dir=tmp_path)
 
 
 def test_auth_required_and_accepted(registry: local_registry.RegistryProcess) -> None:
@@ -84,8 +75,9 @@ def test_start_is_idempotent(registry: local_registry.RegistryProcess, tmp_path:
 
 
 def test_stop_brings_it_down(tmp_path: Path) -> None:
-    port = _free_port()
-    reg = local_registry.start(port=port, storage=tmp_path, use_image=False)
+    reg = local_registry.start(port=0, storage=tmp_path, use_image=False)
+    port = reg.port
+    assert port != 0
     assert _get_v2(reg.url) == 200  # no auth configured
     assert local_registry.stop(port=port, state_dir=tmp_path) is True
     assert not local_registry.is_up(reg.url)
@@ -106,12 +98,25 @@ def test_port_taken_by_non_registry(tmp_path: Path) -> None:
 
 
 def test_wait_until_up_times_out() -> None:
-    with pytest.raises(RegistryError, match="did not answer"):
-        local_registry.wait_until_up(f"http://127.0.0.1:{_free_port()}", timeout=0.3)
+    with refused_port() as port, pytest.raises(RegistryError, match="did not answer"):
+        local_registry.wait_until_up(f"http://127.0.0.1:{port}", timeout=0.3)
 
 
 def test_dry_run_starts_nothing(tmp_path: Path) -> None:
-    port = _free_port()
-    reg = local_registry.start(port=port, storage=tmp_path, dry_run=True, use_image=False)
-    assert reg.kind == "dry-run"
-    assert not local_registry.is_up(reg.url)
+    with refused_port() as port:
+        reg = local_registry.start(port=port, storage=tmp_path, dry_run=True, use_image=False)
+        assert reg.kind == "dry-run"
+        assert not local_registry.is_up(reg.url)
+    assert not (tmp_path / f"run-{port}" / "pid").exists()
+
+
+def test_port_zero_gets_a_port_from_the_os_and_stop_finds_it(tmp_path: Path) -> None:
+    first = local_registry.start(port=0, storage=tmp_path, use_image=False)
+    second = local_registry.start(port=0, storage=tmp_path, use_image=False)
+    try:
+        assert 0 < first.port != second.port > 0
+        assert _get_v2(first.url) == _get_v2(second.url) == 200
+    finally:
+        assert local_registry.stop(port=first.port, state_dir=tmp_path) is True
+        assert local_registry.stop(port=second.port, state_dir=tmp_path) is True
+    assert not local_registry.is_up(first.url) and not local_registry.is_up(second.url)

@@ -7,118 +7,32 @@ Needs a Docker engine and Debian's docker-registry (scripts/bootstrap).
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
-import os
-import secrets
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from cicd import local_registry
 from cicd.docker import choose_client
-from cicd.registry import Credentials, RegistryClient
+from tests.support.project import (
+    IMAGE,
+    SENTINEL,
+    USER,
+    Project,
+    post_image,
+    run_image,
+    start_registry,
+    stop_registry,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-ROOT = Path(__file__).resolve().parents[2]
-USER = "ci-bot"
-# The registry password, made per run so that it is in no file unless the suite leaks it.
-SENTINEL = "sentinel-" + secrets.token_hex(12)
-IMAGE = "celestial-bodies-classifier"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class Project:
-    """A clone of the repository with its own DVC remote, BentoML store and HOME."""
-
-    root: Path
-    env: dict[str, str]
-    registry: str
-    outputs: list[str] = field(default_factory=list)
-
-    def run(self, *command: str, env: dict | None = None, check: bool = True, cwd=None):
-        done = subprocess.run(
-            command, cwd=cwd or self.root, env={**self.env, **(env or {})},
-            capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
-        self.outputs.append(done.stdout + done.stderr)
-        if check:
-            assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
-        return done
-
-    def invoke(self, *args: str, **kwargs):
-        return self.run(sys.executable, "-m", "invoke", *args, **kwargs)
-
-    def nox(self, *args: str, **kwargs):
-        return self.run(sys.executable, "-m", "nox", *args, **kwargs)
-
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """A Distribution registry with htpasswd auth on a free port, stopped at the end."""
-    state = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    local_registry.start(port=port, storage=state, htpasswd=(USER, SENTINEL), use_image=False)
-    yield f"127.0.0.1:{port}"
-    local_registry.stop(port=port, state_dir=state)
-    remove_images(f"127.0.0.1:{port}/")
-
-
-def remove_images(prefix: str) -> None:
-    """Untag the images the tests built for their throwaway registry (layers are shared)."""
-    client = choose_client().path
-    listed = subprocess.run(
-        [client, "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    ours = [ref for ref in listed if ref.startswith(prefix)]
-    if ours:
-        subprocess.run([client, "rmi", "--force", *ours], capture_output=True, check=False)
-
-
-def make_project(base: Path, registry: str, dvc_remote: Path) -> Project:
-    root = base / "clone"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(root)], check=True)
-    home = base / "home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        # keep the machine's package caches: only what the suite writes goes to the fake HOME
-        "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")),
-        "BENTOML_HOME": str(base / "bentoml"),
-        "CONTAINER_REGISTRY_HOST": registry,
-        "CONTAINER_REGISTRY_USERNAME": USER,
-        "CONTAINER_REGISTRY_PASSWORD": SENTINEL,
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-    }
-    for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "VIRTUAL_ENV", "NOX_CURRENT_SESSION"):
-        env.pop(name, None)
-    project = Project(root, env, registry)
-    project.run("dvc", "remote", "modify", "--local", "local", "url", str(dvc_remote))
-    return project
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory, registry):
+def published(new_project, registry):
     """`nox -s train -- --push` then `nox -s publish` in a fresh clone."""
-    base = tmp_path_factory.mktemp("project")
-    project = make_project(base, registry, base / "dvc-remote")
+    project = new_project("project", registry)
     project.nox("-s", "train", "--", "--push")
     # The pipeline is reproducible: a fresh clone's run gives back the committed dvc.lock
     # (otherwise CI would refuse to publish a dirty tree).
@@ -130,12 +44,16 @@ def published(tmp_path_factory, registry):
     return project
 
 
-def registry_client(project: Project) -> RegistryClient:
-    return RegistryClient(project.registry, Credentials(USER, SENTINEL))
+def registry_client(project: Project):
+    return project.registry.client()
 
 
 def head(project: Project) -> str:
-    return project.run("git", "rev-parse", "HEAD").stdout.strip()
+    return project.head()
+
+
+def tags(project: Project) -> list[str]:
+    return project.registry.tags(IMAGE)
 
 
 def test_publish_pushes_both_tags_with_one_digest_and_the_labels(published):
@@ -155,20 +73,20 @@ def test_publish_pushes_both_tags_with_one_digest_and_the_labels(published):
 def test_the_pushed_image_pulled_by_digest_answers_a_prediction(published, tmp_path):
     from python_on_whales import DockerClient
 
+    address = published.registry.address
     manifest = registry_client(published).manifest(IMAGE, "latest")
-    reference = f"{published.registry}/{IMAGE}@{manifest.digest}"
+    reference = f"{address}/{IMAGE}@{manifest.digest}"
     docker = DockerClient(client_call=[choose_client().path], config=str(tmp_path))
-    docker.login(published.registry, USER, SENTINEL)
+    docker.login(address, USER, SENTINEL)
     try:
         docker.pull(reference, quiet=True)
-        port = free_port()
-        container = docker.run(reference, detach=True, publish=[(f"127.0.0.1:{port}", 3000)])
+        container, port = run_image(reference)
         try:
             answer = post_image(port, published.root / "data/raw/Mars/Mars_1.jpg")
         finally:
-            container.remove(force=True)
+            docker.container.remove(container, force=True)
     finally:
-        docker.logout(published.registry)
+        docker.logout(address)
     assert answer["prediction"] in answer["probabilities"]
     assert abs(sum(answer["probabilities"].values()) - 1) < 1e-3
 
@@ -192,10 +110,11 @@ def test_wrong_password_is_a_clear_error_and_nothing_is_pushed(published):
     assert tags(published) == before
 
 
-def test_registry_down_is_a_clear_error(published):
-    done = published.invoke(
-        "publish", env={"CONTAINER_REGISTRY_HOST": f"127.0.0.1:{free_port()}"}, check=False
-    )
+def test_registry_down_is_a_clear_error(published, tmp_path):
+    # A registry that was up and is gone: its port is closed (a port nobody holds).
+    gone = start_registry(tmp_path / "gone")
+    stop_registry(gone)
+    done = published.invoke("publish", env={"CONTAINER_REGISTRY_HOST": gone.address}, check=False)
     assert done.returncode != 0
     assert "is not reachable" in done.stderr and "Traceback" not in done.stderr
 
@@ -230,8 +149,8 @@ def test_an_image_that_fails_its_smoke_test_is_not_pushed(published):
         serve.write_text(original)
 
 
-def test_missing_model_names_the_command_that_makes_it(tmp_path, registry):
-    project = make_project(tmp_path, registry, tmp_path / "empty-remote")
+def test_missing_model_names_the_command_that_makes_it(new_project, registry):
+    project = new_project("no-model", registry)
     done = project.invoke("publish", check=False)
     assert done.returncode != 0
     assert "nox -s train" in done.stderr and "Traceback" not in done.stderr
@@ -249,47 +168,7 @@ def test_the_password_appears_nowhere(published):
             assert SENTINEL.encode() not in path.read_bytes(), f"password found in {path}"
     client = choose_client().path
     inspected = subprocess.run(
-        [client, "image", "inspect", f"{published.registry}/{IMAGE}:latest"],
+        [client, "image", "inspect", f"{published.registry.address}/{IMAGE}:latest"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert SENTINEL not in inspected.stdout
-
-
-def tags(project: Project) -> list[str]:
-    url = f"http://{project.registry}/v2/{IMAGE}/tags/list"
-    request = urllib.request.Request(url)
-    token = base64.b64encode(f"{USER}:{SENTINEL}".encode()).decode()
-    request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return sorted(json.loads(response.read()).get("tags") or [])
-    except urllib.error.HTTPError as error:
-        if error.code == 404:
-            return []
-        raise
-
-
-def post_image(port: int, image: Path, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    boundary = "testboundary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{image.name}"'
-            f"\r\nContent-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + image.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/predict", data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.project import SENTINEL
+
 ROOT = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
 STEPS = [
@@ -44,33 +46,30 @@ def test_bad_setting_is_one_line_and_non_zero():
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_dry_run_publish_shows_every_command_and_runs_none(tmp_path):
+def test_dry_run_publish_shows_every_command_and_runs_none(new_project, registry):
     """In a fresh clone (no model, no data): the whole publish path is shown, nothing runs."""
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    registry = "127.0.0.1:9"  # nothing listens there: a dry run must not talk to it
-    done = invoke(
-        "--dry", "publish", cwd=clone,
-        env={"CONTAINER_REGISTRY_HOST": registry, "CONTAINER_REGISTRY_USERNAME": "u",
-             "CONTAINER_REGISTRY_PASSWORD": "dry-run-secret", "BENTOML_HOME": str(tmp_path)},
-    )  # fmt: skip
+    project = new_project("dry-run", registry)
+    before = registry.requests()
+    done = project.invoke("--dry", "publish")
+    address = registry.address
     shown = [line for line in done.stdout.splitlines() if line.startswith("[dry-run] $ ")]
     expected = [
         "dvc pull model/celestial_bodies_classifier_model.bentomodel",
-        f"GET http://{registry}/v2/",
+        f"GET http://{address}/v2/",
         "bentoml models import",
         "bentoml build --bentofile bentofile.yaml --version",
         "bentoml containerize celestial_bodies_classifier:",
         "--opt label=org.opencontainers.image.revision=",
         "run --detach --publish 127.0.0.1:",
         "POST http://127.0.0.1:",
-        "login 127.0.0.1:9 --username u --password-stdin",
-        f"push {registry}/celestial-bodies-classifier:",
-        f"push {registry}/celestial-bodies-classifier:latest",
-        "logout 127.0.0.1:9",
+        f"login {address} --username ci-bot --password-stdin",
+        f"push {address}/celestial-bodies-classifier:",
+        f"push {address}/celestial-bodies-classifier:latest",
+        f"logout {address}",
     ]
     for fragment in expected:
         assert any(fragment in line for line in shown), f"{fragment!r} not shown:\n{done.stdout}"
-    assert "dry-run-secret" not in done.stdout + done.stderr
-    assert not (clone / "model").exists(), "a dry run pulled the model"
-    assert not list(tmp_path.glob("bentos/*")), "a dry run built a bento"
+    assert SENTINEL not in done.stdout + done.stderr
+    assert registry.requests() == before, "a dry run talked to the registry"
+    assert not (project.root / "model").exists(), "a dry run pulled the model"
+    assert not list(project.bentoml_home.glob("bentos/*")), "a dry run built a bento"

@@ -17,6 +17,8 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
+from tests.support.hostile import bad_requests
+
 pytestmark = pytest.mark.slow
 
 
@@ -35,6 +37,8 @@ def server(stored_model, bentoml_home):
             str(bentoml_cli),
             "serve",
             "serve:CelestialBodiesClassifier",
+            "--arg",
+            f"model_tag={stored_model['tag']}",
             "--host",
             "127.0.0.1",
             "--port",
@@ -102,34 +106,27 @@ def test_other_modes_are_converted_and_classified(server, small_raw, mode):
     assert resp.json()["prediction"]
 
 
-def _bad_requests(small_raw):
-    jpeg = (small_raw / "Mars" / "Mars_1.jpg").read_bytes()
-    bomb = _encode(Image.new("1", (20000, 20000)), "PNG")
-    return {
-        "not an image": (dict(files={"image": ("a.jpg", b"hello world", "image/jpeg")}), 400),
-        "truncated": (dict(files={"image": ("a.jpg", jpeg[: len(jpeg) // 3], "image/jpeg")}), 400),
-        "empty file": (dict(files={"image": ("a.jpg", b"", "image/jpeg")}), 400),
-        "empty body": (dict(content=b""), 415),
-        "json body": (dict(json={"image": "/etc/passwd"}), 415),
-        "raw jpeg body": (dict(content=jpeg, headers={"content-type": "image/jpeg"}), 415),
-        "no image field": (dict(files={"other": ("a.jpg", jpeg, "image/jpeg")}), 400),
-        "image as text": (
-            dict(data={"image": "http://127.0.0.1:1/x.jpg"}, files={"dummy": ("d", b"d")}),
-            400,
-        ),
-        "decompression bomb": (dict(files={"image": ("b.png", bomb, "image/png")}), 413),
-        "too many bytes": (
-            dict(files={"image": ("a.jpg", b"\xff" * (11 * 1024 * 1024), "image/jpeg")}),
-            413,
-        ),
-    }
-
-
 def test_bad_inputs_get_4xx_and_service_survives(server, small_raw):
-    for name, (kwargs, status) in _bad_requests(small_raw).items():
+    jpeg = (small_raw / "Mars" / "Mars_1.jpg").read_bytes()
+    for name, (kwargs, status) in bad_requests(jpeg).items():
         resp = httpx.post(f"{server}/predict", timeout=60, **kwargs)
         assert resp.status_code == status, f"{name}: {resp.status_code} {resp.text[:200]}"
         assert resp.json().get("error"), name
     ok = _post(server, (small_raw / "Mars" / "Mars_1.jpg").read_bytes())
     assert ok.status_code == 200
     assert httpx.get(f"{server}/readyz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "argument", [[], ["--arg", "model_tag=celestial_bodies_classifier_model:latest"]]
+)
+def test_the_service_refuses_to_start_without_an_exact_model(argument, stored_model, bentoml_home):
+    # The store's `latest` is the last model saved on this machine, not the workspace's.
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("bentoml")), "serve", "serve:CelestialBodiesClassifier",
+         *argument, "--port", "1"],
+        cwd=ROOT / "src", env={**os.environ, "BENTOML_HOME": str(bentoml_home)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "the service needs the exact model: --arg model_tag=" in done.stdout + done.stderr

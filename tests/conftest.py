@@ -1,0 +1,67 @@
+"""Fixtures shared by every test directory: real registries and real projects.
+
+* ``registry`` (module): a Distribution registry with htpasswd auth (user ``ci-bot``, the
+  per-run sentinel password) on a port the OS assigns; stopped, and its images removed, at
+  the end of the module.
+* ``new_project`` (session): ``new_project(name, registry, dvc_remote=None, env=None,
+  source=ROOT)`` makes a :class:`tests.support.project.Project`, a clone of the working tree
+  (uncommitted changes included) with its own HOME, BentoML store and DVC remote.
+* ``leak_scan`` (session): every project and registry the two fixtures above make is
+  registered with it; when the session ends it searches all of them for the sentinel
+  password (see ``tests/support/leaks.py``) and fails if it is anywhere. Being a session
+  finalizer, it checks whatever ran, in any order, with ``-k`` or ``-x`` too.
+
+The helpers themselves are in ``tests/support/project.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.leaks import LeakScan
+from tests.support.project import (
+    ROOT,
+    SENTINEL,
+    Project,
+    Registry,
+    make_project,
+    start_registry,
+    stop_registry,
+)
+
+
+@pytest.fixture(scope="session")
+def leak_scan() -> Iterator[LeakScan]:
+    scan = LeakScan(SENTINEL)
+    yield scan
+    found = scan.findings()
+    assert not found, "the registry password appears in:\n" + "\n".join(found)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, leak_scan) -> Iterator[Registry]:
+    started = start_registry(tmp_path_factory.mktemp("registry"))
+    leak_scan.add_registry(started)
+    yield started
+    leak_scan.record_pushed_images(started)  # by digest, while the registry still runs
+    stop_registry(started)
+
+
+@pytest.fixture(scope="session")
+def new_project(tmp_path_factory, leak_scan) -> Callable[..., Project]:
+    def make(
+        name: str,
+        registry: Registry | None,
+        dvc_remote: Path | None = None,
+        env: dict[str, str] | None = None,
+        source: Path = ROOT,
+    ) -> Project:
+        base = tmp_path_factory.mktemp(name)
+        project = make_project(base, registry, dvc_remote, env, source=source)
+        leak_scan.add_project(project)
+        return project
+
+    return make

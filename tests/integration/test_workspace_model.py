@@ -1,0 +1,194 @@
+"""The image and `invoke serve` carry the workspace's model, whatever else the store holds.
+
+The sequence of issue 9, for real, in a clone with its own BentoML store: train model A and
+commit; train model B (3 epochs) and commit; go back to A (`git checkout`, `dvc checkout`).
+The store's `latest` is then B, the workspace's archive A. Built the old way (the service
+asking for `latest`), the image was labelled A and served B.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cicd.bento import model_info
+from tests.support.project import Project, docker, remove_images
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+MODEL = "celestial_bodies_classifier_model"
+ARCHIVE = Path(f"model/{MODEL}.bentomodel")
+SAMPLE = Path("data/raw/Mars/Mars_1.jpg")
+BENTO_YAML = "/home/bentoml/bento/bento.yaml"
+
+
+def model_tag(project: Project) -> str:
+    return model_info(project.path(ARCHIVE)).tag
+
+
+def local_answer(project: Project) -> dict:
+    from celestial.classifier import Classifier
+
+    classifier = Classifier.from_bentomodel(project.path(ARCHIVE))
+    return classifier.predict_bytes(project.path(SAMPLE).read_bytes())
+
+
+def store_latest(project: Project) -> str:
+    done = project.run("bentoml", "models", "get", f"{MODEL}:latest", "-o", "json")
+    info = json.loads(done.stdout)
+    return f"{info['name']}:{info['version']}"
+
+
+@pytest.fixture(scope="module")
+def two_models(new_project):
+    """A clone at commit A whose store also holds B, saved after A (store `latest` = B)."""
+    # Images are only tagged for this namespace, never pushed: no registry needed.
+    namespace = f"registry.invalid/workspace-model-{os.getpid()}"
+    clone = new_project("workspace-model", None, env={"CONTAINER_REGISTRY_HOST": namespace})
+    clone.run("git", "config", "user.email", "tests@localhost")
+    clone.run("git", "config", "user.name", "tests")
+    clone.invoke("train")
+    model_a = model_tag(clone)
+    params = yaml.safe_load(clone.path("params.yaml").read_text())
+    params["train"]["epochs"] = 3
+    clone.path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    clone.invoke("train")
+    model_b = model_tag(clone)
+    assert model_b != model_a
+    clone.run("git", "commit", "-qam", "model B: 3 epochs")
+    clone.run("git", "checkout", "-q", "HEAD~1")
+    clone.run("dvc", "checkout")
+    assert model_tag(clone) == model_a
+    assert clone.run("git", "status", "--porcelain").stdout == ""
+    yield clone, model_a, model_b
+    remove_images(f"{namespace}/")
+
+
+def image_bento(reference: str) -> dict:
+    """The bento.yaml inside an image: what the service there was built to serve."""
+    inside = docker("run", "--rm", "--entrypoint", "cat", reference, BENTO_YAML)
+    return yaml.safe_load(inside.stdout)
+
+
+def image_label(reference: str, label: str) -> str:
+    template = f'{{{{index .Config.Labels "{label}"}}}}'
+    return docker("image", "inspect", "--format", template, reference).stdout.strip()
+
+
+def test_the_store_latest_is_not_the_workspace_model(two_models):
+    # The precondition that made the old service serve the wrong model.
+    clone, model_a, model_b = two_models
+    assert store_latest(clone) == model_b
+    assert model_tag(clone) == model_a
+
+
+def test_the_image_serves_and_names_the_workspace_model(two_models):
+    clone, model_a, _ = two_models
+    clone.invoke("build")
+    sha = clone.run("git", "rev-parse", "HEAD").stdout.strip()
+    reference = f"{clone.env['CONTAINER_REGISTRY_HOST']}/celestial-bodies-classifier:{sha}"
+    bento = image_bento(reference)
+    carried = [model["tag"] for service in bento["services"] for model in service["models"]]
+    assert carried == [model_a]
+    assert bento["args"]["model_tag"] == model_a
+    assert image_label(reference, "model.tag") == model_a
+    smoke = clone.invoke("smoke")  # compares the image's answer with the local model's
+    assert "smoke test passed" in smoke.stdout
+
+
+def test_a_bento_that_carries_another_model_is_refused(two_models, tmp_path):
+    # The commit's bento (model A) exists; the workspace's archive is swapped for B without
+    # `dvc checkout` (git status stays clean: model/ is DVC's). One line says which is which.
+    clone, model_a, model_b = two_models
+    archive = clone.path(ARCHIVE)
+    saved = tmp_path / "a.bentomodel"
+    saved.write_bytes(archive.read_bytes())
+    clone.run("git", "checkout", "-q", "-")
+    clone.run("dvc", "checkout", str(ARCHIVE.parent))
+    b_bytes = archive.read_bytes()
+    clone.run("git", "checkout", "-q", "HEAD~1")
+    archive.unlink()  # DVC links files from its cache: replace, never write through
+    archive.write_bytes(b_bytes)
+    try:
+        done = clone.invoke("bento", check=False)
+        assert done.returncode != 0
+        assert f"carries model {model_a} but the workspace's archive is {model_b}" in done.stderr
+        assert "Traceback" not in done.stderr
+    finally:
+        archive.unlink()
+        clone.run("dvc", "checkout", str(ARCHIVE.parent))
+    assert model_tag(clone) == model_a
+
+
+def test_invoke_serve_serves_the_workspace_model(two_models):
+    clone, _, _ = two_models
+    # Port 0: the server binds a port the OS assigns and keeps (no bind-then-release race).
+    server = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "serve", "--port", "0"],
+        cwd=clone.root, env=clone.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        answer = post_when_ready(clone.path(SAMPLE), server)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    expected = local_answer(clone)
+    assert answer["prediction"] == expected["prediction"]
+    for label, p in expected["probabilities"].items():
+        assert abs(answer["probabilities"][label] - p) < 1e-4, label
+
+
+def listening_port(pid: int) -> int | None:
+    """The TCP port a process tree listens on (the server was told port 0)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        for process in (root, *root.children(recursive=True)):
+            for connection in process.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_LISTEN:
+                    return int(connection.laddr.port)
+    except psutil.Error:
+        pass
+    return None
+
+
+def post_when_ready(image: Path, server: subprocess.Popen, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, f"invoke serve exited:\n{server.stdout.read()}"
+        port = listening_port(server.pid)
+        try:
+            if port:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "invoke serve not ready"
+        time.sleep(0.5)
+    boundary = "workspace-model"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{image.name}"'
+            "\r\nContent-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/predict", data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())

@@ -1,0 +1,149 @@
+"""The secret scan: everything the tests made, searched for the per-run registry password.
+
+A :class:`LeakScan` is told about every project and registry as they are created (the
+``leak_scan`` fixture in ``tests/conftest.py`` does this), so what it checks does not depend
+on which tests ran or in which order. It searches:
+
+* every output of every command a project ran (``Project.outputs``);
+* every file under each project's clone, HOME and BentoML store;
+* each registry's state directory on disk: stored blobs (gzip layers decompressed), log;
+* the images each registry holds, pulled *by digest* (what was pushed, not a local tag):
+  ``docker image inspect`` and ``docker history --no-trunc`` of each.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tests.support.project import Project, Registry, docker, docker_client_path
+
+CHUNK = 1 << 20
+# Installed packages (nox environments), not anything the suite writes; gigabytes to read.
+SKIPPED_DIRECTORIES = {".nox"}
+
+
+class LeakScan:
+    def __init__(self, secret: str):
+        self.secret = secret.encode()
+        self.projects: list[Project] = []
+        self.registries: list[Registry] = []
+        self.texts: list[tuple[str, str]] = []  # (where it came from, text)
+        self.files_checked = 0
+
+    def add_project(self, project: Project) -> None:
+        self.projects.append(project)
+
+    def add_registry(self, registry: Registry) -> None:
+        self.registries.append(registry)
+
+    def record_pushed_images(self, registry: Registry) -> None:
+        """Pull every image ``registry`` holds by digest and keep its metadata for the scan.
+
+        Call it while the registry still runs (the ``registry`` fixture does, at its end).
+        """
+        client = registry.client()
+        with tempfile.TemporaryDirectory(prefix="leak-scan-docker-") as config:
+            logged_in = False
+            for repository in registry.repositories():
+                for tag in registry.tags(repository):
+                    manifest = client.manifest(repository, tag)
+                    if manifest is None:
+                        continue
+                    if not logged_in:
+                        _login(registry, config)
+                        logged_in = True
+                    reference = f"{registry.address}/{repository}@{manifest.digest}"
+                    docker("--config", config, "pull", "--quiet", reference)
+                    for what in (
+                        ("image", "inspect", reference),
+                        ("history", "--no-trunc", reference),
+                    ):
+                        self.texts.append((f"docker {' '.join(what)}", docker(*what).stdout))
+                    docker("rmi", reference, check=False)
+            if logged_in:
+                docker("--config", config, "logout", registry.address, check=False)
+
+    def findings(self) -> list[str]:
+        """Where the secret was found; empty when nowhere."""
+        found = []
+        for project in self.projects:
+            for number, output in enumerate(project.outputs):
+                if self.secret in output.encode():
+                    found.append(f"output {number} of the project at {project.root}")
+        for where, text in self.texts:
+            if self.secret in text.encode():
+                found.append(where)
+        roots = [path for p in self.projects for path in (p.root, p.home, p.bentoml_home)]
+        roots += [registry.state for registry in self.registries]
+        for path in _files(roots):
+            self.files_checked += 1
+            if _file_contains(path, self.secret):
+                found.append(str(path))
+        return found
+
+
+def _login(registry: Registry, config: str) -> None:
+    from python_on_whales import DockerClient
+
+    # python-on-whales passes the password through stdin (--password-stdin).
+    DockerClient(client_call=[docker_client_path()], config=config).login(
+        registry.address, registry.user, registry.password
+    )
+
+
+def _files(roots: Iterable[Path]) -> Iterator[Path]:
+    seen: set[Path] = set()
+    for root in roots:
+        if not root.exists():
+            continue
+        for path in root.rglob("*"):
+            if SKIPPED_DIRECTORIES.intersection(path.relative_to(root).parts):
+                continue
+            if path.is_symlink() or not path.is_file() or path in seen:
+                continue
+            seen.add(path)
+            yield path
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK):
+            yield chunk
+
+
+def _gunzipped(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip stream (registry layers), members one after another."""
+    inflate = zlib.decompressobj(wbits=31)
+    for chunk in chunks:
+        while chunk:
+            yield inflate.decompress(chunk)
+            chunk = inflate.unused_data
+            if chunk:  # the next gzip member
+                inflate = zlib.decompressobj(wbits=31)
+
+
+def contains(chunks: Iterable[bytes], needle: bytes) -> bool:
+    """``needle`` in the concatenated chunks, across chunk borders too."""
+    tail = b""
+    for chunk in chunks:
+        window = tail + chunk
+        if needle in window:
+            return True
+        tail = window[-(len(needle) - 1) :]
+    return False
+
+
+def _file_contains(path: Path, needle: bytes) -> bool:
+    if contains(_chunks(path), needle):
+        return True
+    with path.open("rb") as stream:
+        gzipped = stream.read(2) == b"\x1f\x8b"
+    if not gzipped:
+        return False
+    try:
+        return contains(_gunzipped(_chunks(path)), needle)
+    except zlib.error:  # not gzip after all: the raw bytes were searched above
+        return False

@@ -1,0 +1,311 @@
+"""Real projects for the tests: a clone of the working tree, a registry with a password.
+
+The API, small on purpose (fixtures in ``tests/conftest.py`` wrap it):
+
+* :func:`clone_working_tree` -- a git clone of this repository *including* the working tree's
+  uncommitted and untracked (not ignored) changes, committed in the clone: a local run tests
+  what is being developed, not the last commit.
+* :class:`Project` -- such a clone with its own HOME, BentoML store and DVC remote; ``run``,
+  ``invoke``, ``nox`` run commands in it and keep every output (for the secret scan).
+* :class:`Registry` / :func:`start_registry` -- a Distribution registry with htpasswd auth on a
+  port the OS assigns; ``tags(image)`` and ``client()`` read it through its API.
+* :func:`run_image` -- run an image on a port Docker assigns; :func:`post_image` asks it.
+* :data:`SENTINEL` -- the per-run registry password that must appear nowhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cicd import local_registry
+from cicd.docker import choose_client
+from cicd.registry import Credentials, RegistryClient
+
+ROOT = Path(__file__).resolve().parents[2]
+USER = "ci-bot"
+# The registry password, made per run so that it is in no file unless the suite leaks it.
+SENTINEL = "sentinel-" + secrets.token_hex(12)
+IMAGE = "celestial-bodies-classifier"
+SAMPLE = Path("data/raw/Earth/Earth_1.jpg")  # what `invoke smoke` posts (invoke.yaml)
+# CI variables of the machine running the tests must not leak into a project's steps.
+CI_VARIABLES = (
+    "CI", "GITHUB_ACTIONS", "GITLAB_CI", "GITHUB_SHA", "GITHUB_REF", "GITHUB_HEAD_REF",
+    "GITHUB_EVENT_NAME", "CI_COMMIT_SHA", "CI_COMMIT_BRANCH", "CI_PIPELINE_SOURCE",
+    "CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
+    "CONTAINER_REGISTRY_HOST", "CONTAINER_REGISTRY_USERNAME", "CONTAINER_REGISTRY_PASSWORD",
+    "GCP_CONTAINER_REGISTRY_HOST", "GOOGLE_SERVICE_ACCOUNT_KEY", "IMAGE_NAME",
+    "VIRTUAL_ENV", "NOX_CURRENT_SESSION",
+)  # fmt: skip
+
+
+def _git(root: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    return done.stdout
+
+
+def clone_working_tree(dest: Path, source: Path = ROOT) -> Path:
+    """Clone ``source`` into ``dest`` with its uncommitted and untracked changes committed.
+
+    Tracked changes (staged or not, deletions included) and untracked files that git does
+    not ignore are copied over and committed with a fixed author and the date of HEAD, so
+    two clones of the same tree have the same commit (and so the same image tag). A clean
+    tree gives a plain clone of HEAD.
+    """
+    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
+    changed = _git(source, "diff", "--name-only", "-z", "HEAD").split("\0")
+    changed += _git(source, "ls-files", "-z", "--others", "--exclude-standard").split("\0")
+    changed = sorted({name for name in changed if name})
+    if not changed:
+        return dest
+    for name in changed:
+        origin, target = source / name, dest / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        if origin.is_symlink() or origin.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, target, follow_symlinks=False)
+    when = _git(source, "show", "-s", "--format=%cI", "HEAD").strip()
+    identity = {
+        "GIT_AUTHOR_NAME": "tests", "GIT_AUTHOR_EMAIL": "tests@localhost",
+        "GIT_COMMITTER_NAME": "tests", "GIT_COMMITTER_EMAIL": "tests@localhost",
+        "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when,
+    }  # fmt: skip
+    _git(dest, "add", "-A", "--", *changed)
+    _git(dest, "commit", "-q", "--no-verify", "-m", "the working tree under test", env=identity)
+    return dest
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A running Distribution registry with htpasswd auth (user :data:`USER`)."""
+
+    address: str  # host:port, the registry part of an image reference
+    state: Path  # its state directory; the blobs are under ``state / "data"``
+    user: str = USER
+    password: str = field(default=SENTINEL, repr=False)
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    @property
+    def data(self) -> Path:
+        return self.state / "data"
+
+    def requests(self) -> list[str]:
+        """The HTTP requests the registry has served so far (its access-log lines)."""
+        log = self.state / f"run-{self.port}" / "registry.log"
+        return [line for line in log.read_text().splitlines() if '] "' in line]
+
+    def client(self) -> RegistryClient:
+        return RegistryClient(self.address, Credentials(self.user, self.password))
+
+    def get(self, path: str) -> bytes | None:
+        """The body of ``GET path`` on the registry's API, with the credentials; None on 404."""
+        request = urllib.request.Request(f"http://{self.address}{path}")
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def tags(self, image: str = IMAGE) -> list[str]:
+        """The tags of ``image`` in this registry (empty when it has none)."""
+        body = self.get(f"/v2/{image}/tags/list")
+        return sorted(json.loads(body).get("tags") or []) if body else []
+
+    def repositories(self) -> list[str]:
+        return sorted(json.loads(self.get("/v2/_catalog") or b"{}").get("repositories") or [])
+
+
+def start_registry(state: Path, user: str = USER, password: str = SENTINEL) -> Registry:
+    """Debian's Distribution binary with htpasswd auth, on a port the OS assigns and keeps."""
+    started = local_registry.start(
+        port=0, storage=state, htpasswd=(user, password), use_image=False
+    )
+    return Registry(started.address, state, user, password)
+
+
+def stop_registry(registry: Registry) -> None:
+    local_registry.stop(port=registry.port, state_dir=registry.state)
+    remove_images(f"{registry.address}/")
+
+
+@dataclass
+class Project:
+    """A clone of the working tree with its own DVC remote, BentoML store and HOME.
+
+    Every command's output is appended to ``outputs`` (a list the secret scan may share).
+    """
+
+    root: Path
+    env: dict[str, str]
+    registry: Registry | None
+    outputs: list[str] = field(default_factory=list)
+    dvc_remote: Path | None = None
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["HOME"])
+
+    @property
+    def bentoml_home(self) -> Path:
+        return Path(self.env["BENTOML_HOME"])
+
+    def run(self, *command: str, env: dict | None = None, check: bool = True, cwd=None):
+        done = subprocess.run(
+            command, cwd=cwd or self.root, env={**self.env, **(env or {})},
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        self.outputs.append(done.stdout + done.stderr)
+        if check:
+            assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
+        return done
+
+    def invoke(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "invoke", *args, **kwargs)
+
+    def nox(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "nox", *args, **kwargs)
+
+    def head(self) -> str:
+        return self.run("git", "rev-parse", "HEAD").stdout.strip()
+
+    def path(self, relative: str | Path) -> Path:
+        return self.root / relative
+
+
+def make_project(
+    base: Path,
+    registry: Registry | None,
+    dvc_remote: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    outputs: list[str] | None = None,
+    source: Path = ROOT,
+) -> Project:
+    """A :class:`Project` in ``base`` (clone, home, bentoml) publishing to ``registry``.
+
+    ``registry=None``: no registry variables, the steps use the embedded one of invoke.yaml.
+    ``dvc_remote``: the project's DVC remote (default ``base / "dvc-remote"``, empty).
+    ``env``: more variables for every command (e.g. ``INVOKE_SUITE_SMOKE_TIMEOUT``).
+    ``source``: the repository to clone (another project's clone gives the same commit).
+    """
+    root = clone_working_tree(base / "clone", source)
+    home = base / "home"
+    home.mkdir()
+    full = {key: value for key, value in os.environ.items() if key not in CI_VARIABLES}
+    full.update({
+        "HOME": str(home),
+        # keep the machine's package caches: only what the suite writes goes to the fake HOME
+        "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")),
+        "BENTOML_HOME": str(base / "bentoml"),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    })  # fmt: skip
+    if registry is not None:
+        full.update({
+            "CONTAINER_REGISTRY_HOST": registry.address,
+            "CONTAINER_REGISTRY_USERNAME": registry.user,
+            "CONTAINER_REGISTRY_PASSWORD": registry.password,
+        })  # fmt: skip
+    full.update(env or {})
+    remote = dvc_remote or base / "dvc-remote"
+    project = Project(root, full, registry, outputs if outputs is not None else [], remote)
+    project.run("dvc", "remote", "modify", "--local", "local", "url", str(remote))
+    return project
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A port of 127.0.0.1 where connections are refused, reserved while the block runs.
+
+    The socket is bound and never listens: the OS keeps the port ours (nobody else can
+    listen there meanwhile, unlike a probe-then-release "free" port) and refuses connections.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def docker_client_path() -> str:
+    """The docker client that talks to the engine (the one the suite chooses)."""
+    return choose_client().path
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [docker_client_path(), *args], capture_output=True, text=True, check=check, timeout=600
+    )
+
+
+def remove_images(prefix: str) -> None:
+    """Remove the images of a throwaway registry (tags and digest-only pulls; layers stay)."""
+    listed = docker("images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}")
+    ours = []
+    for line in listed.stdout.splitlines():
+        repository, tag, digest = line.split()
+        if repository.startswith(prefix):
+            ours.append(f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}")
+    if ours:
+        docker("rmi", "--force", *ours, check=False)
+
+
+def run_image(reference: str, *args: str) -> tuple[str, int]:
+    """``docker run -d`` the image on 127.0.0.1 with a port Docker assigns: (id, port)."""
+    container = docker("run", "--detach", "--publish", "127.0.0.1::3000", *args, reference)
+    cid = container.stdout.strip()
+    mapped = docker("port", cid, "3000/tcp").stdout.split()[0]
+    return cid, int(mapped.rsplit(":", 1)[1])
+
+
+def wait_ready(port: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"nothing ready on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def post_image(port: int, image: Path, timeout: float = 90) -> dict:
+    """Wait for ``/readyz``, then POST ``image`` to ``/predict`` as multipart: the answer."""
+    wait_ready(port, timeout)
+    boundary = "testboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{image.name}"'
+            f"\r\nContent-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/predict", data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
