@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -33,8 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from cicd import local_registry
-from cicd.registry import Credentials, RegistryClient
+from tests.support.project import SENTINEL, USER, Registry, clone_working_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -42,19 +40,23 @@ ROOT = Path(__file__).resolve().parents[2]
 ACTIONS = ROOT / "tests" / "ci" / "actions"
 VENV_BIN = Path(sys.executable).parent
 IMAGE = "celestial-bodies-classifier"
-USER = "ci-bot"
 # Made per run, so that they are in no file unless the suite or a runner leaks them.
-REGISTRY_PASSWORD = "sentinel-" + secrets.token_hex(12)
+REGISTRY_PASSWORD = SENTINEL  # the test registry's (tests/conftest.py `registry`)
 FORGE_TOKEN = "forge-" + secrets.token_hex(12)
 AWS_KEY_ID, AWS_SECRET = "AKIA" + secrets.token_hex(8).upper(), "aws-" + secrets.token_hex(16)
 SECRETS = (REGISTRY_PASSWORD, FORGE_TOKEN, AWS_SECRET)
-# The checks job runs the quick part of the suite: the whole suite would run this module again.
-QUICK_TESTS = 'PYTEST_ADDOPTS=-m "not slow"'
+# The checks job runs `nox -s lint tests` on the unit tests (the whole suite would run this
+# module again, and the rest of it has its own runs); after the first run of each runner, on
+# one file: the job is proven by then.
+QUICK_TESTS = "tests/unit"
+ONE_TEST_FILE = "tests/unit/test_ci_outputs.py"
 TIMES: dict[str, float] = {}
 
 PROBE = """
+
 # Test probe (tests/integration/test_ci_files.py): what this pull request's code can see.
 import hashlib as _h, json as _j, os as _o, sys as _s  # noqa: E401, E402, I001
+
 if _o.environ.get("CI_FILES_PROBE"):
     with open(_o.environ["CI_FILES_PROBE"], "a") as _p:
         _seen = sorted(_h.sha256(v.encode()).hexdigest() for v in _o.environ.values())
@@ -160,22 +162,6 @@ def s3_objects(endpoint: str, prefix: str) -> list[str]:
     return [item["Key"] for item in listed.get("Contents", [])]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> Iterator[str]:
-    state, port = tmp_path_factory.mktemp("registry"), free_port()
-    local_registry.start(
-        port=port, storage=state, htpasswd=(USER, REGISTRY_PASSWORD), use_image=False
-    )
-    yield f"127.0.0.1:{port}"
-    local_registry.stop(port=port, state_dir=state)
-
-
 @pytest.fixture(scope="module")
 def forges() -> Iterator[dict[str, Forge]]:
     """One recording API server per runner: GitHub's and GitLab's."""
@@ -199,7 +185,7 @@ class Project:
     root: Path
     home: Path
     env: dict[str, str]
-    registry: str
+    registry: Registry
     probe: Path
     forge: Forge | None = None
     outputs: list[str] = field(default_factory=list)
@@ -228,9 +214,12 @@ class Project:
         lines = self.probe.read_text().splitlines() if self.probe.exists() else []
         return [json.loads(line) for line in lines]
 
+    @property
+    def bentoml_home(self) -> Path:  # the jobs' default, ~/bentoml (for the leak scan)
+        return self.home / "bentoml"
+
     def manifest(self, tag: str):
-        client = RegistryClient(self.registry, Credentials(USER, REGISTRY_PASSWORD))
-        return client.manifest(f"{self.name}/{IMAGE}", tag)
+        return self.registry.client().manifest(f"{self.name}/{IMAGE}", tag)
 
 
 def machine_env(home: Path) -> dict[str, str]:
@@ -251,10 +240,10 @@ def machine_env(home: Path) -> dict[str, str]:
     return env
 
 
-def make_project(base: Path, name: str, origin: str, s3: str, registry: str) -> Project:
+def make_project(base: Path, name: str, origin: str, s3: str, registry: Registry) -> Project:
     root, home = base / "clone", base / "home"
     home.mkdir()
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(root)], check=True)
+    clone_working_tree(root)  # uncommitted changes included: what is being developed
     project = Project(name, root, home, machine_env(home), registry, base / "probe.jsonl")
     project.git("remote", "set-url", "origin", origin)
     # The README's way to an S3 remote; the credentials come from the CI's secrets.
@@ -294,32 +283,35 @@ def act(project: Project, label: str, event_name: str, event: dict, job: str | N
     for stand_in in stand_ins:
         command += ["--local-repository", stand_in]
     assert project.forge is not None
-    command += ["--env", QUICK_TESTS, "--env", f"GITHUB_API_URL={project.forge.url}/api"]
+    quick = QUICK_TESTS if not project.outputs else ONE_TEST_FILE
+    command += ["--env", f"PYTEST_ADDOPTS={quick}"]
+    command += ["--env", f"GITHUB_API_URL={project.forge.url}/api"]
     command += ["--env", f"CI_FILES_PROBE={project.probe}"]
-    # `-s NAME` takes the value from act's environment: no secret on a command line.
-    for name in ("CONTAINER_REGISTRY_HOST", "CONTAINER_REGISTRY_USERNAME"):
-        command += ["-s", name]
-    for name in ("CONTAINER_REGISTRY_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        command += ["-s", name]
-    command += ["-s", "GITHUB_TOKEN"]
     if job:
         command += ["-j", job]
-    secrets_env = {
-        "CONTAINER_REGISTRY_HOST": f"{project.registry}/{project.name}",
-        "CONTAINER_REGISTRY_USERNAME": USER,
-        "CONTAINER_REGISTRY_PASSWORD": REGISTRY_PASSWORD,
-        "AWS_ACCESS_KEY_ID": AWS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
-        "GITHUB_TOKEN": FORGE_TOKEN,
-    }
-    return project.run(label, command, secrets_env)
+    secrets_file = project.home.parent / "act.secrets"
+    secrets_file.touch(mode=0o600)
+    # A file, deleted after the run: not on a command line, and not in act's own environment,
+    # which act's host executor hands to every step (as a real runner never does).
+    secrets_file.write_text(
+        f"CONTAINER_REGISTRY_HOST={project.registry.address}/{project.name}\n"
+        f"CONTAINER_REGISTRY_USERNAME={USER}\n"
+        f"CONTAINER_REGISTRY_PASSWORD={REGISTRY_PASSWORD}\n"
+        f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\nAWS_SECRET_ACCESS_KEY={AWS_SECRET}\n"
+        f"GITHUB_TOKEN={FORGE_TOKEN}\n"
+    )
+    try:
+        return project.run(label, [*command, "--secret-file", str(secrets_file)], {})
+    finally:
+        secrets_file.unlink()
 
 
 @pytest.fixture(scope="module")
-def github(tmp_path_factory, s3, registry, forges) -> Project:
+def github(tmp_path_factory, s3, registry, forges, leak_scan) -> Project:
     base = tmp_path_factory.mktemp("github")
     project = make_project(base, "github", "https://github.com/example/celestial.git", s3, registry)
     project.forge = forges["github"]
+    leak_scan.add_project(project)
     return project
 
 
@@ -426,7 +418,7 @@ def gitlab_ci_local(project: Project, label: str, jobs: list[str], variables: di
     command = ["gitlab-ci-local", "--shell-isolation", "--force-shell-executor"]
     settings = {
         "GITLAB_CI": "true",  # gitlab-ci-local says "false"; the jobs must act as on GitLab
-        "PYTEST_ADDOPTS": QUICK_TESTS.split("=", 1)[1],
+        "PYTEST_ADDOPTS": QUICK_TESTS,
         "CI_FILES_PROBE": str(project.probe),
         # The runner's package cache (a warm runner), instead of a per-project copy.
         "UV_CACHE_DIR": project.env["UV_CACHE_DIR"],
@@ -440,7 +432,7 @@ def gitlab_ci_local(project: Project, label: str, jobs: list[str], variables: di
 def gitlab_secrets(project: Project, protected: bool) -> None:
     """The project's CI/CD variables, scoped as .gitlab-ci.yml's header says."""
     scoped = {
-        "CONTAINER_REGISTRY_HOST": ("registry", f"{project.registry}/{project.name}"),
+        "CONTAINER_REGISTRY_HOST": ("registry", f"{project.registry.address}/{project.name}"),
         "CONTAINER_REGISTRY_USERNAME": ("registry", USER),
         "CONTAINER_REGISTRY_PASSWORD": ("registry", REGISTRY_PASSWORD),
         "GITLAB_TOKEN": ("review/*", FORGE_TOKEN),
@@ -460,12 +452,13 @@ def gitlab_secrets(project: Project, protected: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def gitlab(tmp_path_factory, s3, registry, forges) -> Iterator[Project]:
+def gitlab(tmp_path_factory, s3, registry, forges, leak_scan) -> Iterator[Project]:
     base = tmp_path_factory.mktemp("gitlab")
     project = make_project(
         base, "gitlab", "git@gitlab.example.com:example/celestial.git", s3, registry
     )
     project.forge = forges["gitlab"]
+    leak_scan.add_project(project)
     yield project
     # The variables file is the runner's secret store: it must not outlive the test.
     shutil.rmtree(project.home / ".gitlab-ci-local", ignore_errors=True)
@@ -514,7 +507,7 @@ def test_gitlab_push_to_main_checks_trains_and_publishes(gitlab: Project, gitlab
     report = dotenv_report(gitlab)
     assert report["PUBLISH_DIGEST"] == by_sha.digest and report["PUBLISH_SKIPPED"] == "false"
     assert report["PUBLISH_TAGS"].split() == [
-        f"{gitlab.registry}/gitlab/{IMAGE}:{t}" for t in (sha, "latest")
+        f"{gitlab.registry.address}/gitlab/{IMAGE}:{t}" for t in (sha, "latest")
     ]
     assert s3_objects(s3, "gitlab/"), "train on main pushed nothing to the DVC remote"
 
