@@ -245,6 +245,9 @@ def make_project(base: Path, name: str, origin: str, s3: str, registry: Registry
     home.mkdir()
     clone_working_tree(root)  # uncommitted changes included: what is being developed
     project = Project(name, root, home, machine_env(home), registry, base / "probe.jsonl")
+    # A clone of a forge's repository whose main is this commit (the working tree's branch
+    # may have any name): main checked out, origin/main and origin/HEAD on it.
+    project.git("checkout", "-qB", "main")
     project.git("remote", "set-url", "origin", origin)
     # The README's way to an S3 remote; the credentials come from the CI's secrets.
     for command in (
@@ -253,6 +256,8 @@ def make_project(base: Path, name: str, origin: str, s3: str, registry: Registry
     ):
         subprocess.run([str(VENV_BIN / "dvc"), *command], cwd=root, env=project.env, check=True)
     project.git("commit", "-qam", "DVC remote: S3")
+    project.git("update-ref", "refs/remotes/origin/main", "HEAD")
+    project.git("symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/main")
     return project
 
 
@@ -557,10 +562,14 @@ def test_no_secret_in_any_output_or_file_left_behind(github: Project, gitlab: Pr
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _times(request) -> Iterator[None]:
-    """The duration of every runner run, for the README: printed at the end of the module."""
+def _times(request, tmp_path_factory) -> Iterator[None]:
+    """The duration of every runner run, for the README: printed at the end of the module
+    (when the terminal shows it) and kept in <basetemp>/ci-runner-times.txt."""
+    started = time.monotonic()
     yield
+    TIMES["the whole module"] = time.monotonic() - started
+    lines = [f"{label}: {seconds:.0f} s" for label, seconds in TIMES.items()]
+    (tmp_path_factory.getbasetemp() / "ci-runner-times.txt").write_text("\n".join(lines) + "\n")
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for label, seconds in TIMES.items():
-        if reporter:
-            reporter.write_line(f"{label}: {seconds:.0f} s")
+    for line in lines if reporter else ():
+        reporter.write_line(line)
