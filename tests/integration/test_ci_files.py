@@ -3,7 +3,7 @@
 Each runner gets a clone of this repository whose DVC remote is an S3 bucket (moto in server
 mode, configured as README, Data remote says), a namespace in a registry with htpasswd auth,
 and a local server recording what the GitHub / GitLab API receives. Then, in order:
-  1. a push to main: checks (lint and the quick tests), train (pushes to S3), publish;
+  1. a push to main: checks (lint, the unit tests), train (pushes to S3), publish;
   2. the same commit pushed again: publish skips ("already published");
   3. a pull request: train without secrets, the report posted as one comment;
   4. a second push to the pull request: that comment updated, not duplicated.
