@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,25 +25,37 @@ from cicd.shell import Runner  # noqa: E402
 
 
 def step(function=None, **task_options):
-    """An invoke task whose user-fixable failures print one line and exit non-zero."""
+    """An invoke task whose user-fixable failures print one line and exit non-zero.
+
+    SIGTERM (a cancelled CI job) is turned into an interruption, like Ctrl-C, so that the
+    step cleans up on the way out: its commands are stopped, the smoke test's container is
+    removed, the throwaway Docker config (with the registry login) is deleted.
+    """
 
     def decorate(body):
         @functools.wraps(body)
         def wrapper(c: Context, *args, **kwargs):
+            signal.signal(signal.SIGTERM, _interrupt)
             try:
                 return body(c, *args, **kwargs)
             except SuiteError as error:
                 raise Exit(f"error: {error}", code=error.exit_code) from None
+            except KeyboardInterrupt:
+                raise Exit("error: interrupted: stopped and cleaned up", code=130) from None
 
         return task(wrapper, **task_options)
 
     return decorate(function) if function else decorate
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def setup(c: Context) -> tuple[Runner, Settings]:
     """The runner (dry-run from `invoke --dry`) and the settings, read once per task."""
     settings = settings_module.from_config(ROOT, {"suite": _plain(c.config.suite)}, os.environ)
-    runner = Runner(dry=bool(c.config.run.dry))
+    runner = Runner(dry=bool(c.config.run.dry), command_timeout=settings.command_timeout)
     runner.add_secret(settings.registry_password)
     return runner, settings
 
@@ -172,9 +185,10 @@ def smoke(c, image=None):
 def login(c):
     """Log in to the registry (password through stdin, throwaway config dir), then log out."""
     from cicd import image, publish
+    from cicd.registry import credentials
 
     runner, settings = setup(c)
-    if image.credentials(settings) is None:
+    if credentials(settings) is None:
         runner.echo(f"no credentials set for {settings.registry_host}: nothing to log in to")
         return
     with image.logged_in(runner, settings, publish.docker_client(runner, settings)):
@@ -254,7 +268,8 @@ def report(c, base=None, publish=False, no_publish=False):
     sha = ci.ci_sha(os.environ)
     path = reports.write_report(runner, ROOT, base=base or settings.base_branch, sha=sha)
     if publish or (not no_publish and ci.in_ci(os.environ)):
-        runner.echo(forge.publish_report(runner, path, os.environ))
+        posted = forge.publish_report(runner, path, os.environ, settings.network_timeout)
+        runner.echo(posted)
 
 
 @step

@@ -104,19 +104,12 @@ def image_sizes(skip_default: bool) -> dict:
     from cicd import ci, docker, settings
     from cicd.shell import Runner
 
-    config = {"suite": _suite_defaults()}
-    s = settings.from_config(ROOT, config, os.environ)
+    s = settings.load(ROOT, os.environ)
     client = docker.choose_client(s.docker_client)
     tag = f"{s.repository}:{ci.revision(Runner(), ROOT, os.environ).tag}"
     suite = _image_size(client.path, tag)
     baseline = None if skip_default else _default_build_size(client, s)
     return {"suite": suite / 1e6, "baseline": baseline / 1e6 if baseline else None}
-
-
-def _suite_defaults() -> dict:
-    import yaml
-
-    return yaml.safe_load((ROOT / "invoke.yaml").read_text())["suite"]
 
 
 def _image_size(client: str, reference: str) -> int:

@@ -22,11 +22,11 @@ from sklearn.metrics import (  # noqa: E402
     precision_recall_fscore_support,
 )
 
-from celestial import MODEL_NAME  # noqa: E402
+from celestial import MODEL_ARCHIVE  # noqa: E402
 from celestial.bento_store import import_bentomodel  # noqa: E402
 from celestial.classifier import Classifier  # noqa: E402
 from celestial.plots import plot_confusion_matrix, plot_history, plot_predictions  # noqa: E402
-from celestial.prepared import load_prepared  # noqa: E402
+from celestial.prepared_data import load_prepared  # noqa: E402
 from celestial.preprocess import array_to_features  # noqa: E402
 
 OUT_DIR = Path("evaluation")
@@ -36,7 +36,7 @@ def main() -> None:
     if len(sys.argv) != 3:
         sys.exit("usage: python src/evaluate.py <model_dir> <prepared_dir>")
     model_dir, prepared_dir = Path(sys.argv[1]), Path(sys.argv[2])
-    tag = import_bentomodel(model_dir / f"{MODEL_NAME}.bentomodel")
+    tag, _ = import_bentomodel(model_dir / MODEL_ARCHIVE)
     classifier = Classifier.from_model_dir(bentoml.models.get(tag).path)
 
     data = load_prepared(prepared_dir)

@@ -9,8 +9,8 @@ from celestial.determinism import pin_numerics
 
 pin_numerics()  # before numpy is imported anywhere
 
-from celestial.dataset import generate_dataset  # noqa: E402
 from celestial.params import load_params  # noqa: E402
+from celestial.rendering import generate_dataset  # noqa: E402
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from celestial.determinism import pin_numerics
 pin_numerics()
 
 from celestial.params import load_params  # noqa: E402
-from celestial.prepared import prepare_dataset  # noqa: E402
+from celestial.preparation import prepare_dataset  # noqa: E402
 
 
 def main() -> None:

@@ -15,11 +15,11 @@ from celestial.determinism import blas_record, differs_from_reference, pin_numer
 
 pin_numerics()
 
-from celestial import MODEL_NAME  # noqa: E402
+from celestial import MODEL_ARCHIVE  # noqa: E402
 from celestial.bento_store import export_bentomodel, save_to_store  # noqa: E402
-from celestial.classifier import CONFIG_FILE, MODEL_FILE  # noqa: E402
+from celestial.model_archive import CONFIG_FILE, MODEL_FILE  # noqa: E402
 from celestial.params import load_params  # noqa: E402
-from celestial.prepared import load_prepared  # noqa: E402
+from celestial.prepared_data import load_prepared  # noqa: E402
 from celestial.preprocess import array_to_features  # noqa: E402
 from celestial.training import to_onnx, train_mlp  # noqa: E402
 
@@ -65,7 +65,7 @@ def main() -> None:
         "blas": blas,
     }
     tag = save_to_store(onnx_bytes, config, metadata)
-    out = export_bentomodel(tag, model_dir / f"{MODEL_NAME}.bentomodel")
+    out = export_bentomodel(tag, model_dir / MODEL_ARCHIVE)
     print(f"train: saved {tag} and exported {out}")
 
 

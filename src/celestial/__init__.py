@@ -5,5 +5,7 @@ Kept deliberately empty of imports: the service image only ships the modules it 
 so every module is imported explicitly where it is used.
 """
 
-MODEL_NAME = "celestial_bodies_classifier_model"
-SERVICE_NAME = "celestial_bodies_classifier"
+# Names the code gives to what it makes; the suite reads them from here (cicd.settings).
+MODEL_NAME = "celestial_bodies_classifier_model"  # in the BentoML store
+SERVICE_NAME = "celestial_bodies_classifier"  # the BentoML service, hence the bento's name
+MODEL_ARCHIVE = f"{MODEL_NAME}.bentomodel"  # the exported model, in the train stage's model/

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from celestial import MODEL_NAME
-from celestial.classifier import CONFIG_FILE, MODEL_FILE, read_bentomodel_tag
+from celestial.model_archive import CONFIG_FILE, MODEL_FILE, read_tag
 
 
 def fixed_creation_time() -> datetime:
@@ -96,15 +96,19 @@ def export_bentomodel(tag: str, out_path: str | Path) -> Path:
     return out_path
 
 
-def import_bentomodel(path: str | Path) -> str:
-    """Import a .bentomodel into the store unless that exact tag is already there."""
+def import_bentomodel(path: str | Path) -> tuple[str, bool]:
+    """Import a .bentomodel into the store unless that exact tag is already there.
+
+    Returns the model's tag, and whether it was imported (False: it was already there).
+    """
     import bentoml
     from bentoml.exceptions import NotFound
 
-    tag = read_bentomodel_tag(path)
+    tag = read_tag(path)
     try:
         bentoml.models.get(tag)
+        return tag, False
     except NotFound:
         # BentoML resolves a relative path against the filesystem root: pass it absolute.
         bentoml.models.import_model(str(Path(path).resolve()))
-    return tag
+        return tag, True

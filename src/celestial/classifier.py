@@ -9,9 +9,7 @@ this module ships in the service image.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,13 +18,10 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from celestial import MODEL_NAME
 from celestial.images import decode_image
+from celestial.model_archive import CONFIG_FILE, MODEL_FILE, read_members
 from celestial.preprocess import preprocess
 
-MODEL_FILE = "model.onnx"
-CONFIG_FILE = "preprocess.json"
-DEFAULT_TAG = f"{MODEL_NAME}:latest"
 PROB_DECIMALS = 6  # probabilities are rounded in answers, so JSON round-trips compare equal
 
 
@@ -61,12 +56,12 @@ class Classifier:
     @classmethod
     def from_bentomodel(cls, path: str | Path) -> Classifier:
         """Load straight from an exported `.bentomodel` archive (no BentoML, no store)."""
-        members = read_archive_members(path, (MODEL_FILE, CONFIG_FILE))
+        members = read_members(path, (MODEL_FILE, CONFIG_FILE))
         return cls(members[MODEL_FILE], json.loads(members[CONFIG_FILE]))
 
     @classmethod
-    def from_store(cls, tag: str = DEFAULT_TAG) -> Classifier:
-        """Load a model from the BentoML model store ($BENTOML_HOME), e.g. 'name:latest'."""
+    def from_store(cls, tag: str) -> Classifier:
+        """Load the model ``name:version`` from the BentoML model store ($BENTOML_HOME)."""
         import bentoml
 
         return cls.from_model_dir(bentoml.models.get(tag).path)
@@ -99,32 +94,3 @@ def format_prediction(probs: np.ndarray, class_names: Sequence[str]) -> dict[str
             name: round(float(p), PROB_DECIMALS) for name, p in zip(class_names, probs, strict=True)
         },
     }
-
-
-def read_archive_members(path: str | Path, names: Sequence[str]) -> dict[str, bytes]:
-    """Read named regular files from a (.bentomodel = tar.xz) archive, in memory.
-
-    Only the requested names are read, never extracted, so a hostile archive cannot
-    write anywhere. Member names may carry a leading "./" (shutil.make_archive style).
-    """
-    wanted = set(names)
-    found: dict[str, bytes] = {}
-    with tarfile.open(path, mode="r:*") as tar:
-        for member in tar.getmembers():
-            name = member.name[2:] if member.name.startswith("./") else member.name
-            if name in wanted and member.isfile():
-                f = tar.extractfile(member)
-                if f is not None:
-                    found[name] = f.read()
-    missing = wanted - set(found)
-    if missing:
-        raise FileNotFoundError(f"{path}: missing {sorted(missing)}")
-    return found
-
-
-def read_bentomodel_tag(path: str | Path) -> str:
-    """The 'name:version' tag recorded in an exported .bentomodel (from its model.yaml)."""
-    import yaml  # pyyaml is a BentoML dependency, always present where this is called
-
-    info = yaml.safe_load(io.BytesIO(read_archive_members(path, ["model.yaml"])["model.yaml"]))
-    return f"{info['name']}:{info['version']}"

@@ -10,6 +10,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.neural_network import MLPClassifier
 
+from celestial import SERVICE_NAME
+
 ONNX_INPUT = "input"
 ONNX_TARGET_OPSET = 17  # pinned so a converter upgrade does not silently change the file
 
@@ -71,5 +73,5 @@ def to_onnx(clf: MLPClassifier, n_features: int) -> bytes:
         target_opset=ONNX_TARGET_OPSET,
     )
     # skl2onnx names the graph with a random uuid: fix it, or every export differs.
-    onx.graph.name = "celestial_bodies_classifier"
+    onx.graph.name = SERVICE_NAME
     return onx.SerializeToString()

@@ -1,14 +1,13 @@
-"""BentoML steps: import the model archive, build the bento.
+"""BentoML steps: import the model archive, build the bento, serve it.
 
-Actions go through BentoML's CLI (so that the dry run shows them as a user would type
-them); the archive is read directly to know the model's tag and digest without importing
-BentoML.
+Every action is shown as the BentoML command a user would type (the dry run prints it).
+Building and serving run that command; the import and the store checks run in this process
+through BentoML's Python API (a CLI process would pay BentoML's start-up, 1-3 s, each time).
+The archive is read directly (celestial.model_archive) for the model's tag and digest.
 """
 
 from __future__ import annotations
 
-import hashlib
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,18 +35,14 @@ class ModelInfo:
 
 def model_info(path: Path) -> ModelInfo:
     """Tag and digest of a ``.bentomodel`` archive."""
+    from celestial.model_archive import ArchiveError, digest, read_tag
+
     if not path.is_file():
         raise SuiteError(f"no model archive at {path}: {MAKE_MODEL_HINT}")
     try:
-        with tarfile.open(path) as archive:
-            member = next(m for m in archive.getmembers() if Path(m.name).name == "model.yaml")
-            info = yaml.safe_load(archive.extractfile(member).read())  # type: ignore[union-attr]
-    except (tarfile.TarError, StopIteration, yaml.YAMLError, OSError) as exc:
-        raise SuiteError(
-            f"{path} is not a BentoML model archive ({exc}): {MAKE_MODEL_HINT}"
-        ) from exc
-    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    return ModelInfo(tag=f"{info['name']}:{info['version']}", digest=digest)
+        return ModelInfo(tag=read_tag(path), digest=digest(path))
+    except ArchiveError as error:
+        raise SuiteError(f"{error}: {MAKE_MODEL_HINT}") from error  # one line, says what to do
 
 
 def archived_model(runner: Runner, settings: Settings) -> ModelInfo:
@@ -62,27 +57,36 @@ def archived_model(runner: Runner, settings: Settings) -> ModelInfo:
 def import_model(runner: Runner, settings: Settings, model: ModelInfo | None = None) -> ModelInfo:
     """Import the ``.bentomodel`` into the BentoML store; a model already there is fine.
 
-    ``model``: the archive's tag and digest when the caller has already read them.
+    ``model``: the archive's tag and digest when the caller has already read them. The
+    import runs in this process (the pipeline's own importer, celestial.bento_store), shown
+    as the equivalent `bentoml models import`: a CLI process would pay BentoML's start-up.
     """
-    archive = settings.path(settings.bentomodel)
+    from celestial.bento_store import import_bentomodel
+
+    archive = settings.path(settings.bentomodel).resolve()
     model = model or archived_model(runner, settings)
-    if in_store(model.tag, kind="model"):
+
+    def run_import() -> bool:
+        from bentoml.exceptions import BentoMLException
+
+        try:
+            return import_bentomodel(archive)[1]
+        except (BentoMLException, ValueError, OSError) as error:
+            raise SuiteError(f"importing {archive} failed ({error}): {MAKE_MODEL_HINT}") from error
+
+    command = [tool("bentoml"), "models", "import", str(archive)]
+    if runner.call(command, run_import) is False:
         runner.echo(f"model {model.tag} is already in the BentoML store")
-        return model
-    command = [tool("bentoml"), "models", "import", str(archive.resolve())]
-    runner.run(command, cwd=settings.root, env=BENTOML_ENV)
     return model
 
 
-def in_store(tag: str, kind: str) -> bool:
-    """Is the model or bento ``tag`` in the local BentoML store? A read-only check, done in
-    this process: a ``bentoml ... get`` process would pay BentoML's start-up (1-3 s) each
-    time (bench/run.py)."""
+def bento_in_store(tag: str) -> bool:
+    """Is the bento ``tag`` in the local BentoML store? A read-only check, in this process."""
     import bentoml
     from bentoml.exceptions import BentoMLException
 
     try:
-        (bentoml.models.get if kind == "model" else bentoml.get)(tag)
+        bentoml.get(tag)
     except (BentoMLException, ValueError):  # not found; a dry run's placeholder is no tag
         return False
     return True
@@ -104,7 +108,7 @@ def build_bento(runner: Runner, settings: Settings, version: str, model: ModelIn
     checked against ``model`` after the build, and when an earlier build is reused.
     """
     tag = bento_tag(settings, version)
-    if in_store(tag, kind="bento"):
+    if bento_in_store(tag):
         runner.echo(f"bento {tag} is already built")
     else:
         runner.run(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from cicd.errors import CommandError, SuiteError
-from cicd.shell import Runner
+from cicd.shell import COMMAND_ATTEMPTS, RETRY_NOTE, TRANSIENT, Runner
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
@@ -97,14 +97,29 @@ def require_engine(client: Client) -> None:
 
 
 def docker_call(
-    runner: Runner, command: list[str], action: Callable[[], T], hint: str = ""
+    runner: Runner,
+    command: list[str],
+    action: Callable[[], T],
+    hint: str = "",
+    retry_transient: bool = False,
 ) -> T | None:
     """Run a python-on-whales call through the runner (echo, dry-run); its failures become
-    :class:`CommandError` carrying the equivalent command, exit code and output."""
+    :class:`CommandError` carrying the equivalent command, exit code and output.
+
+    ``retry_transient``: a failure whose output says the network hiccuped is retried with
+    backoff (``docker push`` to a registry behind a flaky proxy), as ``Runner.run`` does.
+    """
     from python_on_whales.exceptions import DockerException
 
-    try:
-        return runner.call(command, action)
-    except DockerException as exc:
-        output = (exc.stderr or "") + (exc.stdout or "")
-        raise CommandError(command, exc.return_code, runner.mask(output), hint) from None
+    attempts = COMMAND_ATTEMPTS if retry_transient else 1
+    note = RETRY_NOTE if retry_transient and runner.dry else ""
+    for attempt in range(1, attempts + 1):
+        try:
+            return runner.call(command, action, quiet=attempt > 1, note=note)
+        except DockerException as exc:
+            output = runner.mask((exc.stderr or "") + (exc.stdout or ""))
+            if attempt < attempts and TRANSIENT.search(output):
+                runner.pause_before_retry(attempt, attempts)
+                continue
+            raise CommandError(command, exc.return_code, output, hint) from None
+    raise AssertionError("unreachable")  # pragma: no cover

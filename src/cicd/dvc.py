@@ -19,6 +19,7 @@ def pull(runner: Runner, settings: Settings, targets: Sequence[str] = ()) -> Non
     runner.run(
         [tool("dvc"), "pull", *targets],
         cwd=settings.root,
+        retry_transient=True,
         hint="check the DVC remote (`dvc remote list`) and that it holds this commit's data",
     )
 
@@ -38,6 +39,7 @@ def push(runner: Runner, settings: Settings, targets: Sequence[str] = ()) -> Non
     runner.run(
         [tool("dvc"), "push", *targets],
         cwd=settings.root,
+        retry_transient=True,
         hint="check the DVC remote (`dvc remote list`) and its credentials",
     )
 

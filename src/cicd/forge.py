@@ -15,17 +15,17 @@ with ``REPORT_IMAGE_URL_TEMPLATE`` (see docs/report.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from cicd import ci
 from cicd.errors import SuiteError
+from cicd.http import DEFAULT_TIMEOUT, Http, Response
 from cicd.shell import Runner
 
 MARKER = "<!-- celestial-bodies-report -->"
@@ -48,6 +48,7 @@ class CiContext:
     summary_path: Path | None = None
     image_url_template: str | None = None
     update_method: str = "PATCH"
+    timeout: float = DEFAULT_TIMEOUT  # deadline of each API call, retries included
 
     def auth_header(self, token: str) -> tuple[str, str]:
         """The header that carries ``token`` (never the URL): GitHub Bearer, GitLab own."""
@@ -133,11 +134,19 @@ def _github_pr_number(environ: Mapping[str, str]) -> int | None:
 # --------------------------------------------------------------------------- publishing
 
 
-def publish_report(runner: Runner, report_path: Path, environ: Mapping[str, str]) -> str:
-    """Publish ``report_path`` in CI; return where it went (or why nothing was posted)."""
+def publish_report(
+    runner: Runner,
+    report_path: Path,
+    environ: Mapping[str, str],
+    timeout: float = DEFAULT_TIMEOUT,
+) -> str:
+    """Publish ``report_path`` in CI; return where it went (or why nothing was posted).
+
+    ``timeout`` is the deadline of each API call (``suite.network_timeout``)."""
     context = ci_context(environ)
     if context is None:
         return "not in CI: nothing posted"
+    context = dataclasses.replace(context, timeout=timeout)
     body = comment_body(report_path.read_text(encoding="utf-8"), context)
     places = []
     if context.summary_path is not None:
@@ -171,16 +180,62 @@ def upsert_comment(runner: Runner, context: CiContext, body: str) -> str:
 
 
 def _find_marked(runner: Runner, context: CiContext) -> object | None:
+    """Our comment: it starts with the marker AND the token's own identity wrote it.
+
+    Anyone can paste the marker into a comment; editing theirs would fail (GitHub: 403) or,
+    worse, overwrite a human's words. The identity is asked for only once a marked comment
+    is seen, so a first report costs no extra request.
+    """
+    me: object = None
     page = 1
     while True:
         url = f"{context.comments_url}?per_page={PAGE_SIZE}&page={page}"
         comments = _request(runner, context, "GET", url) or []
         for comment in comments:
-            if MARKER in (comment.get("body") or ""):
+            if not (comment.get("body") or "").startswith(MARKER):
+                continue
+            me = me if me is not None else _identity(runner, context)
+            if me is not None and _author(context, comment) == me:
                 return comment["id"]
         if len(comments) < PAGE_SIZE:
             return None
         page += 1
+
+
+# GitHub Actions' GITHUB_TOKEN is an app installation token: GET /user answers 403
+# ("Resource not accessible by integration"), and what it writes is signed by this bot.
+ACTIONS_BOT = "github-actions[bot]"
+
+
+def _identity(runner: Runner, context: CiContext) -> object:
+    """Who the token is: the GitHub login (lowercase) or the GitLab user id."""
+    assert context.comments_url
+    split = "/repos/" if context.forge == "github" else "/projects/"
+    url = context.comments_url.rsplit(split, 1)[0] + "/user"
+    response = _call(runner, context, "GET", url)
+    if response is None:  # dry run
+        return None
+    actions_token = context.forge == "github" and context.token_variable == "GITHUB_TOKEN"
+    if actions_token and response.status == 403:
+        return ACTIONS_BOT
+    if response.status != 200:
+        raise SuiteError(
+            f"cannot tell whose token {context.token_variable} is (GET {url}: HTTP "
+            f"{response.status}), so no comment is edited: use a token that may read its own "
+            "user (GitHub: GITHUB_TOKEN or a personal token; GitLab: `api` or `read_user` scope)"
+        )
+    user = response.json(f"the {context.forge} API")
+    user = user if isinstance(user, dict) else {}
+    identity = str(user.get("login") or "").lower() if context.forge == "github" else user.get("id")
+    if not identity:
+        raise SuiteError(f"GET {url} did not say whose token {context.token_variable} is")
+    return identity
+
+
+def _author(context: CiContext, comment: Mapping[str, Any]) -> object:
+    if context.forge == "github":
+        return str((comment.get("user") or {}).get("login") or "").lower()
+    return (comment.get("author") or {}).get("id")
 
 
 def comment_body(report: str, context: CiContext) -> str:
@@ -222,6 +277,26 @@ def _request(
     runner: Runner, context: CiContext, method: str, url: str, payload: object = None
 ) -> Any:
     """One JSON API request through the runner; HTTP failures become SuiteError."""
+    response = _call(runner, context, method, url, payload)
+    if response is None:  # dry run
+        return None
+    if response.status >= 400:
+        detail = response.body.decode(errors="replace")[:200]
+        raise SuiteError(
+            runner.mask(
+                f"{method} {url} failed: HTTP {response.status} {detail}; check that "
+                f"{context.token_variable} may comment on {_kind(context)}s (GitHub: "
+                "`permissions: pull-requests: write`; GitLab: a token with `api` scope)"
+            ).replace("\n", " ")
+        )
+    return response.json(f"the {context.forge} API") if response.body.strip() else None
+
+
+def _call(
+    runner: Runner, context: CiContext, method: str, url: str, payload: object = None
+) -> Response | None:
+    """Send through the runner (shown as curl, dry-run aware) and the hardened HTTP layer:
+    the token goes only to the API's origin, transient failures are retried."""
     assert context.token
     name, value = context.auth_header(context.token)
     # Shown with the variable's name in place of the token: the echo says where it comes from.
@@ -231,42 +306,26 @@ def _request(
         command[-1:-1] = ["--data", "@body.json"]
     data = json.dumps(payload).encode() if payload is not None else None
     headers = {
-        name: value,
         "Accept": "application/vnd.github+json" if context.forge == "github" else "*/*",
         "Content-Type": "application/json",
         "User-Agent": "celestial-bodies-cicd",  # GitHub rejects requests without one
     }
     if context.forge == "github":
         headers["X-GitHub-Api-Version"] = "2022-11-28"
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)
-    return runner.call(command, _sender(runner, request, context))
+    http = Http(
+        runner,
+        f"the {context.forge} API",
+        timeout=context.timeout,
+        unreachable_hint="check the CI network and the API URL variable",
+    )
 
-
-def _sender(
-    runner: Runner, request: urllib.request.Request, context: CiContext
-) -> Callable[[], Any]:
-    def send() -> Any:
+    def send() -> Response:
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:200]
-            raise SuiteError(
-                runner.mask(
-                    f"{request.get_method()} {request.full_url} failed: HTTP {exc.code} "
-                    f"{detail}; check that {context.token_variable} may comment on "
-                    f"{_kind(context)}s (GitHub: `permissions: pull-requests: write`; "
-                    f"GitLab: a token with `api` scope)"
-                )
-            ) from None
-        except urllib.error.URLError as exc:
-            raise SuiteError(
-                f"cannot reach {request.full_url}: {exc.reason}; check the CI network "
-                f"and the API URL variable"
-            ) from None
-        return json.loads(raw) if raw.strip() else None
+            return http.send(method, url, headers=headers, credentials={name: value}, content=data)
+        finally:
+            http.close()
 
-    return send
+    return runner.call(command, send, note=http.note)
 
 
 def _kind(context: CiContext) -> str:

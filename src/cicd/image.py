@@ -7,6 +7,7 @@ credentials never land in the user's ``~/.docker``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import tempfile
 from collections.abc import Iterator
@@ -18,12 +19,14 @@ from cicd.bento import BENTOML_ENV, ModelInfo
 from cicd.ci import Revision
 from cicd.docker import Client, docker_call, whales
 from cicd.errors import SuiteError
-from cicd.registry import Credentials, RegistryClient
+from cicd.registry import CREATED_LABEL, Manifest, RegistryClient
+from cicd.registry import credentials as registry_credentials
 from cicd.settings import Settings
 from cicd.shell import Runner, tool
 
 MODEL_TAG_LABEL = "model.tag"
 MODEL_DIGEST_LABEL = "model.digest"
+DRY_MANIFEST = Manifest("sha256:<pushed digest>", "sha256:<pushed image>")
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,6 @@ def local_image(runner: Runner, client: Client, tags: tuple[str, ...]) -> Image:
     return Image(id=ids.pop(), tags=tags)
 
 
-def credentials(settings: Settings) -> Credentials | None:
-    if settings.registry_username and settings.registry_password:
-        return Credentials(settings.registry_username, settings.registry_password)
-    return None
-
-
 @contextmanager
 def logged_in(
     runner: Runner, settings: Settings, client: Client
@@ -113,7 +110,7 @@ def logged_in(
     directory and the credentials in it are removed on exit, failure included. Yields the
     client and the command line it runs, for the echo.
     """
-    creds = credentials(settings)
+    creds = registry_credentials(settings)
     with tempfile.TemporaryDirectory(prefix="docker-config-") as config:
         docker = whales(client, Path(config))
         base = [client.path, "--config", config]
@@ -130,32 +127,49 @@ def logged_in(
         )
         try:
             yield docker, base
-        finally:
-            docker_call(runner, [*base, "logout", host], lambda: docker.logout(host))
+        except BaseException:
+            # The first error is the one to report: a failing logout must not replace it
+            # (the config directory, and the login in it, is deleted anyway).
+            with contextlib.suppress(SuiteError):
+                docker_call(runner, [*base, "logout", host], lambda: docker.logout(host))
+            raise
+        docker_call(runner, [*base, "logout", host], lambda: docker.logout(host))
 
 
 def push(runner: Runner, settings: Settings, client: Client, image: Image) -> str:
-    """Push the SHA tag, then ``latest``; verify both resolve to this image. Returns the digest."""
+    """Push the SHA tag; point ``latest`` at it; verify both resolve to this image.
+
+    ``latest`` moves by a manifest PUT of the SHA tag's manifest (its layers are already
+    there), never back to an older commit than the one it holds. Returns the digest.
+    """
+    first, *others = image.tags
     with logged_in(runner, settings, client) as (docker, base):
-        for reference in image.tags:
-            docker_call(
-                runner,
-                [*base, "push", reference],
-                lambda ref=reference: docker.push(ref, quiet=True),  # type: ignore[attr-defined]
-                hint="check that the registry is up and that the user may push",
-            )
+        docker_call(
+            runner,
+            [*base, "push", first],
+            lambda: docker.push(first, quiet=True),  # type: ignore[attr-defined]
+            hint="check that the registry is up and that the user may push",
+            retry_transient=True,
+        )
+    registry = RegistryClient.for_settings(runner, settings)
+    repository = settings.repository_path
+    pushed = registry.manifest(repository, first.rsplit(":", 1)[1])
+    if pushed is None and not runner.dry:
+        raise SuiteError(f"after the push, {first} is not in the registry: run publish again")
+    created = registry.labels(repository, pushed).get(CREATED_LABEL, "") if pushed else ""
+    for reference in others:
+        # In a dry run nothing was pushed: a placeholder shows the PUT that would run.
+        registry.promote(repository, reference.rsplit(":", 1)[1], pushed or DRY_MANIFEST, created)
     return verify(runner, settings, image)
 
 
 def verify(runner: Runner, settings: Settings, image: Image) -> str:
     """Check through the registry's API that every tag resolves to ``image``; return the digest."""
-    registry = RegistryClient(settings.registry_host, credentials(settings))
+    registry = RegistryClient.for_settings(runner, settings)
     repository = settings.repository_path
     digests = set()
     for reference in image.tags:
-        tag = reference.rsplit(":", 1)[1]
-        url = registry.manifest_url(repository, tag)
-        manifest = runner.call(["GET", url], lambda t=tag: registry.manifest(repository, t))
+        manifest = registry.manifest(repository, reference.rsplit(":", 1)[1])
         if runner.dry:
             continue
         if manifest is None or manifest.config_digest != image.id:

@@ -14,7 +14,7 @@ from cicd import bento, ci, dvc, image, smoke
 from cicd.bento import ModelInfo
 from cicd.docker import Client, choose_client, require_engine
 from cicd.errors import CommandError, SuiteError
-from cicd.registry import RegistryClient
+from cicd.registry import CREATED_LABEL, RegistryClient
 from cicd.settings import Settings
 from cicd.shell import Runner
 
@@ -66,16 +66,20 @@ def build(runner: Runner, settings: Settings, client: Client, goal: Target) -> i
 
 
 def already_published(runner: Runner, settings: Settings, goal: Target) -> str | None:
-    """The digest of this commit's image in the registry if it holds the same model."""
-    registry = RegistryClient(settings.registry_host, image.credentials(settings))
+    """The digest of this commit's image when the registry holds it, with this model, under
+    both tags. A good SHA tag with a missing or stale ``latest`` (a push whose second half
+    failed) is completed by pointing ``latest`` at it: a manifest PUT, no rebuild."""
+    registry = RegistryClient.for_settings(runner, settings)
     repository = settings.repository_path
-    tag = goal.revision.tag
-    url = registry.manifest_url(repository, tag)
-    manifest = runner.call(["GET", url], lambda: registry.manifest(repository, tag))
+    manifest = registry.manifest(repository, goal.revision.tag)
     if manifest is None:
         return None
     labels = registry.labels(repository, manifest)
-    return manifest.digest if labels.get(image.MODEL_DIGEST_LABEL) == goal.model.digest else None
+    if labels.get(image.MODEL_DIGEST_LABEL) != goal.model.digest:
+        return None
+    if registry.promote(repository, "latest", manifest, labels.get(CREATED_LABEL, "")):
+        runner.echo(f"latest did not point at {goal.tags[0]}: repaired (manifest PUT, no rebuild)")
+    return manifest.digest
 
 
 def publish(
@@ -90,8 +94,7 @@ def publish(
     if settings.uses_local_registry:
         local_registry.ensure_running(runner, settings.local_registry)
     else:
-        registry = RegistryClient(settings.registry_host, image.credentials(settings))
-        runner.call(["GET", f"{registry.base}/v2/"], registry.ping)
+        RegistryClient.for_settings(runner, settings).ping()
     if not force:
         digest = already_published(runner, settings, goal)
         if digest:

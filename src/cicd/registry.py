@@ -1,22 +1,26 @@
-"""The registry's HTTP API (Distribution v2): what a tag points to, and its labels.
+"""The registry's HTTP API (Distribution v2): what a tag points to, its labels, moving a tag.
 
-Used to verify a push (both tags resolve to the digest of the smoke-tested image) and to
-skip a publish whose image is already there. Speaks basic auth and the bearer-token flow
-that GHCR, GitLab and Artifact Registry use. Standard library only.
+Used to verify a push (both tags resolve to the digest of the smoke-tested image), to skip a
+publish whose image is already there, and to point ``latest`` at an image already in the
+registry (a manifest PUT: no layer moves). Speaks basic auth and the bearer-token flow that
+GHCR, GitLab and Artifact Registry use, through the hardened layer in :mod:`cicd.http`.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import datetime as dt
+import hashlib
+import ipaddress
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from cicd.errors import SuiteError
+from cicd.http import DEFAULT_POLICY, DEFAULT_TIMEOUT, Http, Response, RetryPolicy, origin
+from cicd.settings import Settings
+from cicd.shell import Runner
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -24,7 +28,8 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.oci.image.manifest.v1+json",
     ]
 )
-TIMEOUT = 15
+CREATED_LABEL = "org.opencontainers.image.created"
+REVISION_LABEL = "org.opencontainers.image.revision"
 
 
 @dataclass(frozen=True)
@@ -37,22 +42,62 @@ class Credentials:
 class Manifest:
     digest: str  # the manifest digest: what `image@sha256:...` pulls
     config_digest: str  # the image ID of the pushed image (sha256 of its config)
+    # The exact bytes and type, to PUT the same manifest under another tag.
+    raw: bytes = field(default=b"", repr=False, compare=False)
+    media_type: str = field(default="", compare=False)
+
+
+def credentials(settings: Settings) -> Credentials | None:
+    """The configured registry user and password, or None (anonymous)."""
+    if settings.registry_username and settings.registry_password:
+        return Credentials(settings.registry_username, settings.registry_password)
+    return None
 
 
 class RegistryClient:
-    """Read-only client of one registry host."""
+    """Client of one registry host.
 
-    def __init__(self, host: str, credentials: Credentials | None = None):
+    With a ``runner``, every request is shown through it (and only shown in a dry run, where
+    reads return None); without one, the caller shows the call.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        credentials: Credentials | None = None,
+        *,
+        runner: Runner | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        policy: RetryPolicy = DEFAULT_POLICY,
+    ):
         self.host = host
         self.base = f"{scheme(host)}://{host}"
         self.credentials = credentials
-        self._token: str | None = None
+        self.runner = runner
+        self._tokens: dict[str, str] = {}  # by scope: a pull token cannot push
+        hint = "start it (`invoke registry` for the embedded one) or fix CONTAINER_REGISTRY_HOST"
+        self.http = Http(
+            runner or Runner(), f"registry {host}", timeout=timeout, policy=policy,
+            unreachable_hint=hint,
+        )  # fmt: skip
+        if runner and credentials:
+            runner.add_secret(credentials.password, username=credentials.username)
+
+    @classmethod
+    def for_settings(cls, runner: Runner, settings: Settings) -> RegistryClient:
+        """The client of the configured registry, shown through ``runner``."""
+        return cls(
+            settings.registry_host,
+            credentials(settings),
+            runner=runner,
+            timeout=settings.network_timeout,
+        )
 
     def ping(self) -> None:
         """Fail with what to do when the registry does not answer or refuses the credentials."""
-        status, _, _ = self._request("/v2/", accept="application/json", scope=None)
-        if status not in (200,):
-            raise SuiteError(f"registry {self.host} answered HTTP {status} to /v2/")
+        response = self._show("GET", "/v2/", lambda: self._request("GET", "/v2/", None))
+        if response is not None and response.status != 200:
+            raise SuiteError(f"registry {self.host} answered HTTP {response.status} to /v2/")
 
     def manifest_url(self, repository: str, reference: str) -> str:
         """Where :meth:`manifest` asks (for the echo of what runs)."""
@@ -60,81 +105,198 @@ class RegistryClient:
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         """The manifest of ``repository:reference``, or None when the tag does not exist."""
-        status, headers, body = self._request(
-            _manifest_path(repository, reference), accept=MANIFEST_TYPES, scope=repository
+        path = _manifest_path(repository, reference)
+        response = self._show(
+            "GET", path, lambda: self._request("GET", path, repository, accept=MANIFEST_TYPES)
         )
-        if status == 404:
+        if response is None or response.status == 404:
             return None
-        if status != 200:
-            raise SuiteError(f"registry {self.host} answered HTTP {status} for {repository}")
-        document = json.loads(body)
-        if "config" not in document:
+        if response.status != 200:
             raise SuiteError(
-                f"{repository}:{reference} is a multi-platform index, not an image: "
+                f"registry {self.host} answered HTTP {response.status} for {repository}"
+            )
+        document = response.json(f"registry {self.host}")
+        if not isinstance(document, dict) or "config" not in document:
+            raise SuiteError(
+                f"{repository}:{reference} is a multi-platform index or not an image: "
                 "this suite pushes single-platform images"
             )
-        digest = headers.get("Docker-Content-Digest") or _sha256(body)
-        return Manifest(digest=digest, config_digest=document["config"]["digest"])
+        digest = _sha256(response.body)
+        claimed = response.headers.get("Docker-Content-Digest")
+        if claimed and claimed != digest:
+            raise SuiteError(
+                f"registry {self.host} sent a manifest of {repository}:{reference} whose content "
+                f"does not match its digest {claimed}: something in between altered it"
+            )
+        media_type = document.get("mediaType") or response.headers.get("content-type", "")
+        return Manifest(digest, document["config"]["digest"], response.body, media_type)
 
     def labels(self, repository: str, manifest: Manifest) -> dict[str, str]:
-        """The image's labels, read from its config blob."""
-        status, _, body = self._request(
-            f"/v2/{repository}/blobs/{manifest.config_digest}", accept="*/*", scope=repository
+        """The image's labels, read from its config blob (checked against its digest)."""
+        path = f"/v2/{repository}/blobs/{manifest.config_digest}"
+        response = self._show("GET", path, lambda: self._request("GET", path, repository))
+        if response is None:
+            return {}
+        if response.status != 200:
+            raise SuiteError(
+                f"registry {self.host} answered HTTP {response.status} for a config blob"
+            )
+        if _sha256(response.body) != manifest.config_digest:
+            raise SuiteError(
+                f"the config blob of {repository} from registry {self.host} does not match its "
+                f"digest {manifest.config_digest}: something in between altered it"
+            )
+        config: Any = response.json(f"registry {self.host}")
+        labels = (config.get("config") or {}).get("Labels") if isinstance(config, dict) else None
+        return dict(labels or {})
+
+    def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str | None:
+        """Point ``tag`` at ``manifest`` (already in the registry); return the digest."""
+        path = _manifest_path(repository, tag)
+        send = lambda: self._request(  # noqa: E731
+            "PUT", path, repository, content=manifest.raw, content_type=manifest.media_type
         )
-        if status != 200:
-            raise SuiteError(f"registry {self.host} answered HTTP {status} for a config blob")
-        config: dict[str, Any] = json.loads(body)
-        return dict((config.get("config") or {}).get("Labels") or {})
+        response = self._show("PUT", path, send)
+        if response is None:
+            return None
+        if response.status not in (200, 201):
+            raise SuiteError(
+                f"registry {self.host} answered HTTP {response.status} to PUT {repository}:{tag}:"
+                " check that the user may push"
+            )
+        return response.headers.get("Docker-Content-Digest") or manifest.digest
+
+    def promote(self, repository: str, tag: str, manifest: Manifest, created: str) -> bool:
+        """Point ``tag`` at ``manifest`` unless it already is, or holds a newer commit's image.
+
+        ``created`` is the image's ``org.opencontainers.image.created`` label, the commit's
+        time: a tag never moves back in time, whichever job runs last. Returns whether it moved.
+        """
+        current = self.manifest(repository, tag)
+        if current is not None and current.digest == manifest.digest:
+            return False
+        if current is not None:
+            held = self.labels(repository, current)
+            newer, ours = _when(held.get(CREATED_LABEL)), _when(created)
+            if newer and ours and newer > ours:
+                commit = held.get(REVISION_LABEL, "?")[:12]
+                raise SuiteError(
+                    f"{repository}:{tag} holds the image of a newer commit ({commit}, "
+                    f"{held[CREATED_LABEL]}) than this one ({created}): not moving it back; "
+                    "publish the newest commit instead"
+                )
+        self.put_manifest(repository, tag, manifest)
+        return True
 
     # -- HTTP with the two auth schemes -------------------------------------------------------
-    def _request(self, path: str, accept: str, scope: str | None) -> tuple[int, Any, bytes]:
-        status, headers, body = self._send(path, accept)
-        if status == 401 and self._authenticate(headers.get("WWW-Authenticate", ""), scope):
-            status, headers, body = self._send(path, accept)
-        if status == 401:
+    def _show(self, method: str, path: str, send: Any) -> Response | None:
+        if self.runner is None:
+            return send()
+        return self.runner.call([method, self.base + path], send, note=self.http.note)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        repository: str | None,
+        *,
+        accept: str = "*/*",
+        content: bytes | None = None,
+        content_type: str = "",
+    ) -> Response:
+        actions = "pull" if method in ("GET", "HEAD") else "pull,push"
+        scope = f"repository:{repository}:{actions}" if repository else ""
+        headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
+
+        def send() -> Response:
+            return self.http.send(
+                method, self.base + path, headers=headers, credentials=self._auth(scope),
+                content=content,
+            )  # fmt: skip
+
+        response = send()
+        if response.status == 401 and self._authenticate(
+            response.headers.get("WWW-Authenticate", ""), scope
+        ):
+            response = send()
+        if response.status == 401:
             who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
             raise SuiteError(
                 f"registry {self.host} refused {who}: check CONTAINER_REGISTRY_USERNAME "
                 "and CONTAINER_REGISTRY_PASSWORD"
             )
-        return status, headers, body
+        return response
 
-    def _send(self, path: str, accept: str) -> tuple[int, Any, bytes]:
-        request = urllib.request.Request(self.base + path, headers={"Accept": accept})
-        if self._token:
-            request.add_header("Authorization", f"Bearer {self._token}")
-        elif self.credentials:
-            request.add_header("Authorization", _basic(self.credentials))
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                return response.status, response.headers, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers, error.read()
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise SuiteError(
-                f"registry {self.host} is not reachable ({reason}): start it "
-                "(`invoke registry` for the embedded one) or fix CONTAINER_REGISTRY_HOST"
-            ) from None
+    def _auth(self, scope: str) -> dict[str, str]:
+        if scope in self._tokens:
+            return {"Authorization": f"Bearer {self._tokens[scope]}"}
+        return {"Authorization": _basic(self.credentials)} if self.credentials else {}
 
-    def _authenticate(self, challenge: str, scope: str | None) -> bool:
-        """Bearer-token flow: ask the realm for a token with our credentials."""
-        if not challenge.lower().startswith("bearer "):
+    def _authenticate(self, challenge: str, scope: str) -> bool:
+        """Bearer-token flow: ask the challenge's realm for a token, if the realm is safe."""
+        if not challenge.lower().startswith("bearer"):
             return False
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.get("realm")
+        if not realm:
+            raise SuiteError(
+                f"registry {self.host} asks for a token but names no realm to get it from: "
+                "a proxy may be rewriting its answers; check CONTAINER_REGISTRY_HOST"
+            )
+        problem = realm_problem(self.base, realm)
+        if problem:
+            raise SuiteError(
+                f"registry {self.host} names the token realm {realm!r}: refused ({problem}); "
+                "check CONTAINER_REGISTRY_HOST"
+            )
         query = {"service": params.get("service", "")}
         if scope:
-            query["scope"] = f"repository:{scope}:pull"
-        request = urllib.request.Request(params["realm"] + "?" + urllib.parse.urlencode(query))
-        if self.credentials:
-            request.add_header("Authorization", _basic(self.credentials))
-        try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                answer = json.loads(response.read())
-        except urllib.error.HTTPError:
+            query["scope"] = scope
+        url = realm + ("&" if "?" in realm else "?") + urlencode(query)
+        credentials = {"Authorization": _basic(self.credentials)} if self.credentials else {}
+        response = self.http.send(
+            "GET", url, headers={"Accept": "application/json"}, credentials=credentials
+        )
+        if response.status in (401, 403):
             return False
-        self._token = answer.get("token") or answer.get("access_token")
-        return bool(self._token)
+        what = f"the token service of registry {self.host}"
+        if response.status != 200:
+            raise SuiteError(f"{what} answered HTTP {response.status}: run again later")
+        answer = response.json(what)
+        answer = answer if isinstance(answer, dict) else {}
+        token = answer.get("token") or answer.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise SuiteError(f"{what} answered without a token: check CONTAINER_REGISTRY_HOST")
+        if self.runner:
+            self.runner.add_secret(token)
+        self._tokens[scope] = token
+        return True
+
+
+def realm_problem(registry_base: str, realm: str) -> str | None:
+    """Why credentials must not go to ``realm``, or None when it is safe.
+
+    https anywhere (Docker Hub's realm is auth.docker.io); plain http only back to the
+    registry itself when that is a registry on this machine (so already plain http).
+    """
+    parts = urlsplit(realm)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http":
+        local = urlsplit(registry_base).scheme == "http"
+        if local and origin(realm) == origin(registry_base):
+            return None
+        return "plain http only for a registry on this machine, at its own address"
+    return f"only https realms are accepted, not {parts.scheme or 'relative'} URLs"
+
+
+def _when(label: str | None) -> dt.datetime | None:
+    """A created label as a time (None when absent or unreadable: nothing to compare)."""
+    try:
+        when = dt.datetime.fromisoformat(label or "")
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _manifest_path(repository: str, reference: str) -> str:
@@ -143,16 +305,21 @@ def _manifest_path(repository: str, reference: str) -> str:
 
 def scheme(host: str) -> str:
     """Plain HTTP only for a registry on this machine (as the Docker daemon allows)."""
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host
-    return "http" if name in ("localhost", "[::1]") or name.startswith("127.") else "https"
+    match = re.fullmatch(r"\[(?P<v6>[^\]]+)\](:\d+)?|(?P<name>[^:]+)(:\d+)?", host)
+    name = (match.group("v6") or match.group("name")) if match else host
+    if name == "localhost":
+        return "http"
+    try:
+        return "http" if ipaddress.ip_address(name).is_loopback else "https"
+    except ValueError:  # a name: 127.evil.example is not this machine
+        return "https"
 
 
-def _basic(credentials: Credentials) -> str:
+def _basic(credentials: Credentials | None) -> str:
+    assert credentials
     pair = f"{credentials.username}:{credentials.password}".encode()
     return "Basic " + base64.b64encode(pair).decode()
 
 
 def _sha256(body: bytes) -> str:
-    import hashlib
-
     return "sha256:" + hashlib.sha256(body).hexdigest()

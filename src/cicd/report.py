@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from cicd.errors import SuiteError
 from cicd.shell import Runner, tool
@@ -200,15 +202,15 @@ def render_report(
     base_sha: str = "",
 ) -> str:
     """The whole report as Markdown, from DVC diff JSON (params, metrics) and plot images."""
-    against = f"`{base}`" + (f" ({base_sha[:12]})" if base_sha else "")
+    against = _code(base) + (f" ({base_sha[:12]})" if base_sha else "")
     parts = [
-        f"# Experiment Report ({sha})",
+        f"# Experiment Report ({_text(sha)})",
         f"Workspace compared with {against}.",
-        f"## Params: workspace vs. `{base}`",
+        f"## Params: workspace vs. {_code(base)}",
         render_params(params, base),
-        f"## Metrics: workspace vs. `{base}`",
+        f"## Metrics: workspace vs. {_code(base)}",
         render_metrics(metrics, base),
-        f"## Plots: `{base}` vs. workspace",
+        f"## Plots: {_code(base)} vs. workspace",
         render_plots(plots, base, plot_errors),
     ]
     return "\n\n".join(parts) + "\n"
@@ -222,8 +224,8 @@ def render_params(diff: Mapping[str, Any], base: str) -> str:
         for name, change in params.items()
     ]
     if not rows:
-        return f"No changes: parameters are the same as on `{base}`."
-    return _table(["Param", f"`{base}`", "workspace"], rows)
+        return f"No changes: parameters are the same as on {_code(base)}."
+    return _table(["Param", f"{_code(base)}", "workspace"], rows)
 
 
 def render_metrics(diff: Mapping[str, Any], base: str) -> str:
@@ -242,10 +244,10 @@ def render_metrics(diff: Mapping[str, Any], base: str) -> str:
                 )
             )
     if not rows:
-        return f"No changes: metrics are the same as on `{base}`."
-    table = _table(["Metric", f"`{base}`", "workspace", "Change"], rows)
+        return f"No changes: metrics are the same as on {_code(base)}."
+    table = _table(["Metric", f"{_code(base)}", "workspace", "Change"], rows)
     if all(old is None for old in olds):
-        return f"No baseline: `{base}` has no metrics yet; workspace values below.\n\n{table}"
+        return f"No baseline: {_code(base)} has no metrics yet; workspace values below.\n\n{table}"
     return table
 
 
@@ -258,10 +260,11 @@ def render_plots(plots: Sequence[PlotImages], base: str, errors: Sequence[str] =
         for plot in plots:
             title = Path(plot.name).stem
             cells = [_image(plot.base, f"{title} ({base})"), _image(plot.workspace, title)]
-            sections.append(f"### {title}\n\n" + _table([f"`{base}`", "workspace"], [cells]))
+            heading = f"### {_text(title)}\n\n"
+            sections.append(heading + _table([_code(base), "workspace"], [cells]))
         text = "\n\n".join(sections)
     if errors:
-        notes = "\n".join(f"- {_cell(e)}" for e in errors)
+        notes = "\n".join(f"- {_cell(_text(e))}" for e in errors)
         text += (
             "\n\nSome plots could not be loaded (was `dvc push` run for that commit?):\n\n" + notes
         )
@@ -271,12 +274,13 @@ def render_plots(plots: Sequence[PlotImages], base: str, errors: Sequence[str] =
 def _image(path: str | None, title: str) -> str:
     if path is None:
         return "(not available)"
-    return f'![{title}]({path} "{title}")'
+    label = _attribute(title)
+    return f'![{label}]({quote(path, safe="/._-~")} "{label}")'
 
 
 def _param_name(file: str, name: str, diff: Mapping[str, Any]) -> str:
     # Prefix the file only when several files are compared, as `dvc params diff` does.
-    return f"{file}:{name}" if len(diff) > 1 else name
+    return _text(f"{file}:{name}" if len(diff) > 1 else name)
 
 
 def _value(value: Any) -> str:
@@ -285,8 +289,8 @@ def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.5g}"
     if isinstance(value, str):
-        return value
-    return json.dumps(value)
+        return _text(value)
+    return _text(json.dumps(value))
 
 
 def _change(delta: Any) -> str:
@@ -297,11 +301,48 @@ def _change(delta: Any) -> str:
     return _value(delta)
 
 
+# -- escaping: params, metrics and plot names come from a branch anyone may push, and the
+# report becomes a comment that GitHub/GitLab render: nothing in them may mention people,
+# link, embed images or HTML, or forge the hidden marker that identifies our comment.
+BREAK = "\u200b"  # zero-width space: "@team" stays readable but mentions nobody
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _defuse(text: str) -> str:
+    """No mention (@x), issue reference (#1) or bare autolink (http://, www.) survives."""
+    text = re.sub(r"([@#])(?=\w)", rf"\1{BREAK}", text)
+    text = re.sub(r"://", f":/{BREAK}/", text)
+    return re.sub(r"(?i)\bwww\.", f"www{BREAK}.", text)
+
+
+def _text(text: str) -> str:
+    """Inert Markdown showing ``text`` as written (table cells, headings, list items)."""
+    text = _html(text).replace("\\", "\\\\")
+    text = re.sub(r"([`()])", r"\\\1", text)  # no code span, no link or image target
+    return _defuse(text).replace("\r", " ").replace("\n", " ")
+
+
+def _attribute(text: str) -> str:
+    """Alt text and title of an image: nothing closes the brackets or the quotes."""
+    text = _html(_defuse(text)).replace("\\", "&#92;").replace('"', "&quot;")
+    return text.replace("[", "&#91;").replace("]", "&#93;").replace("\r", " ").replace("\n", " ")
+
+
+def _code(text: str) -> str:
+    """``text`` as a code span, with a fence longer than any run of backticks in it."""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text.replace(chr(10), ' ')}{pad}{fence}"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(_cell(c) for c in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -10,11 +10,13 @@ the user ``_json_key``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celestial import MODEL_ARCHIVE, MODEL_NAME, SERVICE_NAME
 from cicd.errors import SuiteError
 
 GOOGLE_KEY_USER = "_json_key"
@@ -22,13 +24,11 @@ GOOGLE_KEY_USER = "_json_key"
 
 @dataclass(frozen=True)
 class LocalRegistry:
-    """The embedded registry used when no registry is configured."""
+    """The embedded registry used when no registry is configured (invoke.yaml)."""
 
-    host: str = "127.0.0.1"
-    port: int = 5050
-    storage: Path = field(
-        default_factory=lambda: Path("~/.cache/celestial-bodies/registry").expanduser()
-    )
+    host: str
+    port: int
+    storage: Path
 
     @property
     def address(self) -> str:
@@ -37,23 +37,31 @@ class LocalRegistry:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the steps need to know, read once."""
+    """Everything the steps need to know, read once.
+
+    The defaults are in one place, invoke.yaml (section ``suite``); the environment
+    overrides some of them and brings the secrets.
+    """
 
     root: Path
-    model_name: str = "celestial_bodies_classifier_model"
-    bento_name: str = "celestial_bodies_classifier"
-    image_name: str = "celestial-bodies-classifier"
-    bentomodel: Path = Path("model/celestial_bodies_classifier_model.bentomodel")
-    bentofile: Path = Path("bentofile.yaml")
-    build_context: Path = Path("src")
-    smoke_image: Path = Path("data/raw/Earth/Earth_1.jpg")
-    smoke_timeout: float = 90.0
-    registry: str = ""
+    image_name: str
+    bentofile: Path
+    build_context: Path
+    smoke_image: Path
+    smoke_timeout: float
+    network_timeout: float  # deadline of one registry or forge call, its retries included
+    command_timeout: float  # deadline of one command (dvc, bentoml, docker, git)
+    registry: str
+    local_registry: LocalRegistry
+    base_branch: str
+    docker_client: str
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
-    local_registry: LocalRegistry = field(default_factory=LocalRegistry)
-    base_branch: str = "main"
-    docker_client: str = "auto"
+
+    # Facts of the code, not settings: the names the model's code gives (src/celestial).
+    model_name = MODEL_NAME
+    bento_name = SERVICE_NAME
+    bentomodel = Path("model") / MODEL_ARCHIVE  # the train stage's output (dvc.yaml)
 
     @property
     def uses_local_registry(self) -> bool:
@@ -78,16 +86,28 @@ class Settings:
         return relative if relative.is_absolute() else self.root / relative
 
 
+CONFIG_FILE = "invoke.yaml"
+
+
+def load(root: Path, environ: Mapping[str, str]) -> Settings:
+    """The settings of the repository at ``root`` (its invoke.yaml) and the environment:
+    for code that does not run under invoke (benchmarks, tests)."""
+    import yaml
+
+    return from_config(root, yaml.safe_load((root / CONFIG_FILE).read_text()), environ)
+
+
 def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     """Build the settings from the ``suite`` section of invoke's config and the environment."""
     suite = dict(config.get("suite", {}) or {})
     local = dict(suite.pop("local_registry", {}) or {})
-    paths = ("bentomodel", "bentofile", "build_context", "smoke_image")
-    known = Settings.__dataclass_fields__.keys()
-    unknown = sorted(set(suite) - set(known))
-    if unknown:
-        raise SuiteError(f"unknown setting(s) {', '.join(unknown)} in invoke.yaml: remove them")
-    values: dict[str, Any] = {k: Path(v) if k in paths else v for k, v in suite.items()}
+    _check_keys("", suite, Settings, ("root", "local_registry"))
+    _check_keys("local_registry.", local, LocalRegistry)
+    values: dict[str, Any] = dict(suite)
+    for key in ("bentofile", "build_context", "smoke_image"):
+        values[key] = Path(values[key])
+    for key in ("smoke_timeout", "network_timeout", "command_timeout"):
+        values[key] = float(values[key])
 
     host = environ.get("CONTAINER_REGISTRY_HOST") or environ.get("GCP_CONTAINER_REGISTRY_HOST")
     if host:
@@ -104,14 +124,29 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
             "CONTAINER_REGISTRY_PASSWORD is set but CONTAINER_REGISTRY_USERNAME is not: set both"
         )
     values.update(registry_username=username or None, registry_password=password or None)
-    if "smoke_timeout" in values:
-        values["smoke_timeout"] = float(values["smoke_timeout"])
     registry = LocalRegistry(
-        host=str(local.get("host", LocalRegistry.host)),
-        port=int(local.get("port", LocalRegistry.port)),
-        **({"storage": Path(str(local["storage"])).expanduser()} if "storage" in local else {}),
+        host=str(local["host"]),
+        port=int(local["port"]),
+        storage=Path(str(local["storage"])).expanduser(),
     )
     return Settings(root=root, local_registry=registry, **values)
+
+
+def _check_keys(prefix: str, given: Mapping[str, Any], kind: type, not_settings=()) -> None:
+    """Every setting of ``kind`` given, none unknown: else one line that says which."""
+    fields = {f.name: f for f in dataclasses.fields(kind) if f.name not in not_settings}
+    required = {name for name, f in fields.items() if f.default is dataclasses.MISSING}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        names = ", ".join(prefix + name for name in unknown)
+        raise SuiteError(f"unknown setting(s) {names} in invoke.yaml: remove them")
+    missing = sorted(required - set(given))
+    if missing:
+        names = ", ".join(prefix + name for name in missing)
+        raise SuiteError(
+            f"setting(s) {names} missing from the suite section of invoke.yaml: add them "
+            "(the repository's invoke.yaml has them all)"
+        )
 
 
 def _clean_registry(value: str) -> str:

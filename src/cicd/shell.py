@@ -8,10 +8,17 @@ secrets in everything it prints, and turns failures into :class:`CommandError`.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import random
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +29,29 @@ from cicd.errors import CommandError, SuiteError, display
 T = TypeVar("T")
 MASK = "*****"
 OUTPUT_TAIL_LINES = 40
+# Never handed to child processes (dvc, bentoml, git) unless a call passes them explicitly:
+# none of them needs the registry password or a forge token, and a child may log its env.
+SECRET_VARIABLES = frozenset(
+    {
+        "CONTAINER_REGISTRY_PASSWORD",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
+        "GITHUB_TOKEN",
+        "GITLAB_TOKEN",
+        "REPO_TOKEN",
+    }
+)
+MIN_MASKED_PART = 6  # shorter lines of a multi-line secret ("{", "}") would mask everything
+# What a network tool prints when the failure may pass (dvc pull/push, docker push): retried.
+TRANSIENT = re.compile(
+    r"connection (reset|refused|aborted)|broken pipe|timed? ?out|temporar(y|ily)|"
+    r"too many requests|unexpected EOF|TLS handshake|no route to host|"
+    r"\b(429|500|502|503|504)\b|bad gateway|service unavailable",
+    re.IGNORECASE,
+)
+COMMAND_ATTEMPTS = 3  # the first try and two retries
+RETRY_BACKOFF = 2.0  # first wait (seconds), doubled after each retry, with jitter
+RETRY_NOTE = f"retried on network errors, up to {COMMAND_ATTEMPTS} attempts"
+KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for a command past its deadline
 
 
 @dataclass
@@ -31,16 +61,39 @@ class Runner:
     dry: bool = False
     out: TextIO = field(default_factory=lambda: sys.stdout)
     secrets: set[str] = field(default_factory=set)
+    # Deadline of one command (seconds, None: none); settings.command_timeout in the tasks.
+    command_timeout: float | None = None
 
-    def add_secret(self, value: str | None) -> None:
-        """Never print ``value``: it is masked in echoes, output and error messages."""
-        if value:
-            self.secrets.add(value)
+    def add_secret(self, value: str | None, username: str | None = None) -> None:
+        """Never print ``value``: it is masked in echoes, output and error messages.
+
+        Also masked: each line of a multi-line value (a child prints a JSON key line by
+        line), its JSON-escaped form, its base64 forms, and with ``username`` the base64 of
+        ``username:value`` (HTTP basic auth, Docker's config.json).
+        """
+        if not value:
+            return
+        forms = {value, json.dumps(value)[1:-1], *_base64_forms(value)}
+        # Lines as printed, and as they sit in a JSON string (a PEM key inside a JSON key).
+        forms |= {line.strip() for line in re.split(r"\r?\n|\\n", value)}
+        if username:
+            forms.add(base64.b64encode(f"{username}:{value}".encode()).decode())
+        self.secrets |= {form for form in forms if len(form) >= MIN_MASKED_PART or form == value}
 
     def mask(self, text: str) -> str:
-        for secret in self.secrets:
+        # Longest first: a secret that contains another is masked whole.
+        for secret in sorted(self.secrets, key=len, reverse=True):
             text = text.replace(secret, MASK)
         return text
+
+    def child_env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """The environment of a child: ours without secrets, plus what the call passes."""
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in SECRET_VARIABLES and value not in self.secrets
+        }
+        return {**inherited, **(env or {})}
 
     def echo(self, line: str) -> None:
         print(self.mask(line), file=self.out, flush=True)
@@ -48,7 +101,9 @@ class Runner:
     def show(self, command: Sequence[str], note: str = "") -> None:
         """Print a command the way it is (or would be) run."""
         prefix = "[dry-run] $ " if self.dry else "$ "
-        self.echo(prefix + display(command) + (f"   # {note}" if note else ""))
+        # Masked before quoting: quoting would change a secret with a quote in it.
+        shown = display([self.mask(str(part)) for part in command])
+        self.echo(prefix + shown + (f"   # {note}" if note else ""))
 
     def run(
         self,
@@ -61,45 +116,98 @@ class Runner:
         check: bool = True,
         hint: str = "",
         always: bool = False,
+        retry_transient: bool = False,
     ) -> str:
         """Run ``command``; stream its output (unless ``quiet``) and return it.
 
         ``stdin`` is how secrets are passed: never on the command line. ``always`` marks
         read-only queries (``git rev-parse``, ``docker version``) that run in dry-run too,
-        because what the dry run prints depends on them.
+        because what the dry run prints depends on them. ``retry_transient``: a failure
+        whose output says the network hiccuped (:data:`TRANSIENT`) is retried, with backoff.
+        Every command has the runner's deadline; past it, it is stopped (its whole process
+        group) and the failure says so.
         """
         if not quiet or (self.dry and not always):
-            self.show(command)
+            note = (
+                f"retried on network errors, {COMMAND_ATTEMPTS} attempts"
+                if (self.dry and retry_transient)
+                else ""
+            )
+            self.show(command, note)
         if self.dry and not always:
             return ""
-        full_env = {**os.environ, **env} if env is not None else None
+        attempts = COMMAND_ATTEMPTS if retry_transient else 1
+        for attempt in range(1, attempts + 1):
+            code, output = self._run_once(command, cwd, env, stdin, quiet, hint)
+            if code == 0 or not check:
+                return output
+            tail = "".join(output.splitlines(keepends=True)[-OUTPUT_TAIL_LINES:])
+            if attempt < attempts and TRANSIENT.search(tail):
+                self.pause_before_retry(attempt, attempts)
+                continue
+            masked = [self.mask(str(part)) for part in command]
+            raise CommandError(masked, code, self.mask(tail), hint)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def pause_before_retry(self, attempt: int, attempts: int) -> None:
+        """Say that attempt ``attempt`` failed on the network, and wait before the next."""
+        wait = retry_wait(attempt)
+        self.echo(
+            f"attempt {attempt} of {attempts} failed with a network error: retrying in {wait:.1f} s"
+        )
+        time.sleep(wait)
+
+    def _run_once(self, command, cwd, env, stdin, quiet, hint) -> tuple[int, str]:
         try:
             process = subprocess.Popen(
                 [str(part) for part in command],
                 cwd=cwd,
-                env=full_env,
+                env=self.child_env(env),
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
                 errors="replace",
+                # Its own process group: a deadline or an interruption stops the command's
+                # children too (dvc's workers, containerize's docker build).
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise SuiteError(
                 f"`{command[0]}` is not installed or not on PATH: install it "
                 f"(see README, Troubleshooting) or run `scripts/bootstrap`"
             ) from exc
-        if stdin is not None:
-            assert process.stdin is not None
-            process.stdin.write(stdin)
-            process.stdin.close()
-        output = self._stream(process.stdout, echo=not quiet)
-        code = process.wait()
-        if check and code != 0:
-            tail = "".join(output.splitlines(keepends=True)[-OUTPUT_TAIL_LINES:])
-            masked = [self.mask(str(part)) for part in command]
-            raise CommandError(masked, code, self.mask(tail), hint)
-        return output
+        expired = threading.Event()
+
+        def stop_at_deadline() -> None:
+            expired.set()
+            stop_process_group(process)
+
+        timer = None
+        if self.command_timeout:
+            timer = threading.Timer(self.command_timeout, stop_at_deadline)
+            timer.daemon = True
+            timer.start()
+        try:
+            if stdin is not None:
+                assert process.stdin is not None
+                process.stdin.write(stdin)
+                process.stdin.close()
+            output = self._stream(process.stdout, echo=not quiet)
+            code = process.wait()
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave nothing running
+            stop_process_group(process)
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+        if expired.is_set():
+            shown = display([self.mask(str(part)) for part in command])
+            raise SuiteError(
+                f"`{shown}` did not finish within {self.command_timeout:.0f} s and was stopped "
+                "(suite.command_timeout in invoke.yaml)" + (f". {hint}" if hint else "")
+            )
+        return code, output
 
     def query(self, command: Sequence[str], *, cwd: Path | str | None = None) -> str | None:
         """Output of a read-only command, or None if it fails; runs in dry-run too, silently."""
@@ -109,11 +217,16 @@ class Runner:
             return None
 
     def call(
-        self, command: Sequence[str], action: Callable[[], T], *, quiet: bool = False
+        self,
+        command: Sequence[str],
+        action: Callable[[], T],
+        *,
+        quiet: bool = False,
+        note: str = "",
     ) -> T | None:
         """Run a library call that is equivalent to ``command``; in dry-run only show it."""
         if not quiet or self.dry:
-            self.show(command)
+            self.show(command, note)
         if self.dry:
             return None
         return action()
@@ -126,6 +239,46 @@ class Runner:
                 self.out.write(self.mask(line))
                 self.out.flush()
         return "".join(lines)
+
+
+def retry_wait(attempt: int) -> float:
+    """Seconds before retry ``attempt``: exponential, half of it random (equal jitter), so
+    that parallel jobs do not retry in step."""
+    wait = RETRY_BACKOFF * 2 ** (attempt - 1)
+    return wait / 2 + random.uniform(0, wait / 2)
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = KILL_GRACE) -> None:
+    """SIGTERM the process's group, SIGKILL it if it is still there after ``grace``."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        if wait is None:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _base64_forms(value: str) -> set[str]:
+    """The parts of base64 text that encode ``value`` wherever it sits in the encoded data.
+
+    base64 works on 3-byte groups, so a value at offset 0, 1 or 2 of a group encodes in
+    three ways; the characters that mix in neighbouring bytes are left out.
+    """
+    raw = value.encode()
+    forms = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        start = 0 if offset == 0 else 4  # the first group holds the padding bytes
+        end = ((offset + len(raw)) // 3) * 4  # the last full group holds only our bytes
+        if end - start >= MIN_MASKED_PART:
+            forms.add(encoded[start:end])
+    return forms
 
 
 def tool(name: str) -> str:

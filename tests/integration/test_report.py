@@ -349,6 +349,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(403, {"message": f"Resource not accessible with {token}"})
         url = urlsplit(self.path)
         last = url.path.rstrip("/").rsplit("/", 1)[-1]
+        if last == "user" and self.command == "GET":  # whose token: the author of our comments
+            return self._reply(200, {"login": BOT["login"], "id": BOT["id"]})
         if last in ("comments", "notes") and self.command == "GET":
             query = parse_qs(url.query)
             size, page = int(query["per_page"][0]), int(query["page"][0])
@@ -358,6 +360,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "id": self.server.next_id,
                 "body": body["body"],
                 "html_url": f"{self.server.url}/c/{self.server.next_id}",
+                "user": {"login": BOT["login"]},  # GitHub's author field
+                "author": {"id": BOT["id"]},  # GitLab's
             }
             self.server.next_id += 1
             self.server.comments.append(comment)
@@ -394,6 +398,7 @@ def forge() -> Iterator[FakeForge]:
 
 
 TOKEN = "ghs_s3cretTOKENvalue123"
+BOT = {"login": "ci-bot", "id": 7}  # the token's identity (GET /user)
 REPORT_TEXT = (
     "# Experiment Report (abc)\n\n| train.lr | 0.1 | 0.3 |\n\n"
     '| ![t (main)](report/main_t.png "t (main)") | ![t](report/workspace_t.png "t") |\n'
@@ -455,6 +460,7 @@ def test_github_creates_one_comment_then_updates_it(
         ("GET", "/api/repos/owner/proj/issues/7/comments"),
         ("POST", "/api/repos/owner/proj/issues/7/comments"),
         ("GET", "/api/repos/owner/proj/issues/7/comments"),
+        ("GET", "/api/user"),
         ("PATCH", "/api/repos/owner/proj/issues/comments/100"),
     ]
     assert "comment created" in first and "comment updated" in second
@@ -490,9 +496,9 @@ def test_github_pr_number_from_ref_and_repo_token(
 
 def test_marked_comment_on_a_later_page_is_found(forge: FakeForge, tmp_path: Path, report_md: Path):
     forge.comments = [{"id": i, "body": f"chatter {i}"} for i in range(1, 151)]
-    forge.comments[120]["body"] = f"{MARKER}\nold report"
+    forge.comments[120].update(body=f"{MARKER}\nold report", user={"login": BOT["login"]})
     publish_report(Runner(out=io.StringIO()), report_md, github_env(forge, tmp_path))
-    assert [r["method"] for r in forge.requests] == ["GET", "GET", "PATCH"]
+    assert [r["method"] for r in forge.requests] == ["GET", "GET", "GET", "PATCH"]
     assert forge.requests[-1]["path"].endswith("/issues/comments/121")
     assert len(forge.marked()) == 1 and "train.lr" in forge.marked()[0]["body"]
 
@@ -506,7 +512,14 @@ def test_gitlab_creates_then_updates_the_merge_request_note(
 
     methods = [(r["method"], urlsplit(r["path"]).path) for r in forge.requests]
     notes = "/api/v4/projects/42/merge_requests/3/notes"
-    assert methods == [("GET", notes), ("POST", notes), ("GET", notes), ("PUT", f"{notes}/100")]
+    user = ("GET", "/api/v4/user")
+    assert methods == [
+        ("GET", notes),
+        ("POST", notes),
+        ("GET", notes),
+        user,
+        ("PUT", f"{notes}/100"),
+    ]
     assert "merge request comment updated" in result
     for request in forge.requests:
         assert request["headers"]["private-token"] == TOKEN

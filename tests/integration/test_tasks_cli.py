@@ -64,7 +64,8 @@ def test_dry_run_publish_shows_every_command_and_runs_none(new_project, registry
         "POST http://127.0.0.1:",
         f"login {address} --username ci-bot --password-stdin",
         f"push {address}/celestial-bodies-classifier:",
-        f"push {address}/celestial-bodies-classifier:latest",
+        # latest moves by a manifest PUT of the pushed SHA tag (no second docker push).
+        f"PUT http://{address}/v2/celestial-bodies-classifier/manifests/latest",
         f"logout {address}",
     ]
     for fragment in expected:

@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cicd.bento import model_info
-from tests.support.project import Project, docker, remove_images
+from tests.support.project import Project, docker, post_image, remove_images, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -138,7 +137,7 @@ def test_invoke_serve_serves_the_workspace_model(two_models):
         text=True, start_new_session=True,
     )  # fmt: skip
     try:
-        answer = post_when_ready(clone.path(SAMPLE), server)
+        answer = post_image(port_of(server), clone.path(SAMPLE), timeout=300)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -148,47 +147,33 @@ def test_invoke_serve_serves_the_workspace_model(two_models):
         assert abs(answer["probabilities"][label] - p) < 1e-4, label
 
 
-def listening_port(pid: int) -> int | None:
-    """The TCP port a process tree listens on (the server was told port 0)."""
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports a process tree listens on: the HTTP server's (it was told port 0), and
+    others (BentoML's process manager, circus, listens on ports of its own)."""
     import psutil
 
+    ports = set()
     try:
         root = psutil.Process(pid)
         for process in (root, *root.children(recursive=True)):
             for connection in process.net_connections(kind="tcp"):
                 if connection.status == psutil.CONN_LISTEN:
-                    return int(connection.laddr.port)
+                    ports.add(int(connection.laddr.port))
     except psutil.Error:
         pass
-    return None
+    return ports
 
 
-def post_when_ready(image: Path, server: subprocess.Popen, timeout: float = 300):
+def port_of(server: subprocess.Popen, timeout: float = 300) -> int:
+    """The port where ``server`` (told port 0) answers ``/readyz``; fails if it exits first."""
     deadline = time.monotonic() + timeout
     while True:
         assert server.poll() is None, f"invoke serve exited:\n{server.stdout.read()}"
-        port = listening_port(server.pid)
-        try:
-            if port:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "invoke serve not ready"
+        for port in listening_ports(server.pid):
+            try:
+                wait_ready(port, timeout=2)
+                return port
+            except AssertionError:
+                pass
+        assert time.monotonic() < deadline, "invoke serve is not ready"
         time.sleep(0.5)
-    boundary = "workspace-model"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{image.name}"'
-            "\r\nContent-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + image.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/predict", data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())

@@ -39,7 +39,7 @@ def bentoml_home() -> Path:
 
 @pytest.fixture(scope="session")
 def small_raw(tmp_path_factory) -> Path:
-    from celestial.dataset import generate_dataset
+    from celestial.rendering import generate_dataset
 
     out = tmp_path_factory.mktemp("raw")
     generate_dataset(
@@ -54,7 +54,8 @@ def small_raw(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_prepared(small_raw, tmp_path_factory) -> dict:
-    from celestial.prepared import load_prepared, prepare_dataset
+    from celestial.preparation import prepare_dataset
+    from celestial.prepared_data import load_prepared
 
     out = tmp_path_factory.mktemp("prepared")
     p = SMALL_PREPARE

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celestial.dataset import CLASSES, generate_dataset, list_images
-from celestial.prepared import load_prepared, prepare_dataset
+from celestial.image_folder import list_images
+from celestial.preparation import prepare_dataset
+from celestial.prepared_data import load_prepared
+from celestial.rendering import CLASSES, generate_dataset
 from celestial.split import stratified_split
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from celestial.classifier import Classifier, read_bentomodel_tag
+from celestial.classifier import Classifier
 from celestial.images import ImageRejected, decode_image
+from celestial.model_archive import read_tag
 from celestial.preprocess import image_to_array, preprocess
 
 
@@ -47,14 +48,13 @@ def test_store_export_roundtrip_is_reproducible(stored_model, trained, tmp_path)
     assert tag.startswith("celestial_bodies_classifier_model:")
     again = export_bentomodel(tag, tmp_path / "again.bentomodel")
     assert again.read_bytes() == stored_model["bentomodel"].read_bytes()
-    assert read_bentomodel_tag(again) == tag
-    assert import_bentomodel(again) == tag  # already in the store: no error
+    assert read_tag(again) == tag
+    assert import_bentomodel(again) == (tag, False)  # already in the store: no error
     x = trained["x_test"][:5]
     ref = Classifier(trained["onnx"], trained["config"]).predict_proba(x)
     for clf in (
         Classifier.from_bentomodel(again),
         Classifier.from_store(tag),
-        Classifier.from_store(),
     ):
         np.testing.assert_array_equal(clf.predict_proba(x), ref)
 
@@ -70,7 +70,7 @@ def test_import_into_empty_store(stored_model, tmp_path):
 
     code = (
         "import sys; from celestial.bento_store import import_bentomodel as i; "
-        "print(i(sys.argv[1]))"
+        "print(i(sys.argv[1])[0])"
     )
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT / "src")}
     archive = Path(stored_model["bentomodel"])

@@ -3,14 +3,16 @@ from pathlib import Path
 from cicd import image
 from cicd.bento import ModelInfo
 from cicd.ci import Revision
-from cicd.settings import Settings
+from cicd.settings import load
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 MODEL = ModelInfo("celestial_bodies_classifier_model:abc", "sha256:" + "1" * 64)
 
 
 def test_references_sha_first_then_latest():
-    settings = Settings(root=Path("."), registry="ghcr.io/org")
+    settings = load(ROOT, {"CONTAINER_REGISTRY_HOST": "ghcr.io/org"})
     assert image.references(settings, Revision(SHA)) == (
         f"ghcr.io/org/celestial-bodies-classifier:{SHA}",
         "ghcr.io/org/celestial-bodies-classifier:latest",
@@ -18,13 +20,13 @@ def test_references_sha_first_then_latest():
 
 
 def test_dirty_revision_never_takes_the_commit_tag():
-    settings = Settings(root=Path("."))
+    settings = load(ROOT, {})
     tags = image.references(settings, Revision(SHA, dirty_digest="deadbeef"))
     assert tags[0].endswith(f":{SHA}-dirty-deadbeef")
 
 
 def test_labels_are_oci_plus_model_and_reproducible():
-    settings = Settings(root=Path("."))
+    settings = load(ROOT, {})
     revision = Revision(SHA, timestamp=1_700_000_000, source_url="https://github.com/o/r")
     labels = image.labels(settings, revision, MODEL)
     assert labels["org.opencontainers.image.revision"] == SHA

@@ -15,6 +15,7 @@ from cicd.registry import Credentials, RegistryClient, scheme
 CONFIG = json.dumps({"config": {"Labels": {"model.digest": "sha256:abc"}}}).encode()
 CONFIG_DIGEST = "sha256:" + hashlib.sha256(CONFIG).hexdigest()
 MANIFEST = json.dumps({"schemaVersion": 2, "config": {"digest": CONFIG_DIGEST}}).encode()
+MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 TOKEN = "tok-123"
 
 
@@ -38,7 +39,7 @@ class FakeRegistry(BaseHTTPRequestHandler):
             challenge = f'Bearer realm="{realm}",service="fake"'
             return self._send(401, b"{}", {"WWW-Authenticate": challenge})
         if self.path == "/v2/org/app/manifests/abc":
-            return self._send(200, MANIFEST, {"Docker-Content-Digest": "sha256:manifest"})
+            return self._send(200, MANIFEST, {"Docker-Content-Digest": MANIFEST_DIGEST})
         if self.path == f"/v2/org/app/blobs/{CONFIG_DIGEST}":
             return self._send(200, CONFIG)
         return self._send(404, b"{}")
@@ -65,7 +66,7 @@ def registry():
 def test_manifest_and_labels_through_the_token_flow(registry):
     client = RegistryClient(registry, Credentials("bot", "right"))
     manifest = client.manifest("org/app", "abc")
-    assert manifest.digest == "sha256:manifest" and manifest.config_digest == CONFIG_DIGEST
+    assert manifest.digest == MANIFEST_DIGEST and manifest.config_digest == CONFIG_DIGEST
     assert client.labels("org/app", manifest) == {"model.digest": "sha256:abc"}
     assert all("right" not in path for path, _ in FakeRegistry.requests)
 

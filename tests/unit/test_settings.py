@@ -77,3 +77,18 @@ def test_repository_path_is_the_name_inside_the_registry():
     assert settings(CONTAINER_REGISTRY_HOST="ghcr.io/org").repository_path == (
         "org/celestial-bodies-classifier"
     )
+
+
+def test_a_setting_missing_from_invoke_yaml_is_one_clear_line():
+    incomplete = {"suite": {k: v for k, v in DEFAULTS["suite"].items() if k != "base_branch"}}
+    with pytest.raises(SuiteError, match=r"setting\(s\) base_branch missing .* invoke.yaml"):
+        from_config(ROOT, incomplete, {})
+    without_port = {"suite": {**DEFAULTS["suite"], "local_registry": {"host": "127.0.0.1"}}}
+    with pytest.raises(SuiteError, match=r"local_registry.port, local_registry.storage missing"):
+        from_config(ROOT, without_port, {})
+
+
+def test_names_of_the_code_are_not_settings():
+    # One source: src/celestial gives the model and bento their names; invoke.yaml does not.
+    with pytest.raises(SuiteError, match=r"unknown setting.*model_name"):
+        from_config(ROOT, {"suite": {**DEFAULTS["suite"], "model_name": "x"}}, {})

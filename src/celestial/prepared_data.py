@@ -38,36 +38,3 @@ def load_prepared(prepared_dir: str | Path) -> dict[str, Any]:
     }
     data["info"] = json.loads((d / "labels.json").read_text(encoding="utf-8"))
     return data
-
-
-def prepare_dataset(
-    raw_dir: str | Path, out_dir: str | Path, image_size, grayscale: bool, split: float, seed: int
-) -> dict[str, Any]:
-    """Image folder -> stratified split of resized uint8 arrays, labels.json and preview.png."""
-    from PIL import Image
-
-    from celestial.dataset import list_images
-    from celestial.plots import save_image_grid
-    from celestial.preprocess import image_to_array
-    from celestial.split import stratified_split
-
-    size = [int(s) for s in image_size]
-    paths, labels, class_names = list_images(raw_dir)
-    images = []
-    for path in paths:
-        with Image.open(path) as img:
-            images.append(image_to_array(img, size, bool(grayscale)))
-    x = np.stack(images)
-    y = np.asarray(labels, dtype=np.int64)
-    train_idx, test_idx = stratified_split(y, float(split), int(seed))
-    info = {
-        "class_names": class_names,
-        "image_size": size,
-        "grayscale": bool(grayscale),
-        "n_train": len(train_idx),
-        "n_test": len(test_idx),
-    }
-    save_prepared(out_dir, x[train_idx], y[train_idx], x[test_idx], y[test_idx], info)
-    # A look at what the model sees: the first training images of each class.
-    save_image_grid(Path(out_dir) / "preview.png", x[train_idx], y[train_idx], class_names)
-    return info

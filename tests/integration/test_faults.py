@@ -1,0 +1,341 @@
+"""Publishing against a real Distribution registry: ``latest`` and faults on the way.
+
+Two tiny images (``python:3.11-slim`` plus labels) stand for two commits: A, committed first,
+and B, committed later. Their SHA tags are pushed with the docker client; what the suite does
+with ``latest`` is then read back through the registry's API and its access log. Then a
+fault-injecting proxy in front of the registry answers 502, 429, resets mid-body, HTML,
+redirects to another origin (which records what it receives) and unsafe token realms.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import http.client
+import io
+import json
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cicd import image
+from cicd.bento import ModelInfo
+from cicd.ci import Revision
+from cicd.docker import choose_client
+from cicd.errors import SuiteError
+from cicd.publish import Target, already_published
+from cicd.registry import CREATED_LABEL, REVISION_LABEL
+from cicd.settings import Settings, load
+from cicd.shell import Runner
+from tests.support.project import ROOT, Registry, docker_client_path
+from tests.unit.test_http_faults import answer, cut_mid_body
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+MODEL = ModelInfo("celestial_bodies_classifier_model:faults", "sha256:" + "ab" * 32)
+OLDER = Revision("a" * 40, timestamp=int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()))
+NEWER = Revision("b" * 40, timestamp=int(dt.datetime(2026, 2, 1, tzinfo=dt.UTC).timestamp()))
+
+
+def settings(registry: Registry, repository: str) -> Settings:
+    """The repository's settings, aimed at the test registry with its credentials."""
+    return dataclasses.replace(
+        load(ROOT, {}),
+        registry=registry.address,
+        registry_username=registry.user,
+        registry_password=registry.password,
+        image_name=repository,
+        network_timeout=30.0,
+    )
+
+
+def goal(config: Settings, revision: Revision) -> Target:
+    return Target(revision, MODEL, image.references(config, revision))
+
+
+def build(config: Settings, revision: Revision) -> str:
+    """An image of ``revision`` with the labels the suite gives it; returns its ID."""
+    labels = image.labels(config, revision, MODEL)
+    assert labels[CREATED_LABEL] and labels[REVISION_LABEL] == revision.sha
+    lines = [
+        "FROM python:3.11-slim",
+        "LABEL " + " ".join(f'"{k}"="{v}"' for k, v in labels.items()),
+    ]
+    reference = goal(config, revision).tags[0]
+    subprocess.run(
+        [docker_client_path(), "build", "--quiet", "--tag", reference, "-"],
+        input="\n".join(lines) + "\n", text=True, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    inspect = [docker_client_path(), "image", "inspect", "--format", "{{.Id}}", reference]
+    return subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def push(registry: Registry, *references: str, tag_as: str | None = None) -> None:
+    """``docker push`` with a throwaway login (as another job, outside the suite, would)."""
+    client = docker_client_path()
+    with tempfile.TemporaryDirectory() as config:
+        login = [client, "--config", config, "login", registry.address, "--username"]
+        subprocess.run(
+            [*login, registry.user, "--password-stdin"],
+            input=registry.password, text=True, check=True, capture_output=True,
+        )  # fmt: skip
+        for reference in references:
+            target = reference
+            if tag_as:
+                target = reference.rsplit(":", 1)[0] + f":{tag_as}"
+                subprocess.run([client, "tag", reference, target], check=True)
+            subprocess.run(
+                [client, "--config", config, "push", target], check=True, capture_output=True
+            )
+        subprocess.run([client, "--config", config, "logout", registry.address], check=False)
+
+
+def log_since(registry: Registry, mark: int) -> list[str]:
+    return registry.requests()[mark:]
+
+
+def test_a_missing_then_stale_latest_is_repaired_without_a_rebuild(registry: Registry):
+    config = settings(registry, "faults-repair")
+    client = registry.client()
+    older, newer = goal(config, OLDER), goal(config, NEWER)
+    build(config, OLDER), build(config, NEWER)
+    push(registry, newer.tags[0])  # a publish whose `latest` step failed
+    assert client.manifest("faults-repair", "latest") is None
+
+    out = io.StringIO()
+    mark = len(registry.requests())
+    digest = already_published(Runner(out=out), config, newer)
+    assert digest and client.manifest("faults-repair", "latest").digest == digest
+    assert "repaired (manifest PUT, no rebuild)" in out.getvalue()
+    requests = log_since(registry, mark)
+    assert sum('"PUT /v2/faults-repair/manifests/latest' in line for line in requests) == 1
+    assert not any("/blobs/uploads/" in line for line in requests), "a layer was pushed"
+
+    mark = len(registry.requests())
+    assert already_published(Runner(out=io.StringIO()), config, newer) == digest
+    assert not any('"PUT ' in line for line in log_since(registry, mark))  # nothing to repair
+
+    push(registry, older.tags[0], tag_as="latest")  # another job moved latest back, by hand
+    assert client.manifest("faults-repair", "latest").digest != digest
+    out = io.StringIO()
+    assert already_published(Runner(out=out), config, newer) == digest
+    assert client.manifest("faults-repair", "latest").digest == digest
+    assert "repaired" in out.getvalue()
+
+
+def test_latest_never_moves_to_an_older_commit(registry: Registry):
+    config = settings(registry, "faults-older")
+    client = registry.client()
+    older, newer = goal(config, OLDER), goal(config, NEWER)
+    older_id = build(config, OLDER)
+    build(config, NEWER)
+    push(registry, newer.tags[0])
+    push(registry, newer.tags[0], tag_as="latest")
+    push(registry, older.tags[0])
+    latest = client.manifest("faults-older", "latest")
+
+    mark = len(registry.requests())
+    with pytest.raises(SuiteError) as refused:
+        already_published(Runner(out=io.StringIO()), config, older)
+    message = str(refused.value)
+    assert "newer commit (bbbbbbbbbbbb, 2026-02-01T00:00:00Z)" in message
+    assert "not moving it back" in message and "\n" not in message
+
+    # The push path of an older commit stops the same way, after pushing only its SHA tag.
+    with pytest.raises(SuiteError, match="not moving it back"):
+        image.push(
+            Runner(out=io.StringIO()), config, choose_client(), image.Image(older_id, older.tags)
+        )
+    assert client.manifest("faults-older", "latest") == latest
+    assert not any(
+        "/manifests/latest" in line and '"PUT ' in line for line in log_since(registry, mark)
+    )
+
+
+# -- a fault-injecting proxy in front of the real registry ------------------------------------
+
+Fault = Callable[[BaseHTTPRequestHandler, Callable[[], tuple[int, list, bytes]]], None]
+
+
+def status(code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Fault:
+    return lambda handler, _forward: answer(code, body, headers)(handler)
+
+
+def reset_mid_body() -> Fault:
+    """Forward, then send only half of the registry's answer and reset the connection."""
+    return lambda handler, forward: cut_mid_body(forward()[2])(handler)
+
+
+class FaultProxy(ThreadingHTTPServer):
+    """Forwards to the registry unless a queued fault matches (method, part of the path)."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str, own_auth: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.upstream = upstream
+        self.own_auth = own_auth  # a storage host's own access to the data, as S3's is
+        self.faults: list[tuple[str, str, Fault]] = []
+        self.requests: list[dict] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: FaultProxy
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.requests.append({"method": self.command, "path": self.path, "headers": headers})
+
+        def forward() -> tuple[int, list, bytes]:
+            sent = {k: v for k, v in headers.items() if k not in ("host", "connection")}
+            if self.server.own_auth:
+                sent["authorization"] = self.server.own_auth
+            upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
+            upstream.request(self.command, self.path, body=body or None, headers=sent)
+            got = upstream.getresponse()
+            return got.status, got.getheaders(), got.read()
+
+        for index, (method, part, fault) in enumerate(self.server.faults):
+            if method == self.command and part in self.path:
+                del self.server.faults[index]
+                return fault(self, forward)
+        code, upstream_headers, data = forward()
+        self.send_response(code)
+        for key, value in upstream_headers:
+            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_HEAD = _handle
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _start(server: FaultProxy) -> Iterator[FaultProxy]:
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def published(registry: Registry) -> str:
+    """B's image under its SHA tag and latest in ``faults-proxy``; returns its digest."""
+    config = settings(registry, "faults-proxy")
+    build(config, NEWER)
+    push(registry, goal(config, NEWER).tags[0])
+    push(registry, goal(config, NEWER).tags[0], tag_as="latest")
+    return registry.client().manifest("faults-proxy", NEWER.sha).digest
+
+
+@pytest.fixture
+def proxy(registry: Registry) -> Iterator[FaultProxy]:
+    yield from _start(FaultProxy(registry.address))
+
+
+@pytest.fixture
+def storage(registry: Registry) -> Iterator[FaultProxy]:
+    """Another origin (the blob storage a registry redirects to); records what it receives."""
+    basic = "Basic " + base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
+    yield from _start(FaultProxy(registry.address, own_auth=basic))
+
+
+MANIFEST = f"/manifests/{NEWER.sha}"
+HTML = status(200, b"<html>proxy login</html>", {"Content-Type": "text/html"})
+
+
+def challenge(realm: str | None) -> Fault:
+    value = "Bearer " + (f'realm="{realm}",' if realm else "") + 'service="registry"'
+    return status(401, b"{}", {"WWW-Authenticate": value})
+
+
+SCENARIOS = {
+    "502-then-ok": ([("GET", MANIFEST, status(502))], None),
+    "429-retry-after": ([("GET", "/blobs/", status(429, headers={"Retry-After": "1"}))], None),
+    "reset-mid-manifest": ([("GET", MANIFEST, reset_mid_body())], None),
+    "reset-mid-blob-twice": ([("GET", "/blobs/", reset_mid_body())] * 2, None),
+    "503-always": ([("GET", MANIFEST, status(503))] * 4, "failed 4 times (last: HTTP 503)"),
+    "html-200": ([("GET", MANIFEST, HTML)], "text/html instead of JSON"),
+    "realm-file": (
+        [("GET", MANIFEST, challenge("file:///etc/hostname#"))],
+        "refused (only https realms",
+    ),
+    "realm-http-remote": (
+        [("GET", MANIFEST, challenge("http://auth.example.invalid/token"))],
+        "refused (plain http only",
+    ),
+    "realm-missing": ([("GET", MANIFEST, challenge(None))], "names no realm"),
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_a_fault_on_the_way_is_retried_or_one_clear_line(
+    registry: Registry, published: str, proxy: FaultProxy, name: str
+):
+    faults, error = SCENARIOS[name]
+    proxy.faults = list(faults)
+    config = dataclasses.replace(settings(registry, "faults-proxy"), registry=proxy.address)
+    out = io.StringIO()
+    if error is None:
+        assert already_published(Runner(out=out), config, goal(config, NEWER)) == published
+        assert "retry 1/3" in out.getvalue()
+    else:
+        with pytest.raises(SuiteError) as failed:
+            already_published(Runner(out=out), config, goal(config, NEWER))
+        assert error in str(failed.value) and "\n" not in str(failed.value)
+    assert proxy.faults == [], "a scripted fault was never reached"
+    assert registry.password not in out.getvalue()
+    # Nothing half-published: both tags still on B's image.
+    assert registry.client().manifest("faults-proxy", "latest").digest == published
+
+
+def test_a_blob_redirected_to_another_origin_gets_no_credential(
+    registry: Registry, published: str, proxy: FaultProxy, storage: FaultProxy
+):
+    moved = lambda handler, _: answer(  # noqa: E731
+        307, b"", {"Location": f"http://{storage.address}{handler.path}"}
+    )(handler)
+    proxy.faults = [("GET", "/blobs/", moved)]
+    config = dataclasses.replace(settings(registry, "faults-proxy"), registry=proxy.address)
+    assert already_published(Runner(out=io.StringIO()), config, goal(config, NEWER)) == published
+    assert [r["path"].split("/")[-2] for r in storage.requests] == ["blobs"]
+    received = json.dumps(storage.requests)
+    assert "authorization" not in storage.requests[0]["headers"]
+    assert registry.password not in received
+    assert base64.b64encode(f"{registry.user}:".encode()).decode()[:8] not in received
+    assert proxy.requests[0]["headers"]["authorization"].startswith("Basic ")  # its own origin
+
+
+def test_the_latest_repair_survives_a_503_and_a_failing_put_leaves_nothing_half_done(
+    registry: Registry, proxy: FaultProxy
+):
+    config = dataclasses.replace(settings(registry, "faults-proxy-put"), registry=proxy.address)
+    build(settings(registry, "faults-proxy-put"), NEWER)
+    push(registry, goal(settings(registry, "faults-proxy-put"), NEWER).tags[0])
+    client = registry.client()
+
+    proxy.faults = [("PUT", "/manifests/latest", status(500))] * 4
+    with pytest.raises(SuiteError, match="failed 4 times"):
+        already_published(Runner(out=io.StringIO()), config, goal(config, NEWER))
+    assert client.manifest("faults-proxy-put", "latest") is None  # no latest, no other tag
+
+    proxy.faults = [("PUT", "/manifests/latest", status(503))]
+    out = io.StringIO()
+    digest = already_published(Runner(out=out), config, goal(config, NEWER))
+    assert client.manifest("faults-proxy-put", "latest").digest == digest
+    assert "retry 1/3 of PUT" in out.getvalue() and "repaired" in out.getvalue()

@@ -1,0 +1,110 @@
+"""The runner's deadline, retries of network hiccups, and clean interruption (real processes)."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from cicd import shell
+from cicd.errors import CommandError, SuiteError
+from cicd.shell import Runner
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(shell, "retry_wait", lambda attempt: 0.01)
+
+
+def alive(pid: int) -> bool:
+    """Running (a killed process whose parent is gone may linger as a zombie: not alive)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_command_past_its_deadline_is_stopped_with_its_children(tmp_path):
+    pids = tmp_path / "pids"
+    # A parent that starts a child, both sleeping: the whole group must go.
+    script = f"sleep 60 & echo $! > {pids}; echo $$ >> {pids}; wait"
+    runner = Runner(out=io.StringIO(), command_timeout=1)
+    started = time.monotonic()
+    with pytest.raises(SuiteError, match=r"did not finish within 1 s and was stopped"):
+        runner.run(["sh", "-c", script])
+    assert time.monotonic() - started < 15
+    time.sleep(0.2)
+    assert not any(alive(int(pid)) for pid in pids.read_text().split())
+
+
+def test_a_network_hiccup_is_retried_and_then_succeeds(tmp_path):
+    count = tmp_path / "count"
+    script = textwrap.dedent(f"""
+        n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}
+        if [ "$n" -lt 2 ]; then echo 'ERROR: connection reset by peer' >&2; exit 1; fi
+        echo pushed
+    """)
+    out = io.StringIO()
+    assert "pushed" in Runner(out=out).run(["sh", "-c", script], retry_transient=True)
+    assert count.read_text().strip() == "3"
+    assert out.getvalue().count("failed with a network error: retrying") == 2
+
+
+def test_retries_end_with_the_last_error(tmp_path):
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="503 Service Unavailable"):
+        Runner(out=out).run(
+            ["sh", "-c", "echo 'HTTP 503 Service Unavailable' >&2; exit 1"], retry_transient=True
+        )
+    assert out.getvalue().count("retrying") == shell.COMMAND_ATTEMPTS - 1
+
+
+def test_other_failures_are_not_retried(tmp_path):
+    count = tmp_path / "count"
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        Runner(out=out).run(
+            ["sh", "-c", f"echo x >> {count}; echo 'no such file' >&2; exit 1"],
+            retry_transient=True,
+        )
+    assert count.read_text().count("x") == 1 and "retrying" not in out.getvalue()
+
+
+def test_a_dry_run_says_a_command_would_be_retried():
+    out = io.StringIO()
+    Runner(dry=True, out=out).run(["dvc", "push"], retry_transient=True)
+    assert out.getvalue().startswith("[dry-run] $ dvc push   # retried on network errors")
+
+
+def test_sigterm_stops_the_running_command_and_its_children(tmp_path):
+    # What tasks.step does with a cancelled CI job: SIGTERM becomes an interruption, the
+    # runner stops the command's process group on the way out.
+    pids = tmp_path / "pids"
+    program = textwrap.dedent(f"""
+        import signal, sys
+        sys.path.insert(0, {str(shell.Path(shell.__file__).parents[1])!r})
+        from cicd.shell import Runner
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, interrupt)
+        try:
+            Runner().run(["sh", "-c", "sleep 60 & echo $! > {pids}; echo started; wait"])
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(130)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    assert "sleep 60" in process.stdout.readline()  # the echoed command
+    assert process.stdout.readline().strip() == "started"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 130
+    assert "interrupted" in process.stdout.read()
+    time.sleep(0.2)
+    assert not alive(int(pids.read_text()))
