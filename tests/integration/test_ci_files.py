@@ -72,16 +72,28 @@ def digest_of(value: str) -> str:
 
 
 class Forge(ThreadingHTTPServer):
-    """Records requests and keeps comments like GitHub issue comments / GitLab MR notes."""
+    """Records requests and keeps comments like GitHub issue comments / GitLab MR notes.
 
-    def __init__(self) -> None:
+    Who the token is, as the real APIs answer: GitHub Actions' GITHUB_TOKEN may not read
+    `/user` (403) and writes as github-actions[bot]; a GitLab token reads its user's id.
+    """
+
+    def __init__(self, kind: str) -> None:
         super().__init__(("127.0.0.1", 0), _ForgeHandler)
+        self.kind = kind
         self.requests: list[tuple[str, str, str]] = []  # method, path, credential header
         self.comments: dict[int, str] = {}
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def comment(self, comment_id: int) -> dict:
+        if self.kind == "github":
+            author = {"user": {"login": "github-actions[bot]"}}
+        else:
+            author = {"author": {"id": 7}}
+        return {"id": comment_id, "body": self.comments[comment_id], **author}
 
 
 class _ForgeHandler(BaseHTTPRequestHandler):
@@ -93,20 +105,24 @@ class _ForgeHandler(BaseHTTPRequestHandler):
         self.server.requests.append((self.command, self.path, credential))
         path = self.path.split("?")[0].rstrip("/")
         last = path.rsplit("/", 1)[-1]
+        if last == "user" and self.command == "GET":
+            if self.server.kind == "github":
+                return self._reply(403, {"message": "Resource not accessible by integration"})
+            return self._reply(200, {"id": 7, "username": "project_42_bot"})
         if last in ("comments", "notes") and self.command == "GET":
-            page = [{"id": i, "body": body} for i, body in self.server.comments.items()]
-            return self._reply(200, page)
+            return self._reply(200, [self.server.comment(i) for i in self.server.comments])
         if last in ("comments", "notes") and self.command == "POST":
             comment_id = 100 + len(self.server.comments)
             self.server.comments[comment_id] = json.loads(raw)["body"]
-            return self._reply(201, {"id": comment_id, "html_url": f"{self.server.url}/c"})
+            created = {**self.server.comment(comment_id), "html_url": f"{self.server.url}/c"}
+            return self._reply(201, created)
         if (
             self.command in ("PATCH", "PUT")
             and last.isdigit()
             and int(last) in self.server.comments
         ):
             self.server.comments[int(last)] = json.loads(raw)["body"]
-            return self._reply(200, {"id": int(last)})
+            return self._reply(200, self.server.comment(int(last)))
         return self._reply(404, {"message": "Not Found"})
 
     do_GET = do_POST = do_PATCH = do_PUT = _handle
@@ -165,7 +181,7 @@ def s3_objects(endpoint: str, prefix: str) -> list[str]:
 @pytest.fixture(scope="module")
 def forges() -> Iterator[dict[str, Forge]]:
     """One recording API server per runner: GitHub's and GitLab's."""
-    servers = {"github": Forge(), "gitlab": Forge()}
+    servers = {"github": Forge("github"), "gitlab": Forge("gitlab")}
     for server in servers.values():
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield servers
@@ -386,7 +402,8 @@ def test_github_pull_request_reports_once_then_updates(github: Project, github_p
     assert github.forge is not None
     requests = github.forge.requests
     assert [m for m, _, _ in requests if m != "GET"] == ["POST", "PATCH"]
-    assert all(p.startswith("/api/repos/example/celestial/issues/") for _, p, _ in requests)
+    comments = "/api/repos/example/celestial/issues/"
+    assert all(p.startswith(comments) or p == "/api/user" for _, p, _ in requests)
     assert all(credential == f"Bearer {FORGE_TOKEN}" for _, _, credential in requests)
     assert_one_report(github)
 
@@ -532,7 +549,8 @@ def test_gitlab_merge_request_reports_once_then_updates(gitlab: Project, gitlab_
     assert gitlab.forge is not None
     requests = gitlab.forge.requests
     assert [m for m, _, _ in requests if m != "GET"] == ["POST", "PUT"]
-    assert all(p.startswith("/api/v4/projects/42/merge_requests/3/notes") for _, p, _ in requests)
+    notes = "/api/v4/projects/42/merge_requests/3/notes"
+    assert all(p.startswith(notes) or p == "/api/v4/user" for _, p, _ in requests)
     assert all(credential == FORGE_TOKEN for _, _, credential in requests)
     assert_one_report(gitlab)
 
