@@ -32,6 +32,9 @@ from tests.support.project import (
     stop_registry,
 )
 
+# What the session's secret scan covered, printed in pytest's summary (a silent scan shows).
+LEAK_SCAN_SUMMARY: list[str] = []
+
 
 @pytest.fixture(scope="session")
 def leak_scan() -> Iterator[LeakScan]:
@@ -39,6 +42,16 @@ def leak_scan() -> Iterator[LeakScan]:
     yield scan
     found = scan.findings()
     assert not found, "the registry password appears in:\n" + "\n".join(found)
+    outputs = sum(len(project.outputs) for project in scan.projects)
+    LEAK_SCAN_SUMMARY.append(
+        f"leak scan: the registry password is in none of {outputs} command outputs, "
+        f"{scan.files_checked} files, {scan.images_inspected} pushed images (by digest)"
+    )
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in LEAK_SCAN_SUMMARY:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="module")

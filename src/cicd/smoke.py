@@ -7,6 +7,7 @@ included. An image that fails here is never pushed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 import time
@@ -46,14 +47,18 @@ def smoke_test(
         )
     docker = whales(client)
     publish = f"127.0.0.1::{SERVICE_PORT}"  # empty host port: Docker assigns one
-    run = [client.path, "run", "--detach", "--publish", publish, image]
-    container = docker_call(
-        runner,
-        run,
-        lambda: docker.run(image, detach=True, publish=[(publish,)]),
-        hint="build the image first: `invoke build`",
-    )
+    # A name of our own: the container can be removed even when the step is interrupted
+    # before `docker run` has told us its id.
+    name = f"smoke-{uuid.uuid4().hex[:12]}"
+    run = [client.path, "run", "--detach", "--name", name, "--publish", publish, image]
+    container = None
     try:
+        container = docker_call(
+            runner,
+            run,
+            lambda: docker.run(image, detach=True, name=name, publish=[(publish,)]),
+            hint="build the image first: `invoke build`",
+        )
         url = f"http://127.0.0.1:{_host_port(container) if container is not None else '<port>'}"
         runner.call(["GET", f"{url}/readyz"], lambda: _wait_ready(url, container, settings))
         answer = runner.call(
@@ -72,11 +77,18 @@ def smoke_test(
             runner.echo(f"the container's last lines:\n{_logs_tail(container)}")
         raise
     finally:
-        if container is not None:
-            remove = [client.path, "rm", "--force", str(container.id)[:12]]
-            runner.call(remove, lambda: container.remove(force=True), quiet=True)
-        elif runner.dry:
-            runner.show([client.path, "rm", "--force", "<container>"])
+        _remove(runner, docker, [client.path, "rm", "--force", name], name)
+
+
+def _remove(runner: Runner, docker: Any, command: list[str], name: str) -> None:
+    """Remove the smoke container, if it was created; this never hides the step's error."""
+    from python_on_whales.exceptions import DockerException
+
+    def remove() -> None:
+        with contextlib.suppress(DockerException):  # never created: nothing to remove
+            docker.container.remove(name, force=True)
+
+    runner.call(command, remove, quiet=True)
 
 
 def check_answer(answer: Any, expected: Mapping[str, Any] | None) -> None:

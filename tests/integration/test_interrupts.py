@@ -6,6 +6,7 @@ hangs in `dvc pull`, as it would behind a dead proxy.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from tests.support.project import Project
+from tests.support.project import Project, docker, docker_client_path, remove_images
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +73,78 @@ def test_sigterm_stops_the_step_and_what_it_started(project):
     assert "error: interrupted: stopped and cleaned up" in step.stderr.read()
     time.sleep(0.5)
     assert not survivors(project)
+
+
+SLEEPER = f"interrupts-sleeper:{os.getpid()}"
+
+
+@pytest.fixture(scope="module")
+def trained(new_project, silent_remote) -> Iterator[Project]:
+    """A project with its data and model made here (no remote), and an image that starts a
+    container that never gets ready, as a hanging service would."""
+    project = new_project("interrupts-trained", None)
+    project.invoke("repro", "--no-pull")
+    subprocess.run(
+        [docker_client_path(), "build", "--quiet", "--tag", SLEEPER, "-"],
+        input='FROM python:3.11-slim\nCMD ["sleep", "600"]\n', text=True, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    yield project
+    remove_images(SLEEPER.split(":")[0])
+
+
+def containers_of(image: str) -> list[str]:
+    listed = docker("ps", "--all", "--quiet", "--filter", f"ancestor={image}")
+    return listed.stdout.split()
+
+
+def interrupt_when(step: subprocess.Popen, ready, what: str) -> tuple[int, str]:
+    """Wait until ``ready()``, SIGTERM the step, return its exit code and stderr."""
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert step.poll() is None, f"the step ended before {what}: {step.communicate()}"
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.3)
+    step.send_signal(signal.SIGTERM)
+    code = step.wait(timeout=60)
+    return code, step.stderr.read()
+
+
+@pytest.mark.docker
+def test_sigterm_during_the_smoke_test_removes_its_container(trained):
+    env = {**trained.env, "INVOKE_SUITE_SMOKE_TIMEOUT": "300"}
+    step = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "smoke", "--image", SLEEPER], cwd=trained.root,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    code, stderr = interrupt_when(step, lambda: containers_of(SLEEPER), "the smoke container")
+    assert code == 130 and "interrupted: stopped and cleaned up" in stderr
+    assert containers_of(SLEEPER) == []
+
+
+@pytest.mark.docker
+def test_sigterm_during_the_push_leaves_no_docker_config(trained, tmp_path):
+    # The registry is the silent port: the push hangs. The throwaway Docker config directory
+    # (where a login would be) is made in the step's TMPDIR, which must end up empty.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        registry = f"127.0.0.1:{silent.getsockname()[1]}"
+        sha = trained.head()
+        for tag in (sha, "latest"):
+            docker("tag", SLEEPER, f"{registry}/celestial-bodies-classifier:{tag}")
+        scratch = tmp_path / "tmp"
+        scratch.mkdir()
+        env = {**trained.env, "CONTAINER_REGISTRY_HOST": registry, "TMPDIR": str(scratch)}
+        step = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "push"], cwd=trained.root, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            code, stderr = interrupt_when(
+                step, lambda: any(scratch.glob("docker-config-*")), "the docker config"
+            )
+        finally:
+            remove_images(f"{registry}/")
+    assert code == 130 and "interrupted: stopped and cleaned up" in stderr
+    assert list(scratch.iterdir()) == []

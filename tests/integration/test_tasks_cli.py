@@ -60,8 +60,10 @@ def test_dry_run_publish_shows_every_command_and_runs_none(new_project, registry
         "bentoml build --bentofile bentofile.yaml --version",
         "bentoml containerize celestial_bodies_classifier:",
         "--opt label=org.opencontainers.image.revision=",
-        "run --detach --publish 127.0.0.1:",
-        "POST http://127.0.0.1:",
+        "run --detach --name smoke-",
+        "--publish 127.0.0.1::3000 ",  # the host port: Docker assigns it
+        "rm --force smoke-",  # the smoke container is always removed
+        "POST 'http://127.0.0.1:<port>/predict'",
         f"login {address} --username ci-bot --password-stdin",
         f"push {address}/celestial-bodies-classifier:",
         # latest moves by a manifest PUT of the pushed SHA tag (no second docker push).

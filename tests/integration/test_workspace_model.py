@@ -20,7 +20,14 @@ import pytest
 import yaml
 
 from cicd.bento import model_info
-from tests.support.project import Project, docker, post_image, remove_images, wait_ready
+from tests.support.project import (
+    Project,
+    docker,
+    listening_ports,
+    post_image,
+    remove_images,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -145,23 +152,6 @@ def test_invoke_serve_serves_the_workspace_model(two_models):
     assert answer["prediction"] == expected["prediction"]
     for label, p in expected["probabilities"].items():
         assert abs(answer["probabilities"][label] - p) < 1e-4, label
-
-
-def listening_ports(pid: int) -> set[int]:
-    """The TCP ports a process tree listens on: the HTTP server's (it was told port 0), and
-    others (BentoML's process manager, circus, listens on ports of its own)."""
-    import psutil
-
-    ports = set()
-    try:
-        root = psutil.Process(pid)
-        for process in (root, *root.children(recursive=True)):
-            for connection in process.net_connections(kind="tcp"):
-                if connection.status == psutil.CONN_LISTEN:
-                    ports.add(int(connection.laddr.port))
-    except psutil.Error:
-        pass
-    return ports
 
 
 def port_of(server: subprocess.Popen, timeout: float = 300) -> int:

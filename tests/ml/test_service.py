@@ -1,11 +1,10 @@
-"""The BentoML service as a real process: `bentoml serve` on a free local port."""
+"""The BentoML service as a real process: `bentoml serve` on a port the OS assigns."""
 
 from __future__ import annotations
 
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,13 @@ from conftest import ROOT
 from PIL import Image
 
 from tests.support.hostile import bad_requests
+from tests.support.project import listening_ports
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(stored_model, bentoml_home):
-    port = _free_port()
     bentoml_cli = Path(sys.executable).with_name("bentoml")
     proc = subprocess.Popen(
         [
@@ -42,7 +35,7 @@ def server(stored_model, bentoml_home):
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            "0",  # the OS assigns the port and the server keeps it
         ],
         cwd=ROOT / "src",
         env={**os.environ, "BENTOML_HOME": str(bentoml_home)},
@@ -50,16 +43,13 @@ def server(stored_model, bentoml_home):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, "bentoml serve exited"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+            url = next(filter(ready, map(_url, listening_ports(proc.pid))), None)
+            if url:
+                break
             assert time.monotonic() < deadline, "service not ready in 120 s"
             time.sleep(0.5)
         yield url
@@ -69,6 +59,17 @@ def server(stored_model, bentoml_home):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _encode(img: Image.Image, fmt: str) -> bytes:

@@ -32,6 +32,7 @@ class LeakScan:
         self.registries: list[Registry] = []
         self.texts: list[tuple[str, str]] = []  # (where it came from, text)
         self.files_checked = 0
+        self.images_inspected = 0
 
     def add_project(self, project: Project) -> None:
         self.projects.append(project)
@@ -45,18 +46,25 @@ class LeakScan:
         Call it while the registry still runs (the ``registry`` fixture does, at its end).
         """
         client = registry.client()
+        repositories = registry.repositories()
+        # The scan must not be silent because the API listed nothing: compare with the disk.
+        stored = registry.data / "docker" / "registry" / "v2" / "repositories"
+        on_disk = sorted(path.name for path in stored.iterdir()) if stored.is_dir() else []
+        assert repositories == on_disk, f"catalog {repositories} but on disk {on_disk}"
         with tempfile.TemporaryDirectory(prefix="leak-scan-docker-") as config:
-            logged_in = False
-            for repository in registry.repositories():
+            logged_in, seen = False, set()
+            for repository in repositories:
                 for tag in registry.tags(repository):
                     manifest = client.manifest(repository, tag)
-                    if manifest is None:
-                        continue
+                    if manifest is None or (repository, manifest.digest) in seen:
+                        continue  # gone, or another tag of an image already inspected
+                    seen.add((repository, manifest.digest))
                     if not logged_in:
                         _login(registry, config)
                         logged_in = True
                     reference = f"{registry.address}/{repository}@{manifest.digest}"
                     docker("--config", config, "pull", "--quiet", reference)
+                    self.images_inspected += 1
                     for what in (
                         ("image", "inspect", reference),
                         ("history", "--no-trunc", reference),

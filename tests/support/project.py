@@ -10,6 +10,8 @@ The API, small on purpose (fixtures in ``tests/conftest.py`` wrap it):
 * :class:`Registry` / :func:`start_registry` -- a Distribution registry with htpasswd auth on a
   port the OS assigns; ``tags(image)`` and ``client()`` read it through its API.
 * :func:`run_image` -- run an image on a port Docker assigns; :func:`post_image` asks it.
+* :func:`refused_port` -- a reserved port where nothing answers; :func:`listening_ports` --
+  the ports a server started on port 0 got from the OS.
 * :data:`SENTINEL` -- the per-run registry password that must appear nowhere.
 """
 
@@ -117,18 +119,28 @@ class Registry:
     def client(self) -> RegistryClient:
         return RegistryClient(self.address, Credentials(self.user, self.password))
 
-    def get(self, path: str) -> bytes | None:
-        """The body of ``GET path`` on the registry's API, with the credentials; None on 404."""
-        request = urllib.request.Request(f"http://{self.address}{path}")
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """``method path`` on the registry's API with the credentials: status, headers, body."""
+        request = urllib.request.Request(
+            f"http://{self.address}{path}", data=body, method=method, headers=headers or {}
+        )
         token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.read()
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            raise
+            return error.code, error.headers, error.read()
+
+    def get(self, path: str) -> bytes | None:
+        """The body of ``GET path`` on the registry's API; None on 404."""
+        status, _, body = self.request("GET", path)
+        if status == 404:
+            return None
+        assert status == 200, f"GET {path}: HTTP {status} {body[:200]!r}"
+        return body
 
     def tags(self, image: str = IMAGE) -> list[str]:
         """The tags of ``image`` in this registry (empty when it has none)."""
@@ -247,15 +259,37 @@ def refused_port() -> Iterator[int]:
         yield held.getsockname()[1]
 
 
+def listening_ports(pid: int) -> list[int]:
+    """The TCP ports a process tree listens on: for a server told port 0, which binds a port
+    the OS assigns and keeps it (no bind-then-release race). A server may listen on more
+    than one (BentoML's process manager has control sockets too): ask each."""
+    import psutil
+
+    ports = set()
+    try:
+        root = psutil.Process(pid)
+        for process in (root, *root.children(recursive=True)):
+            for connection in process.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_LISTEN:
+                    ports.add(int(connection.laddr.port))
+    except psutil.Error:
+        pass
+    return sorted(ports)
+
+
 def docker_client_path() -> str:
     """The docker client that talks to the engine (the one the suite chooses)."""
     return choose_client().path
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [docker_client_path(), *args], capture_output=True, text=True, check=check, timeout=600
+    """Run the docker client; with ``check``, a failure is an assertion naming docker's error."""
+    done = subprocess.run(
+        [docker_client_path(), *args], capture_output=True, text=True, check=False, timeout=600
     )
+    if check:
+        assert done.returncode == 0, f"docker {' '.join(args)}: {done.stderr.strip()}"
+    return done
 
 
 def remove_images(prefix: str) -> None:
