@@ -1,7 +1,7 @@
 """Both CI files run for real: the GitHub workflow by act, the GitLab pipeline by gitlab-ci-local.
 
 Each runner gets a clone of this repository whose DVC remote is an S3 bucket (moto in server
-mode, configured as README, Data remote says), a namespace in a registry with htpasswd auth,
+mode, configured as README, Data remote says), a registry with htpasswd auth of its own,
 and a local server recording what the GitHub / GitLab API receives. Then, in order:
   1. a push to main: checks (lint, the unit tests), train (pushes to S3), publish;
   2. the same commit pushed again: publish skips ("already published");
@@ -32,7 +32,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.project import SENTINEL, USER, Registry, clone_working_tree
+from tests.support.project import (
+    SENTINEL,
+    USER,
+    Registry,
+    clone_working_tree,
+    start_registry,
+    stop_registry,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -197,7 +204,7 @@ def forges() -> Iterator[dict[str, Forge]]:
 class Project:
     """A clone of this repository and the machine a runner runs its jobs on (HOME)."""
 
-    name: str  # "github" or "gitlab": the S3 prefix and the registry namespace
+    name: str  # "github" or "gitlab": the S3 prefix of its DVC remote
     root: Path
     home: Path
     env: dict[str, str]
@@ -235,7 +242,7 @@ class Project:
         return self.home / "bentoml"
 
     def manifest(self, tag: str):
-        return self.registry.client().manifest(f"{self.name}/{IMAGE}", tag)
+        return self.registry.client().manifest(IMAGE, tag)
 
 
 def machine_env(home: Path) -> dict[str, str]:
@@ -315,7 +322,7 @@ def act(project: Project, label: str, event_name: str, event: dict, job: str | N
     # A file, deleted after the run: not on a command line, and not in act's own environment,
     # which act's host executor hands to every step (as a real runner never does).
     secrets_file.write_text(
-        f"CONTAINER_REGISTRY_HOST={project.registry.address}/{project.name}\n"
+        f"CONTAINER_REGISTRY_HOST={project.registry.address}\n"
         f"CONTAINER_REGISTRY_USERNAME={USER}\n"
         f"CONTAINER_REGISTRY_PASSWORD={REGISTRY_PASSWORD}\n"
         f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\nAWS_SECRET_ACCESS_KEY={AWS_SECRET}\n"
@@ -454,7 +461,7 @@ def gitlab_ci_local(project: Project, label: str, jobs: list[str], variables: di
 def gitlab_secrets(project: Project, protected: bool) -> None:
     """The project's CI/CD variables, scoped as .gitlab-ci.yml's header says."""
     scoped = {
-        "CONTAINER_REGISTRY_HOST": ("registry", f"{project.registry.address}/{project.name}"),
+        "CONTAINER_REGISTRY_HOST": ("registry", project.registry.address),
         "CONTAINER_REGISTRY_USERNAME": ("registry", USER),
         "CONTAINER_REGISTRY_PASSWORD": ("registry", REGISTRY_PASSWORD),
         "GITLAB_TOKEN": ("review/*", FORGE_TOKEN),
@@ -474,7 +481,10 @@ def gitlab_secrets(project: Project, protected: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def gitlab(tmp_path_factory, s3, registry, forges, leak_scan) -> Iterator[Project]:
+def gitlab(tmp_path_factory, s3, forges, leak_scan) -> Iterator[Project]:
+    # A registry of its own (tests/conftest.py's `registry` is GitHub's), scanned the same way.
+    registry = start_registry(tmp_path_factory.mktemp("gitlab-registry"))
+    leak_scan.add_registry(registry)
     base = tmp_path_factory.mktemp("gitlab")
     project = make_project(
         base, "gitlab", "git@gitlab.example.com:example/celestial.git", s3, registry
@@ -484,6 +494,8 @@ def gitlab(tmp_path_factory, s3, registry, forges, leak_scan) -> Iterator[Projec
     yield project
     # The variables file is the runner's secret store: it must not outlive the test.
     shutil.rmtree(project.home / ".gitlab-ci-local", ignore_errors=True)
+    leak_scan.record_pushed_images(registry)
+    stop_registry(registry)
 
 
 @pytest.fixture(scope="module")
@@ -529,7 +541,7 @@ def test_gitlab_push_to_main_checks_trains_and_publishes(gitlab: Project, gitlab
     report = dotenv_report(gitlab)
     assert report["PUBLISH_DIGEST"] == by_sha.digest and report["PUBLISH_SKIPPED"] == "false"
     assert report["PUBLISH_TAGS"].split() == [
-        f"{gitlab.registry.address}/gitlab/{IMAGE}:{t}" for t in (sha, "latest")
+        f"{gitlab.registry.address}/{IMAGE}:{t}" for t in (sha, "latest")
     ]
     assert s3_objects(s3, "gitlab/"), "train on main pushed nothing to the DVC remote"
 
