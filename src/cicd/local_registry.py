@@ -20,7 +20,9 @@ a one-line message that says what to do.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -32,6 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -231,6 +234,25 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+@contextlib.contextmanager
+def _locked(storage: Path) -> Iterator[None]:
+    """One start or stop at a time per state directory: two concurrent starts would both
+    spawn a registry, and the pid file would keep only one of them."""
+    _private_dir(storage)
+    with (storage / "lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _private_dir(path: Path) -> None:
+    """The registry's state (blobs, config, log, htpasswd) is readable by its owner only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
 def start(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
@@ -257,8 +279,23 @@ def start(
     Raises RegistryError: binary/image missing, port used by something that is not a
     registry, or the registry not answering within ``timeout`` seconds.
     """
-    url = _url(host, port)
     storage = Path(storage).expanduser()
+    if dry_run:
+        return _start(host, port, storage, htpasswd, dry_run, use_image, timeout)
+    with _locked(storage):
+        return _start(host, port, storage, htpasswd, dry_run, use_image, timeout)
+
+
+def _start(
+    host: str,
+    port: int,
+    storage: Path,
+    htpasswd: tuple[str, str] | None,
+    dry_run: bool,
+    use_image: bool | None,
+    timeout: float,
+) -> RegistryProcess:
+    url = _url(host, port)
     run_dir = _run_dir(storage, port)
     auto_port = port == 0
 
@@ -298,10 +335,10 @@ def start(
         return RegistryProcess(url, host, port, "dry-run", run_dir, auth=htpasswd is not None)
 
     data_dir = storage / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _private_dir(data_dir)
     if auto_port:  # named once the port is known (see _adopt_port)
         run_dir = Path(tempfile.mkdtemp(prefix="run-auto-", dir=storage))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _private_dir(run_dir)
     htpasswd_file = run_dir / "htpasswd" if htpasswd else None
     if htpasswd_file is not None and htpasswd is not None:
         _make_htpasswd(htpasswd_file, *htpasswd)
@@ -317,6 +354,8 @@ def start(
     else:
         config = run_dir / "config.yml"
         config.write_text(_config_yaml(host, port, data_dir, htpasswd_file))
+        config.chmod(0o600)
+        log_file.touch(mode=0o600)
         with log_file.open("ab") as log:
             proc = subprocess.Popen(
                 [REGISTRY_BINARY, "serve", str(config)],
@@ -465,7 +504,15 @@ def stop(
     file in ``state_dir/run-PORT``). Leaves anything else alone. Returns True if it stopped
     something, False if there was nothing of ours to stop. Data are kept.
     """
-    run_dir = _run_dir(Path(state_dir).expanduser(), port)
+    state_dir = Path(state_dir).expanduser()
+    if dry_run or not state_dir.is_dir():
+        return _stop(port, state_dir, dry_run, timeout)
+    with _locked(state_dir):
+        return _stop(port, state_dir, dry_run, timeout)
+
+
+def _stop(port: int, state_dir: Path, dry_run: bool, timeout: float) -> bool:
+    run_dir = _run_dir(state_dir, port)
     pid_file, cid_file = run_dir / "pid", run_dir / "container-id"
     stopped = False
     if pid_file.exists():
@@ -519,8 +566,38 @@ def url(registry: LocalRegistry) -> str:
 
 
 def ensure_running(runner: Runner, registry: LocalRegistry) -> RegistryProcess:
-    """Start the embedded registry of the settings unless it is already up."""
-    return start(registry.host, registry.port, registry.storage, dry_run=runner.dry)
+    """Start the embedded registry of the settings unless it is already up.
+
+    It has no TLS and, by default, no password: it listens on loopback only. What answers
+    on its port must be the registry this suite started (recorded in its state directory),
+    not another service that happens to speak the registry API there.
+    """
+    if not is_loopback(registry.host):
+        raise RegistryError(
+            f"suite.local_registry.host {registry.host!r} is not a loopback address: the "
+            "embedded registry (no TLS, no password) serves this machine only; use 127.0.0.1, "
+            "or a real registry for other machines (CONTAINER_REGISTRY_HOST)"
+        )
+    found = start(registry.host, registry.port, registry.storage, dry_run=runner.dry)
+    if found.kind == "existing":
+        raise RegistryError(
+            f"a registry this suite did not start answers on {found.address}: to publish "
+            f"to it, set CONTAINER_REGISTRY_HOST={found.address}; otherwise change "
+            "suite.local_registry.port in invoke.yaml"
+        )
+    return found
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: an address no other machine can reach."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def stop_embedded(runner: Runner, registry: LocalRegistry) -> bool:

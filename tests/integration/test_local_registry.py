@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import http.server
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -120,3 +123,55 @@ def test_port_zero_gets_a_port_from_the_os_and_stop_finds_it(tmp_path: Path) -> 
         assert local_registry.stop(port=first.port, state_dir=tmp_path) is True
         assert local_registry.stop(port=second.port, state_dir=tmp_path) is True
     assert not local_registry.is_up(first.url) and not local_registry.is_up(second.url)
+
+
+def test_state_is_private(registry: local_registry.RegistryProcess, tmp_path: Path) -> None:
+    for directory in (tmp_path, tmp_path / "data", registry.run_dir):
+        assert directory.stat().st_mode & 0o077 == 0, f"{directory} is readable by others"
+    for name in ("config.yml", "registry.log", "htpasswd"):
+        assert (registry.run_dir / name).stat().st_mode & 0o077 == 0, name
+
+
+def test_the_embedded_registry_listens_on_loopback_only(tmp_path: Path) -> None:
+    from cicd.settings import LocalRegistry
+    from cicd.shell import Runner
+
+    for host in ("0.0.0.0", "192.168.1.10", "127.evil.example"):
+        with pytest.raises(RegistryError, match="not a loopback address"):
+            local_registry.ensure_running(Runner(), LocalRegistry(host, 5999, tmp_path))
+    assert not list(tmp_path.iterdir()), "nothing is started or written for a refused host"
+
+
+def test_a_registry_the_suite_did_not_start_is_not_taken_as_ours(
+    registry: local_registry.RegistryProcess, tmp_path: Path
+) -> None:
+    # Another registry answers on the embedded registry's port (here: one started with
+    # another state directory); publishing there silently would push to a stranger.
+    from cicd.settings import LocalRegistry
+    from cicd.shell import Runner
+
+    other_state = tmp_path / "other-clone"
+    embedded = LocalRegistry(registry.host, registry.port, other_state)
+    with pytest.raises(RegistryError, match="a registry this suite did not start answers on"):
+        local_registry.ensure_running(Runner(), embedded)
+    mine = LocalRegistry(registry.host, registry.port, tmp_path)
+    assert local_registry.ensure_running(Runner(), mine).pid == registry.pid
+
+
+def test_concurrent_starts_make_one_registry_that_stop_stops(tmp_path: Path) -> None:
+    with refused_port() as port:
+        pass  # a port nobody listens on (released: the two starts race for it below)
+    program = (
+        "import sys; from pathlib import Path; from cicd import local_registry as r; "
+        f"print(r.start(port={port}, storage=Path(sys.argv[1]), use_image=False).pid)"
+    )
+    src = Path(local_registry.__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    command = [sys.executable, "-c", program, str(tmp_path)]
+    starts = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in "ab"]
+    pids = {int(p.communicate(timeout=60)[0].strip().splitlines()[-1]) for p in starts}
+    try:
+        assert len(pids) == 1, f"two registries were started: {pids}"
+    finally:
+        assert local_registry.stop(port=port, state_dir=tmp_path) is True
+    assert not local_registry.is_up(f"http://127.0.0.1:{port}")
