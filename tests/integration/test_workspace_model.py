@@ -167,3 +167,21 @@ def port_of(server: subprocess.Popen, timeout: float = 300) -> int:
                 pass
         assert time.monotonic() < deadline, "invoke serve is not ready"
         time.sleep(0.5)
+
+
+def test_the_image_carries_what_serving_needs_and_nothing_of_training(two_models):
+    # README, Image: no scikit-learn, skl2onnx, matplotlib or dvc in the image.
+    clone, _, _ = two_models
+    sha = clone.head()
+    reference = f"{clone.env['CONTAINER_REGISTRY_HOST']}/celestial-bodies-classifier:{sha}"
+    probe = (
+        "import importlib.util as u, json; print(json.dumps({m: bool(u.find_spec(m)) for m in "
+        "['sklearn', 'skl2onnx', 'matplotlib', 'dvc', 'bentoml', 'onnxruntime', 'PIL']}))"
+    )
+    found = json.loads(
+        docker("run", "--rm", "--entrypoint", "python", reference, "-c", probe).stdout
+    )
+    assert found == {
+        "sklearn": False, "skl2onnx": False, "matplotlib": False, "dvc": False,
+        "bentoml": True, "onnxruntime": True, "PIL": True,
+    }  # fmt: skip
