@@ -97,13 +97,19 @@ def push_data(c, target=None):
     dvc.push(runner, settings, [target] if target else [])
 
 
-@step(help={"push": "always push outputs to the DVC remote", "no_push": "never push them"})
-def train(c, push=False, no_push=False):
+@step(
+    help={
+        "push": "always push outputs to the DVC remote",
+        "no_push": "never push them",
+        "no_pull": "do not pull from the DVC remote (CI without its credentials: pull requests)",
+    }
+)
+def train(c, push=False, no_push=False, no_pull=False):
     """repro, then push-data when CI builds the base branch: the `nox -s train` session."""
     from cicd import ci, dvc
 
     runner, settings = setup(c)
-    dvc.repro(runner, settings, pull_first=True)
+    dvc.repro(runner, settings, pull_first=not no_pull)
     dvc.check_reproduced(runner, settings, in_ci=ci.in_ci(os.environ))
     if push or (not no_push and ci.builds_base_branch(runner, settings, os.environ)):
         dvc.push(runner, settings)

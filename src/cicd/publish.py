@@ -86,8 +86,9 @@ def publish(
     runner: Runner, settings: Settings, environ: Mapping[str, str], force: bool = False
 ) -> str:
     """Build, smoke-test and push this commit's image unless the registry already has it."""
-    from cicd import local_registry
+    from cicd import ci_outputs, local_registry
 
+    clock = ci_outputs.Clock()
     goal = target(runner, settings, environ)
     client = docker_client(runner, settings)
     if settings.uses_local_registry:
@@ -101,15 +102,21 @@ def publish(
                 f"{goal.tags[0]} is already published with model {goal.model.tag} "
                 f"({digest}): nothing to build or push (use --force to rebuild)"
             )
+            ci_outputs.write_publish(runner, settings, environ, goal, digest, clock)
             return digest
+    clock.lap("model, registry check")
     built = build(runner, settings, client, goal)
+    clock.lap("build")
     pull_if_missing(runner, settings, settings.smoke_image)
     smoke.smoke_test(runner, settings, client, built.tags[0], expected_answer(runner, settings))
+    clock.lap("smoke test")
     digest = image.push(runner, settings, client, built)
+    clock.lap("push")
     if runner.dry:
         runner.echo("dry run: nothing was pulled, built, run or pushed")
     else:
         runner.echo(f"published {', '.join(built.tags)} ({digest})")
+        ci_outputs.write_publish(runner, settings, environ, goal, digest, clock, client)
     return digest
 
 

@@ -1,0 +1,147 @@
+"""Publish results that CI can read: step outputs, a GitLab dotenv report, a job summary.
+
+GitHub: ``digest``, ``tags``, ``image`` (pull reference by digest) and ``skipped`` go to
+``$GITHUB_OUTPUT`` (later steps read ``steps.<id>.outputs.digest``), a table to
+``$GITHUB_STEP_SUMMARY``. GitLab: the same values as ``PUBLISH_*`` lines in ``publish.env``,
+which ``.gitlab-ci.yml`` declares as an ``artifacts:reports:dotenv`` report (later jobs get
+them as variables). Only references, digest, size, model tag and timings: never a credential.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cicd.shell import Runner
+
+if TYPE_CHECKING:
+    from cicd.docker import Client
+    from cicd.publish import Target
+    from cicd.settings import Settings
+
+DOTENV_FILE = "publish.env"
+
+
+@dataclass(frozen=True)
+class Result:
+    tags: tuple[str, ...]  # full references, SHA tag first
+    digest: str  # manifest digest in the registry
+    model_tag: str
+    skipped: bool  # the registry already had this commit's image with this model
+    size: int | None = None  # bytes of the local image; None when it was not built here
+    seconds: tuple[tuple[str, float], ...] = ()
+
+
+class Clock:
+    """Seconds per step: ``lap("build")`` ends the step that began at the previous lap."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic):
+        self._now = now
+        self._last = now()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, step: str) -> None:
+        now = self._now()
+        self.laps.append((step, round(now - self._last, 1)))
+        self._last = now
+
+
+def outputs(result: Result) -> dict[str, str]:
+    """Name -> one-line value, for ``$GITHUB_OUTPUT`` and (prefixed) the dotenv report."""
+    repository = result.tags[0].rsplit(":", 1)[0]
+    values = {
+        "digest": result.digest,
+        "tags": " ".join(result.tags),
+        "image": f"{repository}@{result.digest}",
+        "skipped": "true" if result.skipped else "false",
+    }
+    for name, value in values.items():
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"output {name} spans lines: {value!r}")
+    return values
+
+
+def dotenv(result: Result) -> str:
+    """GitLab's dotenv report: ``PUBLISH_DIGEST=...`` lines."""
+    return "".join(f"PUBLISH_{name.upper()}={value}\n" for name, value in outputs(result).items())
+
+
+def summary(result: Result) -> str:
+    """The job summary: what was published, and how long each step took."""
+    title = "Already published" if result.skipped else "Published"
+    size = f"{result.size / 1e6:.1f} MB" if result.size else "not built in this run"
+    lines = [
+        f"### {title}: `{result.tags[0]}`",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| tags | {', '.join(f'`{tag}`' for tag in result.tags)} |",
+        f"| digest | `{result.digest}` |",
+        f"| image size | {size} |",
+        f"| model | `{result.model_tag}` |",
+    ]
+    if result.seconds:
+        lines += ["", "| step | seconds |", "|---|---|"]
+        lines += [f"| {step} | {seconds:.1f} |" for step, seconds in result.seconds]
+    return "\n".join(lines) + "\n"
+
+
+def write(runner: Runner, result: Result, environ: Mapping[str, str], root: Path) -> None:
+    """Write the results wherever the CI provider reads them; outside CI, nowhere."""
+    github_output = environ.get("GITHUB_OUTPUT")
+    if github_output:
+        text = "".join(f"{name}={value}\n" for name, value in outputs(result).items())
+        _append(runner, "GITHUB_OUTPUT", Path(github_output), text)
+    step_summary = environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        _append(runner, "GITHUB_STEP_SUMMARY", Path(step_summary), summary(result))
+    if environ.get("GITLAB_CI") == "true":
+        path = root / DOTENV_FILE
+        runner.call(["sh", "-c", f"cat > {DOTENV_FILE}"], lambda: path.write_text(dotenv(result)))
+
+
+def write_publish(
+    runner: Runner,
+    settings: Settings,
+    environ: Mapping[str, str],
+    goal: Target,
+    digest: str,
+    clock: Clock,
+    client: Client | None = None,
+) -> None:
+    """:func:`write` for ``publish``: ``client`` is the engine that built the image, None
+    when the publish was skipped (nothing built in this run)."""
+    if client is None:
+        clock.lap("model, registry check")
+    result = Result(
+        tags=goal.tags,
+        digest=digest,
+        model_tag=goal.model.tag,
+        skipped=client is None,
+        size=local_size(client, goal.tags[0]) if client is not None else None,
+        seconds=tuple(clock.laps),
+    )
+    write(runner, result, environ, settings.root)
+
+
+def local_size(client: Client, reference: str) -> int | None:
+    """Size in bytes of a local image (python-on-whales), None if the engine lacks it."""
+    from python_on_whales.exceptions import DockerException
+
+    from cicd.docker import whales
+
+    try:
+        return int(whales(client).image.inspect(reference).size)
+    except DockerException:
+        return None
+
+
+def _append(runner: Runner, variable: str, path: Path, text: str) -> None:
+    def append() -> None:
+        with path.open("a", encoding="utf-8") as file:
+            file.write(text)
+
+    runner.call(["sh", "-c", f"cat >> ${variable}"], append)

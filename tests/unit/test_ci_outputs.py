@@ -1,0 +1,77 @@
+"""Publish results for CI: GitHub step outputs and summary, GitLab dotenv report."""
+
+import io
+from pathlib import Path
+
+import pytest
+
+from cicd import ci_outputs
+from cicd.ci_outputs import Clock, Result
+from cicd.shell import Runner
+
+DIGEST = "sha256:" + "ab" * 32
+TAGS = ("127.0.0.1:5000/ns/img:0123abc", "127.0.0.1:5000/ns/img:latest")
+RESULT = Result(
+    TAGS, DIGEST, "model:v1", skipped=False, size=413_560_000, seconds=(("build", 20.04),)
+)
+
+
+def test_outputs_name_the_digest_tags_and_pull_reference():
+    assert ci_outputs.outputs(RESULT) == {
+        "digest": DIGEST,
+        "tags": " ".join(TAGS),
+        "image": f"127.0.0.1:5000/ns/img@{DIGEST}",
+        "skipped": "false",
+    }
+
+
+def test_a_value_with_a_newline_is_refused():
+    # One `name=value` line per output: a newline would let a value forge another output.
+    with pytest.raises(ValueError, match="spans lines"):
+        ci_outputs.outputs(Result(TAGS, DIGEST + "\nskipped=true", "m", skipped=False))
+
+
+def test_github_output_summary_and_no_dotenv(tmp_path: Path):
+    out, summary = tmp_path / "out", tmp_path / "summary"
+    out.write_text("earlier=1\n")
+    environ = {"GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)}
+    ci_outputs.write(Runner(out=io.StringIO()), RESULT, environ, tmp_path)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "earlier=1"  # appended, as GitHub expects
+    assert f"digest={DIGEST}" in lines and "skipped=false" in lines
+    text = summary.read_text()
+    assert f"### Published: `{TAGS[0]}`" in text
+    assert "| image size | 413.6 MB |" in text and "| model | `model:v1` |" in text
+    assert "| build | 20.0 |" in text
+    assert not (tmp_path / ci_outputs.DOTENV_FILE).exists()
+
+
+def test_gitlab_dotenv_report(tmp_path: Path):
+    skipped = Result(TAGS, DIGEST, "model:v1", skipped=True)
+    ci_outputs.write(Runner(out=io.StringIO()), skipped, {"GITLAB_CI": "true"}, tmp_path)
+    assert (tmp_path / "publish.env").read_text().splitlines() == [
+        f"PUBLISH_DIGEST={DIGEST}",
+        f"PUBLISH_TAGS={' '.join(TAGS)}",
+        f"PUBLISH_IMAGE=127.0.0.1:5000/ns/img@{DIGEST}",
+        "PUBLISH_SKIPPED=true",
+    ]
+    assert "| image size | not built in this run |" in ci_outputs.summary(skipped)
+    assert "### Already published" in ci_outputs.summary(skipped)
+
+
+def test_outside_ci_and_in_a_dry_run_nothing_is_written(tmp_path: Path):
+    ci_outputs.write(Runner(out=io.StringIO()), RESULT, {}, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    shown = io.StringIO()
+    environ = {"GITHUB_OUTPUT": str(tmp_path / "o"), "GITLAB_CI": "true"}
+    ci_outputs.write(Runner(dry=True, out=shown), RESULT, environ, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert "[dry-run] $ sh -c 'cat >> $GITHUB_OUTPUT'" in shown.getvalue()
+
+
+def test_clock_laps_are_the_time_since_the_previous_lap():
+    ticks = iter([10.0, 12.5, 13.0])
+    clock = Clock(now=lambda: next(ticks))
+    clock.lap("build")
+    clock.lap("push")
+    assert clock.laps == [("build", 2.5), ("push", 0.5)]
