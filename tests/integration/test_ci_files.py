@@ -27,11 +27,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.support.fake_http import JsonHandler
 from tests.support.project import (
     SENTINEL,
     USER,
@@ -103,7 +104,7 @@ class Forge(ThreadingHTTPServer):
         return {"id": comment_id, "body": self.comments[comment_id], **author}
 
 
-class _ForgeHandler(BaseHTTPRequestHandler):
+class _ForgeHandler(JsonHandler):
     server: Forge
 
     def _handle(self) -> None:
@@ -114,36 +115,25 @@ class _ForgeHandler(BaseHTTPRequestHandler):
         last = path.rsplit("/", 1)[-1]
         if last == "user" and self.command == "GET":
             if self.server.kind == "github":
-                return self._reply(403, {"message": "Resource not accessible by integration"})
-            return self._reply(200, {"id": 7, "username": "project_42_bot"})
+                return self.reply(403, {"message": "Resource not accessible by integration"})
+            return self.reply(200, {"id": 7, "username": "project_42_bot"})
         if last in ("comments", "notes") and self.command == "GET":
-            return self._reply(200, [self.server.comment(i) for i in self.server.comments])
+            return self.reply(200, [self.server.comment(i) for i in self.server.comments])
         if last in ("comments", "notes") and self.command == "POST":
             comment_id = 100 + len(self.server.comments)
             self.server.comments[comment_id] = json.loads(raw)["body"]
             created = {**self.server.comment(comment_id), "html_url": f"{self.server.url}/c"}
-            return self._reply(201, created)
+            return self.reply(201, created)
         if (
             self.command in ("PATCH", "PUT")
             and last.isdigit()
             and int(last) in self.server.comments
         ):
             self.server.comments[int(last)] = json.loads(raw)["body"]
-            return self._reply(200, self.server.comment(int(last)))
-        return self._reply(404, {"message": "Not Found"})
+            return self.reply(200, self.server.comment(int(last)))
+        return self.reply(404, {"message": "Not Found"})
 
     do_GET = do_POST = do_PATCH = do_PUT = _handle
-
-    def _reply(self, status: int, payload: object) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +28,7 @@ from cicd.errors import SuiteError
 from cicd.forge import MARKER, ci_context, comment_body, detect_forge, publish_report
 from cicd.report import write_report
 from cicd.shell import Runner, tool
+from tests.support.fake_http import JsonHandler
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("training_history", "pred_preview", "confusion_matrix")
@@ -328,7 +329,7 @@ class FakeForge(ThreadingHTTPServer):
         return [c for c in self.comments if MARKER in c["body"]]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: FakeForge
 
     def _handle(self) -> None:
@@ -346,15 +347,15 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.headers.get("Authorization", "") + self.headers.get("PRIVATE-TOKEN", "")
         if "forbidden" in token:
             # Echo the credential back, as a careless proxy might: it must still be masked.
-            return self._reply(403, {"message": f"Resource not accessible with {token}"})
+            return self.reply(403, {"message": f"Resource not accessible with {token}"})
         url = urlsplit(self.path)
         last = url.path.rstrip("/").rsplit("/", 1)[-1]
         if last == "user" and self.command == "GET":  # whose token: the author of our comments
-            return self._reply(200, {"login": BOT["login"], "id": BOT["id"]})
+            return self.reply(200, {"login": BOT["login"], "id": BOT["id"]})
         if last in ("comments", "notes") and self.command == "GET":
             query = parse_qs(url.query)
             size, page = int(query["per_page"][0]), int(query["page"][0])
-            return self._reply(200, self.server.comments[(page - 1) * size : page * size])
+            return self.reply(200, self.server.comments[(page - 1) * size : page * size])
         if last in ("comments", "notes") and self.command == "POST":
             comment = {
                 "id": self.server.next_id,
@@ -365,26 +366,15 @@ class _Handler(BaseHTTPRequestHandler):
             }
             self.server.next_id += 1
             self.server.comments.append(comment)
-            return self._reply(201, comment)
+            return self.reply(201, comment)
         if self.command in ("PATCH", "PUT") and last.isdigit():
             for comment in self.server.comments:
                 if comment["id"] == int(last):
                     comment["body"] = body["body"]
-                    return self._reply(200, comment)
-        return self._reply(404, {"message": "Not Found"})
+                    return self.reply(200, comment)
+        return self.reply(404, {"message": "Not Found"})
 
     do_GET = do_POST = do_PATCH = do_PUT = _handle
-
-    def _reply(self, status: int, payload: object) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:  # keep test output clean
-        pass
 
 
 @pytest.fixture
