@@ -42,7 +42,7 @@ def model_info(path: Path) -> ModelInfo:
     try:
         return ModelInfo(tag=read_tag(path), digest=digest(path))
     except ArchiveError as error:
-        raise SuiteError(f"{error}: {MAKE_MODEL_HINT}") from error  # one line, says what to do
+        raise SuiteError(f"{error}: {MAKE_MODEL_HINT}") from error
 
 
 def archived_model(runner: Runner, settings: Settings) -> ModelInfo:

@@ -1,21 +1,32 @@
-"""The base of the tests' fake HTTP APIs (GitHub, GitLab): JSON answers, no access log."""
+"""The base of the tests' fake HTTP servers (registries, GitHub, GitLab)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
 
 
+def send(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer ``status`` with ``body`` and ``headers`` (and its Content-Length)."""
+    handler.send_response(status)
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class JsonHandler(BaseHTTPRequestHandler):
-    """A request handler whose subclasses answer with :meth:`reply`."""
+    """A request handler whose subclasses answer with :meth:`reply`; no access log."""
 
     def reply(self, status: int, payload: object) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send(self, status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
     def log_message(self, *args: object) -> None:  # keep the tests' output clean
         pass

@@ -25,6 +25,7 @@ from cicd.errors import SuiteError
 from cicd.http import Http, RetryPolicy
 from cicd.registry import Credentials, RegistryClient, realm_problem
 from cicd.shell import Runner
+from tests.support.fake_http import send
 
 USER, PASSWORD = "ci-bot", "pw-SENTINEL-7"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -39,15 +40,10 @@ Action = Callable[[BaseHTTPRequestHandler], None]
 
 
 def answer(status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> Action:
-    def send(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(status)
-        for key, value in (headers or {}).items():
-            handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+    def reply(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, status, body, headers)
 
-    return send
+    return reply
 
 
 def cut_mid_body(body: bytes) -> Action:

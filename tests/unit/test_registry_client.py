@@ -11,6 +11,7 @@ import pytest
 
 from cicd.errors import SuiteError
 from cicd.registry import Credentials, RegistryClient, scheme
+from tests.support.fake_http import send
 
 CONFIG = json.dumps({"config": {"Labels": {"model.digest": "sha256:abc"}}}).encode()
 CONFIG_DIGEST = "sha256:" + hashlib.sha256(CONFIG).hexdigest()
@@ -45,12 +46,7 @@ class FakeRegistry(BaseHTTPRequestHandler):
         return self._send(404, b"{}")
 
     def _send(self, status, body, headers=None):
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send(self, status, body, headers)
 
 
 @pytest.fixture
