@@ -9,6 +9,7 @@ secrets in everything it prints, and turns failures into :class:`CommandError`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -52,6 +53,7 @@ COMMAND_ATTEMPTS = 3  # the first try and two retries
 RETRY_BACKOFF = 2.0  # first wait (seconds), doubled after each retry, with jitter
 RETRY_NOTE = f"retried on network errors, up to {COMMAND_ATTEMPTS} attempts"
 KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for a command past its deadline
+HELD = (signal.SIGINT, signal.SIGTERM)  # what interruptions_deferred holds back
 
 
 @dataclass
@@ -158,8 +160,21 @@ class Runner:
         time.sleep(wait)
 
     def _run_once(self, command, cwd, env, stdin, quiet, hint) -> tuple[int, str]:
+        process: subprocess.Popen | None = None
         try:
-            process = subprocess.Popen(
+            # An interruption that lands while Popen starts the child would leave the child
+            # running unseen (Popen has not returned it yet): hold it until `process` is set.
+            with interruptions_deferred():
+                process = self._start(command, cwd, env, stdin)
+            return self._finish(process, command, stdin, quiet, hint)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave nothing running
+            if process is not None:
+                stop_process_group(process)
+            raise
+
+    def _start(self, command, cwd, env, stdin) -> subprocess.Popen:
+        try:
+            return subprocess.Popen(
                 [str(part) for part in command],
                 cwd=cwd,
                 env=self.child_env(env),
@@ -177,6 +192,8 @@ class Runner:
                 f"`{command[0]}` is not installed or not on PATH: install it "
                 f"(see README, Troubleshooting) or run `scripts/bootstrap`"
             ) from exc
+
+    def _finish(self, process, command, stdin, quiet, hint) -> tuple[int, str]:
         expired = threading.Event()
 
         def stop_at_deadline() -> None:
@@ -195,9 +212,6 @@ class Runner:
                 process.stdin.close()
             output = self._stream(process.stdout, echo=not quiet)
             code = process.wait()
-        except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave nothing running
-            stop_process_group(process)
-            raise
         finally:
             if timer:
                 timer.cancel()
@@ -246,6 +260,26 @@ def retry_wait(attempt: int) -> float:
     that parallel jobs do not retry in step."""
     wait = RETRY_BACKOFF * 2 ** (attempt - 1)
     return wait / 2 + random.uniform(0, wait / 2)
+
+
+@contextlib.contextmanager
+def interruptions_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them.
+
+    Only the main thread receives signals; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _: held.append(signum)) for sig in HELD}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for signum in held[:1]:
+            signal.raise_signal(signum)  # runs the handler restored above
 
 
 def stop_process_group(process: subprocess.Popen, grace: float = KILL_GRACE) -> None:

@@ -38,11 +38,14 @@ def project(new_project, silent_remote) -> Project:
     return project
 
 
-def survivors(project: Project) -> list[str]:
-    """Processes still running in the project's directory (dvc and its workers)."""
+def survivors(project: Project, besides: int | None = None) -> list[str]:
+    """Processes still running in the project's directory (dvc and its workers), other than
+    the step ``besides`` itself."""
     found = []
-    for process in psutil.process_iter(["cmdline", "status", "cwd"]):
-        if process.info["cwd"] == str(project.root) and process.info["status"] != "zombie":
+    for process in psutil.process_iter(["pid", "cmdline", "status", "cwd"]):
+        if process.info["pid"] == besides or process.info["status"] == "zombie":
+            continue
+        if process.info["cwd"] == str(project.root):
             found.append(" ".join(process.info["cmdline"] or []))
     return found
 
@@ -65,9 +68,9 @@ def test_sigterm_stops_the_step_and_what_it_started(project):
     )  # fmt: skip
     assert "dvc pull" in step.stdout.readline()
     deadline = time.monotonic() + 60
-    while not survivors(project) and time.monotonic() < deadline:
+    while not survivors(project, besides=step.pid) and time.monotonic() < deadline:
         time.sleep(0.2)  # dvc is running and hanging on the remote
-    assert survivors(project), "dvc pull never started"
+    assert survivors(project, besides=step.pid), "dvc pull never started"
     step.send_signal(signal.SIGTERM)
     assert step.wait(timeout=60) == 130
     assert "error: interrupted: stopped and cleaned up" in step.stderr.read()

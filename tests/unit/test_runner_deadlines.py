@@ -108,3 +108,28 @@ def test_sigterm_stops_the_running_command_and_its_children(tmp_path):
     assert "interrupted" in process.stdout.read()
     time.sleep(0.2)
     assert not alive(int(pids.read_text()))
+
+
+def test_an_interruption_while_the_command_starts_still_stops_it(monkeypatch):
+    # The window the integration test once hit: the signal lands after the child exists but
+    # before Popen has returned it. Here Popen interrupts itself right after starting.
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen_then_interrupted(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C, as if typed now
+        return started[0]
+
+    monkeypatch.setattr(shell.subprocess, "Popen", popen_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(out=io.StringIO()).run(["sleep", "60"])
+    assert started[0].poll() is not None  # stopped, not left running
+
+
+def test_interruptions_are_held_then_delivered():
+    with pytest.raises(KeyboardInterrupt):
+        with shell.interruptions_deferred():
+            signal.raise_signal(signal.SIGINT)
+            held_until_here = True
+    assert held_until_here
