@@ -128,8 +128,7 @@ def test_an_interruption_while_the_command_starts_still_stops_it(monkeypatch):
 
 
 def test_interruptions_are_held_then_delivered():
-    with pytest.raises(KeyboardInterrupt):
-        with shell.interruptions_deferred():
-            signal.raise_signal(signal.SIGINT)
-            held_until_here = True
+    with pytest.raises(KeyboardInterrupt), shell.interruptions_deferred():
+        signal.raise_signal(signal.SIGINT)
+        held_until_here = True
     assert held_until_here
