@@ -89,12 +89,17 @@ class Settings:
 CONFIG_FILE = "invoke.yaml"
 
 
+def read_config(root: Path) -> dict[str, Any]:
+    """The repository's invoke.yaml, as invoke reads it (without environment overrides)."""
+    import yaml
+
+    return yaml.safe_load((root / CONFIG_FILE).read_text())
+
+
 def load(root: Path, environ: Mapping[str, str]) -> Settings:
     """The settings of the repository at ``root`` (its invoke.yaml) and the environment:
     for code that does not run under invoke (benchmarks, tests)."""
-    import yaml
-
-    return from_config(root, yaml.safe_load((root / CONFIG_FILE).read_text()), environ)
+    return from_config(root, read_config(root), environ)
 
 
 def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
