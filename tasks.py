@@ -12,16 +12,17 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke import Context, Exit, task
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # the suite lives in src/cicd, beside the model's code
 
-from cicd import settings as settings_module  # noqa: E402
 from cicd.errors import SuiteError  # noqa: E402
-from cicd.settings import Settings  # noqa: E402
-from cicd.shell import Runner  # noqa: E402
+
+if TYPE_CHECKING:
+    from cicd.context import Run
 
 
 def step(function=None, **task_options):
@@ -52,12 +53,12 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def setup(c: Context) -> tuple[Runner, Settings]:
-    """The runner (dry-run from `invoke --dry`) and the settings, read once per task."""
-    settings = settings_module.from_config(ROOT, {"suite": _plain(c.config.suite)}, os.environ)
-    runner = Runner(dry=bool(c.config.run.dry), command_timeout=settings.command_timeout)
-    runner.add_secret(settings.registry_password)
-    return runner, settings
+def setup(c: Context) -> Run:
+    """The run context of a task: dry run from `invoke --dry`, settings, environment."""
+    from cicd.context import Run  # here: `invoke --list` stays fast without its imports
+
+    config = {"suite": _plain(c.config.suite)}
+    return Run.create(ROOT, config, os.environ, dry=bool(c.config.run.dry))
 
 
 def _plain(value):
@@ -75,8 +76,7 @@ def pull(c, target=None):
     """dvc pull: fetch data and pipeline outputs from the DVC remote."""
     from cicd import dvc
 
-    runner, settings = setup(c)
-    dvc.pull(runner, settings, [target] if target else [])
+    dvc.pull(setup(c), [target] if target else [])
 
 
 @step(help={"no_pull": "do not pull unchanged outputs first", "force": "rerun every stage"})
@@ -84,8 +84,7 @@ def repro(c, no_pull=False, force=False):
     """dvc repro --pull: run the pipeline, taking unchanged stages' outputs from the remote."""
     from cicd import dvc
 
-    runner, settings = setup(c)
-    dvc.repro(runner, settings, pull_first=not no_pull, force=force)
+    dvc.repro(setup(c), pull_first=not no_pull, force=force)
 
 
 @step(help={"target": "a file or stage to push (default: everything)"})
@@ -93,8 +92,7 @@ def push_data(c, target=None):
     """dvc push: send data and pipeline outputs to the DVC remote."""
     from cicd import dvc
 
-    runner, settings = setup(c)
-    dvc.push(runner, settings, [target] if target else [])
+    dvc.push(setup(c), [target] if target else [])
 
 
 @step(
@@ -106,17 +104,9 @@ def push_data(c, target=None):
 )
 def train(c, push=False, no_push=False, no_pull=False):
     """repro, then push-data when CI builds the base branch: the `nox -s train` session."""
-    from cicd import ci, dvc
+    from cicd import dvc
 
-    runner, settings = setup(c)
-    dvc.repro(runner, settings, pull_first=not no_pull)
-    dvc.check_reproduced(runner, settings, in_ci=ci.in_ci(os.environ))
-    if push or (not no_push and ci.builds_base_branch(runner, settings, os.environ)):
-        dvc.push(runner, settings)
-    else:
-        runner.echo(
-            "outputs not pushed to the DVC remote: only CI on the base branch does (--push)"
-        )
+    dvc.train(setup(c), push_outputs=_choice(push, no_push), pull_first=not no_pull)
 
 
 # -- bento and image: BentoML, Docker --------------------------------------------------------
@@ -127,85 +117,58 @@ def import_model(c):
     """bentoml models import of the .bentomodel; a model already in the store is fine."""
     from cicd import bento
 
-    runner, settings = setup(c)
-    bento.import_model(runner, settings)
+    bento.import_model(setup(c))
 
 
 @step
 def bento(c):
     """bentoml build from bentofile.yaml serving the workspace's model, versioned by the commit."""
-    from cicd import bento as bentos
-    from cicd import ci
+    from cicd.bento import build_bento
 
-    runner, settings = setup(c)
-    model = bentos.archived_model(runner, settings)
-    bentos.build_bento(runner, settings, ci.revision(runner, ROOT, os.environ).tag, model)
+    build_bento(setup(c))
 
 
 @step
 def containerize(c):
     """bentoml containerize the commit's bento: <registry>/<image>:<sha> and :latest, labelled."""
-    from cicd import bento as bentos
-    from cicd import image, publish
+    from cicd import image
 
-    runner, settings = setup(c)
-    goal = publish.target(runner, settings, os.environ)
-    client = publish.docker_client(runner, settings)
-    labels = image.labels(settings, goal.revision, goal.model)
-    bento_tag = bentos.bento_tag(settings, goal.revision.tag)
-    image.containerize(runner, settings, client, bento_tag, goal.tags, labels)
+    image.containerize(setup(c))
 
 
 @step
 def build(c):
     """import-model + bento + containerize: the image of this commit, built locally."""
-    from cicd import publish
+    from cicd.publish import build as build_image
 
-    runner, settings = setup(c)
-    goal = publish.target(runner, settings, os.environ)
-    built = publish.build(runner, settings, publish.docker_client(runner, settings), goal)
-    runner.echo(f"built {', '.join(built.tags)} ({built.id})")
+    build_image(setup(c))
 
 
 @step(help={"image": "image to test (default: this commit's tag)"})
 def smoke(c, image=None):
     """Run the image on 127.0.0.1, POST a sample image, compare with the local model's answer."""
-    from cicd import publish
-    from cicd import smoke as smoke_test
+    from cicd.smoke import smoke_test
 
-    runner, settings = setup(c)
-    goal = publish.target(runner, settings, os.environ)
-    client = publish.docker_client(runner, settings)
-    publish.pull_if_missing(runner, settings, settings.smoke_image)
-    expected = publish.expected_answer(runner, settings)
-    smoke_test.smoke_test(runner, settings, client, image or goal.tags[0], expected)
+    smoke_test(setup(c), image)
 
 
 @step
 def login(c):
     """Log in to the registry (password through stdin, throwaway config dir), then log out."""
-    from cicd import image, publish
-    from cicd.registry import credentials
+    from cicd.image import login as log_in
 
-    runner, settings = setup(c)
-    if credentials(settings) is None:
-        runner.echo(f"no credentials set for {settings.registry_host}: nothing to log in to")
-        return
-    with image.logged_in(runner, settings, publish.docker_client(runner, settings)):
-        runner.echo(f"logged in to {settings.registry_host}")
+    log_in(setup(c))
 
 
 @step
 def push(c):
     """Push this commit's image (SHA tag, then latest) and verify both tags in the registry."""
-    from cicd import image, publish
+    from cicd import image
 
-    runner, settings = setup(c)
-    goal = publish.target(runner, settings, os.environ)
-    client = publish.docker_client(runner, settings)
-    local = image.local_image(runner, client, goal.tags)
-    digest = image.push(runner, settings, client, local)
-    runner.echo(f"pushed {', '.join(goal.tags)} ({digest})")
+    run = setup(c)
+    goal = image.target(run)
+    digest = image.push(run)
+    run.runner.echo(f"pushed {', '.join(goal.references)} ({digest})")
 
 
 @step(help={"force": "rebuild and push even if the registry has this commit's image"})
@@ -215,10 +178,9 @@ def publish(c, force=False):
     Skips building and pushing when the registry already holds this commit's image with the
     same model digest.
     """
-    from cicd import publish as publishing
+    from cicd.publish import publish as publish_image
 
-    runner, settings = setup(c)
-    publishing.publish(runner, settings, os.environ, force=force)
+    publish_image(setup(c), force=force)
 
 
 # -- development helpers -----------------------------------------------------------------------
@@ -229,7 +191,8 @@ def registry(c, stop=False, status=False):
     """Start (or --stop) the embedded local registry, the default publishing target."""
     from cicd import local_registry
 
-    runner, settings = setup(c)
+    run = setup(c)
+    runner, settings = run.runner, run.settings
     if status:
         up = local_registry.is_up(local_registry.url(settings.local_registry))
         runner.echo(f"{settings.local_registry.address}: {'up' if up else 'down'}")
@@ -242,11 +205,9 @@ def registry(c, stop=False, status=False):
 @step(help={"port": "port on 127.0.0.1 (default 3000)"})
 def serve(c, port=3000):
     """bentoml serve the workspace's model locally with reload, for development."""
-    from cicd import bento as bentos
+    from cicd.bento import serve as bentoml_serve
 
-    runner, settings = setup(c)
-    model = bentos.import_model(runner, settings)
-    bentos.serve(runner, settings, model, int(port))
+    bentoml_serve(setup(c), int(port))
 
 
 @step(
@@ -261,22 +222,15 @@ def report(c, base=None, publish=False, no_publish=False):
 
     In CI it is also posted (job summary, one pull-request comment kept up to date).
     """
-    from cicd import ci, forge
-    from cicd import report as reports
+    from cicd.report import report as write_report
 
-    runner, settings = setup(c)
-    sha = ci.ci_sha(os.environ)
-    path = reports.write_report(runner, ROOT, base=base or settings.base_branch, sha=sha)
-    if publish or (not no_publish and ci.in_ci(os.environ)):
-        posted = forge.publish_report(runner, path, os.environ, settings.network_timeout)
-        runner.echo(posted)
+    write_report(setup(c), base, post=_choice(publish, no_publish))
 
 
 @step
 def freeze(c):
     """Regenerate requirements-freeze.txt from requirements.txt (uv pip compile)."""
-    runner, _ = setup(c)
-    runner.run(
+    setup(c).runner.run(
         [
             "uv",
             "pip",
@@ -292,3 +246,8 @@ def freeze(c):
         ],
         cwd=ROOT,
     )
+
+
+def _choice(yes: bool, no: bool) -> bool | None:
+    """``--x`` -> True, ``--no-x`` -> False, neither -> None (the step decides)."""
+    return True if yes else (False if no else None)

@@ -101,14 +101,12 @@ def second_publish(runs: int) -> dict:
 
 def image_sizes(skip_default: bool) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
-    from cicd import ci, docker, settings
-    from cicd.shell import Runner
+    from cicd.context import Run
 
-    s = settings.load(ROOT, os.environ)
-    client = docker.choose_client(s.docker_client)
-    tag = f"{s.repository}:{ci.revision(Runner(), ROOT, os.environ).tag}"
-    suite = _image_size(client.path, tag)
-    baseline = None if skip_default else _default_build_size(client, s)
+    run = Run.load(ROOT, os.environ)  # the run context a task builds: secrets masked
+    tag = f"{run.settings.repository}:{run.revision.tag}"
+    suite = _image_size(run.docker.path, tag)
+    baseline = None if skip_default else _default_build_size(run.docker, run.settings)
     return {"suite": suite / 1e6, "baseline": baseline / 1e6 if baseline else None}
 
 

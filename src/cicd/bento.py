@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from cicd.errors import SuiteError
 from cicd.settings import Settings
-from cicd.shell import Runner, tool
+from cicd.shell import tool
+
+if TYPE_CHECKING:
+    from cicd.context import Run
 
 # BentoML's CLI sends usage analytics unless told not to, and warns about its own duplicate
 # `--quiet` flag on every call: neither helps a CI log.
@@ -45,16 +49,17 @@ def model_info(path: Path) -> ModelInfo:
         raise SuiteError(f"{error}: {MAKE_MODEL_HINT}") from error
 
 
-def archived_model(runner: Runner, settings: Settings) -> ModelInfo:
+def archived_model(run: Run) -> ModelInfo:
     """The model of the workspace's archive; in a dry run a missing archive (its pull was
     only shown) stands as a placeholder so that the rest of the dry run can be shown."""
+    settings = run.settings
     archive = settings.path(settings.bentomodel)
-    if runner.dry and not archive.exists():
+    if run.dry and not archive.exists():
         return ModelInfo(f"<tag in {settings.bentomodel}>", "sha256:<digest>")
     return model_info(archive)
 
 
-def import_model(runner: Runner, settings: Settings, model: ModelInfo | None = None) -> ModelInfo:
+def import_model(run: Run, model: ModelInfo | None = None) -> ModelInfo:
     """Import the ``.bentomodel`` into the BentoML store; a model already there is fine.
 
     ``model``: the archive's tag and digest when the caller has already read them. The
@@ -63,8 +68,8 @@ def import_model(runner: Runner, settings: Settings, model: ModelInfo | None = N
     """
     from celestial.bento_store import import_bentomodel
 
-    archive = settings.path(settings.bentomodel).resolve()
-    model = model or archived_model(runner, settings)
+    archive = run.settings.path(run.settings.bentomodel).resolve()
+    model = model or archived_model(run)
 
     def run_import() -> bool:
         from bentoml.exceptions import BentoMLException
@@ -75,8 +80,8 @@ def import_model(runner: Runner, settings: Settings, model: ModelInfo | None = N
             raise SuiteError(f"importing {archive} failed ({error}): {MAKE_MODEL_HINT}") from error
 
     command = [tool("bentoml"), "models", "import", str(archive)]
-    if runner.call(command, run_import) is False:
-        runner.echo(f"model {model.tag} is already in the BentoML store")
+    if run.runner.call(command, run_import) is False:
+        run.runner.echo(f"model {model.tag} is already in the BentoML store")
     return model
 
 
@@ -101,12 +106,16 @@ def model_argument(model: ModelInfo) -> list[str]:
     return ["--arg", f"model_tag={model.tag}"]
 
 
-def build_bento(runner: Runner, settings: Settings, version: str, model: ModelInfo) -> str:
-    """Build the bento at ``version`` (the commit) serving ``model``: one commit, one bento.
+def build_bento(run: Run, model: ModelInfo | None = None) -> str:
+    """Build the bento of this commit serving the workspace's model: one commit, one bento.
 
-    The bento records the model (bento.yaml: the service's models and ``args``); it is
-    checked against ``model`` after the build, and when an earlier build is reused.
+    The bento is versioned by the revision's tag and records the model (bento.yaml: the
+    service's models and ``args``); it is checked against ``model`` after the build, and when
+    an earlier build is reused. ``model``: the archive's, when the caller has read it.
     """
+    runner, settings = run.runner, run.settings
+    model = model or archived_model(run)
+    version = run.revision.tag
     tag = bento_tag(settings, version)
     if bento_in_store(tag):
         runner.echo(f"bento {tag} is already built")
@@ -148,10 +157,14 @@ def check_bento_model(tag: str, model: ModelInfo) -> None:
         )
 
 
-def serve(runner: Runner, settings: Settings, model: ModelInfo, port: int) -> None:
-    """``bentoml serve`` the workspace's model from the working tree, reloading on code changes."""
+def serve(run: Run, port: int) -> None:
+    """``bentoml serve`` the workspace's model from the working tree, reloading on code changes.
+
+    The model is imported into the store first (a model already there is fine)."""
+    settings = run.settings
+    model = import_model(run)
     service = yaml.safe_load(settings.path(settings.bentofile).read_text())["service"]
-    runner.run(
+    run.runner.run(
         [
             tool("bentoml"),
             "serve",

@@ -11,10 +11,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cicd.errors import SuiteError
-from cicd.settings import Settings
 from cicd.shell import Runner
+
+if TYPE_CHECKING:
+    from cicd.context import Run
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -126,9 +129,9 @@ def revision(runner: Runner, root: Path, environ: Mapping[str, str]) -> Revision
     return Revision(sha, digest, timestamp, source_url(environ, remote))
 
 
-def builds_base_branch(runner: Runner, settings: Settings, environ: Mapping[str, str]) -> bool:
+def builds_base_branch(run: Run) -> bool:
     """True when CI builds the base branch itself (not a pull request): outputs get pushed."""
-    if not in_ci(environ) or is_pull_request(environ):
+    if not in_ci(run.environ) or is_pull_request(run.environ):
         return False
-    current = runner.query(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=settings.root)
-    return branch(environ, (current or "").strip()) == settings.base_branch
+    current = run.runner.query(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=run.settings.root)
+    return branch(run.environ, (current or "").strip()) == run.settings.base_branch

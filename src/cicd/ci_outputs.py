@@ -15,24 +15,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cicd.docker import Client
 from cicd.shell import Runner
 
 if TYPE_CHECKING:
-    from cicd.docker import Client
-    from cicd.publish import Target
-    from cicd.settings import Settings
+    from cicd.context import Run
+    from cicd.image import Target
 
 DOTENV_FILE = "publish.env"
 
 
 @dataclass(frozen=True)
 class Result:
-    tags: tuple[str, ...]  # full references, SHA tag first
+    repository: str  # <registry>[/<namespace>]/<image>
+    tags: tuple[str, ...]  # SHA tag first
     digest: str  # manifest digest in the registry
     model_tag: str
     skipped: bool  # the registry already had this commit's image with this model
     size: int | None = None  # bytes of the local image; None when it was not built here
     seconds: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return tuple(f"{self.repository}:{tag}" for tag in self.tags)
 
 
 class Clock:
@@ -51,11 +56,10 @@ class Clock:
 
 def outputs(result: Result) -> dict[str, str]:
     """Name -> one-line value, for ``$GITHUB_OUTPUT`` and (prefixed) the dotenv report."""
-    repository = result.tags[0].rsplit(":", 1)[0]
     values = {
         "digest": result.digest,
-        "tags": " ".join(result.tags),
-        "image": f"{repository}@{result.digest}",
+        "tags": " ".join(result.references),
+        "image": f"{result.repository}@{result.digest}",
         "skipped": "true" if result.skipped else "false",
     }
     for name, value in values.items():
@@ -74,11 +78,11 @@ def summary(result: Result) -> str:
     title = "Already published" if result.skipped else "Published"
     size = f"{result.size / 1e6:.1f} MB" if result.size else "not built in this run"
     lines = [
-        f"### {title}: `{result.tags[0]}`",
+        f"### {title}: `{result.references[0]}`",
         "",
         "| | |",
         "|---|---|",
-        f"| tags | {', '.join(f'`{tag}`' for tag in result.tags)} |",
+        f"| tags | {', '.join(f'`{reference}`' for reference in result.references)} |",
         f"| digest | `{result.digest}` |",
         f"| image size | {size} |",
         f"| model | `{result.model_tag}` |",
@@ -103,28 +107,21 @@ def write(runner: Runner, result: Result, environ: Mapping[str, str], root: Path
         runner.call(["sh", "-c", f"cat > {DOTENV_FILE}"], lambda: path.write_text(dotenv(result)))
 
 
-def write_publish(
-    runner: Runner,
-    settings: Settings,
-    environ: Mapping[str, str],
-    goal: Target,
-    digest: str,
-    clock: Clock,
-    client: Client | None = None,
-) -> None:
-    """:func:`write` for ``publish``: ``client`` is the engine that built the image, None
-    when the publish was skipped (nothing built in this run)."""
-    if client is None:
+def write_publish(run: Run, goal: Target, digest: str, clock: Clock, built: bool) -> None:
+    """:func:`write` for ``publish``; ``built``: False when the publish was skipped (the
+    registry had the image: nothing built in this run)."""
+    if not built:
         clock.lap("model, registry check")
     result = Result(
+        repository=goal.repository,
         tags=goal.tags,
         digest=digest,
         model_tag=goal.model.tag,
-        skipped=client is None,
-        size=local_size(client, goal.tags[0]) if client is not None else None,
+        skipped=not built,
+        size=local_size(run.docker, goal.references[0]) if built else None,
         seconds=tuple(clock.laps),
     )
-    write(runner, result, environ, settings.root)
+    write(run.runner, result, run.environ, run.settings.root)
 
 
 def local_size(client: Client, reference: str) -> int | None:

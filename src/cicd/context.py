@@ -68,6 +68,10 @@ class Run:
             require_engine(client)
         return client
 
+    def require_docker(self) -> Client:
+        """:attr:`docker`, now: a step that needs the engine says it is missing first thing."""
+        return self.docker
+
     @cached_property
     def revision(self) -> ci.Revision:
         """The commit being built (a dirty tree is refused in CI)."""

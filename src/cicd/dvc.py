@@ -5,43 +5,77 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cicd.errors import SuiteError
-from cicd.settings import Settings
-from cicd.shell import Runner, tool
+from cicd import ci
+from cicd.errors import CommandError, SuiteError
+from cicd.shell import tool
+
+if TYPE_CHECKING:
+    from cicd.context import Run
 
 
-def pull(runner: Runner, settings: Settings, targets: Sequence[str] = ()) -> None:
+def pull(run: Run, targets: Sequence[str] = ()) -> None:
     """Fetch tracked data and outputs from the DVC remote into the workspace."""
-    runner.run(
+    run.runner.run(
         [tool("dvc"), "pull", *targets],
-        cwd=settings.root,
+        cwd=run.settings.root,
         retry_transient=True,
         hint="check the DVC remote (`dvc remote list`) and that it holds this commit's data",
     )
 
 
-def repro(runner: Runner, settings: Settings, pull_first: bool = True, force: bool = False) -> None:
+def pull_if_missing(run: Run, path: Path) -> None:
+    """Fetch one pipeline output from the DVC remote if the workspace lacks it (fresh CI clone)."""
+    if run.settings.path(path).exists():
+        return
+    run.runner.echo(f"{path} is not in the workspace: pulling it from the DVC remote")
+    try:
+        pull(run, [str(path)])
+    except CommandError as error:
+        raise SuiteError(
+            f"{path} is neither in the workspace nor in the DVC remote: run `nox -s train` "
+            "(or `invoke repro`) to make it, and `invoke push-data` to share it"
+        ) from error
+
+
+def repro(run: Run, pull_first: bool = True, force: bool = False) -> None:
     """Run the pipeline; with ``pull_first`` take unchanged stages' outputs from the remote."""
     command = [tool("dvc"), "repro"]
     if pull_first:
         command.append("--pull")
     if force:
         command.append("--force")
-    runner.run(command, cwd=settings.root)
+    run.runner.run(command, cwd=run.settings.root)
 
 
-def push(runner: Runner, settings: Settings, targets: Sequence[str] = ()) -> None:
+def push(run: Run, targets: Sequence[str] = ()) -> None:
     """Send the pipeline's outputs to the DVC remote so that CI and other clones can pull."""
-    runner.run(
+    run.runner.run(
         [tool("dvc"), "push", *targets],
-        cwd=settings.root,
+        cwd=run.settings.root,
         retry_transient=True,
         hint="check the DVC remote (`dvc remote list`) and its credentials",
     )
+
+
+def train(run: Run, push_outputs: bool | None = None, pull_first: bool = True) -> None:
+    """repro, check it reproduced the commit, push the outputs when CI builds the base branch.
+
+    ``push_outputs``: True or False decides; None leaves it to CI (base branch only).
+    """
+    repro(run, pull_first=pull_first)
+    check_reproduced(run)
+    if push_outputs is None:
+        push_outputs = ci.builds_base_branch(run)
+    if push_outputs:
+        push(run)
+    else:
+        run.runner.echo(
+            "outputs not pushed to the DVC remote: only CI on the base branch does (--push)"
+        )
 
 
 # -- did a retrain reproduce what the commit records? -----------------------------------------
@@ -80,12 +114,13 @@ def _content(entry: Mapping[str, Any]) -> str | None:
     return entry.get("md5") or entry.get("etag") or entry.get("checksum")
 
 
-def check_reproduced(runner: Runner, settings: Settings, in_ci: bool) -> None:
+def check_reproduced(run: Run) -> None:
     """Say in plain words when the pipeline did not reproduce the committed ``dvc.lock``.
 
     Locally that is a warning (the image would get a ``-dirty-`` tag); in CI it stops the
     job here, with the reason, instead of at publish with "uncommitted changes".
     """
+    runner, settings = run.runner, run.settings
     committed_lock = runner.query(["git", "show", f"HEAD:{LOCK_FILE}"], cwd=settings.root)
     lock = settings.path(Path(LOCK_FILE))
     if runner.dry or not committed_lock or not lock.is_file():
@@ -105,7 +140,7 @@ def check_reproduced(runner: Runner, settings: Settings, in_ci: bool) -> None:
         f"(`git checkout {LOCK_FILE} {BLAS_RECORD} evaluation && invoke pull`), "
         "or commit the new dvc.lock if this machine's results are the ones to keep"
     )
-    if in_ci:
+    if run.in_ci:
         raise SuiteError(message)
     runner.echo(f"warning: {message}")
 

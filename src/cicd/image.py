@@ -14,15 +14,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cicd import bento, dvc
 from cicd.bento import BENTOML_ENV, ModelInfo
 from cicd.ci import Revision
-from cicd.docker import Client, docker_call, whales
+from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
-from cicd.registry import CREATED_LABEL, Manifest, RegistryClient
-from cicd.registry import credentials as registry_credentials
+from cicd.registry import CREATED_LABEL, Manifest
 from cicd.settings import Settings
-from cicd.shell import Runner, tool
+from cicd.shell import tool
+
+if TYPE_CHECKING:
+    from cicd.context import Run
 
 MODEL_TAG_LABEL = "model.tag"
 MODEL_DIGEST_LABEL = "model.digest"
@@ -31,13 +35,52 @@ DRY_MANIFEST = Manifest("sha256:<pushed digest>", "sha256:<pushed image>")
 
 @dataclass(frozen=True)
 class Image:
+    """A local image: its id and where it goes, the repository and the tags kept apart."""
+
     id: str  # sha256:... of the local image (its config digest)
-    tags: tuple[str, ...]  # full references, SHA tag first
+    repository: str  # <registry>[/<namespace>]/<image>
+    tags: tuple[str, ...]  # the commit's tag first, then ``latest``
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """``repository:tag`` for each tag: what docker is given."""
+        return tuple(f"{self.repository}:{tag}" for tag in self.tags)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What this commit's image is: its revision, model, repository and tags."""
+
+    revision: Revision
+    model: ModelInfo
+    repository: str
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tags(self.revision)
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        return tuple(f"{self.repository}:{tag}" for tag in self.tags)
+
+    def image(self, image_id: str) -> Image:
+        return Image(image_id, self.repository, self.tags)
+
+
+def target(run: Run) -> Target:
+    """Identify this commit's image; pull the model archive first when it is missing."""
+    dvc.pull_if_missing(run, run.settings.bentomodel)
+    return Target(run.revision, bento.archived_model(run), run.settings.repository)
+
+
+def tags(revision: Revision) -> tuple[str, ...]:
+    """The tags to build and push: the commit's tag first, then ``latest``."""
+    return (revision.tag, "latest")
 
 
 def references(settings: Settings, revision: Revision) -> tuple[str, ...]:
-    """The image references to build and push: the commit's tag first, then ``latest``."""
-    return (f"{settings.repository}:{revision.tag}", f"{settings.repository}:latest")
+    """The image references of ``revision``: ``<repository>:<tag>`` for each of its tags."""
+    return tuple(f"{settings.repository}:{tag}" for tag in tags(revision))
 
 
 def labels(settings: Settings, revision: Revision, model: ModelInfo) -> dict[str, str]:
@@ -56,68 +99,67 @@ def labels(settings: Settings, revision: Revision, model: ModelInfo) -> dict[str
     return {key: value for key, value in labels.items() if value}  # no remote: no source
 
 
-def containerize(
-    runner: Runner,
-    settings: Settings,
-    client: Client,
-    bento: str,
-    tags: tuple[str, ...],
-    image_labels: dict[str, str],
-) -> Image:
-    """``bentoml containerize`` the bento into an image with ``tags`` and ``image_labels``."""
+def containerize(run: Run, goal: Target | None = None) -> Image:
+    """``bentoml containerize`` this commit's bento into its image, tagged and labelled.
+
+    ``goal``: the commit's image when the caller has identified it (default: this commit)."""
+    goal = goal or target(run)
+    image_labels = labels(run.settings, goal.revision, goal.model)
     with tempfile.TemporaryDirectory(prefix="containerize-") as scratch:
         iidfile = Path(scratch) / "image-id"
-        command = [tool("bentoml"), "containerize", bento, "--backend", "docker"]
-        for reference in tags:
+        bento_tag = bento.bento_tag(run.settings, goal.revision.tag)
+        command = [tool("bentoml"), "containerize", bento_tag, "--backend", "docker"]
+        for reference in goal.references:
             command += ["--image-tag", reference]
         for key, value in image_labels.items():
             command += ["--opt", f"label={key}={value}"]
         command += ["--opt", f"iidfile={iidfile}"]
-        runner.run(
+        run.runner.run(
             command,
-            cwd=settings.root,
-            env={**BENTOML_ENV, **client.env_for_tools()},
+            cwd=run.settings.root,
+            env={**BENTOML_ENV, **run.docker.env_for_tools()},
             hint="see README, Troubleshooting: image build",
         )
         image_id = iidfile.read_text().strip() if iidfile.exists() else "sha256:<built image>"
-    return Image(id=image_id, tags=tags)
+    return goal.image(image_id)
 
 
-def local_image(runner: Runner, client: Client, tags: tuple[str, ...]) -> Image:
-    """The locally built image of these tags (all must be the same image)."""
+def local_image(run: Run, goal: Target) -> Image:
+    """The locally built image of the commit's tags (all must be the same image)."""
+    client = run.docker
     docker = whales(client)
     ids = set()
-    for reference in tags:
+    for reference in goal.references:
         found = docker_call(
-            runner,
+            run.runner,
             [client.path, "image", "inspect", "--format", "{{.Id}}", reference],
             lambda ref=reference: docker.image.inspect(ref).id,
             hint="build it first: `invoke build`",
         )
         ids.add(found or "sha256:<local image>")
     if len(ids) != 1:
-        raise SuiteError(f"{' and '.join(tags)} are different images: run `invoke build` again")
-    return Image(id=ids.pop(), tags=tags)
+        raise SuiteError(
+            f"{' and '.join(goal.references)} are different images: run `invoke build` again"
+        )
+    return goal.image(ids.pop())
 
 
 @contextmanager
-def logged_in(
-    runner: Runner, settings: Settings, client: Client
-) -> Iterator[tuple[object, list[str]]]:
+def logged_in(run: Run) -> Iterator[tuple[object, list[str]]]:
     """A python-on-whales client logged in to the registry in a throwaway config directory.
 
     The password goes through stdin (python-on-whales uses ``--password-stdin``); the
     directory and the credentials in it are removed on exit, failure included. Yields the
     client and the command line it runs, for the echo.
     """
-    creds = registry_credentials(settings)
+    runner, client, creds = run.runner, run.docker, run.credentials
     with tempfile.TemporaryDirectory(prefix="docker-config-") as config:
         docker = whales(client, Path(config))
         base = [client.path, "--config", config]
         if creds is None:
             yield docker, base
             return
-        host = settings.registry_host
+        host = run.settings.registry_host
         login = [*base, "login", host, "--username", creds.username, "--password-stdin"]
         docker_call(
             runner,
@@ -136,49 +178,62 @@ def logged_in(
         docker_call(runner, [*base, "logout", host], lambda: docker.logout(host))
 
 
-def push(runner: Runner, settings: Settings, client: Client, image: Image) -> str:
+def login(run: Run) -> None:
+    """Log in to the registry and out again: checks the credentials, keeps nothing."""
+    if run.credentials is None:
+        run.runner.echo(
+            f"no credentials set for {run.settings.registry_host}: nothing to log in to"
+        )
+        return
+    with logged_in(run):
+        run.runner.echo(f"logged in to {run.settings.registry_host}")
+
+
+def push(run: Run, image: Image | None = None) -> str:
     """Push the SHA tag; point ``latest`` at it; verify both resolve to this image.
 
+    ``image``: the smoke-tested image (default: the local image of this commit's tags).
     ``latest`` moves by a manifest PUT of the SHA tag's manifest (its layers are already
     there), never back to an older commit than the one it holds. Returns the digest.
     """
+    image = image or local_image(run, target(run))
     first, *others = image.tags
-    with logged_in(runner, settings, client) as (docker, base):
+    reference = f"{image.repository}:{first}"
+    with logged_in(run) as (docker, base):
         docker_call(
-            runner,
-            [*base, "push", first],
-            lambda: docker.push(first, quiet=True),  # type: ignore[attr-defined]
+            run.runner,
+            [*base, "push", reference],
+            lambda: docker.push(reference, quiet=True),  # type: ignore[attr-defined]
             hint="check that the registry is up and that the user may push",
             retry_transient=True,
         )
-    registry = RegistryClient.for_settings(runner, settings)
-    repository = settings.repository_path
-    pushed = registry.manifest(repository, first.rsplit(":", 1)[1])
-    if pushed is None and not runner.dry:
-        raise SuiteError(f"after the push, {first} is not in the registry: run publish again")
+    registry, repository = run.registry, run.settings.repository_path
+    pushed = registry.manifest(repository, first)
+    if pushed is None and not run.dry:
+        raise SuiteError(f"after the push, {reference} is not in the registry: run publish again")
     created = registry.labels(repository, pushed).get(CREATED_LABEL, "") if pushed else ""
-    for reference in others:
+    for tag in others:
         # In a dry run nothing was pushed: a placeholder shows the PUT that would run.
-        registry.promote(repository, reference.rsplit(":", 1)[1], pushed or DRY_MANIFEST, created)
-    return verify(runner, settings, image)
+        registry.promote(repository, tag, pushed or DRY_MANIFEST, created)
+    return verify(run, image)
 
 
-def verify(runner: Runner, settings: Settings, image: Image) -> str:
+def verify(run: Run, image: Image) -> str:
     """Check through the registry's API that every tag resolves to ``image``; return the digest."""
-    registry = RegistryClient.for_settings(runner, settings)
-    repository = settings.repository_path
+    registry, repository = run.registry, run.settings.repository_path
     digests = set()
-    for reference in image.tags:
-        manifest = registry.manifest(repository, reference.rsplit(":", 1)[1])
-        if runner.dry:
+    for tag in image.tags:
+        manifest = registry.manifest(repository, tag)
+        if run.dry:
             continue
         if manifest is None or manifest.config_digest != image.id:
             found = manifest.config_digest if manifest else "nothing"
             raise SuiteError(
-                f"after the push, {reference} resolves to {found}, not to the smoke-tested "
-                f"image {image.id}: another job may have pushed meanwhile; run publish again"
+                f"after the push, {image.repository}:{tag} resolves to {found}, not to the "
+                f"smoke-tested image {image.id}: another job may have pushed meanwhile; run "
+                "publish again"
             )
         digests.add(manifest.digest)
     if len(digests) > 1:
-        raise SuiteError(f"the tags {', '.join(image.tags)} resolve to different digests")
+        raise SuiteError(f"the tags {', '.join(image.references)} resolve to different digests")
     return digests.pop() if digests else "sha256:<pushed digest>"

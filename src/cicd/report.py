@@ -18,11 +18,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from cicd import ci
 from cicd.errors import SuiteError
 from cicd.shell import Runner, tool
+
+if TYPE_CHECKING:
+    from cicd.context import Run
 
 WORKSPACE = "workspace"  # DVC's name for the working tree in diff output
 MISSING = "—"
@@ -38,6 +42,19 @@ class PlotImages:
 
 
 # --------------------------------------------------------------------------- building
+
+
+def report(run: Run, base: str | None = None, post: bool | None = None) -> Path:
+    """Write report.md for this commit against ``base`` (default: the base branch); post it
+    (job summary, the pull request's comment) when ``post``, or in CI when None."""
+    from cicd import forge
+
+    base = base or run.settings.base_branch
+    path = write_report(run.runner, run.settings.root, base=base, sha=ci.ci_sha(run.environ))
+    if run.in_ci if post is None else post:
+        timeout = run.settings.network_timeout
+        run.runner.echo(forge.publish_report(run.runner, path, run.environ, timeout))
+    return path
 
 
 def write_report(

@@ -16,12 +16,15 @@ import urllib.request
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cicd.docker import Client, docker_call, whales
+from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
 from cicd.settings import Settings
 from cicd.shell import Runner
+
+if TYPE_CHECKING:
+    from cicd.context import Run
 
 SERVICE_PORT = 3000
 PROBABILITY_TOLERANCE = 1e-4
@@ -31,14 +34,16 @@ class SmokeError(SuiteError):
     """The image did not answer as the model does: it must not be published."""
 
 
-def smoke_test(
-    runner: Runner,
-    settings: Settings,
-    client: Client,
-    image: str,
-    expected: Mapping[str, Any] | None,
-) -> dict[str, Any] | None:
-    """Run ``image``, POST the sample image, check the answer against ``expected``."""
+def smoke_test(run: Run, image: str | None = None) -> dict[str, Any] | None:
+    """Run ``image`` (default: this commit's), POST the sample image, and check that the
+    answer is the local model's."""
+    from cicd import dvc
+    from cicd.image import target
+
+    runner, settings, client = run.runner, run.settings, run.docker
+    image = image or target(run).references[0]
+    dvc.pull_if_missing(run, settings.smoke_image)
+    expected = expected_answer(run)
     sample = settings.path(settings.smoke_image)
     if not sample.is_file() and not runner.dry:
         raise SuiteError(
@@ -50,12 +55,12 @@ def smoke_test(
     # A name of our own: the container can be removed even when the step is interrupted
     # before `docker run` has told us its id.
     name = f"smoke-{uuid.uuid4().hex[:12]}"
-    run = [client.path, "run", "--detach", "--name", name, "--publish", publish, image]
+    command = [client.path, "run", "--detach", "--name", name, "--publish", publish, image]
     container = None
     try:
         container = docker_call(
             runner,
-            run,
+            command,
             lambda: docker.run(image, detach=True, name=name, publish=[(publish,)]),
             hint="build the image first: `invoke build`",
         )
@@ -78,6 +83,17 @@ def smoke_test(
         raise
     finally:
         _remove(runner, docker, [client.path, "rm", "--force", name], name)
+
+
+def expected_answer(run: Run) -> dict | None:
+    """What the local model answers for the smoke test's sample image."""
+    if run.dry:
+        return None
+    from celestial.classifier import Classifier
+
+    settings = run.settings
+    classifier = Classifier.from_bentomodel(settings.path(settings.bentomodel))
+    return classifier.predict_bytes(settings.path(settings.smoke_image).read_bytes())
 
 
 def _remove(runner: Runner, docker: Any, command: list[str], name: str) -> None:

@@ -26,9 +26,10 @@ import pytest
 from cicd import image
 from cicd.bento import ModelInfo
 from cicd.ci import Revision
-from cicd.docker import choose_client
+from cicd.context import Run
 from cicd.errors import SuiteError
-from cicd.publish import Target, already_published
+from cicd.image import Target
+from cicd.publish import already_published
 from cicd.registry import CREATED_LABEL, REVISION_LABEL
 from cicd.settings import Settings, load
 from cicd.shell import Runner
@@ -55,7 +56,12 @@ def settings(registry: Registry, repository: str) -> Settings:
 
 
 def goal(config: Settings, revision: Revision) -> Target:
-    return Target(revision, MODEL, image.references(config, revision))
+    return Target(revision, MODEL, config.repository)
+
+
+def run(config: Settings, out: io.StringIO | None = None) -> Run:
+    """The run context of a step with these settings, its output in ``out``."""
+    return Run(Runner(out=out or io.StringIO()), config, {})
 
 
 def build(config: Settings, revision: Revision) -> str:
@@ -66,7 +72,7 @@ def build(config: Settings, revision: Revision) -> str:
         "FROM python:3.11-slim",
         "LABEL " + " ".join(f'"{k}"="{v}"' for k, v in labels.items()),
     ]
-    reference = goal(config, revision).tags[0]
+    reference = goal(config, revision).references[0]
     subprocess.run(
         [docker_client_path(), "build", "--quiet", "--tag", reference, "-"],
         input="\n".join(lines) + "\n", text=True, check=True, capture_output=True, timeout=300,
@@ -104,12 +110,12 @@ def test_a_missing_then_stale_latest_is_repaired_without_a_rebuild(registry: Reg
     client = registry.client()
     older, newer = goal(config, OLDER), goal(config, NEWER)
     build(config, OLDER), build(config, NEWER)
-    push(registry, newer.tags[0])  # a publish whose `latest` step failed
+    push(registry, newer.references[0])  # a publish whose `latest` step failed
     assert client.manifest("faults-repair", "latest") is None
 
     out = io.StringIO()
     mark = len(registry.requests())
-    digest = already_published(Runner(out=out), config, newer)
+    digest = already_published(run(config, out), newer)
     assert digest and client.manifest("faults-repair", "latest").digest == digest
     assert "repaired (manifest PUT, no rebuild)" in out.getvalue()
     requests = log_since(registry, mark)
@@ -117,13 +123,13 @@ def test_a_missing_then_stale_latest_is_repaired_without_a_rebuild(registry: Reg
     assert not any("/blobs/uploads/" in line for line in requests), "a layer was pushed"
 
     mark = len(registry.requests())
-    assert already_published(Runner(out=io.StringIO()), config, newer) == digest
+    assert already_published(run(config), newer) == digest
     assert not any('"PUT ' in line for line in log_since(registry, mark))  # nothing to repair
 
-    push(registry, older.tags[0], tag_as="latest")  # another job moved latest back, by hand
+    push(registry, older.references[0], tag_as="latest")  # another job moved latest back, by hand
     assert client.manifest("faults-repair", "latest").digest != digest
     out = io.StringIO()
-    assert already_published(Runner(out=out), config, newer) == digest
+    assert already_published(run(config, out), newer) == digest
     assert client.manifest("faults-repair", "latest").digest == digest
     assert "repaired" in out.getvalue()
 
@@ -134,23 +140,21 @@ def test_latest_never_moves_to_an_older_commit(registry: Registry):
     older, newer = goal(config, OLDER), goal(config, NEWER)
     older_id = build(config, OLDER)
     build(config, NEWER)
-    push(registry, newer.tags[0])
-    push(registry, newer.tags[0], tag_as="latest")
-    push(registry, older.tags[0])
+    push(registry, newer.references[0])
+    push(registry, newer.references[0], tag_as="latest")
+    push(registry, older.references[0])
     latest = client.manifest("faults-older", "latest")
 
     mark = len(registry.requests())
     with pytest.raises(SuiteError) as refused:
-        already_published(Runner(out=io.StringIO()), config, older)
+        already_published(run(config), older)
     message = str(refused.value)
     assert "newer commit (bbbbbbbbbbbb, 2026-02-01T00:00:00Z)" in message
     assert "not moving it back" in message and "\n" not in message
 
     # The push path of an older commit stops the same way, after pushing only its SHA tag.
     with pytest.raises(SuiteError, match="not moving it back"):
-        image.push(
-            Runner(out=io.StringIO()), config, choose_client(), image.Image(older_id, older.tags)
-        )
+        image.push(run(config), older.image(older_id))
     assert client.manifest("faults-older", "latest") == latest
     assert not any(
         "/manifests/latest" in line and '"PUT ' in line for line in log_since(registry, mark)
@@ -238,8 +242,8 @@ def published(registry: Registry) -> str:
     """B's image under its SHA tag and latest in ``faults-proxy``; returns its digest."""
     config = settings(registry, "faults-proxy")
     build(config, NEWER)
-    push(registry, goal(config, NEWER).tags[0])
-    push(registry, goal(config, NEWER).tags[0], tag_as="latest")
+    push(registry, goal(config, NEWER).references[0])
+    push(registry, goal(config, NEWER).references[0], tag_as="latest")
     return registry.client().manifest("faults-proxy", NEWER.sha).digest
 
 
@@ -292,11 +296,11 @@ def test_a_fault_on_the_way_is_retried_or_one_clear_line(
     config = dataclasses.replace(settings(registry, "faults-proxy"), registry=proxy.address)
     out = io.StringIO()
     if error is None:
-        assert already_published(Runner(out=out), config, goal(config, NEWER)) == published
+        assert already_published(run(config, out), goal(config, NEWER)) == published
         assert "retry 1/3" in out.getvalue()
     else:
         with pytest.raises(SuiteError) as failed:
-            already_published(Runner(out=out), config, goal(config, NEWER))
+            already_published(run(config, out), goal(config, NEWER))
         assert error in str(failed.value) and "\n" not in str(failed.value)
     assert proxy.faults == [], "a scripted fault was never reached"
     assert registry.password not in out.getvalue()
@@ -312,7 +316,7 @@ def test_a_blob_redirected_to_another_origin_gets_no_credential(
     )(handler)
     proxy.faults = [("GET", "/blobs/", moved)]
     config = dataclasses.replace(settings(registry, "faults-proxy"), registry=proxy.address)
-    assert already_published(Runner(out=io.StringIO()), config, goal(config, NEWER)) == published
+    assert already_published(run(config), goal(config, NEWER)) == published
     assert [r["path"].split("/")[-2] for r in storage.requests] == ["blobs"]
     received = json.dumps(storage.requests)
     assert "authorization" not in storage.requests[0]["headers"]
@@ -326,16 +330,16 @@ def test_the_latest_repair_survives_a_503_and_a_failing_put_leaves_nothing_half_
 ):
     config = dataclasses.replace(settings(registry, "faults-proxy-put"), registry=proxy.address)
     build(settings(registry, "faults-proxy-put"), NEWER)
-    push(registry, goal(settings(registry, "faults-proxy-put"), NEWER).tags[0])
+    push(registry, goal(settings(registry, "faults-proxy-put"), NEWER).references[0])
     client = registry.client()
 
     proxy.faults = [("PUT", "/manifests/latest", status(500))] * 4
     with pytest.raises(SuiteError, match="failed 4 times"):
-        already_published(Runner(out=io.StringIO()), config, goal(config, NEWER))
+        already_published(run(config), goal(config, NEWER))
     assert client.manifest("faults-proxy-put", "latest") is None  # no latest, no other tag
 
     proxy.faults = [("PUT", "/manifests/latest", status(503))]
     out = io.StringIO()
-    digest = already_published(Runner(out=out), config, goal(config, NEWER))
+    digest = already_published(run(config, out), goal(config, NEWER))
     assert client.manifest("faults-proxy-put", "latest").digest == digest
     assert "retry 1/3 of PUT" in out.getvalue() and "repaired" in out.getvalue()

@@ -10,9 +10,17 @@ from cicd.ci_outputs import Clock, Result
 from cicd.shell import Runner
 
 DIGEST = "sha256:" + "ab" * 32
+REPOSITORY = "127.0.0.1:5000/ns/img"
 TAGS = ("127.0.0.1:5000/ns/img:0123abc", "127.0.0.1:5000/ns/img:latest")
+BARE_TAGS = ("0123abc", "latest")
 RESULT = Result(
-    TAGS, DIGEST, "model:v1", skipped=False, size=413_560_000, seconds=(("build", 20.04),)
+    REPOSITORY,
+    BARE_TAGS,
+    DIGEST,
+    "model:v1",
+    skipped=False,
+    size=413_560_000,
+    seconds=(("build", 20.04),),
 )
 
 
@@ -28,7 +36,9 @@ def test_outputs_name_the_digest_tags_and_pull_reference():
 def test_a_value_with_a_newline_is_refused():
     # One `name=value` line per output: a newline would let a value forge another output.
     with pytest.raises(ValueError, match="spans lines"):
-        ci_outputs.outputs(Result(TAGS, DIGEST + "\nskipped=true", "m", skipped=False))
+        ci_outputs.outputs(
+            Result(REPOSITORY, BARE_TAGS, DIGEST + "\nskipped=true", "m", skipped=False)
+        )
 
 
 def test_github_output_summary_and_no_dotenv(tmp_path: Path):
@@ -47,7 +57,7 @@ def test_github_output_summary_and_no_dotenv(tmp_path: Path):
 
 
 def test_gitlab_dotenv_report(tmp_path: Path):
-    skipped = Result(TAGS, DIGEST, "model:v1", skipped=True)
+    skipped = Result(REPOSITORY, BARE_TAGS, DIGEST, "model:v1", skipped=True)
     ci_outputs.write(Runner(out=io.StringIO()), skipped, {"GITLAB_CI": "true"}, tmp_path)
     assert (tmp_path / "publish.env").read_text().splitlines() == [
         f"PUBLISH_DIGEST={DIGEST}",
