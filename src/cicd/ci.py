@@ -1,17 +1,21 @@
 """Where are we? The commit, the branch, a pull request, and whether this is CI.
 
-Decisions are plain functions of an environment mapping and of git's answers, so tests
-can feed them any CI provider's variables without a real CI.
+The one module that reads CI providers' variables: the decisions above, and (in
+:func:`places`) where CI wants results sent, the forge's API and the files its later steps
+read, for :mod:`cicd.forge` and :mod:`cicd.ci_outputs`. Decisions are plain functions of an
+environment mapping and of git's answers, so tests can feed them any CI provider's
+variables without a real CI.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from cicd.errors import SuiteError
 from cicd.shell import Runner
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from cicd.context import Run
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+Forge = Literal["github", "gitlab"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ def in_ci(environ: Mapping[str, str]) -> bool:
     )
 
 
-def provider(environ: Mapping[str, str]) -> str | None:
+def provider(environ: Mapping[str, str]) -> Forge | None:
     """The CI provider whose APIs the suite speaks: "github", "gitlab" or None."""
     if environ.get("GITHUB_ACTIONS") == "true":
         return "github"
@@ -98,6 +103,88 @@ def source_url(environ: Mapping[str, str], git_remote: str) -> str:
     url = re.sub(r"^(\w+://)[^@/]+@", r"\1", url)  # https://user:token@host -> https://host
     url = re.sub(r"^git@([^:]+):", r"https://\1/", url)  # scp-like ssh -> https
     return url.removesuffix(".git")
+
+
+@dataclass(frozen=True)
+class CiPlaces:
+    """Where CI wants results: its forge's API for the pull/merge request, the files its
+    later steps read, and the run's web page. Read once, by :func:`places`."""
+
+    forge: Forge | None = None  # whose API: "github", "gitlab", None outside those CIs
+    api_url: str = ""  # GITHUB_API_URL / CI_API_V4_URL, no trailing slash
+    project: str = ""  # GitHub "owner/repo" (GITHUB_REPOSITORY) / GitLab CI_PROJECT_ID
+    request_number: str | None = None  # the PR number / MR IID; None when the run has none
+    token: str | None = field(default=None, repr=False)  # never in repr: places get printed
+    token_variable: str = ""  # which variable holds (or should hold) the token
+    run_url: str = ""  # web page of the run: GitHub's workflow run, GitLab's job (CI_JOB_URL)
+    step_summary: Path | None = None  # GITHUB_STEP_SUMMARY
+    step_outputs: Path | None = None  # GITHUB_OUTPUT
+    dotenv_report: bool = False  # GitLab CI: later jobs read a dotenv report
+    image_url_template: str | None = None  # REPORT_IMAGE_URL_TEMPLATE (docs/report.md)
+
+
+def places(environ: Mapping[str, str]) -> CiPlaces:
+    """Where CI wants results, from ``environ``: :class:`CiPlaces`."""
+    step_summary = environ.get("GITHUB_STEP_SUMMARY")
+    step_outputs = environ.get("GITHUB_OUTPUT")
+    common = CiPlaces(
+        step_summary=Path(step_summary) if step_summary else None,
+        step_outputs=Path(step_outputs) if step_outputs else None,
+        dotenv_report=environ.get("GITLAB_CI") == "true",
+        image_url_template=environ.get("REPORT_IMAGE_URL_TEMPLATE") or None,
+    )
+    forge = provider(environ)
+    if forge == "github":
+        repository = environ.get("GITHUB_REPOSITORY", "")
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        number = _github_pr_number(environ)
+        token_variable, token = _token(environ, "GITHUB_TOKEN")
+        return replace(
+            common,
+            forge=forge,
+            api_url=environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
+            project=repository,
+            request_number=str(number) if number else None,
+            token=token,
+            token_variable=token_variable,
+            run_url=f"{server}/{repository}/actions/runs/{environ.get('GITHUB_RUN_ID', '')}",
+        )
+    if forge == "gitlab":
+        token_variable, token = _token(environ, "GITLAB_TOKEN")
+        return replace(
+            common,
+            forge=forge,
+            api_url=environ.get("CI_API_V4_URL", "https://gitlab.com/api/v4").rstrip("/"),
+            project=environ.get("CI_PROJECT_ID", ""),
+            request_number=environ.get("CI_MERGE_REQUEST_IID") or None,
+            token=token,
+            token_variable=token_variable,
+            run_url=environ.get("CI_JOB_URL", ""),
+        )
+    return common
+
+
+def _token(environ: Mapping[str, str], preferred: str) -> tuple[str, str | None]:
+    """The forge's own token variable, else ``REPO_TOKEN``: (its name, its value or None)."""
+    for name in (preferred, "REPO_TOKEN"):
+        if environ.get(name):
+            return name, environ[name]
+    return preferred, None
+
+
+def _github_pr_number(environ: Mapping[str, str]) -> int | None:
+    """The PR number from the event payload, else from ``GITHUB_REF=refs/pull/N/merge``."""
+    event_path = environ.get("GITHUB_EVENT_PATH")
+    if event_path and Path(event_path).is_file():
+        try:
+            event = json.loads(Path(event_path).read_text(encoding="utf-8"))
+        except ValueError:
+            event = {}
+        number = (event.get("pull_request") or {}).get("number")
+        if isinstance(number, int):
+            return number
+    match = re.fullmatch(r"refs/pull/(\d+)/(?:merge|head)", environ.get("GITHUB_REF", ""))
+    return int(match.group(1)) if match else None
 
 
 def revision(runner: Runner, root: Path, environ: Mapping[str, str]) -> Revision:

@@ -1,4 +1,6 @@
+import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,13 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 )
 def test_in_ci(environ, expected):
     assert ci.in_ci(environ) is expected
+
+
+def test_provider():
+    assert ci.provider({"GITHUB_ACTIONS": "true"}) == "github"
+    assert ci.provider({"GITLAB_CI": "true"}) == "gitlab"
+    assert ci.provider({"CI": "true"}) is None
+    assert ci.provider({}) is None
 
 
 def test_ci_sha_prefers_the_merge_request_head_and_ignores_junk():
@@ -98,3 +107,90 @@ def test_dirty_tree_gets_a_distinct_tag_locally_and_is_refused_in_ci(tmp_path):
 def test_not_a_repository_is_a_clear_error(tmp_path):
     with pytest.raises(SuiteError, match="not a git repository"):
         ci.revision(Runner(), tmp_path, {})
+
+
+# -- places: where CI wants results (the forge's API, the files later steps read) --------------
+
+TOKEN = "ghp_SENTINELtoken42"
+
+
+def test_places_of_a_github_push(tmp_path: Path):
+    environ = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_API_URL": "https://ghe.example/api/v3/",
+        "GITHUB_SERVER_URL": "https://ghe.example/",
+        "GITHUB_REPOSITORY": "owner/proj",
+        "GITHUB_RUN_ID": "99",
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_OUTPUT": str(tmp_path / "out"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "GITHUB_TOKEN": TOKEN,
+    }
+    assert ci.places(environ) == ci.CiPlaces(
+        forge="github",
+        api_url="https://ghe.example/api/v3",
+        project="owner/proj",
+        request_number=None,  # a push: no pull request to comment on
+        token=TOKEN,
+        token_variable="GITHUB_TOKEN",
+        run_url="https://ghe.example/owner/proj/actions/runs/99",
+        step_summary=tmp_path / "summary.md",
+        step_outputs=tmp_path / "out",
+    )
+
+
+def test_places_of_a_github_pull_request_from_the_event_file(tmp_path: Path):
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 7}}))
+    environ = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_REPOSITORY": "owner/proj",
+        "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_REF": "refs/pull/12/merge",  # the event file wins
+        "REPO_TOKEN": TOKEN,
+        "REPORT_IMAGE_URL_TEMPLATE": "https://img.example/{name}",
+    }
+    places = ci.places(environ)
+    assert places.forge == "github" and places.request_number == "7"
+    assert places.api_url == "https://api.github.com"
+    assert places.run_url == "https://github.com/owner/proj/actions/runs/"
+    assert (places.token, places.token_variable) == (TOKEN, "REPO_TOKEN")
+    assert places.image_url_template == "https://img.example/{name}"
+    assert places.step_summary is None and places.step_outputs is None
+    assert not places.dotenv_report
+    del environ["GITHUB_EVENT_PATH"]
+    assert ci.places(environ).request_number == "12"  # else from the ref
+
+
+def test_places_of_a_gitlab_merge_request():
+    environ = {
+        "GITLAB_CI": "true",
+        "CI_API_V4_URL": "https://gitlab.example/api/v4/",
+        "CI_PROJECT_ID": "42",
+        "CI_MERGE_REQUEST_IID": "3",
+        "CI_JOB_URL": "https://gitlab.example/g/p/-/jobs/5",
+    }
+    assert ci.places(environ) == ci.CiPlaces(
+        forge="gitlab",
+        api_url="https://gitlab.example/api/v4",
+        project="42",
+        request_number="3",
+        token=None,  # none set: the variable to set is GitLab's own
+        token_variable="GITLAB_TOKEN",
+        run_url="https://gitlab.example/g/p/-/jobs/5",
+        dotenv_report=True,
+    )
+
+
+def test_places_outside_ci_are_nowhere():
+    assert ci.places({}) == ci.CiPlaces()
+    assert ci.places({"CI": "true", "REPO_TOKEN": TOKEN}).token is None
+
+
+def test_the_token_is_never_in_the_repr():
+    for environ in (
+        {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": TOKEN},
+        {"GITLAB_CI": "true", "REPO_TOKEN": TOKEN},
+    ):
+        places = ci.places(environ)
+        assert places.token == TOKEN and TOKEN not in repr(places)
