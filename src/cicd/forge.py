@@ -3,9 +3,10 @@
 Like CML's ``cml comment update``: the comment carries a hidden marker; the next run edits
 that comment instead of adding another. On GitHub the report also goes to the job summary.
 
-All environment access is in :func:`ci_context` (it receives the environment as a Mapping,
-so tests pass a dict). Every HTTP request goes through the Runner (shown, dry-run aware);
-the token travels in a header only and is registered as a secret so it is never printed.
+CI's variables are read by :func:`cicd.ci.places` (it receives the environment as a
+Mapping, so tests pass a dict); :func:`ci_context` turns its answer into API endpoints. Every
+HTTP request goes through the Runner (shown, dry-run aware); the token travels in a header
+only and is registered as a secret so it is never printed.
 
 Images: the report links its plots relatively (``report/*.png``). We do not upload a
 private project's plots to a third-party host (CML's ``--publish`` does): the comment
@@ -21,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cicd import ci
 from cicd.errors import SuiteError
@@ -32,15 +33,14 @@ MARKER = "<!-- celestial-bodies-report -->"
 MAX_BODY = 60_000  # GitHub rejects comments over 65,536 characters; GitLab allows more
 PAGE_SIZE = 100
 DRY = "dry-run: nothing posted"
-Forge = Literal["github", "gitlab"]
 IMAGE = re.compile(r'!\[(?P<alt>[^\]]*)\]\((?P<path>[^)\s]+)(?:\s+"[^"]*")?\)')
 
 
 @dataclass(frozen=True)
 class CiContext:
-    """What publishing needs from the CI environment (read once, by :func:`ci_context`)."""
+    """What publishing needs from CI (made once, by :func:`ci_context`)."""
 
-    forge: Forge
+    forge: ci.Forge
     comments_url: str | None  # list/create endpoint; None when the run is not for a PR/MR
     token: str | None = field(repr=False)  # never in repr: contexts may get printed
     token_variable: str  # which variable holds (or should hold) the token
@@ -64,71 +64,40 @@ class CiContext:
         return f"{self.comments_url}/{comment_id}"
 
 
-def detect_forge(environ: Mapping[str, str]) -> Forge | None:
-    """``"github"`` or ``"gitlab"`` when running in that CI, else None."""
-    return ci.provider(environ)  # type: ignore[return-value]
-
-
-def ci_context(environ: Mapping[str, str]) -> CiContext | None:
-    """Everything publishing needs, from ``environ``; None when not in a supported CI."""
-    forge = detect_forge(environ)
-    template = environ.get("REPORT_IMAGE_URL_TEMPLATE") or None
-    if forge == "github":
-        api = environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
-        repository = environ.get("GITHUB_REPOSITORY", "")
-        number = _github_pr_number(environ)
-        token_var, token = _token(environ, "GITHUB_TOKEN")
-        server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
-        summary = environ.get("GITHUB_STEP_SUMMARY")
+def ci_context(places: ci.CiPlaces) -> CiContext | None:
+    """Everything publishing needs, from CI's ``places``; None when not in a supported CI."""
+    if places.forge == "github":
+        number = places.request_number
         return CiContext(
             forge="github",
-            comments_url=(f"{api}/repos/{repository}/issues/{number}/comments" if number else None),
-            token=token,
-            token_variable=token_var,
-            artifacts_url=(
-                f"{server}/{repository}/actions/runs/{environ.get('GITHUB_RUN_ID', '')}"
+            comments_url=(
+                f"{places.api_url}/repos/{places.project}/issues/{number}/comments"
+                if number
+                else None
             ),
-            summary_path=Path(summary) if summary else None,
-            image_url_template=template,
+            token=places.token,
+            token_variable=places.token_variable,
+            artifacts_url=places.run_url,  # the run's page lists its artifacts
+            summary_path=places.step_summary,
+            image_url_template=places.image_url_template,
             update_method="PATCH",
         )
-    if forge == "gitlab":
-        api = environ.get("CI_API_V4_URL", "https://gitlab.com/api/v4").rstrip("/")
-        project = environ.get("CI_PROJECT_ID", "")
-        iid = environ.get("CI_MERGE_REQUEST_IID")
-        token_var, token = _token(environ, "GITLAB_TOKEN")
+    if places.forge == "gitlab":
+        iid = places.request_number
         return CiContext(
             forge="gitlab",
-            comments_url=f"{api}/projects/{project}/merge_requests/{iid}/notes" if iid else None,
-            token=token,
-            token_variable=token_var,
-            artifacts_url=f"{environ.get('CI_JOB_URL', '')}/artifacts/browse",
-            image_url_template=template,
+            comments_url=(
+                f"{places.api_url}/projects/{places.project}/merge_requests/{iid}/notes"
+                if iid
+                else None
+            ),
+            token=places.token,
+            token_variable=places.token_variable,
+            artifacts_url=f"{places.run_url}/artifacts/browse",
+            image_url_template=places.image_url_template,
             update_method="PUT",  # GitLab edits notes with PUT
         )
     return None
-
-
-def _token(environ: Mapping[str, str], preferred: str) -> tuple[str, str | None]:
-    for name in (preferred, "REPO_TOKEN"):
-        if environ.get(name):
-            return name, environ[name]
-    return preferred, None
-
-
-def _github_pr_number(environ: Mapping[str, str]) -> int | None:
-    """The PR number from the event payload, else from ``GITHUB_REF=refs/pull/N/merge``."""
-    event_path = environ.get("GITHUB_EVENT_PATH")
-    if event_path and Path(event_path).is_file():
-        try:
-            event = json.loads(Path(event_path).read_text(encoding="utf-8"))
-        except ValueError:
-            event = {}
-        number = (event.get("pull_request") or {}).get("number")
-        if isinstance(number, int):
-            return number
-    match = re.fullmatch(r"refs/pull/(\d+)/(?:merge|head)", environ.get("GITHUB_REF", ""))
-    return int(match.group(1)) if match else None
 
 
 # --------------------------------------------------------------------------- publishing
@@ -143,7 +112,7 @@ def publish_report(
     """Publish ``report_path`` in CI; return where it went (or why nothing was posted).
 
     ``timeout`` is the deadline of each API call (``suite.network_timeout``)."""
-    context = ci_context(environ)
+    context = ci_context(ci.places(environ))
     if context is None:
         return "not in CI: nothing posted"
     context = dataclasses.replace(context, timeout=timeout)

@@ -24,8 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from PIL import Image
 
+from cicd import ci
 from cicd.errors import SuiteError
-from cicd.forge import MARKER, ci_context, comment_body, detect_forge, publish_report
+from cicd.forge import MARKER, ci_context, comment_body, publish_report
 from cicd.report import write_report
 from cicd.shell import Runner, tool
 from tests.support.fake_http import JsonHandler
@@ -430,13 +431,6 @@ def gitlab_env(forge: FakeForge, **extra: str) -> dict[str, str]:
     }
 
 
-def test_detect_forge():
-    assert detect_forge({"GITHUB_ACTIONS": "true"}) == "github"
-    assert detect_forge({"GITLAB_CI": "true"}) == "gitlab"
-    assert detect_forge({"CI": "true"}) is None
-    assert detect_forge({}) is None
-
-
 def test_github_creates_one_comment_then_updates_it(
     forge: FakeForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
 ):
@@ -578,7 +572,7 @@ def test_image_host_opt_in_links_images_there(tmp_path: Path):
         "GITHUB_RUN_ID": "1",
         "REPORT_IMAGE_URL_TEMPLATE": "https://img.example/run1/{name}",
     }
-    context = ci_context(environ)
+    context = ci_context(ci.places(environ))
     assert context is not None and TOKEN not in repr(context)
     body = comment_body(REPORT_TEXT, context)
     assert "![t (main)](https://img.example/run1/main_t.png)" in body
