@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cicd import ci
 from cicd.docker import Client
 from cicd.shell import Runner
 
@@ -94,15 +95,15 @@ def summary(result: Result) -> str:
 
 
 def write(runner: Runner, result: Result, environ: Mapping[str, str], root: Path) -> None:
-    """Write the results wherever the CI provider reads them; outside CI, nowhere."""
-    github_output = environ.get("GITHUB_OUTPUT")
-    if github_output:
+    """Write the results wherever the CI provider reads them (:func:`cicd.ci.places` says
+    where); outside CI, nowhere."""
+    places = ci.places(environ)
+    if places.step_outputs is not None:
         text = "".join(f"{name}={value}\n" for name, value in outputs(result).items())
-        _append(runner, "GITHUB_OUTPUT", Path(github_output), text)
-    step_summary = environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        _append(runner, "GITHUB_STEP_SUMMARY", Path(step_summary), summary(result))
-    if environ.get("GITLAB_CI") == "true":
+        _append(runner, "GITHUB_OUTPUT", places.step_outputs, text)
+    if places.step_summary is not None:
+        _append(runner, "GITHUB_STEP_SUMMARY", places.step_summary, summary(result))
+    if places.dotenv_report:
         path = root / DOTENV_FILE
         runner.call(["sh", "-c", f"cat > {DOTENV_FILE}"], lambda: path.write_text(dotenv(result)))
 
