@@ -16,9 +16,15 @@ PYTHON = "3.11"
 REQUIREMENTS = "requirements-freeze.txt"
 
 
-def invoke(session: nox.Session, *step: str) -> None:
-    """Install the pinned environment and run one invoke step in it."""
+def install(session: nox.Session) -> None:
+    """The pinned dependencies, then the project itself (its `celestial` and `cicd` packages)."""
     session.install("-r", REQUIREMENTS)
+    session.install("--no-deps", "-e", ".")
+
+
+def invoke(session: nox.Session, *step: str) -> None:
+    """Install the environment and run one invoke step in it."""
+    install(session)
     session.run("invoke", *step, *session.posargs)
 
 
@@ -43,7 +49,7 @@ def publish(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (needs a Docker engine: scripts/bootstrap)."""
-    session.install("-r", REQUIREMENTS)
+    install(session)
     session.run("pytest", *session.posargs)
 
 

@@ -17,9 +17,14 @@ from typing import TYPE_CHECKING
 from invoke import Context, Exit, task
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "src"))  # the suite lives in src/cicd, beside the model's code
 
-from cicd.errors import SuiteError  # noqa: E402
+try:
+    from cicd.errors import SuiteError
+except ModuleNotFoundError:  # an environment with the dependencies but not the project
+    sys.exit(
+        "error: the suite (src/cicd) is not installed in this environment: run "
+        "`uv pip install -r requirements-freeze.txt -e .`, or use the nox sessions"
+    )
 
 if TYPE_CHECKING:
     from cicd.context import Run

@@ -25,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import pipeline
 import serving
 from common import ROOT, TOOLS, docker, log, median, run
+
+from cicd.settings import Settings
 
 RESULTS = ROOT / "bench" / "results"
 FLOOR = "one in-process prediction"
@@ -288,7 +288,7 @@ def main() -> None:
             if not images:
                 raise SystemExit("serving needs an image: run the pipeline part or pass --image")
             jpeg = clone / "data" / "raw" / "Mars" / "Mars_1.jpg"
-            model = clone / "model" / "celestial_bodies_classifier_model.bentomodel"
+            model = clone / Settings.bentomodel
             log("in-process floor: one ONNX Runtime prediction")
             floor = serving.floor(sys.executable, clone / "src", model, jpeg)
             data["serving"] = serving.bench_serving(

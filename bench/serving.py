@@ -281,7 +281,9 @@ def bench_serving(
 if __name__ == "__main__":  # python bench/serving.py IMAGE [JPEG]: a quick check
     root = Path(__file__).resolve().parents[1]
     jpeg_path = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "data/raw/Mars/Mars_1.jpg"
-    model = root / "model/celestial_bodies_classifier_model.bentomodel"
+    from cicd.settings import Settings
+
+    model = root / Settings.bentomodel
     base = floor(sys.executable, root / "src", model, jpeg_path, calls=200)
     out = bench_serving(
         {"suite": sys.argv[1]},

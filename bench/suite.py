@@ -100,7 +100,6 @@ def second_publish(runs: int) -> dict:
 
 
 def image_sizes(skip_default: bool) -> dict:
-    sys.path.insert(0, str(ROOT / "src"))
     from cicd.context import Run
 
     run = Run.load(ROOT, os.environ)  # the run context a task builds: secrets masked
