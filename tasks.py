@@ -228,15 +228,17 @@ def publish(c, force=False):
 def registry(c, stop=False, status=False):
     """Start (or --stop) the embedded local registry, the default publishing target."""
     from cicd import local_registry
+    from cicd.context import Run
 
     runner, settings = setup(c)
+    run = Run(runner, settings, os.environ)
     if status:
-        up = local_registry.is_up(local_registry.url(settings.local_registry))
+        up = local_registry.is_up(run)
         runner.echo(f"{settings.local_registry.address}: {'up' if up else 'down'}")
     elif stop:
-        local_registry.stop_embedded(runner, settings.local_registry)
+        local_registry.stop(run)
     else:
-        local_registry.ensure_running(runner, settings.local_registry)
+        local_registry.ensure_running(run)
 
 
 @step(help={"port": "port on 127.0.0.1 (default 3000)"})

@@ -87,12 +87,13 @@ def publish(
 ) -> str:
     """Build, smoke-test and push this commit's image unless the registry already has it."""
     from cicd import ci_outputs, local_registry
+    from cicd.context import Run
 
     clock = ci_outputs.Clock()
     goal = target(runner, settings, environ)
     client = docker_client(runner, settings)
     if settings.uses_local_registry:
-        local_registry.ensure_running(runner, settings.local_registry)
+        local_registry.ensure_running(Run(runner, settings, environ))
     else:
         RegistryClient.for_settings(runner, settings).ping()
     if not force:
