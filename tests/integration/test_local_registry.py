@@ -149,6 +149,29 @@ def test_state_is_private(registry: local_registry.RegistryProcess, tmp_path: Pa
         assert (registry.run_dir / name).stat().st_mode & 0o077 == 0, name
 
 
+def test_the_embedded_registrys_state_is_private_too(tmp_path: Path) -> None:
+    with refused_port() as port:
+        pass  # a port nobody listens on, released for the registry
+    reg = local_registry.start(Runner(), "127.0.0.1", port, tmp_path)  # Debian's binary
+    try:
+        for directory in (tmp_path, tmp_path / "data", reg.run_dir):
+            assert directory.stat().st_mode & 0o077 == 0, f"{directory} is readable by others"
+        for name in ("config.yml", "registry.log"):
+            assert (reg.run_dir / name).stat().st_mode & 0o077 == 0, name
+    finally:
+        assert local_registry.stop_port(Runner(), port, tmp_path) is True
+
+
+def test_a_registry_that_dies_at_start_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    # Its cleanup runs under the start's lock: it must not wait for that lock itself.
+    monkeypatch.setattr(local_registry, "REGISTRY_BINARY", shutil.which("false"))
+    with refused_port() as port:
+        pass
+    with pytest.raises(RegistryError, match="did not come up"):
+        local_registry.start(Runner(), "127.0.0.1", port, tmp_path)
+    assert not (tmp_path / f"run-{port}" / "pid").exists()
+
+
 def test_the_embedded_registry_listens_on_loopback_only(tmp_path: Path) -> None:
     for host in ("0.0.0.0", "192.168.1.10", "127.evil.example"):
         with pytest.raises(RegistryError, match="not a loopback address"):
