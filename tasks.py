@@ -199,12 +199,12 @@ def registry(c, stop=False, status=False):
     run = setup(c)
     runner, settings = run.runner, run.settings
     if status:
-        up = local_registry.is_up(local_registry.url(settings.local_registry))
+        up = local_registry.is_up(run)
         runner.echo(f"{settings.local_registry.address}: {'up' if up else 'down'}")
     elif stop:
-        local_registry.stop_embedded(runner, settings.local_registry)
+        local_registry.stop(run)
     else:
-        local_registry.ensure_running(runner, settings.local_registry)
+        local_registry.ensure_running(run)
 
 
 @step(help={"port": "port on 127.0.0.1 (default 3000)"})

@@ -1,68 +1,61 @@
 """Start and stop the project's embedded local image registry (CNCF Distribution, API v2).
 
+The quick start publishes to it when no registry is configured: ``invoke publish`` and
+``invoke registry`` call :func:`ensure_running`, ``invoke registry --stop`` calls :func:`stop`.
+Its address and state directory are settings (``suite.local_registry`` in invoke.yaml).
 Two ways to run it, chosen by :func:`start`:
 
-* the ``registry:2`` image, when the Docker engine has it locally (or can pull it), run as a
-  container that publishes ``host:port`` (used on machines with Docker Hub);
+* the ``registry:2`` image, when the Docker engine has it (or can pull it), as a container
+  publishing ``host:port``;
 * otherwise Debian's ``docker-registry`` binary (package ``docker-registry``, Distribution
   2.8) as a background process with a config file generated in the state directory.
 
-Either way the data lives outside git's view (default ``~/.cache/celestial-bodies/registry``):
-``<state_dir>/data`` holds the blobs, ``<state_dir>/run-<port>/`` the config, log, pid file and
-the bcrypt ``htpasswd`` file. :func:`stop` stops only what :func:`start` started (it reads the
-pid file or the container id file there). Passwords never appear on a command line or in any
-file but the bcrypt htpasswd file (``htpasswd -niB USER`` reads the password from stdin).
-
-Plain stdlib (subprocess, urllib). Errors the user can fix raise :class:`RegistryError` with
-a one-line message that says what to do.
+It has no TLS and no password, so it listens on loopback only. Its data live outside git's
+view: ``<storage>/data`` holds the blobs, ``<storage>/run-<port>/`` the config, log and pid (or
+container id) file by which :func:`stop` finds what the suite started, and stops only that.
+Commands go through the :class:`~cicd.shell.Runner` (shown; a dry run only shows what it
+would start or stop); ``/v2/`` is probed through :class:`~cicd.registry.RegistryClient`'s HTTP
+layer. Errors the user can fix raise :class:`RegistryError` with a line that says what to do.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import fcntl
 import json
 import os
-import re
-import shutil
 import signal
 import socket
-import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from cicd.errors import SuiteError
+from cicd.errors import CommandError, SuiteError
+from cicd.http import RetryPolicy
+from cicd.registry import RegistryClient, scheme
+from cicd.shell import Runner, interruptions_deferred
 
 if TYPE_CHECKING:
-    from cicd.settings import LocalRegistry
-    from cicd.shell import Runner
+    from cicd.context import Run
+    from cicd.docker import Client
 
-__all__ = [
-    "DEFAULT_PORT",
-    "DEFAULT_STATE_DIR",
-    "RegistryError",
-    "RegistryProcess",
-    "is_up",
-    "probe",
-    "start",
-    "stop",
-    "wait_until_up",
-]
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5050
-DEFAULT_STATE_DIR = Path.home() / ".cache" / "celestial-bodies" / "registry"
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 REGISTRY_IMAGE = "registry:2"
 INSTALL_HINT = "install docker-registry (apt-get install docker-registry) or run scripts/bootstrap"
+START_TIMEOUT = 15.0  # seconds for a started registry to answer /v2/
+STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL of the binary
+DOCKER_TIMEOUT = 30.0  # without Docker Hub a pull may hang: the binary is the fallback
+# A probe asks once, briefly: the start loop polls every 0.1 s, and a port where nothing
+# listens must answer "nothing" at once, not after the client's retries.
+PROBE_TIMEOUT = 2.0
+PROBE_POLICY = RetryPolicy(attempts=1)
+
+# The docker client, asked for only when the image is run or removed (the binary needs none).
+DockerChoice = Callable[[], "Client | None"]
 
 
 class RegistryError(SuiteError):
@@ -78,145 +71,325 @@ class RegistryProcess:
     ``"dry-run"``. ``pid`` is set for ``binary``, ``container_id`` for ``container``.
     """
 
-    url: str
     host: str
     port: int
     kind: str
     run_dir: Path
     pid: int | None = None
     container_id: str | None = None
-    auth: bool = False
-    log_file: Path | None = None
 
     @property
     def address(self) -> str:
         """``host:port``, the registry part of an image reference."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def url(self) -> str:
+        return _url(self.host, self.port)
 
-def _url(host: str, port: int) -> str:
-    return f"http://{host}:{port}"
+
+# -- the suite's view: the embedded registry of the settings -----------------------------------
 
 
-def probe(url: str, auth: tuple[str, str] | None = None, timeout: float = 2.0) -> int | None:
-    """HTTP status of ``GET {url}/v2/`` (optionally with basic auth), or None if nothing answers.
+def ensure_running(run: Run) -> RegistryProcess:
+    """Start the embedded registry of the settings unless it is already up.
+
+    It has no TLS and no password: it listens on loopback only. What answers on its port
+    must be the registry this suite started (recorded in its state directory), not another
+    service that happens to speak the registry API there.
+    """
+    registry = run.settings.local_registry
+    # No TLS: loopback only, the addresses the registry client speaks plain HTTP to.
+    if scheme(registry.host) != "http":
+        raise RegistryError(
+            f"suite.local_registry.host {registry.host!r} is not a loopback address: the "
+            "embedded registry (no TLS, no password) serves this machine only; use 127.0.0.1, "
+            "or a real registry for other machines (CONTAINER_REGISTRY_HOST)"
+        )
+    found = start(
+        run.runner, registry.host, registry.port, registry.storage, docker=lambda: _docker(run)
+    )
+    if found.kind == "existing":
+        raise RegistryError(
+            f"a registry this suite did not start answers on {found.address}: to publish "
+            f"to it, set CONTAINER_REGISTRY_HOST={found.address}; otherwise change "
+            "suite.local_registry.port in invoke.yaml"
+        )
+    return found
+
+
+def stop(run: Run) -> bool:
+    """Stop the embedded registry if this suite started it (its data are kept)."""
+    registry = run.settings.local_registry
+    return stop_port(run.runner, registry.port, registry.storage, docker=lambda: _docker(run))
+
+
+def is_up(run: Run) -> bool:
+    """True when a registry answers on the embedded registry's address."""
+    registry = run.settings.local_registry
+    return answers(_url(registry.host, registry.port))
+
+
+def _docker(run: Run) -> Client | None:
+    """The run's docker client when an engine answers (in a dry run: when there is a client)."""
+    try:
+        return run.docker
+    except SuiteError:
+        return None  # no Docker here: Debian's binary serves alone
+
+
+# -- a registry on a host and port (tests/support/registry_process.py uses these too) ----------
+
+
+def probe(url: str) -> int | None:
+    """HTTP status of ``GET {url}/v2/``, or None if nothing answers.
 
     Anything that answers but is not a registry (no ``Docker-Distribution-Api-Version`` header
-    on a 200/401) returns the status negated, e.g. ``-404``, so callers can tell them apart.
+    on a 200/401) gives the status negated, e.g. ``-404``, so callers can tell them apart.
     """
-    req = urllib.request.Request(url.rstrip("/") + "/v2/")
-    if auth is not None:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
+    client = RegistryClient(urlsplit(url).netloc, timeout=PROBE_TIMEOUT, policy=PROBE_POLICY)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, headers = resp.status, resp.headers
-    except urllib.error.HTTPError as err:
-        status, headers = err.code, err.headers
-    except (urllib.error.URLError, OSError, ValueError):
+        response = client.http.send("GET", client.base + "/v2/")
+    except SuiteError:  # refused, timed out, or not HTTP
         return None
-    is_registry = status in (200, 401) and headers.get("Docker-Distribution-Api-Version")
-    return status if is_registry else -status
+    finally:
+        client.http.close()
+    speaks_api = response.headers.get("Docker-Distribution-Api-Version")
+    return response.status if response.status in (200, 401) and speaks_api else -response.status
 
 
-def is_up(url: str) -> bool:
-    """True when a registry answers ``GET {url}/v2/`` with 200 (open) or 401 (auth needed)."""
+def answers(url: str) -> bool:
+    """True when a registry answers ``/v2/`` with 200 (open) or 401 (auth needed)."""
     return probe(url) in (200, 401)
 
 
-def wait_until_up(url: str, timeout: float = 15.0) -> None:
-    """Poll ``{url}/v2/`` until a registry answers; raise RegistryError after ``timeout`` s."""
+def wait_until_up(
+    url: str, timeout: float = START_TIMEOUT, alive: Callable[[], bool] = lambda: True
+) -> None:
+    """Poll ``{url}/v2/`` until a registry answers; RegistryError after ``timeout`` seconds,
+    or as soon as ``alive()`` says the process that should answer is gone."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_up(url):
+    while time.monotonic() < deadline and alive():
+        if answers(url):
             return
         time.sleep(0.1)
     raise RegistryError(f"registry at {url} did not answer /v2/ within {timeout:.0f} s")
 
 
 def _port_taken(host: str, port: int) -> bool:
+    """Something listens there that gave no HTTP answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
 
 
-def _run_dir(state_dir: Path, port: int) -> Path:
-    return state_dir / f"run-{port}"
+def _url(host: str, port: int) -> str:
+    return f"http://{host}:{port}"
 
 
-def _make_htpasswd(path: Path, user: str, password: str) -> None:
-    """Write a bcrypt htpasswd file; the password goes through stdin only."""
-    htpasswd = shutil.which("htpasswd")
-    if htpasswd is None:
-        raise RegistryError(
-            "htpasswd missing: install apache2-utils (apt-get install apache2-utils) "
-            "or run scripts/bootstrap"
-        )
-    if ":" in user or not user:
-        raise RegistryError("registry user name must be non-empty and contain no ':'")
-    # -n: print to stdout, -i: read the password from stdin, -B: bcrypt.
-    proc = subprocess.run(
-        [htpasswd, "-niB", user],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0 or not proc.stdout.strip():
-        raise RegistryError(f"htpasswd failed: {proc.stderr.strip() or proc.returncode}")
-    path.write_text(proc.stdout.strip() + "\n")
-    path.chmod(0o600)
+def start(
+    runner: Runner, host: str, port: int, storage: Path, docker: DockerChoice | None = None
+) -> RegistryProcess:
+    """Start a registry on ``host:port`` and wait until ``/v2/`` answers.
 
-
-def _config_yaml(host: str, port: int, data_dir: Path, htpasswd_file: Path | None) -> str:
-    # JSON strings are valid YAML scalars: safe quoting for any path.
-    lines = [
-        "version: 0.1",
-        "log:",
-        "  level: info",
-        "storage:",
-        "  filesystem:",
-        f"    rootdirectory: {json.dumps(str(data_dir))}",
-        "  delete:",
-        "    enabled: true",
-        "http:",
-        f"  addr: {json.dumps(f'{host}:{port}')}",
-        "  headers:",
-        "    X-Content-Type-Options: [nosniff]",
-    ]
-    if htpasswd_file is not None:
-        lines += [
-            "auth:",
-            "  htpasswd:",
-            "    realm: celestial-bodies",
-            f"    path: {json.dumps(str(htpasswd_file))}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def _docker_client() -> str | None:
-    """A docker client that talks to the engine (Debian's 20.10 one first), or None."""
-    for cand in ("/usr/bin/docker", shutil.which("docker")):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    return None
-
-
-def _engine_has_image(docker: str, image: str, pull: bool) -> bool:
-    def run(*args: str, timeout: float) -> bool:
-        try:
-            return (
-                subprocess.run(
-                    [docker, *args], capture_output=True, timeout=timeout, check=False
-                ).returncode
-                == 0
+    Idempotent: if a registry already answers there, say so and return it (kind
+    ``"existing"``, or the recorded kind if the suite started it). ``docker`` gives the docker
+    client to run ``registry:2`` with, if any; without one, or when the engine lacks the
+    image, Debian's binary. Raises RegistryError: binary missing, port used by something that
+    is not a registry, or the registry not answering within :data:`START_TIMEOUT` seconds.
+    """
+    storage = Path(storage).expanduser()
+    url, run_dir = _url(host, port), storage / f"run-{port}"
+    with _locked(storage, skip=runner.dry):  # a dry run writes nothing, not even the lock file
+        status = probe(url)
+        if status in (200, 401):
+            runner.echo(f"local registry: already up at {url} (/v2/ -> {status})")
+            return _recorded(host, port, run_dir)
+        if status is not None or _port_taken(host, port):
+            raise RegistryError(
+                f"port {port} on {host} is used by something that is not a registry "
+                f"(/v2/ -> {abs(status) if status else 'no HTTP answer'}): pick another port"
             )
-        except (OSError, subprocess.TimeoutExpired):
-            return False
+        client = docker() if docker else None
+        use_image = client is not None and _engine_has_image(runner, client)
+        if not use_image and not os.access(REGISTRY_BINARY, os.X_OK):
+            raise RegistryError(f"{REGISTRY_BINARY} missing: {INSTALL_HINT}")
+        if runner.dry:
+            what = f"{REGISTRY_IMAGE} container" if use_image else REGISTRY_BINARY
+            runner.echo(f"[dry-run] would start {what} on {url} (data: {storage / 'data'})")
+            return RegistryProcess(host, port, "dry-run", run_dir)
+        return _launch(runner, client if use_image else None, host, port, storage)
 
-    if run("image", "inspect", image, timeout=10):
+
+def _launch(
+    runner: Runner, image_client: Client | None, host: str, port: int, storage: Path
+) -> RegistryProcess:
+    """Start the container (with ``image_client``) or the binary, and wait for its ``/v2/``."""
+    url, run_dir, data_dir = _url(host, port), storage / f"run-{port}", storage / "data"
+    private_dir(data_dir)
+    private_dir(run_dir)
+    for stale in ("pid", "container-id"):
+        (run_dir / stale).unlink(missing_ok=True)
+    log_file = run_dir / "registry.log"
+    if image_client is not None:
+        reg = _start_container(runner, image_client, host, port, data_dir, run_dir)
+    else:
+        pid = serve(runner, run_dir, binary_config(host, port, data_dir))
+        reg = RegistryProcess(host, port, "binary", run_dir, pid=pid)
+    try:
+        wait_until_up(url, START_TIMEOUT, alive=lambda: reg.pid is None or _pid_alive(reg.pid))
+    except RegistryError:
+        # The binary's last words (the container logs elsewhere).
+        tail = log_file.read_text(errors="replace").splitlines()[-1:] if log_file.exists() else []
+        _stop(runner, port, storage, lambda: image_client)  # under the lock start holds
+        raise RegistryError(
+            f"registry on {url} did not come up within {START_TIMEOUT:.0f} s; see {log_file}"
+            + "".join(f": {line}" for line in tail)
+        ) from None
+    runner.echo(f"local registry: started ({reg.kind}) at {url}")
+    return reg
+
+
+def binary_config(host: str, port: int, data_dir: Path) -> dict[str, Any]:
+    """The configuration of Debian's binary serving ``data_dir`` on ``host:port``."""
+    return {
+        "version": 0.1,
+        "log": {"level": "info"},
+        "storage": {"filesystem": {"rootdirectory": str(data_dir)}, "delete": {"enabled": True}},
+        "http": {"addr": f"{host}:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
+    }
+
+
+def serve(runner: Runner, run_dir: Path, config: dict[str, Any]) -> int:
+    """Start Debian's binary on ``config`` in the background: its pid, recorded in ``run_dir``
+    with its config and log."""
+    config_file, log_file = run_dir / "config.yml", run_dir / "registry.log"
+    config_file.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML: safe quoting
+    config_file.chmod(0o600)
+    log_file.touch(mode=0o600)
+    # Ctrl-C between the start and the pid file would leave a registry that stop cannot find.
+    with interruptions_deferred():
+        pid = runner.spawn([REGISTRY_BINARY, "serve", str(config_file)], log=log_file)
+        (run_dir / "pid").write_text(f"{pid}\n")
+    return pid
+
+
+def _engine_has_image(runner: Runner, docker: Client) -> bool:
+    """The engine has registry:2, or pulls it (not in a dry run). Short deadlines, silent:
+    a missing engine or Docker Hub only means the binary serves instead."""
+    quick = dataclasses.replace(runner, command_timeout=DOCKER_TIMEOUT)
+    if quick.query([docker.path, "image", "inspect", REGISTRY_IMAGE]) is not None:
         return True
-    return pull and run("pull", "-q", image, timeout=30)
+    if runner.dry:
+        return False
+    try:
+        quick.run([docker.path, "pull", "-q", REGISTRY_IMAGE], quiet=True)
+    except SuiteError:
+        return False
+    return True
+
+
+def _start_container(
+    runner: Runner, docker: Client, host: str, port: int, data_dir: Path, run_dir: Path
+) -> RegistryProcess:
+    name, published = f"celestial-registry-{port}", f"{host}:{port}:5000"
+    volume = f"{data_dir}:/var/lib/registry"
+    command = [docker.path, "run", "-d", "--rm", "--name", name, "-p", published, "-v", volume]
+    try:
+        output = runner.run([*command, REGISTRY_IMAGE])
+    except CommandError as error:
+        raise RegistryError(f"docker run {REGISTRY_IMAGE} failed: {error.output.strip()}") from None
+    cid = output.strip().splitlines()[-1]
+    (run_dir / "container-id").write_text(cid + "\n")
+    return RegistryProcess(host, port, "container", run_dir, container_id=cid)
+
+
+def _recorded(host: str, port: int, run_dir: Path) -> RegistryProcess:
+    """The registry answering on ``port``, as the suite recorded it in ``run_dir`` if it did."""
+    pid, cid_file = _our_pid(run_dir), run_dir / "container-id"
+    if pid is not None:
+        return RegistryProcess(host, port, "binary", run_dir, pid=pid)
+    if cid_file.exists():
+        cid = cid_file.read_text().strip()
+        return RegistryProcess(host, port, "container", run_dir, container_id=cid)
+    return RegistryProcess(host, port, "existing", run_dir)
+
+
+def stop_port(runner: Runner, port: int, storage: Path, docker: DockerChoice | None = None) -> bool:
+    """Stop the registry the suite started on ``port`` (found by its pid or container id
+    file in ``storage/run-PORT``); leave anything else alone. True if it stopped something.
+    ``docker`` gives the client to remove a container with. Data are kept."""
+    storage = Path(storage).expanduser()
+    # No lock in a dry run (nothing is written) or without a state directory (nothing to stop).
+    with _locked(storage, skip=runner.dry or not storage.is_dir()):
+        return _stop(runner, port, storage, docker)
+
+
+def _stop(runner: Runner, port: int, storage: Path, docker: DockerChoice | None) -> bool:
+    run_dir = storage / f"run-{port}"
+    pid_file, cid_file = run_dir / "pid", run_dir / "container-id"
+    stopped = False
+    pid = _our_pid(run_dir)
+    if pid is not None:
+        if runner.dry:
+            runner.echo(f"[dry-run] would stop local registry pid {pid}")
+            return True
+        _terminate(pid)
+        stopped = True
+    if not runner.dry:
+        pid_file.unlink(missing_ok=True)
+    if cid_file.exists():
+        cid = cid_file.read_text().strip()
+        client = docker() if cid and docker else None
+        if client is not None:
+            if runner.dry:
+                runner.echo(f"[dry-run] would remove registry container {cid[:12]}")
+                return True
+            runner.run([client.path, "rm", "-f", cid], check=False)
+            stopped = True
+        if not runner.dry:
+            cid_file.unlink(missing_ok=True)
+    if stopped:
+        runner.echo(f"local registry: stopped (port {port})")
+    return stopped
+
+
+def _terminate(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _locked(storage: Path, skip: bool = False) -> Iterator[None]:
+    """One start or stop at a time per state directory: two concurrent starts would both
+    spawn a registry, and the pid file would keep only one of them."""
+    if skip:
+        yield
+        return
+    private_dir(storage)
+    with (storage / "lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def private_dir(path: Path) -> None:
+    """The registry's state (blobs, config, log) is readable by its owner only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
+def _our_pid(run_dir: Path) -> int | None:
+    """The pid of the registry process the suite started there, if it still runs."""
+    pid_file = run_dir / "pid"
+    pid = int(pid_file.read_text().strip() or 0) if pid_file.exists() else 0
+    return pid if pid > 0 and _pid_alive(pid) and _is_registry_process(pid) else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -234,320 +407,6 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-@contextlib.contextmanager
-def _locked(storage: Path) -> Iterator[None]:
-    """One start or stop at a time per state directory: two concurrent starts would both
-    spawn a registry, and the pid file would keep only one of them."""
-    _private_dir(storage)
-    with (storage / "lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _private_dir(path: Path) -> None:
-    """The registry's state (blobs, config, log, htpasswd) is readable by its owner only."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-
-
-def start(
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    storage: Path = DEFAULT_STATE_DIR,
-    htpasswd: tuple[str, str] | None = None,
-    dry_run: bool = False,
-    *,
-    use_image: bool | None = None,
-    timeout: float = 15.0,
-) -> RegistryProcess:
-    """Start a local registry on ``host:port`` and wait until ``/v2/`` answers.
-
-    Idempotent: if a registry already answers there, say so and return it (kind
-    ``"existing"``, or the recorded kind if this module started it). ``storage`` is the state
-    directory (blobs in ``storage/data``; config, log, pid and htpasswd files in
-    ``storage/run-PORT``). ``htpasswd=(user, password)`` turns on basic auth (bcrypt).
-    ``use_image``: True = only the ``registry:2`` container, False = only Debian's binary,
-    None = the image if the engine has it (or can pull it), else the binary.
-    ``dry_run`` prints what would run and starts nothing. ``port=0``: the OS assigns a free
-    port and the registry keeps it (no probe-then-bind race); Debian's binary only, which
-    logs the port it listens on; the returned :class:`RegistryProcess` has the real port and
-    ``storage/run-PORT`` points to its run directory, so :func:`stop` finds it by that port.
-
-    Raises RegistryError: binary/image missing, port used by something that is not a
-    registry, or the registry not answering within ``timeout`` seconds.
-    """
-    storage = Path(storage).expanduser()
-    if dry_run:
-        return _start(host, port, storage, htpasswd, dry_run, use_image, timeout)
-    with _locked(storage):
-        return _start(host, port, storage, htpasswd, dry_run, use_image, timeout)
-
-
-def _start(
-    host: str,
-    port: int,
-    storage: Path,
-    htpasswd: tuple[str, str] | None,
-    dry_run: bool,
-    use_image: bool | None,
-    timeout: float,
-) -> RegistryProcess:
-    url = _url(host, port)
-    run_dir = _run_dir(storage, port)
-    auto_port = port == 0
-
-    if auto_port:
-        if use_image:
-            raise RegistryError("port 0 (the OS assigns one) needs Debian's binary: give a port")
-        use_image = False
-    else:
-        status = probe(url)
-        if status in (200, 401):
-            print(f"local registry: already up at {url} (/v2/ -> {status})")
-            return _recorded(url, host, port, run_dir, auth=status == 401)
-        if status is not None or _port_taken(host, port):
-            raise RegistryError(
-                f"port {port} on {host} is used by something that is not a registry "
-                f"(/v2/ -> {abs(status) if status else 'no HTTP answer'}): pick another port"
-            )
-
-    docker = _docker_client()
-    if use_image is None:
-        use_image = docker is not None and _engine_has_image(
-            docker, REGISTRY_IMAGE, pull=not dry_run
-        )
-    elif use_image and (
-        docker is None or not _engine_has_image(docker, REGISTRY_IMAGE, pull=not dry_run)
-    ):
-        raise RegistryError(
-            f"image {REGISTRY_IMAGE} not available (no Docker Hub?): use Debian's binary "
-            f"instead ({INSTALL_HINT})"
-        )
-    if not use_image and not os.access(REGISTRY_BINARY, os.X_OK):
-        raise RegistryError(f"{REGISTRY_BINARY} missing: {INSTALL_HINT}")
-
-    if dry_run:
-        what = f"{REGISTRY_IMAGE} container" if use_image else REGISTRY_BINARY
-        print(f"[dry-run] would start {what} on {url} (data: {storage / 'data'})")
-        return RegistryProcess(url, host, port, "dry-run", run_dir, auth=htpasswd is not None)
-
-    data_dir = storage / "data"
-    _private_dir(data_dir)
-    if auto_port:  # named once the port is known (see _adopt_port)
-        run_dir = Path(tempfile.mkdtemp(prefix="run-auto-", dir=storage))
-    _private_dir(run_dir)
-    htpasswd_file = run_dir / "htpasswd" if htpasswd else None
-    if htpasswd_file is not None and htpasswd is not None:
-        _make_htpasswd(htpasswd_file, *htpasswd)
-    elif (run_dir / "htpasswd").exists():
-        (run_dir / "htpasswd").unlink()
-    log_file = run_dir / "registry.log"
-    for stale in ("pid", "container-id"):
-        (run_dir / stale).unlink(missing_ok=True)
-
-    if use_image:
-        assert docker is not None
-        reg = _start_container(docker, host, port, data_dir, htpasswd_file, run_dir)
-    else:
-        config = run_dir / "config.yml"
-        config.write_text(_config_yaml(host, port, data_dir, htpasswd_file))
-        config.chmod(0o600)
-        log_file.touch(mode=0o600)
-        with log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                [REGISTRY_BINARY, "serve", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        (run_dir / "pid").write_text(f"{proc.pid}\n")
-        reg = RegistryProcess(
-            url,
-            host,
-            port,
-            "binary",
-            run_dir,
-            pid=proc.pid,
-            auth=htpasswd is not None,
-            log_file=log_file,
-        )
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if reg.port == 0:
-            reg = _adopt_port(reg, storage)
-        if reg.port and is_up(reg.url):
-            print(f"local registry: started ({reg.kind}) at {reg.url}")
-            return reg
-        if reg.pid is not None and not _pid_alive(reg.pid):
-            break
-        time.sleep(0.1)
-    tail = _tail(log_file)
-    if reg.port == 0 and reg.pid is not None:  # not yet linked as run-PORT: stop it by pid
-        _terminate(reg.pid, timeout=10.0)
-    else:
-        stop(port=reg.port, state_dir=storage)
-    raise RegistryError(
-        f"registry on {reg.url} did not come up within {timeout:.0f} s; see {log_file}"
-        + (f": {tail}" if tail else "")
-    )
-
-
-def _adopt_port(reg: RegistryProcess, storage: Path) -> RegistryProcess:
-    """The port the OS gave a registry started on port 0, read from its log
-    (``listening on HOST:PORT``); ``storage/run-PORT`` then points to its run directory."""
-    if reg.log_file is None:
-        return reg
-    found = re.search(rf"listening on {re.escape(reg.host)}:(\d+)", _tail(reg.log_file, 50))
-    if found is None:
-        return reg
-    port = int(found.group(1))
-    link = _run_dir(storage, port)
-    # A run-PORT left by a registry that is gone: the OS would not reuse a port still held.
-    if link.is_symlink() or link.is_file():
-        link.unlink()
-    elif link.is_dir():
-        shutil.rmtree(link)
-    link.symlink_to(reg.run_dir.name)
-    return dataclasses.replace(reg, url=_url(reg.host, port), port=port)
-
-
-def _start_container(
-    docker: str, host: str, port: int, data_dir: Path, htpasswd_file: Path | None, run_dir: Path
-) -> RegistryProcess:
-    args = [
-        docker,
-        "run",
-        "-d",
-        "--rm",
-        "--name",
-        f"celestial-registry-{port}",
-        "-p",
-        f"{host}:{port}:5000",
-        "-v",
-        f"{data_dir}:/var/lib/registry",
-    ]
-    if htpasswd_file is not None:
-        args += [
-            "-v",
-            f"{htpasswd_file}:/auth/htpasswd:ro",
-            "-e",
-            "REGISTRY_AUTH=htpasswd",
-            "-e",
-            "REGISTRY_AUTH_HTPASSWD_REALM=celestial-bodies",
-            "-e",
-            "REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd",
-        ]
-    proc = subprocess.run([*args, REGISTRY_IMAGE], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RegistryError(f"docker run {REGISTRY_IMAGE} failed: {proc.stderr.strip()}")
-    cid = proc.stdout.strip()
-    (run_dir / "container-id").write_text(cid + "\n")
-    return RegistryProcess(
-        _url(host, port),
-        host,
-        port,
-        "container",
-        run_dir,
-        container_id=cid,
-        auth=htpasswd_file is not None,
-    )
-
-
-def _recorded(url: str, host: str, port: int, run_dir: Path, auth: bool) -> RegistryProcess:
-    pid_file, cid_file = run_dir / "pid", run_dir / "container-id"
-    if pid_file.exists():
-        pid = int(pid_file.read_text().strip())
-        if _pid_alive(pid):
-            return RegistryProcess(
-                url,
-                host,
-                port,
-                "binary",
-                run_dir,
-                pid=pid,
-                auth=auth,
-                log_file=run_dir / "registry.log",
-            )
-    if cid_file.exists():
-        return RegistryProcess(
-            url,
-            host,
-            port,
-            "container",
-            run_dir,
-            container_id=cid_file.read_text().strip(),
-            auth=auth,
-        )
-    return RegistryProcess(url, host, port, "existing", run_dir, auth=auth)
-
-
-def _tail(path: Path, n: int = 1) -> str:
-    try:
-        lines = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])
-
-
-def stop(
-    port: int = DEFAULT_PORT,
-    state_dir: Path = DEFAULT_STATE_DIR,
-    dry_run: bool = False,
-    timeout: float = 10.0,
-) -> bool:
-    """Stop the registry that :func:`start` started on ``port`` (found via its pid/container
-    file in ``state_dir/run-PORT``). Leaves anything else alone. Returns True if it stopped
-    something, False if there was nothing of ours to stop. Data are kept.
-    """
-    state_dir = Path(state_dir).expanduser()
-    if dry_run or not state_dir.is_dir():
-        return _stop(port, state_dir, dry_run, timeout)
-    with _locked(state_dir):
-        return _stop(port, state_dir, dry_run, timeout)
-
-
-def _stop(port: int, state_dir: Path, dry_run: bool, timeout: float) -> bool:
-    run_dir = _run_dir(state_dir, port)
-    pid_file, cid_file = run_dir / "pid", run_dir / "container-id"
-    stopped = False
-    if pid_file.exists():
-        pid = int(pid_file.read_text().strip() or 0)
-        if pid > 0 and _pid_alive(pid) and _is_registry_process(pid):
-            if dry_run:
-                print(f"[dry-run] would stop local registry pid {pid}")
-                return True
-            _terminate(pid, timeout)
-            stopped = True
-        pid_file.unlink(missing_ok=True)
-    if cid_file.exists():
-        cid = cid_file.read_text().strip()
-        docker = _docker_client()
-        if cid and docker:
-            if dry_run:
-                print(f"[dry-run] would remove registry container {cid[:12]}")
-                return True
-            subprocess.run([docker, "rm", "-f", cid], capture_output=True, check=False)
-            stopped = True
-        cid_file.unlink(missing_ok=True)
-    if stopped:
-        print(f"local registry: stopped (port {port})")
-    return stopped
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
 def _is_registry_process(pid: int) -> bool:
     """Guard against a recycled pid: the process must be the registry binary."""
     try:
@@ -556,50 +415,3 @@ def _is_registry_process(pid: int) -> bool:
         return True  # no /proc: trust the pid file
     exe = os.path.basename(cmdline[0].decode(errors="replace")) if cmdline else ""
     return exe == os.path.basename(REGISTRY_BINARY)
-
-
-# -- the suite's view: the embedded registry of the settings -----------------------------------
-
-
-def url(registry: LocalRegistry) -> str:
-    return _url(registry.host, registry.port)
-
-
-def ensure_running(runner: Runner, registry: LocalRegistry) -> RegistryProcess:
-    """Start the embedded registry of the settings unless it is already up.
-
-    It has no TLS and, by default, no password: it listens on loopback only. What answers
-    on its port must be the registry this suite started (recorded in its state directory),
-    not another service that happens to speak the registry API there.
-    """
-    if not is_loopback(registry.host):
-        raise RegistryError(
-            f"suite.local_registry.host {registry.host!r} is not a loopback address: the "
-            "embedded registry (no TLS, no password) serves this machine only; use 127.0.0.1, "
-            "or a real registry for other machines (CONTAINER_REGISTRY_HOST)"
-        )
-    found = start(registry.host, registry.port, registry.storage, dry_run=runner.dry)
-    if found.kind == "existing":
-        raise RegistryError(
-            f"a registry this suite did not start answers on {found.address}: to publish "
-            f"to it, set CONTAINER_REGISTRY_HOST={found.address}; otherwise change "
-            "suite.local_registry.port in invoke.yaml"
-        )
-    return found
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: an address no other machine can reach."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def stop_embedded(runner: Runner, registry: LocalRegistry) -> bool:
-    """Stop the embedded registry if this suite started it (its data are kept)."""
-    return stop(registry.port, registry.storage, dry_run=runner.dry)

@@ -30,7 +30,7 @@ def publish(run: Run, force: bool = False) -> str:
     goal = image.target(run)
     run.require_docker()  # said first, even when the registry has the image already
     if run.settings.uses_local_registry:
-        local_registry.ensure_running(run.runner, run.settings.local_registry)
+        local_registry.ensure_running(run)
     else:
         run.registry.ping()
     digest = None if force else already_published(run, goal)

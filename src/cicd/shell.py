@@ -245,6 +245,34 @@ class Runner:
             return None
         return action()
 
+    def spawn(self, command: Sequence[str], *, log: Path, cwd: Path | str | None = None) -> int:
+        """Start a server that outlives the step (the embedded registry) in the background:
+        its pid (0 in a dry run, which only shows it). Its output is appended to ``log``.
+
+        Unlike :meth:`run`: no deadline, and its own session, so that the step's Ctrl-C or
+        end does not stop it; :mod:`cicd.local_registry` stops it by its pid file.
+        """
+        self.show(command)
+        if self.dry:
+            return 0
+        with log.open("ab") as out:
+            try:
+                process = subprocess.Popen(
+                    [str(part) for part in command],
+                    cwd=cwd,
+                    env=self.child_env(None),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except FileNotFoundError as exc:
+                raise SuiteError(
+                    f"`{command[0]}` is not installed or not on PATH: install it "
+                    "(see README, Troubleshooting) or run `scripts/bootstrap`"
+                ) from exc
+        return process.pid
+
     def _stream(self, stream: Iterable[str] | None, echo: bool) -> str:
         lines: list[str] = []
         for line in stream or ():

@@ -1,8 +1,10 @@
-"""Real tests of the embedded local registry (Debian's docker-registry binary or registry:2)."""
+"""Real tests of the embedded local registry (Debian's docker-registry binary or registry:2),
+and of the password-protected registries the tests start (tests/support/registry_process.py)."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.server
 import os
 import shutil
@@ -17,8 +19,13 @@ from pathlib import Path
 import pytest
 
 from cicd import local_registry
+from cicd import settings as settings_module
+from cicd.context import Run
 from cicd.local_registry import RegistryError
-from tests.support.project import refused_port
+from cicd.settings import LocalRegistry
+from cicd.shell import Runner
+from tests.support import registry_process
+from tests.support.project import ROOT, refused_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,6 +36,13 @@ pytestmark = [
 ]
 
 USER, PASSWORD = "ci", "s3cret-pw"
+
+
+def embedded(storage: Path, port: int, host: str = "127.0.0.1", dry: bool = False) -> Run:
+    """The run context of a task whose embedded registry is ``host:port`` storing in ``storage``."""
+    settings = settings_module.load(ROOT, {})
+    local = LocalRegistry(host, port, storage)
+    return Run(Runner(dry=dry), dataclasses.replace(settings, local_registry=local), {})
 
 
 def _get_v2(url: str, auth: tuple[str, str] | None = None) -> int:
@@ -46,11 +60,11 @@ def _get_v2(url: str, auth: tuple[str, str] | None = None) -> int:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[local_registry.RegistryProcess]:
-    reg = local_registry.start(port=0, storage=tmp_path, htpasswd=(USER, PASSWORD), use_image=False)
+    reg = registry_process.start(tmp_path, (USER, PASSWORD))
     try:
         yield reg
     finally:
-        local_registry.stop(port=reg.port, state_dir=tmp_path)
+        registry_process.stop(tmp_path, reg.port)
 
 
 def test_auth_required_and_accepted(registry: local_registry.RegistryProcess) -> None:
@@ -58,7 +72,7 @@ def test_auth_required_and_accepted(registry: local_registry.RegistryProcess) ->
     assert _get_v2(registry.url) == 401
     assert _get_v2(registry.url, (USER, PASSWORD)) == 200
     assert _get_v2(registry.url, (USER, "wrong")) == 401
-    assert local_registry.is_up(registry.url)
+    assert local_registry.answers(registry.url)
 
 
 def test_password_only_in_bcrypt_file(
@@ -72,19 +86,20 @@ def test_password_only_in_bcrypt_file(
 
 
 def test_start_is_idempotent(registry: local_registry.RegistryProcess, tmp_path: Path) -> None:
-    again = local_registry.start(port=registry.port, storage=tmp_path, htpasswd=(USER, PASSWORD))
+    again = local_registry.ensure_running(embedded(tmp_path, registry.port))
     assert again.url == registry.url
     assert again.pid == registry.pid
 
 
 def test_stop_brings_it_down(tmp_path: Path) -> None:
-    reg = local_registry.start(port=0, storage=tmp_path, use_image=False)
-    port = reg.port
+    reg = registry_process.start(tmp_path)
+    port, run = reg.port, embedded(tmp_path, reg.port)
     assert port != 0
     assert _get_v2(reg.url) == 200  # no auth configured
-    assert local_registry.stop(port=port, state_dir=tmp_path) is True
-    assert not local_registry.is_up(reg.url)
-    assert local_registry.stop(port=port, state_dir=tmp_path) is False  # nothing left
+    assert local_registry.is_up(run)
+    assert local_registry.stop(run) is True
+    assert not local_registry.is_up(run)
+    assert local_registry.stop(run) is False  # nothing left
 
 
 def test_port_taken_by_non_registry(tmp_path: Path) -> None:
@@ -94,7 +109,7 @@ def test_port_taken_by_non_registry(tmp_path: Path) -> None:
     thread.start()
     try:
         with pytest.raises(RegistryError, match="not a registry"):
-            local_registry.start(port=port, storage=tmp_path, use_image=False)
+            local_registry.ensure_running(embedded(tmp_path, port))
     finally:
         server.shutdown()
         server.server_close()
@@ -105,24 +120,26 @@ def test_wait_until_up_times_out() -> None:
         local_registry.wait_until_up(f"http://127.0.0.1:{port}", timeout=0.3)
 
 
-def test_dry_run_starts_nothing(tmp_path: Path) -> None:
+def test_dry_run_starts_nothing(tmp_path: Path, capsys) -> None:
     with refused_port() as port:
-        reg = local_registry.start(port=port, storage=tmp_path, dry_run=True, use_image=False)
+        reg = local_registry.ensure_running(embedded(tmp_path, port, dry=True))
         assert reg.kind == "dry-run"
-        assert not local_registry.is_up(reg.url)
-    assert not (tmp_path / f"run-{port}" / "pid").exists()
+        assert not local_registry.answers(reg.url)
+        assert local_registry.stop(embedded(tmp_path, port, dry=True)) is False
+    assert "[dry-run] would start" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir()), "a dry run wrote something"
 
 
-def test_port_zero_gets_a_port_from_the_os_and_stop_finds_it(tmp_path: Path) -> None:
-    first = local_registry.start(port=0, storage=tmp_path, use_image=False)
-    second = local_registry.start(port=0, storage=tmp_path, use_image=False)
+def test_test_registries_get_a_port_from_the_os_and_stop_finds_it(tmp_path: Path) -> None:
+    first = registry_process.start(tmp_path)
+    second = registry_process.start(tmp_path)
     try:
         assert 0 < first.port != second.port > 0
         assert _get_v2(first.url) == _get_v2(second.url) == 200
     finally:
-        assert local_registry.stop(port=first.port, state_dir=tmp_path) is True
-        assert local_registry.stop(port=second.port, state_dir=tmp_path) is True
-    assert not local_registry.is_up(first.url) and not local_registry.is_up(second.url)
+        assert registry_process.stop(tmp_path, first.port) is True
+        assert registry_process.stop(tmp_path, second.port) is True
+    assert not local_registry.answers(first.url) and not local_registry.answers(second.url)
 
 
 def test_state_is_private(registry: local_registry.RegistryProcess, tmp_path: Path) -> None:
@@ -132,13 +149,33 @@ def test_state_is_private(registry: local_registry.RegistryProcess, tmp_path: Pa
         assert (registry.run_dir / name).stat().st_mode & 0o077 == 0, name
 
 
-def test_the_embedded_registry_listens_on_loopback_only(tmp_path: Path) -> None:
-    from cicd.settings import LocalRegistry
-    from cicd.shell import Runner
+def test_the_embedded_registrys_state_is_private_too(tmp_path: Path) -> None:
+    with refused_port() as port:
+        pass  # a port nobody listens on, released for the registry
+    reg = local_registry.start(Runner(), "127.0.0.1", port, tmp_path)  # Debian's binary
+    try:
+        for directory in (tmp_path, tmp_path / "data", reg.run_dir):
+            assert directory.stat().st_mode & 0o077 == 0, f"{directory} is readable by others"
+        for name in ("config.yml", "registry.log"):
+            assert (reg.run_dir / name).stat().st_mode & 0o077 == 0, name
+    finally:
+        assert local_registry.stop_port(Runner(), port, tmp_path) is True
 
+
+def test_a_registry_that_dies_at_start_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    # Its cleanup runs under the start's lock: it must not wait for that lock itself.
+    monkeypatch.setattr(local_registry, "REGISTRY_BINARY", shutil.which("false"))
+    with refused_port() as port:
+        pass
+    with pytest.raises(RegistryError, match="did not come up"):
+        local_registry.start(Runner(), "127.0.0.1", port, tmp_path)
+    assert not (tmp_path / f"run-{port}" / "pid").exists()
+
+
+def test_the_embedded_registry_listens_on_loopback_only(tmp_path: Path) -> None:
     for host in ("0.0.0.0", "192.168.1.10", "127.evil.example"):
         with pytest.raises(RegistryError, match="not a loopback address"):
-            local_registry.ensure_running(Runner(), LocalRegistry(host, 5999, tmp_path))
+            local_registry.ensure_running(embedded(tmp_path, 5999, host=host))
     assert not list(tmp_path.iterdir()), "nothing is started or written for a refused host"
 
 
@@ -147,15 +184,9 @@ def test_a_registry_the_suite_did_not_start_is_not_taken_as_ours(
 ) -> None:
     # Another registry answers on the embedded registry's port (here: one started with
     # another state directory); publishing there silently would push to a stranger.
-    from cicd.settings import LocalRegistry
-    from cicd.shell import Runner
-
-    other_state = tmp_path / "other-clone"
-    embedded = LocalRegistry(registry.host, registry.port, other_state)
     with pytest.raises(RegistryError, match="a registry this suite did not start answers on"):
-        local_registry.ensure_running(Runner(), embedded)
-    mine = LocalRegistry(registry.host, registry.port, tmp_path)
-    assert local_registry.ensure_running(Runner(), mine).pid == registry.pid
+        local_registry.ensure_running(embedded(tmp_path / "other-clone", registry.port))
+    assert local_registry.ensure_running(embedded(tmp_path, registry.port)).pid == registry.pid
 
 
 def test_concurrent_starts_make_one_registry_that_stop_stops(tmp_path: Path) -> None:
@@ -163,7 +194,8 @@ def test_concurrent_starts_make_one_registry_that_stop_stops(tmp_path: Path) -> 
         pass  # a port nobody listens on (released: the two starts race for it below)
     program = (
         "import sys; from pathlib import Path; from cicd import local_registry as r; "
-        f"print(r.start(port={port}, storage=Path(sys.argv[1]), use_image=False).pid)"
+        "from cicd.shell import Runner; "
+        f"print(r.start(Runner(), '127.0.0.1', {port}, Path(sys.argv[1])).pid)"
     )
     src = Path(local_registry.__file__).parents[1]
     env = {**os.environ, "PYTHONPATH": str(src)}
@@ -173,5 +205,5 @@ def test_concurrent_starts_make_one_registry_that_stop_stops(tmp_path: Path) -> 
     try:
         assert len(pids) == 1, f"two registries were started: {pids}"
     finally:
-        assert local_registry.stop(port=port, state_dir=tmp_path) is True
-    assert not local_registry.is_up(f"http://127.0.0.1:{port}")
+        assert local_registry.stop(embedded(tmp_path, port)) is True
+    assert not local_registry.answers(f"http://127.0.0.1:{port}")

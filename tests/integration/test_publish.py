@@ -24,6 +24,7 @@ import yaml
 
 from cicd import local_registry
 from cicd.registry import RegistryClient
+from cicd.shell import Runner
 from cicd.smoke import PROBABILITY_TOLERANCE
 from tests.support.hostile import bad_requests
 from tests.support.project import (
@@ -499,7 +500,7 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
         again = project.invoke("publish")
         assert "already published" in again.stdout
     finally:
-        local_registry.stop(port=port, state_dir=storage)
+        local_registry.stop_port(Runner(), port, storage)
         remove_images(f"{address}/")
 
 

@@ -33,9 +33,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cicd import local_registry
 from cicd.docker import choose_client
 from cicd.registry import Credentials, RegistryClient
+from tests.support import registry_process
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "ci-bot"
@@ -153,14 +153,12 @@ class Registry:
 
 def start_registry(state: Path, user: str = USER, password: str = SENTINEL) -> Registry:
     """Debian's Distribution binary with htpasswd auth, on a port the OS assigns and keeps."""
-    started = local_registry.start(
-        port=0, storage=state, htpasswd=(user, password), use_image=False
-    )
+    started = registry_process.start(state, (user, password))
     return Registry(started.address, state, user, password)
 
 
 def stop_registry(registry: Registry) -> None:
-    local_registry.stop(port=registry.port, state_dir=registry.state)
+    registry_process.stop(registry.state, registry.port)
     remove_images(f"{registry.address}/")
 
 

@@ -1,4 +1,5 @@
 import io
+import os
 import sys
 
 import pytest
@@ -61,3 +62,25 @@ def test_secrets_go_through_stdin():
 def test_missing_program_is_a_clear_error():
     with pytest.raises(SuiteError, match="not installed or not on PATH"):
         runner().run(["no-such-program-xyz"])
+
+
+def test_spawn_starts_a_server_in_its_own_session_and_logs_its_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTAINER_REGISTRY_PASSWORD", "sentinel-pw")
+    log, r = tmp_path / "server.log", runner()
+    program = "import os, sys; print(os.getsid(0) == os.getpid(), os.environ.get(sys.argv[1]))"
+    pid = r.spawn([sys.executable, "-c", program, "CONTAINER_REGISTRY_PASSWORD"], log=log)
+    os.waitpid(pid, 0)  # a child of the test: reaped here
+    assert log.read_text() == "True None\n"  # own session, no secret in its environment
+    assert r.out.getvalue().startswith(f"$ {sys.executable} -c ")
+
+
+def test_spawn_in_dry_run_shows_and_starts_nothing(tmp_path):
+    log, marker, r = tmp_path / "server.log", tmp_path / "made", runner(dry=True)
+    assert r.spawn(["touch", str(marker)], log=log) == 0
+    assert not marker.exists() and not log.exists()
+    assert f"[dry-run] $ touch {marker}" in r.out.getvalue()
+
+
+def test_spawn_of_a_missing_program_is_a_clear_error(tmp_path):
+    with pytest.raises(SuiteError, match="not installed or not on PATH"):
+        runner().spawn(["no-such-program-xyz"], log=tmp_path / "server.log")

@@ -1,0 +1,93 @@
+"""Registries for the tests: Debian's Distribution binary, a password, a port the OS assigns.
+
+The suite's embedded registry (:mod:`cicd.local_registry`) has no password and the port of
+the settings. The tests need basic auth (the per-run sentinel password must leak nowhere) and
+ports no other test run holds, so :func:`start` runs the binary with local_registry's own
+pieces (private state, config, pid file; :func:`stop` is its stop) plus what only tests need:
+
+* an htpasswd file (bcrypt; the password goes to ``htpasswd`` through stdin only);
+* port 0: the binary binds a port the OS assigns and keeps it (no probe-then-bind race) and
+  logs it; ``<state>/run-PORT`` then links to its run directory, where local_registry looks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from cicd import local_registry
+from cicd.local_registry import RegistryError, RegistryProcess
+from cicd.shell import Runner
+
+HOST = "127.0.0.1"
+TIMEOUT = 15.0
+
+
+def start(state: Path, credentials: tuple[str, str] | None = None) -> RegistryProcess:
+    """A registry storing in ``state`` on a port the OS assigns; basic auth with
+    ``credentials=(user, password)``."""
+    runner = Runner()
+    local_registry.private_dir(state)
+    local_registry.private_dir(state / "data")
+    run_dir = Path(tempfile.mkdtemp(prefix="run-auto-", dir=state))  # 0700, named by port below
+    config = local_registry.binary_config(HOST, 0, state / "data")
+    if credentials is not None:
+        runner.add_secret(credentials[1])
+        htpasswd = run_dir / "htpasswd"
+        write_htpasswd(runner, htpasswd, *credentials)
+        config["auth"] = {"htpasswd": {"realm": "celestial-bodies", "path": str(htpasswd)}}
+    pid = local_registry.serve(runner, run_dir, config)
+    log = run_dir / "registry.log"
+    try:
+        port = _logged_port(log)
+        _link(state / f"run-{port}", run_dir)
+        url = f"http://{HOST}:{port}"
+        local_registry.wait_until_up(url, TIMEOUT)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        raise
+    runner.echo(f"test registry: started at {url}")
+    return RegistryProcess(HOST, port, "binary", run_dir, pid=pid)
+
+
+def stop(state: Path, port: int) -> bool:
+    """Stop the registry started on ``port`` with state directory ``state``; True if it ran."""
+    return local_registry.stop_port(Runner(), port, state)
+
+
+def write_htpasswd(runner: Runner, path: Path, user: str, password: str) -> None:
+    """A bcrypt htpasswd file; the password never appears on a command line."""
+    assert user and ":" not in user, "a user name is non-empty, without ':'"
+    # -n: print the line, -i: read the password from stdin, -B: bcrypt.
+    output = runner.run(["htpasswd", "-niB", user], stdin=password + "\n", quiet=True)
+    line = next(line for line in output.splitlines() if line.startswith(f"{user}:"))
+    path.write_text(line + "\n")
+    path.chmod(0o600)
+
+
+def _logged_port(log: Path) -> int:
+    """The port the binary was given by the OS, from its log (``listening on HOST:PORT``)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        found = re.search(rf"listening on {re.escape(HOST)}:(\d+)", log.read_text(errors="replace"))
+        if found:
+            return int(found.group(1))
+        time.sleep(0.1)
+    raise RegistryError(f"the test registry logged no port within {TIMEOUT:.0f} s: see {log}")
+
+
+def _link(link: Path, run_dir: Path) -> None:
+    """``run-PORT`` -> the run directory. One left by a registry that is gone is replaced: the
+    OS does not give a port that is still held."""
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.symlink_to(run_dir.name)
