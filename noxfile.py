@@ -1,7 +1,9 @@
 """The pipeline's sessions: `nox -l` lists them, CI calls them (`nox -s publish`).
 
-Each session runs invoke steps (tasks.py) in its own environment, made by uv from
-requirements-freeze.txt; arguments after `--` go to the step (`nox -s train -- --push`).
+Each pipeline session is a list of invoke steps (tasks.py), run in that order in one
+process, in an environment made by uv from requirements-freeze.txt. A failing step ends the
+session: that step is the one to run alone to debug it (`invoke smoke`). Arguments after
+`--` go to the first step (`nox -s train -- --no-pull`, `nox -s publish -- --force`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ nox.options.sessions = ["lint", "tests"]
 PYTHON = "3.11"
 REQUIREMENTS = "requirements-freeze.txt"
 
+TRAIN = ["repro", "check-reproduced", "push-data --when-base-branch"]
+REPORT = ["report"]
+# check-published ends the run, successfully, when the registry has this commit's image
+# with this model; push is reached only after smoke passed; push logs in and out around it.
+PUBLISH = ["check-published", "import-model", "bento", "containerize", "smoke", "push"]
+
 
 def install(session: nox.Session) -> None:
     """The pinned dependencies, then the project itself (its `celestial` and `cicd` packages)."""
@@ -22,28 +30,34 @@ def install(session: nox.Session) -> None:
     session.install("--no-deps", "-e", ".")
 
 
-def invoke(session: nox.Session, *step: str) -> None:
-    """Install the environment and run one invoke step in it."""
+def steps(session: nox.Session, names: list[str]) -> None:
+    """Run invoke steps in order, in one process; the session's arguments go to the first."""
     install(session)
-    session.run("invoke", *step, *session.posargs)
+    session.run("invoke", *invoke_arguments(names, session.posargs))
+
+
+def invoke_arguments(names: list[str], posargs: list[str]) -> list[str]:
+    """`invoke` arguments for ``names`` with ``posargs`` after the first (tests use it too)."""
+    first, *rest = names
+    return [*first.split(), *posargs, *(word for name in rest for word in name.split())]
 
 
 @nox.session(python=PYTHON)
 def train(session: nox.Session) -> None:
-    """Reproduce the pipeline, pulling unchanged outputs; push them from main in CI."""
-    invoke(session, "train")
+    """Reproduce the pipeline, check it gave the committed bits; share them from main in CI."""
+    steps(session, TRAIN)
 
 
 @nox.session(python=PYTHON)
 def report(session: nox.Session) -> None:
     """Compare params, metrics and plots with the base branch; post them on the PR in CI."""
-    invoke(session, "report")
+    steps(session, REPORT)
 
 
 @nox.session(python=PYTHON)
 def publish(session: nox.Session) -> None:
     """Build, smoke-test and push this commit's image (skipped if already published)."""
-    invoke(session, "publish")
+    steps(session, PUBLISH)
 
 
 @nox.session(python=PYTHON)

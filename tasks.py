@@ -11,6 +11,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,8 +43,12 @@ def step(function=None, **task_options):
         @functools.wraps(body)
         def wrapper(c: Context, *args, **kwargs):
             signal.signal(signal.SIGTERM, _interrupt)
+            started = time.monotonic()
             try:
-                return body(c, *args, **kwargs)
+                result = body(c, *args, **kwargs)
+                seconds = round(time.monotonic() - started, 1)
+                STEPS_DONE.append((body.__name__.replace("_", "-"), seconds))
+                return result
             except SuiteError as error:
                 raise Exit(f"error: {error}", code=error.exit_code) from None
             except KeyboardInterrupt:
@@ -52,6 +57,11 @@ def step(function=None, **task_options):
         return task(wrapper, **task_options)
 
     return decorate(function) if function else decorate
+
+
+# The steps this invoke run has finished and their seconds: a session runs several in one
+# process (noxfile.py), and CI's summary of a publish lists them.
+STEPS_DONE: list[tuple[str, float]] = []
 
 
 def _interrupt(signum, frame):
@@ -92,26 +102,25 @@ def repro(c, no_pull=False, force=False):
     dvc.repro(setup(c), pull_first=not no_pull, force=force)
 
 
-@step(help={"target": "a file or stage to push (default: everything)"})
-def push_data(c, target=None):
+@step(
+    help={
+        "target": "a file or stage to push (default: everything)",
+        "when_base_branch": "only when CI builds the base branch (the train session's rule)",
+    }
+)
+def push_data(c, target=None, when_base_branch=False):
     """dvc push: send data and pipeline outputs to the DVC remote."""
     from cicd import dvc
 
-    dvc.push(setup(c), [target] if target else [])
+    dvc.push(setup(c), [target] if target else [], when_base_branch=when_base_branch)
 
 
-@step(
-    help={
-        "push": "always push outputs to the DVC remote",
-        "no_push": "never push them",
-        "no_pull": "do not pull from the DVC remote (CI without its credentials: pull requests)",
-    }
-)
-def train(c, push=False, no_push=False, no_pull=False):
-    """repro, then push-data when CI builds the base branch: the `nox -s train` session."""
+@step
+def check_reproduced(c):
+    """Say what did not come out as dvc.lock records (a warning; in CI, an error)."""
     from cicd import dvc
 
-    dvc.train(setup(c), push_outputs=_choice(push, no_push), pull_first=not no_pull)
+    dvc.check_reproduced(setup(c))
 
 
 # -- bento and image: BentoML, Docker --------------------------------------------------------
@@ -167,25 +176,23 @@ def login(c):
 
 @step
 def push(c):
-    """Push this commit's image (SHA tag, then latest) and verify both tags in the registry."""
-    from cicd import image
+    """Push this commit's image (login, SHA tag, latest, logout) and verify it in the registry."""
+    from cicd.publish import push as push_image
 
-    run = setup(c)
-    goal = image.target(run)
-    digest = image.push(run)
-    run.runner.echo(f"pushed {', '.join(goal.references)} ({digest})")
+    push_image(setup(c), earlier_steps=STEPS_DONE)
 
 
-@step(help={"force": "rebuild and push even if the registry has this commit's image"})
-def publish(c, force=False):
-    """Pull the model if missing, build, smoke-test, push: the `nox -s publish` session.
+@step(help={"force": "go on to build and push even if the registry has this commit's image"})
+def check_published(c, force=False):
+    """End this run here (exit 0) when the registry has this commit's image with this model.
 
-    Skips building and pushing when the registry already holds this commit's image with the
-    same model digest.
+    The first step of `nox -s publish`: the steps after it (build, smoke test, push) run only
+    when the image is missing or its model changed. Starts the embedded registry if needed.
     """
-    from cicd.publish import publish as publish_image
+    from cicd.publish import check_published as published
 
-    publish_image(setup(c), force=force)
+    if published(setup(c), force=force):
+        raise Exit(code=0)  # the rest of this invoke run is skipped, successfully
 
 
 # -- development helpers -----------------------------------------------------------------------

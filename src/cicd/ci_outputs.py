@@ -9,8 +9,7 @@ them as variables). Only references, digest, size, model tag and timings: never 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,20 +38,6 @@ class Result:
     @property
     def references(self) -> tuple[str, ...]:
         return tuple(f"{self.repository}:{tag}" for tag in self.tags)
-
-
-class Clock:
-    """Seconds per step: ``lap("build")`` ends the step that began at the previous lap."""
-
-    def __init__(self, now: Callable[[], float] = time.monotonic):
-        self._now = now
-        self._last = now()
-        self.laps: list[tuple[str, float]] = []
-
-    def lap(self, step: str) -> None:
-        now = self._now()
-        self.laps.append((step, round(now - self._last, 1)))
-        self._last = now
 
 
 def outputs(result: Result) -> dict[str, str]:
@@ -108,11 +93,11 @@ def write(runner: Runner, result: Result, environ: Mapping[str, str], root: Path
         runner.call(["sh", "-c", f"cat > {DOTENV_FILE}"], lambda: path.write_text(dotenv(result)))
 
 
-def write_publish(run: Run, goal: Target, digest: str, clock: Clock, built: bool) -> None:
-    """:func:`write` for ``publish``; ``built``: False when the publish was skipped (the
-    registry had the image: nothing built in this run)."""
-    if not built:
-        clock.lap("model, registry check")
+def write_publish(
+    run: Run, goal: Target, digest: str, seconds: Sequence[tuple[str, float]], built: bool
+) -> None:
+    """:func:`write` for the publish session; ``seconds``: its steps so far and their
+    durations; ``built``: False when it was skipped (the registry had the image)."""
     result = Result(
         repository=goal.repository,
         tags=goal.tags,
@@ -120,7 +105,7 @@ def write_publish(run: Run, goal: Target, digest: str, clock: Clock, built: bool
         model_tag=goal.model.tag,
         skipped=not built,
         size=local_size(run.docker, goal.references[0]) if built else None,
-        seconds=tuple(clock.laps),
+        seconds=tuple(seconds),
     )
     write(run.runner, result, run.environ, run.settings.root)
 

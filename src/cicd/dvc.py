@@ -51,31 +51,23 @@ def repro(run: Run, pull_first: bool = True, force: bool = False) -> None:
     run.runner.run(command, cwd=run.settings.root)
 
 
-def push(run: Run, targets: Sequence[str] = ()) -> None:
-    """Send the pipeline's outputs to the DVC remote so that CI and other clones can pull."""
+def push(run: Run, targets: Sequence[str] = (), when_base_branch: bool = False) -> None:
+    """Send the pipeline's outputs to the DVC remote so that CI and other clones can pull.
+
+    ``when_base_branch``: only when CI builds the base branch (the train session's rule:
+    pull requests and laptops do not share what they trained)."""
+    if when_base_branch and not ci.builds_base_branch(run):
+        run.runner.echo(
+            "outputs not pushed to the DVC remote: only CI on the base branch does "
+            "(`invoke push-data` pushes them)"
+        )
+        return
     run.runner.run(
         [tool("dvc"), "push", *targets],
         cwd=run.settings.root,
         retry_transient=True,
         hint="check the DVC remote (`dvc remote list`) and its credentials",
     )
-
-
-def train(run: Run, push_outputs: bool | None = None, pull_first: bool = True) -> None:
-    """repro, check it reproduced the commit, push the outputs when CI builds the base branch.
-
-    ``push_outputs``: True or False decides; None leaves it to CI (base branch only).
-    """
-    repro(run, pull_first=pull_first)
-    check_reproduced(run)
-    if push_outputs is None:
-        push_outputs = ci.builds_base_branch(run)
-    if push_outputs:
-        push(run)
-    else:
-        run.runner.echo(
-            "outputs not pushed to the DVC remote: only CI on the base branch does (--push)"
-        )
 
 
 # -- did a retrain reproduce what the commit records? -----------------------------------------

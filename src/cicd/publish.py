@@ -1,58 +1,41 @@
-"""The composed steps: build the image of this commit, and publish it.
+"""The publish session's own steps: ask the registry first, push last.
 
-publish = target (model pulled if missing) -> registry up -> skip if already published ->
-build (import-model -> bento -> containerize) -> smoke -> push (login, push, logout).
-Nothing reaches the registry unless it passed its smoke test.
+`nox -s publish` runs these invoke steps in one process, in this order (noxfile.py):
+check-published -> import-model -> bento -> containerize -> smoke -> push. A failing step
+ends the run, so push is reached only by an image that passed its smoke test, and
+check-published ends it early, successfully, when the registry already holds this commit's
+image with this model.
 """
 
 from __future__ import annotations
 
-from cicd import bento, ci_outputs, image, local_registry, smoke
+import time
+from collections.abc import Sequence
+
+from cicd import bento, ci_outputs, image, local_registry
 from cicd.context import Run
 from cicd.image import Image, Target
 from cicd.registry import CREATED_LABEL
 
 
-def build(run: Run, goal: Target | None = None) -> Image:
-    """import-model -> bento -> containerize: the image of this commit, labelled."""
-    goal = goal or image.target(run)
-    bento.import_model(run, goal.model)
-    bento.build_bento(run, goal.model)
-    built = image.containerize(run, goal)
-    run.runner.echo(f"built {', '.join(built.references)} ({built.id})")
-    return built
-
-
-def publish(run: Run, force: bool = False) -> str:
-    """Build, smoke-test and push this commit's image unless the registry already has it."""
-    runner = run.runner
-    clock = ci_outputs.Clock()
+def check_published(run: Run, force: bool = False) -> str | None:
+    """The registry's digest of this commit's image when it holds it with this model, else
+    None (build, smoke test and push must follow). The embedded registry is started first,
+    a configured one must answer. ``force``: None whatever the registry holds."""
+    started = time.monotonic()
     goal = image.target(run)
-    run.require_docker()  # said first, even when the registry has the image already
     if run.settings.uses_local_registry:
         local_registry.ensure_running(run)
     else:
         run.registry.ping()
     digest = None if force else already_published(run, goal)
     if digest:
-        runner.echo(
+        run.runner.echo(
             f"{goal.references[0]} is already published with model {goal.model.tag} "
             f"({digest}): nothing to build or push (use --force to rebuild)"
         )
-        ci_outputs.write_publish(run, goal, digest, clock, built=False)
-        return digest
-    clock.lap("model, registry check")
-    built = build(run, goal)
-    clock.lap("build")
-    smoke.smoke_test(run, built.references[0])
-    clock.lap("smoke test")
-    digest = image.push(run, built)
-    clock.lap("push")
-    if run.dry:
-        runner.echo("dry run: nothing was pulled, built, run or pushed")
-    else:
-        runner.echo(f"published {', '.join(built.references)} ({digest})")
-        ci_outputs.write_publish(run, goal, digest, clock, built=True)
+        seconds = [("check-published", round(time.monotonic() - started, 1))]
+        ci_outputs.write_publish(run, goal, digest, seconds, built=False)
     return digest
 
 
@@ -74,3 +57,29 @@ def already_published(run: Run, goal: Target) -> str | None:
                 f"{tag} did not point at {goal.references[0]}: repaired (manifest PUT, no rebuild)"
             )
     return manifest.digest
+
+
+def build(run: Run) -> Image:
+    """import-model -> bento -> containerize: the image of this commit, labelled."""
+    goal = image.target(run)
+    bento.import_model(run, goal.model)
+    bento.build_bento(run, goal.model)
+    built = image.containerize(run, goal)
+    run.runner.echo(f"built {', '.join(built.references)} ({built.id})")
+    return built
+
+
+def push(run: Run, earlier_steps: Sequence[tuple[str, float]] = ()) -> str:
+    """Push this commit's local image (login and logout around it), verify it in the
+    registry, and write the results where CI reads them. ``earlier_steps``: the steps of
+    this run before the push and their seconds, for CI's summary."""
+    started = time.monotonic()
+    goal = image.target(run)
+    digest = image.push(run, image.local_image(run, goal))
+    if run.dry:
+        run.runner.echo("dry run: nothing was pulled, built, run or pushed")
+        return digest
+    run.runner.echo(f"published {', '.join(goal.references)} ({digest})")
+    seconds = [*earlier_steps, ("push", round(time.monotonic() - started, 1))]
+    ci_outputs.write_publish(run, goal, digest, seconds, built=True)
+    return digest

@@ -51,9 +51,11 @@ PREDICT_LINE = "return self.classifier.predict(decode_image(image.read_bytes()))
 
 @pytest.fixture(scope="module")
 def trained(new_project, registry) -> Project:
-    """`nox -s train -- --push` in a fresh clone; ``train_changes``: what it changed in git."""
+    """`nox -s train` in a fresh clone, its outputs pushed; ``train_changes``: what it changed
+    in git."""
     project = new_project("project", registry)
-    project.nox("-s", "train", "--", "--push")
+    project.nox("-s", "train")
+    project.invoke("push-data")
     project.train_changes = project.run("git", "status", "--porcelain").stdout
     project.blas_here = kernels(project.path("model-blas.json").read_text())
     if project.train_changes:
@@ -247,7 +249,7 @@ def test_the_same_commit_with_another_model_is_rebuilt(published, new_project, t
     sha = project.head()
     assert sha == published.head()
     copy_image(registry, IMAGE, sha, swap)
-    same = project.invoke("publish")
+    same = project.session("publish")
     assert "already published" in same.stdout, same.stdout  # same commit, same model
     before = registry.client().manifest(swap, sha)
 
@@ -256,7 +258,7 @@ def test_the_same_commit_with_another_model_is_rebuilt(published, new_project, t
     archive = project.path(ARCHIVE)
     assert digest_of(archive) != digest_of(published.path(ARCHIVE))
 
-    done = project.invoke("publish")
+    done = project.session("publish")
     output = done.stdout + done.stderr
     assert "already published" not in output and "bentoml containerize" in output
     client = registry.client()
@@ -364,9 +366,8 @@ def test_registry_down_is_a_clear_error(published):
 
 
 def test_no_docker_engine_is_a_clear_error(published, tmp_path):
-    done = published.invoke(
-        "publish", env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}, check=False
-    )
+    no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    done = published.session("publish", "--force", env=no_engine, check=False)
     assert done.returncode != 0
     assert "no Docker engine answers" in done.stderr and "Traceback" not in done.stderr
 
@@ -415,7 +416,7 @@ def test_an_image_that_fails_its_smoke_test_is_not_pushed(published, broken):
     registry = published.registry
     before, tags = registry.requests(), registry.tags(IMAGE)
     try:
-        done = published.invoke("publish", check=False, env=env)
+        done = published.session("publish", check=False, env=env)
     finally:
         serve.write_text(original)
     assert done.returncode != 0
@@ -439,7 +440,7 @@ def test_publish_in_ci_refuses_a_dirty_tree(published, change):
     target.write_text((original or "") + "\nan edit that is not committed\n")
     before = published.registry.requests()
     try:
-        done = published.invoke("publish", "--force", env={"CI": "true"}, check=False)
+        done = published.session("publish", "--force", env={"CI": "true"}, check=False)
     finally:
         if original is None:
             target.unlink()
@@ -454,7 +455,7 @@ def test_publish_in_ci_refuses_a_dirty_tree(published, change):
 
 def test_missing_model_names_the_command_that_makes_it(new_project, registry):
     project = new_project("no-model", registry)
-    done = project.invoke("publish", check=False)
+    done = project.session("publish", check=False)
     assert done.returncode != 0
     assert "nox -s train" in done.stderr and "Traceback" not in done.stderr
 
@@ -483,7 +484,7 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
     open_registry = RegistryClient(address)  # no credentials: the embedded registry has none
     try:
         assert project.invoke("registry", "--status").stdout.strip() == f"{address}: down"
-        done = project.invoke("publish")
+        done = project.session("publish")
         assert f"local registry: started (binary) at http://{address}" in done.stdout
         assert " login " not in done.stdout, "logged in without credentials"
         assert f"published {address}/{IMAGE}:{sha}" in done.stdout
@@ -497,7 +498,7 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
         assert project.invoke("registry", "--status").stdout.strip() == f"{address}: down"
         assert "local registry: started" in project.invoke("registry").stdout
         assert open_registry.manifest(IMAGE, sha) == pushed, "the registry lost its data"
-        again = project.invoke("publish")
+        again = project.session("publish")
         assert "already published" in again.stdout
     finally:
         local_registry.stop_port(Runner(), port, storage)
@@ -581,7 +582,7 @@ def test_train_in_ci_pushes_the_outputs_only_when_it_builds_main(published, new_
     # The outputs come from the trained project's remote; the project's own stays empty.
     project.run("dvc", "remote", "add", "--local", "trained", str(published.dvc_remote))
     project.run("dvc", "pull", "--remote", "trained")
-    done = project.invoke("train", env={"CI": "true", **variables})
+    done = project.session("train", env={"CI": "true", **variables})
     pushed = [path for path in project.dvc_remote.rglob("*") if path.is_file()]
     if pushes:
         assert "$ dvc push" in done.stdout and pushed, done.stdout

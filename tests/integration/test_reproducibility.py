@@ -114,15 +114,15 @@ def test_another_kernel_trains_another_model(other_kernel_run, first_run):
     assert f"BLAS kernel {kernel} instead of {REFERENCE_KERNEL}" in done.stderr
 
 
-def test_invoke_train_says_what_did_not_reproduce(other_kernel_run, first_run):
+def test_the_train_session_says_what_did_not_reproduce(other_kernel_run, first_run):
     kernel, _, _ = other_kernel_run
-    # `invoke train` runs `dvc repro --pull`: the stages are up to date with the outputs of
+    # The train session runs `dvc repro --pull`: the stages are up to date with the outputs of
     # the other kernel, and the lock now differs from the commit's.
-    done = first_run.invoke("train", "--no-push")
+    done = first_run.session("train")
     out = done.stdout + done.stderr
     assert "did not reproduce what the commit records: model, model-blas.json" in out, out
     assert f"BLAS kernel used: {kernel}; recorded in model-blas.json: {REFERENCE_KERNEL}" in out
-    in_ci = first_run.invoke("train", "--no-push", env={"CI": "true"}, check=False)
+    in_ci = first_run.session("train", env={"CI": "true"}, check=False)
     assert in_ci.returncode != 0
     assert "error: this run did not reproduce what the commit records" in in_ci.stderr
     assert "Traceback" not in in_ci.stderr

@@ -12,8 +12,8 @@ from tests.support.project import SENTINEL
 ROOT = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
 STEPS = [
-    "pull", "repro", "push-data", "train", "import-model", "bento", "containerize", "build",
-    "smoke", "login", "push", "publish", "registry", "serve", "report",
+    "pull", "repro", "push-data", "check-reproduced", "import-model", "bento", "containerize",
+    "build", "smoke", "login", "push", "check-published", "registry", "serve", "report",
 ]  # fmt: skip
 
 
@@ -40,7 +40,9 @@ def test_every_step_has_help(step):
 
 
 def test_bad_setting_is_one_line_and_non_zero():
-    done = invoke("--dry", "publish", env={"CONTAINER_REGISTRY_HOST": "Not Valid"}, check=False)
+    done = invoke(
+        "--dry", "check-published", env={"CONTAINER_REGISTRY_HOST": "Not Valid"}, check=False
+    )
     assert done.returncode != 0
     assert done.stderr.strip().startswith("error: registry 'Not Valid' is not a valid")
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
@@ -50,7 +52,7 @@ def test_dry_run_publish_shows_every_command_and_runs_none(new_project, registry
     """In a fresh clone (no model, no data): the whole publish path is shown, nothing runs."""
     project = new_project("dry-run", registry)
     before = registry.requests()
-    done = project.invoke("--dry", "publish")
+    done = project.session("publish", dry=True)
     address = registry.address
     shown = [line for line in done.stdout.splitlines() if line.startswith("[dry-run] $ ")]
     expected = [

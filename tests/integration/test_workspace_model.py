@@ -62,12 +62,12 @@ def two_models(new_project):
     clone = new_project("workspace-model", None, env={"CONTAINER_REGISTRY_HOST": namespace})
     clone.run("git", "config", "user.email", "tests@localhost")
     clone.run("git", "config", "user.name", "tests")
-    clone.invoke("train")
+    clone.session("train")
     model_a = model_tag(clone)
     params = yaml.safe_load(clone.path("params.yaml").read_text())
     params["train"]["epochs"] = 3
     clone.path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    clone.invoke("train")
+    clone.session("train")
     model_b = model_tag(clone)
     assert model_b != model_a
     clone.run("git", "commit", "-qam", "model B: 3 epochs")

@@ -196,6 +196,16 @@ class Project:
     def invoke(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", "invoke", *args, **kwargs)
 
+    def session(
+        self, name: str, *args: str, dry: bool = False, **kwargs
+    ) -> subprocess.CompletedProcess:
+        """The invoke steps of `nox -s NAME -- ARGS` (noxfile.py) in this test environment:
+        the session's exact steps, without making its environment; ``dry``: `invoke --dry`."""
+        import noxfile
+
+        steps = noxfile.invoke_arguments(getattr(noxfile, name.upper()), list(args))
+        return self.invoke(*(["--dry"] if dry else []), *steps, **kwargs)
+
     def nox(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", "nox", *args, **kwargs)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cicd import ci_outputs
-from cicd.ci_outputs import Clock, Result
+from cicd.ci_outputs import Result
 from cicd.shell import Runner
 
 DIGEST = "sha256:" + "ab" * 32
@@ -77,11 +77,3 @@ def test_outside_ci_and_in_a_dry_run_nothing_is_written(tmp_path: Path):
     ci_outputs.write(Runner(dry=True, out=shown), RESULT, environ, tmp_path)
     assert list(tmp_path.iterdir()) == []
     assert "[dry-run] $ sh -c 'cat >> $GITHUB_OUTPUT'" in shown.getvalue()
-
-
-def test_clock_laps_are_the_time_since_the_previous_lap():
-    ticks = iter([10.0, 12.5, 13.0])
-    clock = Clock(now=lambda: next(ticks))
-    clock.lap("build")
-    clock.lap("push")
-    assert clock.laps == [("build", 2.5), ("push", 0.5)]
