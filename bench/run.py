@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import runpy
 import shutil
 import sys
 import tempfile
@@ -50,10 +51,12 @@ def startup(clone: Path, runs: int) -> dict:
     """Start-up of the suite's entry points against the guide's cheapest CLI start-up."""
     home = Path(tempfile.mkdtemp(prefix="bench-startup-bentoml-"))
     extra = {"BENTOML_HOME": str(home)}
+    noxfile = runpy.run_path(str(ROOT / "noxfile.py"))  # the publish session's steps
+    publish_steps = noxfile["invoke_arguments"](noxfile["PUBLISH"], [])
     commands = {
         "invoke --list": [str(TOOLS / "invoke"), "--list"],
         "nox -l": [str(TOOLS / "nox"), "-l"],
-        "invoke --dry publish": [str(TOOLS / "invoke"), "--dry", "publish"],
+        "invoke --dry publish": [str(TOOLS / "invoke"), "--dry", *publish_steps],
         "dvc --version": [str(TOOLS / "dvc"), "--version"],
         "bentoml --version": [str(TOOLS / "bentoml"), "--version"],
         "python -c pass": [sys.executable, "-c", "pass"],

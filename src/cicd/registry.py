@@ -83,16 +83,6 @@ class RegistryClient:
         if runner and credentials:
             runner.add_secret(credentials.password, username=credentials.username)
 
-    @classmethod
-    def for_settings(cls, runner: Runner, settings: Settings) -> RegistryClient:
-        """The client of the configured registry, shown through ``runner``."""
-        return cls(
-            settings.registry_host,
-            credentials(settings),
-            runner=runner,
-            timeout=settings.network_timeout,
-        )
-
     def ping(self) -> None:
         """Fail with what to do when the registry does not answer or refuses the credentials."""
         response = self._show("GET", "/v2/", lambda: self._request("GET", "/v2/", None))

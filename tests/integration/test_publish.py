@@ -326,7 +326,7 @@ def test_login_refused_after_a_passing_ping_is_a_clear_error_and_nothing_is_push
     before = registry.requests()
     with FrontRefusingDocker(registry) as front:
         try:
-            done = published.invoke(
+            done = published.session(
                 "publish", "--force", env={"CONTAINER_REGISTRY_HOST": front.address}, check=False
             )
         finally:
@@ -346,7 +346,7 @@ def test_login_refused_after_a_passing_ping_is_a_clear_error_and_nothing_is_push
 
 def test_wrong_password_is_refused_at_the_ping_and_nothing_is_built(published):
     before = published.registry.tags(IMAGE)
-    done = published.invoke(
+    done = published.session(
         "publish", "--force", env={"CONTAINER_REGISTRY_PASSWORD": "wrong"}, check=False
     )
     assert done.returncode != 0
@@ -358,7 +358,7 @@ def test_wrong_password_is_refused_at_the_ping_and_nothing_is_built(published):
 
 def test_registry_down_is_a_clear_error(published):
     with refused_port() as port:
-        done = published.invoke(
+        done = published.session(
             "publish", env={"CONTAINER_REGISTRY_HOST": f"127.0.0.1:{port}"}, check=False
         )
     assert done.returncode != 0
