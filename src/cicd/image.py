@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 MODEL_TAG_LABEL = "model.tag"
 MODEL_DIGEST_LABEL = "model.digest"
+# Longer than another job's read-then-PUT of a moving tag (a manifest and a config blob read).
+SETTLE_PAUSE = 1.0
 DRY_MANIFEST = Manifest("sha256:<pushed digest>", "sha256:<pushed image>")
 
 
@@ -208,7 +211,27 @@ def push(run: Run, image: Image | None = None) -> str:
     for tag in others:
         # In a dry run nothing was pushed: a placeholder shows the PUT that would run.
         registry.promote(repository, tag, pushed or DRY_MANIFEST, created)
+    if pushed is not None and others:
+        settle(run, repository, others, pushed, created)
     return verify(run, image)
+
+
+def settle(run: Run, repository: str, tags: list[str], pushed: Manifest, created: str) -> None:
+    """Look at the moving tags again after a pause, and move them forward once more if an
+    older commit's image took them meanwhile.
+
+    Two jobs publishing at once can interleave so that the older one's PUT, decided on what
+    it read before the newer one's PUT, lands after it: the registry API has no conditional
+    PUT. The newer job sees it here and puts its image back; the older one, seeing a newer
+    commit's image, stops (:meth:`RegistryClient.promote`).
+    """
+    time.sleep(SETTLE_PAUSE)
+    for tag in tags:
+        if run.registry.promote(repository, tag, pushed, created):
+            run.runner.echo(
+                f"{tag} held an older commit's image after this push (another publish ran at "
+                "the same time): moved forward again"
+            )
 
 
 def verify(run: Run, image: Image) -> str:

@@ -10,9 +10,11 @@ Two ways to run it, chosen by :func:`start`:
 * otherwise Debian's ``docker-registry`` binary (package ``docker-registry``, Distribution
   2.8) as a background process with a config file generated in the state directory.
 
-It has no TLS and no password, so it listens on loopback only. Its data live outside git's
-view: ``<storage>/data`` holds the blobs, ``<storage>/run-<port>/`` the config, log and pid (or
-container id) file by which :func:`stop` finds what the suite started, and stops only that.
+It has no TLS, so it listens on loopback only; with ``suite.local_registry.auth`` it asks for
+the configured registry user and password (basic auth, a bcrypt htpasswd file). Its data live
+outside git's view: ``<storage>/data`` holds the blobs, ``<storage>/run-<port>/`` the config,
+log and pid (or container id) file by which :func:`stop` finds what the suite started, and
+stops only that.
 Commands go through the :class:`~cicd.shell.Runner` (shown; a dry run only shows what it
 would start or stop); ``/v2/`` is probed through :class:`~cicd.registry.RegistryClient`'s HTTP
 layer. Errors the user can fix raise :class:`RegistryError` with a line that says what to do.
@@ -36,7 +38,7 @@ from urllib.parse import urlsplit
 
 from cicd.errors import CommandError, SuiteError
 from cicd.http import RetryPolicy
-from cicd.registry import RegistryClient, scheme
+from cicd.registry import Credentials, RegistryClient, scheme
 from cicd.shell import Runner, interruptions_deferred
 
 if TYPE_CHECKING:
@@ -106,16 +108,42 @@ def ensure_running(run: Run) -> RegistryProcess:
             "embedded registry (no TLS, no password) serves this machine only; use 127.0.0.1, "
             "or a real registry for other machines (CONTAINER_REGISTRY_HOST)"
         )
+    credentials = run.credentials if registry.auth else None
+    if registry.auth and credentials is None:
+        raise RegistryError(
+            "suite.local_registry.auth is on but no user is set: set CONTAINER_REGISTRY_USERNAME "
+            "and CONTAINER_REGISTRY_PASSWORD (the embedded registry's user)"
+        )
     found = start(
-        run.runner, registry.host, registry.port, registry.storage, docker=lambda: _docker(run)
-    )
+        run.runner, registry.host, registry.port, registry.storage,
+        docker=lambda: _docker(run), credentials=credentials,
+    )  # fmt: skip
     if found.kind == "existing":
         raise RegistryError(
             f"a registry this suite did not start answers on {found.address}: to publish "
             f"to it, set CONTAINER_REGISTRY_HOST={found.address}; otherwise change "
             "suite.local_registry.port in invoke.yaml"
         )
+    if not run.dry:
+        _check_auth(found, asked=registry.auth, has_credentials=run.credentials is not None)
     return found
+
+
+def _check_auth(found: RegistryProcess, asked: bool, has_credentials: bool) -> None:
+    """The running registry asks for a password exactly when the settings say so, or at
+    least when the user can give one (a registry started earlier with other settings)."""
+    status = probe(found.url)
+    again = "stop it (`invoke registry --stop`) and publish again"
+    if asked and status == 200:
+        raise RegistryError(
+            f"the embedded registry on {found.address} runs without a password, although "
+            f"suite.local_registry.auth is on (it was started before): {again}"
+        )
+    if status == 401 and not has_credentials:
+        raise RegistryError(
+            f"the embedded registry on {found.address} asks for a password: set "
+            f"CONTAINER_REGISTRY_USERNAME and CONTAINER_REGISTRY_PASSWORD, or {again}"
+        )
 
 
 def stop(run: Run) -> bool:
@@ -188,15 +216,22 @@ def _url(host: str, port: int) -> str:
 
 
 def start(
-    runner: Runner, host: str, port: int, storage: Path, docker: DockerChoice | None = None
+    runner: Runner,
+    host: str,
+    port: int,
+    storage: Path,
+    docker: DockerChoice | None = None,
+    credentials: Credentials | None = None,
 ) -> RegistryProcess:
     """Start a registry on ``host:port`` and wait until ``/v2/`` answers.
 
     Idempotent: if a registry already answers there, say so and return it (kind
     ``"existing"``, or the recorded kind if the suite started it). ``docker`` gives the docker
     client to run ``registry:2`` with, if any; without one, or when the engine lacks the
-    image, Debian's binary. Raises RegistryError: binary missing, port used by something that
-    is not a registry, or the registry not answering within :data:`START_TIMEOUT` seconds.
+    image, Debian's binary. ``credentials``: basic auth for that user (an htpasswd file; the
+    binary serves then, whose config it is). Raises RegistryError: binary missing, port used
+    by something that is not a registry, or the registry not answering within
+    :data:`START_TIMEOUT` seconds.
     """
     storage = Path(storage).expanduser()
     url, run_dir = _url(host, port), storage / f"run-{port}"
@@ -210,7 +245,7 @@ def start(
                 f"port {port} on {host} is used by something that is not a registry "
                 f"(/v2/ -> {abs(status) if status else 'no HTTP answer'}): pick another port"
             )
-        client = docker() if docker else None
+        client = docker() if docker and credentials is None else None
         use_image = client is not None and _engine_has_image(runner, client)
         if not use_image and not os.access(REGISTRY_BINARY, os.X_OK):
             raise RegistryError(f"{REGISTRY_BINARY} missing: {INSTALL_HINT}")
@@ -218,11 +253,16 @@ def start(
             what = f"{REGISTRY_IMAGE} container" if use_image else REGISTRY_BINARY
             runner.echo(f"[dry-run] would start {what} on {url} (data: {storage / 'data'})")
             return RegistryProcess(host, port, "dry-run", run_dir)
-        return _launch(runner, client if use_image else None, host, port, storage)
+        return _launch(runner, client if use_image else None, host, port, storage, credentials)
 
 
 def _launch(
-    runner: Runner, image_client: Client | None, host: str, port: int, storage: Path
+    runner: Runner,
+    image_client: Client | None,
+    host: str,
+    port: int,
+    storage: Path,
+    credentials: Credentials | None,
 ) -> RegistryProcess:
     """Start the container (with ``image_client``) or the binary, and wait for its ``/v2/``."""
     url, run_dir, data_dir = _url(host, port), storage / f"run-{port}", storage / "data"
@@ -234,7 +274,12 @@ def _launch(
     if image_client is not None:
         reg = _start_container(runner, image_client, host, port, data_dir, run_dir)
     else:
-        pid = serve(runner, run_dir, binary_config(host, port, data_dir))
+        config = binary_config(host, port, data_dir)
+        if credentials is not None:
+            htpasswd = run_dir / "htpasswd"
+            write_htpasswd(runner, htpasswd, credentials)
+            config["auth"] = {"htpasswd": {"realm": "celestial-bodies", "path": str(htpasswd)}}
+        pid = serve(runner, run_dir, config)
         reg = RegistryProcess(host, port, "binary", run_dir, pid=pid)
     try:
         wait_until_up(url, START_TIMEOUT, alive=lambda: reg.pid is None or _pid_alive(reg.pid))
@@ -258,6 +303,19 @@ def binary_config(host: str, port: int, data_dir: Path) -> dict[str, Any]:
         "storage": {"filesystem": {"rootdirectory": str(data_dir)}, "delete": {"enabled": True}},
         "http": {"addr": f"{host}:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
     }
+
+
+def write_htpasswd(runner: Runner, path: Path, credentials: Credentials) -> None:
+    """A bcrypt htpasswd file (0600); the password goes to ``htpasswd`` through stdin only."""
+    user = credentials.username
+    if not user or ":" in user:
+        raise RegistryError(f"registry user {user!r} cannot be an htpasswd user: no ':' in it")
+    runner.add_secret(credentials.password)
+    # -n: print the line, -i: read the password from stdin, -B: bcrypt.
+    output = runner.run(["htpasswd", "-niB", user], stdin=credentials.password + "\n", quiet=True)
+    line = next(line for line in output.splitlines() if line.startswith(f"{user}:"))
+    path.write_text(line + "\n")
+    path.chmod(0o600)
 
 
 def serve(runner: Runner, run_dir: Path, config: dict[str, Any]) -> int:

@@ -29,6 +29,7 @@ class LocalRegistry:
     host: str
     port: int
     storage: Path
+    auth: bool  # ask for the configured registry user and password (basic auth, htpasswd)
 
     @property
     def address(self) -> str:
@@ -133,6 +134,7 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
         host=str(local["host"]),
         port=int(local["port"]),
         storage=Path(str(local["storage"])).expanduser(),
+        auth=_flag(local["auth"]),
     )
     return Settings(root=root, local_registry=registry, **values)
 
@@ -152,6 +154,13 @@ def _check_keys(prefix: str, given: Mapping[str, Any], kind: type, not_settings=
             f"setting(s) {names} missing from the suite section of invoke.yaml: add them "
             "(the repository's invoke.yaml has them all)"
         )
+
+
+def _flag(value: Any) -> bool:
+    """A yes/no setting from invoke.yaml (a bool) or the environment (a string)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 def _clean_registry(value: str) -> str:

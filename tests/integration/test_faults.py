@@ -30,7 +30,7 @@ from cicd.context import Run
 from cicd.errors import SuiteError
 from cicd.image import Target
 from cicd.publish import already_published
-from cicd.registry import CREATED_LABEL, REVISION_LABEL
+from cicd.registry import CREATED_LABEL, REVISION_LABEL, RegistryClient
 from cicd.settings import Settings, load
 from cicd.shell import Runner
 from tests.support.project import ROOT, Registry, docker_client_path
@@ -159,6 +159,71 @@ def test_latest_never_moves_to_an_older_commit(registry: Registry):
     assert not any(
         "/manifests/latest" in line and '"PUT ' in line for line in log_since(registry, mark)
     )
+
+
+def test_an_older_publish_landing_after_the_newer_one_is_undone(registry, monkeypatch):
+    # The worst interleaving of two publishes at once, made deterministic: the older job read
+    # `latest` before the newer job's PUT, so its own PUT lands right after it.
+    config = settings(registry, "faults-interleave")
+    client = registry.client()
+    older, newer = goal(config, OLDER), goal(config, NEWER)
+    older_id, newer_id = build(config, OLDER), build(config, NEWER)
+    push(registry, older.references[0])
+    older_manifest = client.manifest("faults-interleave", OLDER.sha)
+    real_put, overtaken = RegistryClient.put_manifest, []
+
+    def put_then_overtaken(self, repository, tag, manifest):
+        digest = real_put(self, repository, tag, manifest)
+        if tag == "latest" and not overtaken:
+            overtaken.append(real_put(self, repository, tag, older_manifest))  # its stale PUT
+        return digest
+
+    monkeypatch.setattr(RegistryClient, "put_manifest", put_then_overtaken)
+    out = io.StringIO()
+    digest = image.push(run(config, out), newer.image(newer_id))
+    monkeypatch.undo()
+    assert "moved forward again" in out.getvalue()
+    assert client.manifest("faults-interleave", "latest").digest == digest
+    assert client.manifest("faults-interleave", NEWER.sha).digest == digest
+
+    # The older job goes on to its own settle: it sees a newer commit's image and stops.
+    with pytest.raises(SuiteError, match="not moving it back"):
+        image.push(run(config), older.image(older_id))
+    assert client.manifest("faults-interleave", "latest").digest == digest
+    assert client.manifest("faults-interleave", OLDER.sha) == older_manifest
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_publishes_of_different_commits_at_once(registry, round_):
+    """Both pushes really at the same time, three rounds: whatever the interleaving, `latest`
+    ends on the newer commit and each SHA tag on its own image."""
+    repository = f"faults-at-once-{round_}"
+    config = settings(registry, repository)
+    targets = {OLDER: goal(config, OLDER), NEWER: goal(config, NEWER)}
+    images = {OLDER: build(config, OLDER), NEWER: build(config, NEWER)}
+    errors: dict[Revision, BaseException] = {}
+    start = threading.Barrier(2)
+
+    def publish(revision: Revision) -> None:
+        start.wait()
+        try:
+            image.push(run(config), targets[revision].image(images[revision]))
+        except SuiteError as error:
+            errors[revision] = error
+
+    threads = [threading.Thread(target=publish, args=(revision,)) for revision in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert NEWER not in errors, errors[NEWER]
+    if OLDER in errors:  # it lost the race for `latest`: it says so, in one line
+        assert "not moving it back" in str(errors[OLDER]), errors[OLDER]
+    client = registry.client()
+    latest = client.manifest(repository, "latest")
+    assert latest == client.manifest(repository, NEWER.sha)
+    assert client.manifest(repository, OLDER.sha).config_digest == images[OLDER]
+    assert latest.config_digest == images[NEWER]
 
 
 # -- a fault-injecting proxy in front of the real registry ------------------------------------

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,6 +204,34 @@ def test_a_second_publish_of_the_same_commit_skips(published):
     assert "already published" in done.stdout + done.stderr
     assert "bentoml containerize" not in done.stdout + done.stderr
     assert client.manifest(IMAGE, "latest") == before
+
+
+def test_a_stale_latest_is_repaired_by_the_session_without_a_rebuild(published, tmp_path):
+    registry, sha = published.registry, published.head()
+    client = registry.client()
+    pushed = client.manifest(IMAGE, sha)
+    # Another image takes `latest`, as a push by hand would (no created label: no order).
+    stray = f"{registry.address}/{IMAGE}:stray"
+    subprocess.run(
+        [docker_client_path(), "build", "--quiet", "--tag", stray, "-"],
+        input="FROM python:3.11-slim\nLABEL purpose=stray\n", text=True, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    try:
+        with logged_in(registry, tmp_path / "docker-config") as config:
+            docker("--config", config, "push", "--quiet", stray)
+    finally:
+        remove_images(stray)
+    client.put_manifest(IMAGE, "latest", client.manifest(IMAGE, "stray"))
+    assert client.manifest(IMAGE, "latest") != pushed
+
+    before = registry.requests()
+    done = published.session("publish")
+    output = done.stdout + done.stderr
+    assert "latest did not point at" in output and "repaired (manifest PUT, no rebuild)" in output
+    assert "already published" in output and "bentoml containerize" not in output
+    assert client.manifest(IMAGE, "latest") == pushed
+    assert not any("/blobs/uploads/" in line for line in registry.requests()[len(before) :])
 
 
 def copy_image(registry: Registry, source: str, tag: str, target: str) -> None:

@@ -5,7 +5,7 @@ the settings. The tests need basic auth (the per-run sentinel password must leak
 ports no other test run holds, so :func:`start` runs the binary with local_registry's own
 pieces (private state, config, pid file; :func:`stop` is its stop) plus what only tests need:
 
-* an htpasswd file (bcrypt; the password goes to ``htpasswd`` through stdin only);
+* basic auth (local_registry's htpasswd file) on every test registry;
 * port 0: the binary binds a port the OS assigns and keeps it (no probe-then-bind race) and
   logs it; ``<state>/run-PORT`` then links to its run directory, where local_registry looks.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cicd import local_registry
 from cicd.local_registry import RegistryError, RegistryProcess
+from cicd.registry import Credentials
 from cicd.shell import Runner
 
 HOST = "127.0.0.1"
@@ -38,9 +39,8 @@ def start(state: Path, credentials: tuple[str, str] | None = None) -> RegistryPr
     run_dir = Path(tempfile.mkdtemp(prefix="run-auto-", dir=state))  # 0700, named by port below
     config = local_registry.binary_config(HOST, 0, state / "data")
     if credentials is not None:
-        runner.add_secret(credentials[1])
         htpasswd = run_dir / "htpasswd"
-        write_htpasswd(runner, htpasswd, *credentials)
+        local_registry.write_htpasswd(runner, htpasswd, Credentials(*credentials))
         config["auth"] = {"htpasswd": {"realm": "celestial-bodies", "path": str(htpasswd)}}
     pid = local_registry.serve(runner, run_dir, config)
     log = run_dir / "registry.log"
@@ -60,16 +60,6 @@ def start(state: Path, credentials: tuple[str, str] | None = None) -> RegistryPr
 def stop(state: Path, port: int) -> bool:
     """Stop the registry started on ``port`` with state directory ``state``; True if it ran."""
     return local_registry.stop_port(Runner(), port, state)
-
-
-def write_htpasswd(runner: Runner, path: Path, user: str, password: str) -> None:
-    """A bcrypt htpasswd file; the password never appears on a command line."""
-    assert user and ":" not in user, "a user name is non-empty, without ':'"
-    # -n: print the line, -i: read the password from stdin, -B: bcrypt.
-    output = runner.run(["htpasswd", "-niB", user], stdin=password + "\n", quiet=True)
-    line = next(line for line in output.splitlines() if line.startswith(f"{user}:"))
-    path.write_text(line + "\n")
-    path.chmod(0o600)
 
 
 def _logged_port(log: Path) -> int:
