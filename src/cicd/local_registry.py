@@ -1,6 +1,6 @@
 """Start and stop the project's embedded local image registry (CNCF Distribution, API v2).
 
-The quick start publishes to it when no registry is configured: ``invoke publish`` and
+The quick start publishes to it when no registry is configured: ``invoke check-published`` and
 ``invoke registry`` call :func:`ensure_running`, ``invoke registry --stop`` calls :func:`stop`.
 Its address and state directory are settings (``suite.local_registry`` in invoke.yaml).
 Two ways to run it, chosen by :func:`start`:

@@ -1,4 +1,4 @@
-"""`invoke train`'s check: outputs that changed although their stage's inputs did not."""
+"""`invoke check-reproduced`: outputs that changed although their stage's inputs did not."""
 
 from __future__ import annotations
 
