@@ -69,7 +69,10 @@ def _interrupt(signum, frame):
 
 
 def setup(c: Context) -> Run:
-    """The run context of a task: dry run from `invoke --dry`, settings, environment."""
+    """The run context of a task: dry run from `invoke --dry`, settings, environment.
+
+    Each task imports the suite module it calls inside its body, by the module's name (which
+    may be the task's own: `bento` calls `bento.build_bento`): `invoke --list` imports none."""
     from cicd.context import Run  # here: `invoke --list` stays fast without its imports
 
     config = {"suite": _plain(c.config.suite)}
@@ -137,9 +140,9 @@ def import_model(c):
 @step
 def bento(c):
     """bentoml build from bentofile.yaml serving the workspace's model, versioned by the commit."""
-    from cicd.bento import build_bento
+    from cicd import bento
 
-    build_bento(setup(c))
+    bento.build_bento(setup(c))
 
 
 @step
@@ -153,33 +156,33 @@ def containerize(c):
 @step
 def build(c):
     """import-model + bento + containerize: the image of this commit, built locally."""
-    from cicd.publish import build as build_image
+    from cicd import publish
 
-    build_image(setup(c))
+    publish.build(setup(c))
 
 
 @step(help={"image": "image to test (default: this commit's tag)"})
 def smoke(c, image=None):
     """Run the image on 127.0.0.1, POST a sample image, compare with the local model's answer."""
-    from cicd.smoke import smoke_test
+    from cicd import smoke
 
-    smoke_test(setup(c), image)
+    smoke.smoke_test(setup(c), image)
 
 
 @step
 def login(c):
     """Log in to the registry (password through stdin, throwaway config dir), then log out."""
-    from cicd.image import login as log_in
+    from cicd import image
 
-    log_in(setup(c))
+    image.login(setup(c))
 
 
 @step
 def push(c):
     """Push this commit's image (login, SHA tag, latest, logout) and verify it in the registry."""
-    from cicd.publish import push as push_image
+    from cicd import publish
 
-    push_image(setup(c), earlier_steps=STEPS_DONE)
+    publish.push(setup(c), earlier_steps=STEPS_DONE)
 
 
 @step(help={"force": "go on to build and push even if the registry has this commit's image"})
@@ -189,9 +192,9 @@ def check_published(c, force=False):
     The first step of `nox -s publish`: the steps after it (build, smoke test, push) run only
     when the image is missing or its model changed. Starts the embedded registry if needed.
     """
-    from cicd.publish import check_published as published
+    from cicd import publish
 
-    if published(setup(c), force=force):
+    if publish.check_published(setup(c), force=force):
         raise Exit(code=0)  # the rest of this invoke run is skipped, successfully
 
 
@@ -217,9 +220,9 @@ def registry(c, stop=False, status=False):
 @step(help={"port": "port on 127.0.0.1 (default 3000)"})
 def serve(c, port=3000):
     """bentoml serve the workspace's model locally with reload, for development."""
-    from cicd.bento import serve as bentoml_serve
+    from cicd import bento
 
-    bentoml_serve(setup(c), int(port))
+    bento.serve(setup(c), int(port))
 
 
 @step(
@@ -234,9 +237,9 @@ def report(c, base=None, publish=False, no_publish=False):
 
     In CI it is also posted (job summary, one pull-request comment kept up to date).
     """
-    from cicd.report import report as write_report
+    from cicd import report
 
-    write_report(setup(c), base, post=_choice(publish, no_publish))
+    report.report(setup(c), base, post=_choice(publish, no_publish))
 
 
 @step
