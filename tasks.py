@@ -195,6 +195,89 @@ def check_published(c, force=False):
         raise Exit(code=0)  # the rest of this invoke run is skipped, successfully
 
 
+# -- releases: what runs where, moved by digest --------------------------------------------
+
+
+@step(help={"json": "print JSON (every field, full digests) instead of the table"})
+def releases(c, json=False):
+    """The images in the registry, newest first: revision, model, metrics, digest, size, tags.
+
+    Read from the registry API (tags, manifests, config blobs): nothing is pulled.
+    """
+    from cicd import releases as suite_releases
+
+    run = _json_run(c, json)
+    found = suite_releases.list_releases(run)
+    if json:
+        _print_json([suite_releases.asdict(release) for release in found])
+    else:
+        run.runner.echo(suite_releases.render_releases(found))
+
+
+@step(
+    help={
+        "to": "the environment tag to move, e.g. staging or production (not latest, not a SHA)",
+        "revision": "the published commit to point it at (default: this commit)",
+        "json": "print what moved as JSON",
+    }
+)
+def promote(c, to=None, revision=None, json=False):
+    """Point an environment tag at a published revision's image, by digest (a manifest PUT).
+
+    No pull, no rebuild, no layer upload. Only an image pushed by the publish session (so
+    smoke-tested) whose revision tag and label agree is promoted; the move is recorded in
+    the registry (<TAG>.history), for `invoke rollback`.
+    """
+    from cicd import releases as suite_releases
+
+    run = _json_run(c, json)
+    move = suite_releases.promote(run, to, revision)
+    _report_move(run, move, json)
+
+
+@step(
+    help={
+        "tag": "the environment tag to move back, e.g. production",
+        "to": "the published commit to go to (default: the one the tag held before)",
+        "json": "print what moved as JSON",
+    }
+)
+def rollback(c, tag=None, to=None, json=False):
+    """Move an environment tag back to the revision it pointed at before (or --to REV).
+
+    The tag's history is read from the registry (<TAG>.history), so any clone can roll back;
+    the same checks as promote apply, and the move is a manifest PUT.
+    """
+    from cicd import releases as suite_releases
+
+    run = _json_run(c, json)
+    move = suite_releases.rollback(run, tag, to)
+    _report_move(run, move, json)
+
+
+def _json_run(c: Context, as_json: bool) -> Run:
+    """The run context; with ``--json`` the shown requests go to stderr: stdout is the JSON."""
+    run = setup(c)
+    if as_json:
+        run.runner.out = sys.stderr
+    return run
+
+
+def _report_move(run: Run, move, as_json: bool) -> None:
+    if as_json:
+        _print_json(move.as_json())
+    else:
+        run.runner.echo(move.line(run.settings.repository))
+    if run.dry:
+        run.runner.echo("dry run: nothing was moved")
+
+
+def _print_json(value) -> None:
+    import json
+
+    print(json.dumps(value, indent=2))
+
+
 # -- development helpers -----------------------------------------------------------------------
 
 
