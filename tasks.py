@@ -182,17 +182,35 @@ def push(c):
     push_image(setup(c), earlier_steps=STEPS_DONE)
 
 
-@step(help={"force": "go on to build and push even if the registry has this commit's image"})
-def check_published(c, force=False):
+@step(
+    help={
+        "force": "go on to build and push even if the registry has this commit's image",
+        "no_gates": "skip the metric gates (gates.yaml): printed loudly",
+    }
+)
+def check_published(c, force=False, no_gates=False):
     """End this run here (exit 0) when the registry has this commit's image with this model.
 
-    The first step of `nox -s publish`: the steps after it (build, smoke test, push) run only
-    when the image is missing or its model changed. Starts the embedded registry if needed.
+    The first step of `nox -s publish`: first the model's absolute metric gates (gates.yaml),
+    then the registry; the steps after it (build, smoke test, push) run only when the image
+    is missing or its model changed. Starts the embedded registry if needed.
     """
     from cicd.publish import check_published as published
 
-    if published(setup(c), force=force):
+    if published(setup(c), force=force, gates=not no_gates):
         raise Exit(code=0)  # the rest of this invoke run is skipped, successfully
+
+
+@step(help={"no_gates": "skip them (printed loudly): for symmetry with the sessions"})
+def check_gates(c, no_gates=False):
+    """Check the model's metrics (evaluation/metrics.json) against gates.yaml's absolute bounds.
+
+    What `nox -s publish` checks first (check-published); `invoke report` also checks the
+    bounds relative to the base branch.
+    """
+    from cicd.publish import check_gates as gates
+
+    gates(setup(c), enabled=not no_gates)
 
 
 # -- releases: what runs where, moved by digest --------------------------------------------
@@ -310,16 +328,18 @@ def serve(c, port=3000):
         "base": "branch to compare with (default: main)",
         "publish": "post the report even outside CI",
         "no_publish": "do not post it, even in CI",
+        "no_gates": "do not check the metric gates (gates.yaml): printed loudly",
     }
 )
-def report(c, base=None, publish=False, no_publish=False):
-    """Params, metrics and plots of the workspace against the base branch -> report.md.
+def report(c, base=None, publish=False, no_publish=False, no_gates=False):
+    """Params, metrics, metric gates and plots of the workspace against the base branch.
 
-    In CI it is also posted (job summary, one pull-request comment kept up to date).
+    Writes report.md; in CI it is also posted (job summary, one pull-request comment kept up
+    to date). Exits non-zero when a metric gate (gates.yaml) fails, after writing and posting.
     """
     from cicd.report import report as write_report
 
-    write_report(setup(c), base, post=_choice(publish, no_publish))
+    write_report(setup(c), base, post=_choice(publish, no_publish), gates=not no_gates)
 
 
 @step
