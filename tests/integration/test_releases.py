@@ -70,7 +70,8 @@ def uploads(lines: list[str]) -> list[str]:
 def test_promote_then_promote_then_roll_back(registry, published, project):
     client = registry.client()
     mark = len(registry.requests())
-    done = project.invoke("promote", "--to", "production", "--revision", OLDER.sha)
+    # As `nox -s promote -- --to production --revision A` runs it (noxfile.PROMOTE).
+    done = project.session("promote", "--to", "production", "--revision", OLDER.sha)
     assert client.manifest(REPOSITORY, "production").digest == published[OLDER]
     assert f"moved from nothing (new tag) to {OLDER.sha[:12]} ({published[OLDER]})" in done.stdout
     requests = registry.requests()[mark:]
@@ -89,7 +90,7 @@ def test_promote_then_promote_then_roll_back(registry, published, project):
     done = project.invoke("promote", "--to", "production", "--revision", NEWER.sha, "--json")
     assert json.loads(done.stdout)["moved"] is False  # already there: nothing moves
 
-    done = project.invoke("rollback", "--tag", "production", "--json")
+    done = project.session("rollback", "--tag", "production", "--json")
     moved = json.loads(done.stdout)
     assert client.manifest(REPOSITORY, "production").digest == published[OLDER]
     assert (moved["revision"], moved["previous_digest"]) == (OLDER.sha, published[NEWER])
