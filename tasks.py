@@ -282,12 +282,15 @@ def _json_run(c: Context, as_json: bool) -> Run:
 
 
 def _report_move(run: Run, move, as_json: bool) -> None:
-    if as_json:
+    if run.dry:
+        run.runner.echo(
+            f"dry run: {run.settings.repository}:{move.tag} would point at "
+            f"{move.revision[:12]}; nothing was moved"
+        )
+    elif as_json:
         _print_json(move.as_json())
     else:
         run.runner.echo(move.line(run.settings.repository))
-    if run.dry:
-        run.runner.echo("dry run: nothing was moved")
 
 
 def _print_json(value) -> None:

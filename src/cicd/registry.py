@@ -185,7 +185,7 @@ class RegistryClient:
         url += ("&" if "?" in url else "?") + urlencode({"digest": digest})
         put = self._show(
             "PUT",
-            url.removeprefix(self.base),
+            f"{start}<upload>?digest={digest}",  # the upload's own URL: an opaque state token
             lambda: self._request(
                 "PUT", url, repository, content=content,
                 content_type="application/octet-stream",

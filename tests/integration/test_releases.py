@@ -165,7 +165,8 @@ def test_a_dry_run_shows_the_manifest_put_and_moves_nothing(registry, published,
     address = registry.address
     assert any(f"PUT http://{address}/v2/{REPOSITORY}/manifests/dry-env" in s for s in shown)
     assert any(f"POST http://{address}/v2/{REPOSITORY}/blobs/uploads/" in s for s in shown)
-    assert "dry run: nothing was moved" in done.stdout
+    said = f"dry run: {address}/{REPOSITORY}:dry-env would point at {OLDER.sha[:12]}; nothing"
+    assert f"{said} was moved" in done.stdout
     assert before is None and registry.requests()[mark:] == []
     assert registry.client().manifest(REPOSITORY, "dry-env") is None
     assert registry.password not in done.stdout + done.stderr
