@@ -124,7 +124,7 @@ class RegistryClient:
 
     def labels(self, repository: str, manifest: Manifest) -> dict[str, str]:
         """The image's labels, read from its config blob (checked against its digest)."""
-        body = self.blob(repository, manifest.config_digest, what="a config blob")
+        body = self.blob(repository, manifest.config_digest, what="the config blob")
         if body is None:
             return {}
         config: Any = _json(body, f"the config blob of {repository}")
@@ -257,10 +257,12 @@ class RegistryClient:
         headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
 
         url = path if path.startswith(("http://", "https://")) else self.base + path
+        # An upload's Location may name another host (storage): no credentials go there.
+        ours = origin(url) == origin(self.base)
 
         def send() -> Response:
             return self.http.send(
-                method, url, headers=headers, credentials=self._auth(scope),
+                method, url, headers=headers, credentials=self._auth(scope) if ours else {},
                 content=content,
             )  # fmt: skip
 
