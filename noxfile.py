@@ -3,7 +3,8 @@
 Each pipeline session is a list of invoke steps (tasks.py), run in that order in one
 process, in an environment made by uv from requirements-freeze.txt. A failing step ends the
 session: that step is the one to run alone to debug it (`invoke smoke`). Arguments after
-`--` go to the first step (`nox -s train -- --no-pull`, `nox -s publish -- --force`).
+`--` go to the first step (`nox -s train -- --no-pull`, `nox -s publish -- --force`,
+`nox -s promote -- --to production`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ REPORT = ["report"]
 # check-published ends the run, successfully, when the registry has this commit's image
 # with this model; push is reached only after smoke passed; push logs in and out around it.
 PUBLISH = ["check-published", "import-model", "bento", "containerize", "smoke", "push"]
+# Environment tags move by digest, no build: `nox -s promote -- --to production [--revision REV]`.
+PROMOTE = ["promote"]
+ROLLBACK = ["rollback"]
 
 
 def install(session: nox.Session) -> None:
@@ -58,6 +62,18 @@ def report(session: nox.Session) -> None:
 def publish(session: nox.Session) -> None:
     """Build, smoke-test and push this commit's image (skipped if already published)."""
     steps(session, PUBLISH)
+
+
+@nox.session(python=PYTHON)
+def promote(session: nox.Session) -> None:
+    """Point an environment tag at a published revision: -- --to production [--revision REV]."""
+    steps(session, PROMOTE)
+
+
+@nox.session(python=PYTHON)
+def rollback(session: nox.Session) -> None:
+    """Move an environment tag back to its previous revision: -- --tag production [--to REV]."""
+    steps(session, ROLLBACK)
 
 
 @nox.session(python=PYTHON)

@@ -185,17 +185,97 @@ def push(c):
     publish.push(setup(c), earlier_steps=STEPS_DONE)
 
 
-@step(help={"force": "go on to build and push even if the registry has this commit's image"})
-def check_published(c, force=False):
+@step(
+    help={
+        "force": "go on to build and push even if the registry has this commit's image",
+        "no_gates": "skip the metric gates (gates.yaml): printed loudly",
+    }
+)
+def check_published(c, force=False, no_gates=False):
     """End this run here (exit 0) when the registry has this commit's image with this model.
 
-    The first step of `nox -s publish`: the steps after it (build, smoke test, push) run only
-    when the image is missing or its model changed. Starts the embedded registry if needed.
+    The first step of `nox -s publish`: first the model's absolute metric gates (gates.yaml),
+    then the registry; the steps after it (build, smoke test, push) run only when the image
+    is missing or its model changed. Starts the embedded registry if needed.
     """
     from cicd import publish
 
-    if publish.check_published(setup(c), force=force):
+    if publish.check_published(setup(c), force=force, gates=not no_gates):
         raise Exit(code=0)  # the rest of this invoke run is skipped, successfully
+
+
+@step(help={"no_gates": "skip them (printed loudly): for symmetry with the sessions"})
+def check_gates(c, no_gates=False):
+    """Check the model's metrics (evaluation/metrics.json) against gates.yaml's absolute bounds.
+
+    What `nox -s publish` checks first (check-published); `invoke report` also checks the
+    bounds relative to the base branch.
+    """
+    from cicd import publish
+
+    publish.check_gates(setup(c), enabled=not no_gates)
+
+
+# -- releases: what runs where, moved by digest --------------------------------------------
+
+
+@step(help={"json": "print JSON (every field, full digests) instead of the table"})
+def releases(c, json=False):
+    """The images in the registry, newest first: revision, model, metrics, digest, size, tags.
+
+    Read from the registry API (tags, manifests, config blobs): nothing is pulled.
+    """
+    from cicd import releases
+
+    run = _json_run(c, json)
+    releases.show_releases(run, releases.list_releases(run), as_json=json)
+
+
+@step(
+    help={
+        "to": "the environment tag to move, e.g. staging or production (not latest, not a SHA)",
+        "revision": "the published commit to point it at (default: this commit)",
+        "json": "print what moved as JSON",
+    }
+)
+def promote(c, to=None, revision=None, json=False):
+    """Point an environment tag at a published revision's image, by digest (a manifest PUT).
+
+    No pull, no rebuild, no layer upload. Only an image pushed by the publish session (so
+    smoke-tested) whose revision tag and label agree is promoted; the move is recorded in
+    the registry (<TAG>.history), for `invoke rollback`.
+    """
+    from cicd import releases
+
+    run = _json_run(c, json)
+    releases.show_move(run, releases.promote(run, to, revision), as_json=json)
+
+
+@step(
+    help={
+        "tag": "the environment tag to move back, e.g. production",
+        "to": "the published commit to go to (default: the one the tag held before)",
+        "json": "print what moved as JSON",
+    }
+)
+def rollback(c, tag=None, to=None, json=False):
+    """Move an environment tag back to the revision it pointed at before (or --to REV).
+
+    The tag's history is read from the registry (<TAG>.history), so any clone can roll back;
+    the same checks as promote apply, and the move is a manifest PUT.
+    """
+    from cicd import releases
+
+    run = _json_run(c, json)
+    releases.show_move(run, releases.rollback(run, tag, to), as_json=json)
+
+
+def _json_run(c: Context, as_json: bool) -> Run:
+    """The run context; with ``--json`` the shown requests go to stderr: stdout is the JSON."""
+    run = setup(c)
+    if as_json:
+        run.runner.out = sys.stderr
+    return run
 
 
 # -- development helpers -----------------------------------------------------------------------
@@ -230,16 +310,18 @@ def serve(c, port=3000):
         "base": "branch to compare with (default: main)",
         "publish": "post the report even outside CI",
         "no_publish": "do not post it, even in CI",
+        "no_gates": "do not check the metric gates (gates.yaml): printed loudly",
     }
 )
-def report(c, base=None, publish=False, no_publish=False):
-    """Params, metrics and plots of the workspace against the base branch -> report.md.
+def report(c, base=None, publish=False, no_publish=False, no_gates=False):
+    """Params, metrics, metric gates and plots of the workspace against the base branch.
 
-    In CI it is also posted (job summary, one pull-request comment kept up to date).
+    Writes report.md; in CI it is also posted (job summary, one pull-request comment kept up
+    to date). Exits non-zero when a metric gate (gates.yaml) fails, after writing and posting.
     """
     from cicd import report
 
-    report.report(setup(c), base, post=_choice(publish, no_publish))
+    report.report(setup(c), base, post=_choice(publish, no_publish), gates=not no_gates)
 
 
 @step

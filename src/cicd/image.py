@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 
 MODEL_TAG_LABEL = "model.tag"
 MODEL_DIGEST_LABEL = "model.digest"
+# ``model.metrics.<name>``: the model's flat numeric metrics (evaluation/metrics.json), so that
+# `invoke releases` shows them from the registry alone.
+METRICS_LABEL_PREFIX = "model.metrics."
+METRICS_FILE = "evaluation/metrics.json"
 # Longer than another job's read-then-PUT of a moving tag (a manifest and a config blob read).
 SETTLE_PAUSE = 1.0
 DRY_MANIFEST = Manifest("sha256:<pushed digest>", "sha256:<pushed image>")
@@ -86,8 +91,16 @@ def references(settings: Settings, revision: Revision) -> tuple[str, ...]:
     return tuple(f"{settings.repository}:{tag}" for tag in tags(revision))
 
 
-def labels(settings: Settings, revision: Revision, model: ModelInfo) -> dict[str, str]:
-    """OCI labels plus the model's tag and digest (BentoML adds none: we pass them)."""
+def labels(
+    settings: Settings,
+    revision: Revision,
+    model: ModelInfo,
+    metrics: Mapping[str, float] | None = None,
+) -> dict[str, str]:
+    """OCI labels plus the model's tag, digest and metrics (BentoML adds none: we pass them).
+
+    ``metrics``: the flat numeric metrics (:func:`read_metrics`), one ``model.metrics.<name>``
+    label each."""
     created = dt.datetime.fromtimestamp(revision.timestamp, dt.UTC)
     labels = {
         "org.opencontainers.image.title": settings.image_name,
@@ -98,8 +111,28 @@ def labels(settings: Settings, revision: Revision, model: ModelInfo) -> dict[str
         "org.opencontainers.image.version": revision.tag,
         MODEL_TAG_LABEL: model.tag,
         MODEL_DIGEST_LABEL: model.digest,
+        **{f"{METRICS_LABEL_PREFIX}{name}": str(value) for name, value in (metrics or {}).items()},
     }
     return {key: value for key, value in labels.items() if value}  # no remote: no source
+
+
+def read_metrics(root: Path) -> dict[str, float]:
+    """The flat numeric metrics of ``evaluation/metrics.json`` (nested or non-numeric values
+    are left out; no file: none). A file that is not JSON is one clear line."""
+    path = root / METRICS_FILE
+    if not path.exists():
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise SuiteError(f"{METRICS_FILE} is not JSON: run `invoke repro` to rewrite it") from None
+    if not isinstance(document, dict):
+        return {}
+    return {
+        name: float(value)
+        for name, value in document.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
 
 
 def containerize(run: Run, goal: Target | None = None) -> Image:
@@ -107,7 +140,8 @@ def containerize(run: Run, goal: Target | None = None) -> Image:
 
     ``goal``: the commit's image when the caller has identified it (default: this commit)."""
     goal = goal or target(run)
-    image_labels = labels(run.settings, goal.revision, goal.model)
+    metrics = read_metrics(run.settings.root)
+    image_labels = labels(run.settings, goal.revision, goal.model, metrics)
     with tempfile.TemporaryDirectory(prefix="containerize-") as scratch:
         iidfile = Path(scratch) / "image-id"
         bento_tag = bento.bento_tag(run.settings, goal.revision.tag)

@@ -13,16 +13,22 @@ import time
 from collections.abc import Sequence
 
 from cicd import bento, ci_outputs, image, local_registry
+from cicd import gates as metric_gates
 from cicd.context import Run
 from cicd.image import Image, Target
 from cicd.registry import CREATED_LABEL
 
 
-def check_published(run: Run, force: bool = False) -> str | None:
+def check_published(run: Run, force: bool = False, gates: bool = True) -> str | None:
     """The registry's digest of this commit's image when it holds it with this model, else
     None (build, smoke test and push must follow). The embedded registry is started first,
-    a configured one must answer. ``force``: None whatever the registry holds."""
+    a configured one must answer. ``force``: None whatever the registry holds.
+
+    First of all, the model's absolute metric gates (gates.yaml): a model outside its bounds
+    is refused before anything is pulled, asked or built (``gates=False``: skipped, loudly).
+    """
     started = time.monotonic()
+    check_gates(run, enabled=gates)
     goal = image.target(run)
     if run.settings.uses_local_registry:
         local_registry.ensure_running(run)
@@ -37,6 +43,16 @@ def check_published(run: Run, force: bool = False) -> str | None:
         seconds = [("check-published", round(time.monotonic() - started, 1))]
         ci_outputs.write_publish(run, goal, digest, seconds, built=False)
     return digest
+
+
+def check_gates(run: Run, enabled: bool = True) -> None:
+    """The absolute metric gates against the workspace's evaluation/metrics.json (one line
+    per bound; :class:`gates.GateFailed` when one fails). ``enabled=False``: a loud warning."""
+    if not enabled:
+        run.runner.echo(metric_gates.NO_GATES_WARNING)
+        return
+    metrics = image.read_metrics(run.settings.root)
+    metric_gates.check_absolute(run.runner, run.settings.root, metrics)
 
 
 def already_published(run: Run, goal: Target) -> str | None:

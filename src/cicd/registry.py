@@ -12,10 +12,11 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from cicd.errors import SuiteError
 from cicd.http import DEFAULT_POLICY, DEFAULT_TIMEOUT, Http, Response, RetryPolicy, origin
@@ -123,22 +124,79 @@ class RegistryClient:
 
     def labels(self, repository: str, manifest: Manifest) -> dict[str, str]:
         """The image's labels, read from its config blob (checked against its digest)."""
-        path = f"/v2/{repository}/blobs/{manifest.config_digest}"
-        response = self._show("GET", path, lambda: self._request("GET", path, repository))
-        if response is None:
+        body = self.blob(repository, manifest.config_digest, what="the config blob")
+        if body is None:
             return {}
-        if response.status != 200:
-            raise SuiteError(
-                f"registry {self.host} answered HTTP {response.status} for a config blob"
-            )
-        if _sha256(response.body) != manifest.config_digest:
-            raise SuiteError(
-                f"the config blob of {repository} from registry {self.host} does not match its "
-                f"digest {manifest.config_digest}: something in between altered it"
-            )
-        config: Any = response.json(f"registry {self.host}")
+        config: Any = _json(body, f"the config blob of {repository}")
         labels = (config.get("config") or {}).get("Labels") if isinstance(config, dict) else None
         return dict(labels or {})
+
+    def blob(self, repository: str, digest: str, what: str = "a blob") -> bytes | None:
+        """The bytes of blob ``digest``, checked against it (None in a dry run)."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        response = self._show("GET", path, lambda: self._request("GET", path, repository))
+        if response is None:
+            return None
+        if response.status != 200:
+            raise SuiteError(f"registry {self.host} answered HTTP {response.status} for {what}")
+        if _sha256(response.body) != digest:
+            raise SuiteError(
+                f"{what} of {repository} from registry {self.host} does not match its "
+                f"digest {digest}: something in between altered it"
+            )
+        return response.body
+
+    def tags(self, repository: str) -> list[str]:
+        """The tags of ``repository`` (``/v2/<name>/tags/list``, every page); [] when it has
+        none or does not exist, and in a dry run."""
+        path = f"/v2/{repository}/tags/list?n=1000"
+        found: list[str] = []
+        while path:
+            response = self._show("GET", path, lambda p=path: self._request("GET", p, repository))
+            if response is None or response.status == 404:
+                return found
+            if response.status != 200:
+                raise SuiteError(
+                    f"registry {self.host} answered HTTP {response.status} listing the tags "
+                    f"of {repository}"
+                )
+            document = response.json(f"registry {self.host}")
+            found += list((document if isinstance(document, dict) else {}).get("tags") or [])
+            path = _next_page(response.headers.get("Link", ""))
+        return found
+
+    def upload_blob(self, repository: str, content: bytes) -> str:
+        """Upload ``content`` as a blob (POST then PUT, monolithic); return its digest.
+
+        Only for the suite's small records (a tag's history): images go by `docker push`."""
+        digest = _sha256(content)
+        start = f"/v2/{repository}/blobs/uploads/"
+        response = self._show("POST", start, lambda: self._request("POST", start, repository))
+        if response is None:
+            self._show("PUT", f"{start}<upload>?digest={digest}", lambda: None)
+            return digest
+        location = response.headers.get("Location")
+        if response.status != 202 or not location:
+            raise SuiteError(
+                f"registry {self.host} answered HTTP {response.status} to POST {start}: "
+                "check that the user may push"
+            )
+        url = urljoin(self.base + start, location)
+        url += ("&" if "?" in url else "?") + urlencode({"digest": digest})
+        put = self._show(
+            "PUT",
+            f"{start}<upload>?digest={digest}",  # the upload's own URL: an opaque state token
+            lambda: self._request(
+                "PUT", url, repository, content=content,
+                content_type="application/octet-stream",
+            ),
+        )  # fmt: skip
+        if put is not None and put.status != 201:
+            raise SuiteError(
+                f"registry {self.host} answered HTTP {put.status} to the upload of {digest}: "
+                "check that the user may push"
+            )
+        return digest
 
     def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str | None:
         """Point ``tag`` at ``manifest`` (already in the registry); return the digest."""
@@ -198,9 +256,13 @@ class RegistryClient:
         scope = f"repository:{repository}:{actions}" if repository else ""
         headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
 
+        url = path if path.startswith(("http://", "https://")) else self.base + path
+        # An upload's Location may name another host (storage): no credentials go there.
+        ours = origin(url) == origin(self.base)
+
         def send() -> Response:
             return self.http.send(
-                method, self.base + path, headers=headers, credentials=self._auth(scope),
+                method, url, headers=headers, credentials=self._auth(scope) if ours else {},
                 content=content,
             )  # fmt: skip
 
@@ -287,6 +349,22 @@ def _when(label: str | None) -> dt.datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise SuiteError(f"{what} is not JSON: something in between altered it") from None
+
+
+def _next_page(link: str) -> str:
+    """The path of the next page named by a ``Link: <...>; rel="next"`` header, or ""."""
+    match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
+    if not match:
+        return ""
+    parts = urlsplit(match.group(1))
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def _manifest_path(repository: str, reference: str) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cicd import ci
+from cicd import gates as metric_gates
 from cicd.errors import SuiteError
 from cicd.shell import Runner, tool
 
@@ -44,16 +45,25 @@ class PlotImages:
 # --------------------------------------------------------------------------- building
 
 
-def report(run: Run, base: str | None = None, post: bool | None = None) -> Path:
+def report(run: Run, base: str | None = None, post: bool | None = None, gates: bool = True) -> Path:
     """Write report.md for this commit against ``base`` (default: the base branch); post it
-    (job summary, the pull request's comment) when ``post``, or in CI when None."""
+    (job summary, the pull request's comment) when ``post``, or in CI when None. Then fail
+    (:class:`cicd.gates.GateFailed`) when a metric gate failed; ``gates=False``: not checked,
+    which the report and the output say loudly."""
     from cicd import forge
 
     base = base or run.settings.base_branch
-    path = write_report(run.runner, run.settings.root, base=base, sha=ci.ci_sha(run.environ))
+    if not gates:
+        run.runner.echo(metric_gates.NO_GATES_WARNING)
+    path, results = build_report(
+        run.runner, run.settings.root, base=base, sha=ci.ci_sha(run.environ), gates=gates
+    )
     if run.in_ci if post is None else post:
         timeout = run.settings.network_timeout
         run.runner.echo(forge.publish_report(run.runner, path, run.environ, timeout))
+    error = metric_gates.failure(results)
+    if error:
+        raise error
     return path
 
 
@@ -64,6 +74,18 @@ def write_report(
     out: Path | None = None,
     sha: str | None = None,
 ) -> Path:
+    """:func:`build_report` without the gates' results: the report's path."""
+    return build_report(runner, repo, base, out, sha)[0]
+
+
+def build_report(
+    runner: Runner,
+    repo: Path,
+    base: str = "main",
+    out: Path | None = None,
+    sha: str | None = None,
+    gates: bool = True,
+) -> tuple[Path, list[metric_gates.Result]]:
     """Compare the workspace of ``repo`` with the branch ``base`` and write the report.
 
     ``out`` defaults to ``repo/report.md``; images go to ``out`` without suffix
@@ -71,7 +93,9 @@ def write_report(
     Fetches ``base`` from ``origin`` when the clone lacks it (shallow CI checkout); base's
     plots, being DVC outputs, are fetched by DVC from the remote configured in base's
     commit. In dry-run nothing is fetched or written; the commands are shown.
-    Returns the report path.
+    With ``gates``, the metric gates of ``repo/gates.yaml`` are checked (the base values
+    are those of ``dvc metrics diff``) and shown in the report; without, the report says
+    they were not. Returns the report path and the gates' results.
 
     Images of an earlier run in the folder are not deleted (the folder could be anything the
     caller chose); DVC overwrites same-named files and the report links only this run's.
@@ -88,8 +112,11 @@ def write_report(
     plots = _dvc_json(runner, repo, ["plots", "diff", base_rev, "--json", "-o", str(images)])
     if runner.dry:
         runner.echo(f"[dry-run] would write {out}")
-        return out
+        return out, []
 
+    results = gate_results(repo, metrics, base_rev) if gates else None
+    for result in results or []:
+        runner.echo(f"gate {result.status}: {result.line()}")
     pairs, errors = collect_plot_images(plots, base_rev, out.parent)
     text = render_report(
         sha=sha,
@@ -99,10 +126,33 @@ def write_report(
         metrics=metrics,
         plots=pairs,
         plot_errors=errors,
+        gates=results,
     )
     out.write_text(text, encoding="utf-8")
     runner.echo(f"Report written: {out} (images in {images}/)")
-    return out
+    return out, results or []
+
+
+def gate_results(
+    repo: Path, metrics_diff: Mapping[str, Any], base: str
+) -> list[metric_gates.Result]:
+    """The gates of ``repo/gates.yaml`` against the workspace's metrics, relative bounds
+    against ``base``'s values from ``dvc metrics diff`` (a metric it does not list is
+    unchanged: its base value is the workspace's)."""
+    from cicd.image import METRICS_FILE, read_metrics
+
+    gates = metric_gates.load(repo)
+    if not gates:
+        return []
+    metrics = read_metrics(repo)
+    changes = metrics_diff.get(METRICS_FILE) or {}
+    base_values: dict[str, float] = {}
+    for name, value in metrics.items():
+        change = changes.get(name)
+        old = change.get("old") if isinstance(change, dict) else value
+        if isinstance(old, int | float) and not isinstance(old, bool):
+            base_values[name] = float(old)
+    return metric_gates.evaluate(gates, metrics, base_values, base_name=base)
 
 
 def resolve_base(runner: Runner, repo: Path, base: str) -> str:
@@ -217,8 +267,11 @@ def render_report(
     plots: Sequence[PlotImages],
     plot_errors: Sequence[str] = (),
     base_sha: str = "",
+    gates: Sequence[metric_gates.Result] | None = (),
 ) -> str:
-    """The whole report as Markdown, from DVC diff JSON (params, metrics) and plot images."""
+    """The whole report as Markdown, from DVC diff JSON (params, metrics) and plot images.
+
+    ``gates``: the metric gates' results (a section when any); None: they were not checked."""
     against = _code(base) + (f" ({base_sha[:12]})" if base_sha else "")
     parts = [
         f"# Experiment Report ({_text(sha)})",
@@ -227,6 +280,7 @@ def render_report(
         render_params(params, base),
         f"## Metrics: workspace vs. {_code(base)}",
         render_metrics(metrics, base),
+        *render_gates(gates),
         f"## Plots: {_code(base)} vs. workspace",
         render_plots(plots, base, plot_errors),
     ]
@@ -266,6 +320,28 @@ def render_metrics(diff: Mapping[str, Any], base: str) -> str:
     if all(old is None for old in olds):
         return f"No baseline: {_code(base)} has no metrics yet; workspace values below.\n\n{table}"
     return table
+
+
+def render_gates(results: Sequence[metric_gates.Result] | None) -> list[str]:
+    """The gates section (heading and table), none without gates; a warning when skipped."""
+    if results is None:
+        return ["## Metric gates", "**Not checked: `--no-gates` was used.**"]
+    if not results:
+        return []
+    failed = sum(result.failed for result in results)
+    summary = f"**{failed} of {len(results)} failed.**" if failed else "All pass."
+    rows = [
+        (
+            {"pass": "✅ pass", "fail": "❌ fail", "skip": "skipped"}[result.status],
+            _text(result.metric),
+            _text(result.rule),
+            MISSING if result.value is None else f"{result.value:.5g}",
+            _text(result.comparison),
+        )
+        for result in results
+    ]
+    table = _table(["Gate", "Metric", "Bound", "Value", "Must be"], rows)
+    return [f"## Metric gates ({_code(metric_gates.GATES_FILE)})", f"{summary}\n\n{table}"]
 
 
 def render_plots(plots: Sequence[PlotImages], base: str, errors: Sequence[str] = ()) -> str:

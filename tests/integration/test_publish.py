@@ -119,6 +119,11 @@ def test_publish_pushes_both_tags_with_one_digest_and_the_labels(published):
     archive = published.path(ARCHIVE)
     assert labels["model.tag"] == archive_tag(archive)
     assert labels["model.digest"] == digest_of(archive)
+    # The model's metrics travel with the image (`invoke releases` reads them there).
+    metrics = json.loads(published.path("evaluation/metrics.json").read_text())
+    assert {name: labels[f"model.metrics.{name}"] for name in metrics} == {
+        name: str(float(value)) for name, value in metrics.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -617,3 +622,22 @@ def test_train_in_ci_pushes_the_outputs_only_when_it_builds_main(published, new_
         assert "$ dvc push" in done.stdout and pushed, done.stdout
     else:
         assert "outputs not pushed" in done.stdout and not pushed, done.stdout
+
+
+def test_the_published_image_is_promoted_by_digest_and_listed(published):
+    """Last in this module: the real smoke-tested image, promoted (the default revision: this
+    commit), then listed with its metrics and tags."""
+    client, sha = published.registry.client(), published.head()
+    mark = len(published.registry.requests())
+    done = published.session("promote", "--to", "production")
+    assert client.manifest(IMAGE, "production") == client.manifest(IMAGE, sha)
+    assert f"moved from nothing (new tag) to {sha[:12]}" in done.stdout
+    layers = json.loads(client.manifest(IMAGE, sha).raw)["layers"]
+    requests = published.registry.requests()[mark:]
+    assert not any(layer["digest"].split(":")[1] in line for layer in layers for line in requests)
+    listed = json.loads(published.invoke("releases", "--json").stdout)
+    ours = next(release for release in listed if release["revision"] == sha)
+    assert {"production", sha} <= set(ours["tags"])  # latest too, unless a test above moved it
+    metrics = json.loads(published.path("evaluation/metrics.json").read_text())
+    assert ours["metrics"] == {name: str(float(v)) for name, v in sorted(metrics.items())}
+    assert ours["size"] == sum(layer["size"] for layer in layers)

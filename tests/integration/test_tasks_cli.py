@@ -14,6 +14,7 @@ INVOKE = [sys.executable, "-m", "invoke"]
 STEPS = [
     "pull", "repro", "push-data", "check-reproduced", "import-model", "bento", "containerize",
     "build", "smoke", "login", "push", "check-published", "registry", "serve", "report",
+    "releases", "promote", "rollback", "check-gates",
 ]  # fmt: skip
 
 

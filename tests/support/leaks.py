@@ -13,6 +13,7 @@ on which tests ran or in which order. It searches:
 
 from __future__ import annotations
 
+import json
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -59,6 +60,10 @@ class LeakScan:
                     if manifest is None or (repository, manifest.digest) in seen:
                         continue  # gone, or another tag of an image already inspected
                     seen.add((repository, manifest.digest))
+                    if not _is_image(manifest.raw):  # an artifact (a tag's history): read it
+                        body = client.blob(repository, manifest.config_digest) or b""
+                        self.texts.append((f"{repository}:{tag}", body.decode(errors="replace")))
+                        continue
                     if not logged_in:
                         _login(registry, config)
                         logged_in = True
@@ -91,6 +96,15 @@ class LeakScan:
             if _file_contains(path, self.secret):
                 found.append(str(path))
         return found
+
+
+def _is_image(raw: bytes) -> bool:
+    """Whether a manifest's config is an image's (docker can pull it), not an artifact's."""
+    kind = json.loads(raw).get("config", {}).get("mediaType", "")
+    return kind in (
+        "application/vnd.docker.container.image.v1+json",
+        "application/vnd.oci.image.config.v1+json",
+    )
 
 
 def _login(registry: Registry, config: str) -> None:

@@ -36,3 +36,16 @@ def test_labels_are_oci_plus_model_and_reproducible():
     assert labels[image.MODEL_TAG_LABEL] == MODEL.tag
     assert labels[image.MODEL_DIGEST_LABEL] == MODEL.digest
     assert image.labels(settings, revision, MODEL) == labels
+
+
+def test_metrics_are_labels_and_only_flat_numbers_are_read(tmp_path):
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation/metrics.json").write_text(
+        '{"val_acc": 0.733333, "epochs": 10, "ok": true, "name": "x", "per_class": {"a": 1}}'
+    )
+    metrics = image.read_metrics(tmp_path)
+    assert metrics == {"val_acc": 0.733333, "epochs": 10.0}
+    labels = image.labels(load(ROOT, {}), Revision(SHA, timestamp=1), MODEL, metrics)
+    assert labels["model.metrics.val_acc"] == "0.733333"
+    assert labels["model.metrics.epochs"] == "10.0"
+    assert image.read_metrics(tmp_path / "none") == {}

@@ -84,3 +84,56 @@ def test_registry_down_is_a_clear_error():
 def test_plain_http_only_on_this_machine():
     assert scheme("127.0.0.1:5050") == "http" and scheme("localhost:5000") == "http"
     assert scheme("ghcr.io") == "https" and scheme("registry.example.com:5000") == "https"
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """A registry with basic auth whose upload Location is ``target`` (itself or storage)."""
+
+    seen: ClassVar[list] = []
+    target: ClassVar[str] = ""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.seen.append(("POST", self.path, self.headers.get("Authorization")))
+        where = self.target or f"http://127.0.0.1:{self.server.server_port}"
+        send(self, 202, b"", {"Location": f"{where}/v2/app/blobs/uploads/u1?_state=s"})
+
+    def do_PUT(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        self.seen.append(("PUT", self.path, self.headers.get("Authorization"), body))
+        send(self, 201, b"")
+
+
+@pytest.fixture
+def servers():
+    made = []
+    for _ in range(2):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        made.append(server)
+    Recorder.seen = []
+    yield [f"127.0.0.1:{server.server_port}" for server in made]
+    for server in made:
+        server.shutdown()
+
+
+def test_a_blob_upload_posts_then_puts_with_its_digest(servers):
+    Recorder.target = ""
+    client = RegistryClient(servers[0], Credentials("bot", "right"))
+    digest = client.upload_blob("app", b'{"entries": []}')
+    assert digest == "sha256:" + hashlib.sha256(b'{"entries": []}').hexdigest()
+    (post, put) = Recorder.seen
+    assert post[:2] == ("POST", "/v2/app/blobs/uploads/") and post[2].startswith("Basic ")
+    assert put[1].startswith("/v2/app/blobs/uploads/u1?_state=s&digest=sha256%3A")
+    assert put[2].startswith("Basic ") and put[3] == b'{"entries": []}'
+
+
+def test_an_upload_sent_to_another_host_gets_no_credentials(servers):
+    Recorder.target = f"http://{servers[1]}"
+    client = RegistryClient(servers[0], Credentials("bot", "right"))
+    client.upload_blob("app", b"{}")
+    post, put = Recorder.seen
+    assert post[2] and put[2] is None

@@ -1,0 +1,179 @@
+"""Releases against a real Distribution registry with a password: list, promote, roll back.
+
+Two tiny images (``python:3.11-slim`` plus the labels the suite gives, metrics included) stand
+for two published commits, A then B, pushed under their SHA tags as the publish session
+does. The steps run as a user runs them, `invoke releases|promote|rollback` in a clone of the
+working tree, and what they did is read back through the registry's API and access log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from cicd import image
+from cicd.ci import Revision
+from cicd.registry import CREATED_LABEL
+from tests.integration.test_faults import MODEL, NEWER, OLDER, goal, push, settings
+from tests.support.project import Project, Registry, docker_client_path
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+REPOSITORY = "releases-flow"
+METRICS = {OLDER: {"val_acc": 0.71, "val_loss": 0.9}, NEWER: {"val_acc": 0.74, "val_loss": 0.8}}
+NEVER = "c" * 40
+
+
+def build(registry: Registry, repository: str, revision: Revision, labels=None, tag=None) -> str:
+    """An image of ``revision`` with the suite's labels (and metrics), tagged with its SHA tag
+    (or ``tag``); returns the reference."""
+    config = settings(registry, repository)
+    if labels is None:
+        labels = image.labels(config, revision, MODEL, METRICS.get(revision, {}))
+    reference = goal(config, revision).references[0]
+    if tag:
+        reference = reference.rsplit(":", 1)[0] + f":{tag}"
+    lines = ["FROM python:3.11-slim"]
+    if labels:
+        lines.append("LABEL " + " ".join(f'"{k}"="{v}"' for k, v in labels.items()))
+    subprocess.run(
+        [docker_client_path(), "build", "--quiet", "--tag", reference, "-"],
+        input="\n".join(lines) + "\n", text=True, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return reference
+
+
+@pytest.fixture(scope="module")
+def published(registry: Registry) -> dict[Revision, str]:
+    """A and B under their SHA tags (and latest on B): their manifest digests."""
+    for revision in (OLDER, NEWER):
+        push(registry, build(registry, REPOSITORY, revision))
+    push(registry, goal(settings(registry, REPOSITORY), NEWER).references[0], tag_as="latest")
+    client = registry.client()
+    return {r: client.manifest(REPOSITORY, r.sha).digest for r in (OLDER, NEWER)}
+
+
+@pytest.fixture(scope="module")
+def project(new_project, registry: Registry) -> Project:
+    made = new_project("releases", registry, env={"IMAGE_NAME": REPOSITORY})
+    made.env["PYTHONPATH"] = str(made.root / "src")  # the clone's suite, whatever is installed
+    return made
+
+
+def uploads(lines: list[str]) -> list[str]:
+    return [line for line in lines if "/blobs/uploads/" in line]
+
+
+def test_promote_then_promote_then_roll_back(registry, published, project):
+    client = registry.client()
+    mark = len(registry.requests())
+    # As `nox -s promote -- --to production --revision A` runs it (noxfile.PROMOTE).
+    done = project.session("promote", "--to", "production", "--revision", OLDER.sha)
+    assert client.manifest(REPOSITORY, "production").digest == published[OLDER]
+    assert f"moved from nothing (new tag) to {OLDER.sha[:12]} ({published[OLDER]})" in done.stdout
+    requests = registry.requests()[mark:]
+    assert sum(f'"PUT /v2/{REPOSITORY}/manifests/production ' in r for r in requests) == 1
+    # The only upload is the tag's history record (its digest), never a layer of the image.
+    record = client.manifest(REPOSITORY, "production.history")
+    put_uploads = [r for r in uploads(requests) if '"PUT ' in r]
+    assert len(put_uploads) == 1 and record.config_digest.split(":")[1] in put_uploads[0]
+    layers = json.loads(client.manifest(REPOSITORY, OLDER.sha).raw)["layers"]
+    assert not any(layer["digest"] in line for layer in layers for line in requests)
+
+    done = project.invoke("promote", "--to", "production", "--revision", NEWER.sha[:10])
+    assert client.manifest(REPOSITORY, "production").digest == published[NEWER]
+    assert f"moved from {OLDER.sha[:12]} ({published[OLDER]}) to {NEWER.sha[:12]}" in done.stdout
+
+    done = project.invoke("promote", "--to", "production", "--revision", NEWER.sha, "--json")
+    assert json.loads(done.stdout)["moved"] is False  # already there: nothing moves
+
+    done = project.session("rollback", "--tag", "production", "--json")
+    moved = json.loads(done.stdout)
+    assert client.manifest(REPOSITORY, "production").digest == published[OLDER]
+    assert (moved["revision"], moved["previous_digest"]) == (OLDER.sha, published[NEWER])
+
+    project.invoke("rollback", "--tag", "production", "--to", NEWER.sha)
+    assert client.manifest(REPOSITORY, "production").digest == published[NEWER]
+    project.invoke("promote", "--to", "staging", "--revision", OLDER.sha)
+
+    # releases: both images, newest first, their metrics and the tags pointing at them.
+    table = project.invoke("releases").stdout.splitlines()
+    rows = [line for line in table if line.startswith((OLDER.sha[:12], NEWER.sha[:12]))]
+    assert [row[:12] for row in rows] == [NEWER.sha[:12], OLDER.sha[:12]]
+    assert "val_acc=0.74 val_loss=0.8" in rows[0] and rows[0].endswith("latest, production")
+    assert "val_acc=0.71 val_loss=0.9" in rows[1] and rows[1].endswith("staging")
+    header = next(line for line in table if line.startswith("revision "))
+    assert header.split() == [
+        "revision", "created", "model", "model", "digest", "metrics", "image", "digest", "size",
+        "tags",
+    ]  # fmt: skip
+    listed = json.loads(project.invoke("releases", "--json").stdout)
+    assert [r["revision"] for r in listed] == [NEWER.sha, OLDER.sha]
+    assert listed[0]["digest"] == published[NEWER]
+    assert listed[0]["tags"] == ["latest", "production", NEWER.sha]
+    assert listed[1]["tags"] == ["staging", OLDER.sha]
+    assert listed[0]["metrics"] == {"val_acc": "0.74", "val_loss": "0.8"}
+    assert listed[0]["model_digest"] == MODEL.digest and listed[0]["size"] > 1_000_000
+    history = json.loads(registry.get(
+        f"/v2/{REPOSITORY}/blobs/{client.manifest(REPOSITORY, 'production.history').config_digest}"
+    ))  # fmt: skip
+    assert [e["action"] for e in history["entries"]] == [
+        "promote",
+        "promote",
+        "rollback",
+        "rollback",
+    ]
+
+
+def refused(project: Project, *args: str) -> str:
+    done = project.invoke(*args, check=False)
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    return done.stderr.strip()
+
+
+def test_what_cannot_be_promoted_is_one_line_and_moves_nothing(registry, published, project):
+    mark = len(registry.requests())
+    assert f"revision {NEVER[:12]} was never published" in refused(
+        project, "promote", "--to", "production", "--revision", NEVER
+    )
+    # A's image pushed under another commit's tag: the tag and the revision label disagree.
+    push(registry, build(registry, REPOSITORY, OLDER, tag="d" * 40))
+    mark = len(registry.requests())
+    assert "the tag and the image disagree" in refused(
+        project, "promote", "--to", "production", "--revision", "d" * 40
+    )
+    # An image without the suite's labels did not come through the publish session.
+    push(registry, build(registry, REPOSITORY, OLDER, labels={}, tag="e" * 40))
+    mark = len(registry.requests())
+    assert "lacks the suite's labels" in refused(
+        project, "promote", "--to", "production", "--revision", "e" * 40
+    )
+    for tag in ("latest", OLDER.sha, "production.history"):
+        assert "error: " in refused(project, "promote", "--to", tag, "--revision", OLDER.sha)
+    assert not any('"PUT ' in line or '"POST ' in line for line in registry.requests()[mark:])
+
+
+def test_a_dry_run_shows_the_manifest_put_and_moves_nothing(registry, published, project):
+    before = registry.client().manifest(REPOSITORY, "dry-env")
+    mark = len(registry.requests())
+    done = project.invoke("--dry", "promote", "--to", "dry-env", "--revision", OLDER.sha)
+    shown = [line for line in done.stdout.splitlines() if line.startswith("[dry-run] $ ")]
+    address = registry.address
+    assert any(f"PUT http://{address}/v2/{REPOSITORY}/manifests/dry-env" in s for s in shown)
+    assert any(f"POST http://{address}/v2/{REPOSITORY}/blobs/uploads/" in s for s in shown)
+    said = f"dry run: {address}/{REPOSITORY}:dry-env would point at {OLDER.sha[:12]}; nothing"
+    assert f"{said} was moved" in done.stdout
+    assert before is None and registry.requests()[mark:] == []
+    assert registry.client().manifest(REPOSITORY, "dry-env") is None
+    assert registry.password not in done.stdout + done.stderr
+
+
+def test_the_labels_carry_the_metrics(registry):
+    config = settings(registry, REPOSITORY)
+    labels = image.labels(config, OLDER, MODEL, {"val_acc": 0.733333})
+    assert labels["model.metrics.val_acc"] == "0.733333" and labels[CREATED_LABEL]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", labels[CREATED_LABEL])
