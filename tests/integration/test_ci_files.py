@@ -390,6 +390,21 @@ def test_github_same_commit_again_skips_publish(github: Project, github_again: s
     assert "skipped=true" in github_again
 
 
+@pytest.fixture(scope="module")
+def github_promote(github: Project, github_again: str) -> tuple[str, str]:
+    """The manual promotion (workflow_dispatch with inputs) of main's published commit."""
+    sha = github.git("rev-parse", "main")
+    event = {**push_event(github), "inputs": {"promote_to": "production", "revision": sha}}
+    return sha, act(github, "act-promote", "workflow_dispatch", event, job="promote")
+
+
+def test_github_promotion_moves_the_environment_tag_by_digest(github: Project, github_promote):
+    sha, output = github_promote
+    assert "Session promote was successful" in output
+    assert f":production moved from nothing (new tag) to {sha[:12]}" in output
+    assert github.manifest("production") == github.manifest(sha)
+
+
 def test_github_pull_request_reports_once_then_updates(github: Project, github_pull_request):
     first, second = github_pull_request
     for run in (first, second):
@@ -545,6 +560,21 @@ def test_gitlab_same_commit_again_skips_publish(gitlab: Project, gitlab_again: s
     assert "already published" in gitlab_again
     assert "bentoml containerize" not in gitlab_again
     assert dotenv_report(gitlab)["PUBLISH_SKIPPED"] == "true"
+
+
+@pytest.fixture(scope="module")
+def gitlab_promote(gitlab: Project, gitlab_again: str) -> tuple[str, str]:
+    """The manual promote job, run on main with PROMOTE_TO set, as "Run job" would."""
+    sha = gitlab.git("rev-parse", "main")
+    variables = {"PROMOTE_TO": "production", "PROMOTE_REVISION": sha}
+    return sha, gitlab_ci_local(gitlab, "gitlab-ci-local-promote", ["promote"], variables)
+
+
+def test_gitlab_promotion_moves_the_environment_tag_by_digest(gitlab: Project, gitlab_promote):
+    sha, output = gitlab_promote
+    assert "Session promote was successful" in output
+    assert f":production moved from nothing (new tag) to {sha[:12]}" in output
+    assert gitlab.manifest("production") == gitlab.manifest(sha)
 
 
 def test_gitlab_merge_request_reports_once_then_updates(gitlab: Project, gitlab_merge_request):
