@@ -172,6 +172,12 @@ def failure(results: list[Result]) -> GateFailed | None:
     )
 
 
+def show(runner: Runner, results: list[Result]) -> None:
+    """One line per checked bound: ``gate pass: val_acc = 0.73333, must be >= 0.7 (...)``."""
+    for result in results:
+        runner.echo(f"gate {result.status}: {result.line()}")
+
+
 def check_absolute(runner: Runner, root: Path, metrics: Mapping[str, float]) -> list[Result]:
     """The absolute gates of ``root``'s gates.yaml against ``metrics``: each shown; raises
     :class:`GateFailed` when one fails."""
@@ -180,8 +186,7 @@ def check_absolute(runner: Runner, root: Path, metrics: Mapping[str, float]) -> 
         runner.echo(f"no {GATES_FILE}: no metric gates to check")
         return []
     results = evaluate(gates, metrics, absolute_only=True)
-    for result in results:
-        runner.echo(f"gate {result.status}: {result.line()}")
+    show(runner, results)
     error = failure(results)
     if error:
         raise error

@@ -52,7 +52,7 @@ class Image:
     @property
     def references(self) -> tuple[str, ...]:
         """``repository:tag`` for each tag: what docker is given."""
-        return tuple(f"{self.repository}:{tag}" for tag in self.tags)
+        return join(self.repository, self.tags)
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Target:
 
     @property
     def references(self) -> tuple[str, ...]:
-        return tuple(f"{self.repository}:{tag}" for tag in self.tags)
+        return join(self.repository, self.tags)
 
     def image(self, image_id: str) -> Image:
         return Image(image_id, self.repository, self.tags)
@@ -88,7 +88,12 @@ def tags(revision: Revision) -> tuple[str, ...]:
 
 def references(settings: Settings, revision: Revision) -> tuple[str, ...]:
     """The image references of ``revision``: ``<repository>:<tag>`` for each of its tags."""
-    return tuple(f"{settings.repository}:{tag}" for tag in tags(revision))
+    return join(settings.repository, tags(revision))
+
+
+def join(repository: str, image_tags: tuple[str, ...]) -> tuple[str, ...]:
+    """``<repository>:<tag>`` for each tag: the one place a reference is put together."""
+    return tuple(f"{repository}:{tag}" for tag in image_tags)
 
 
 def labels(
@@ -219,16 +224,15 @@ def login(run: Run) -> None:
         run.runner.echo(f"logged in to {run.settings.registry_host}")
 
 
-def push(run: Run, image: Image | None = None) -> str:
+def push(run: Run, image: Image) -> str:
     """Push the SHA tag; point ``latest`` at it; verify both resolve to this image.
 
-    ``image``: the smoke-tested image (default: the local image of this commit's tags).
+    ``image``: the smoke-tested image (:func:`local_image` of this commit's target).
     ``latest`` moves by a manifest PUT of the SHA tag's manifest (its layers are already
     there), never back to an older commit than the one it holds. Returns the digest.
     """
-    image = image or local_image(run, target(run))
     first, *others = image.tags
-    reference = f"{image.repository}:{first}"
+    reference = image.references[0]
     with logged_in(run) as (docker, base):
         docker_call(
             run.runner,

@@ -112,7 +112,7 @@ class RegistryClient:
                 f"{repository}:{reference} is a multi-platform index or not an image: "
                 "this suite pushes single-platform images"
             )
-        digest = _sha256(response.body)
+        digest = content_digest(response.body)
         claimed = response.headers.get("Docker-Content-Digest")
         if claimed and claimed != digest:
             raise SuiteError(
@@ -139,7 +139,7 @@ class RegistryClient:
             return None
         if response.status != 200:
             raise SuiteError(f"registry {self.host} answered HTTP {response.status} for {what}")
-        if _sha256(response.body) != digest:
+        if content_digest(response.body) != digest:
             raise SuiteError(
                 f"{what} of {repository} from registry {self.host} does not match its "
                 f"digest {digest}: something in between altered it"
@@ -169,7 +169,7 @@ class RegistryClient:
         """Upload ``content`` as a blob (POST then PUT, monolithic); return its digest.
 
         Only for the suite's small records (a tag's history): images go by `docker push`."""
-        digest = _sha256(content)
+        digest = content_digest(content)
         start = f"/v2/{repository}/blobs/uploads/"
         response = self._show("POST", start, lambda: self._request("POST", start, repository))
         if response is None:
@@ -389,5 +389,6 @@ def _basic(credentials: Credentials | None) -> str:
     return "Basic " + base64.b64encode(pair).decode()
 
 
-def _sha256(body: bytes) -> str:
+def content_digest(body: bytes) -> str:
+    """The OCI digest of ``body`` (``sha256:<hex>``): what a blob or a manifest is named by."""
     return "sha256:" + hashlib.sha256(body).hexdigest()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from cicd import image
 from cicd.errors import SuiteError
-from cicd.registry import CREATED_LABEL, REVISION_LABEL, Manifest
+from cicd.registry import CREATED_LABEL, REVISION_LABEL, Manifest, content_digest
 
 if TYPE_CHECKING:
     from cicd.context import Run
@@ -235,7 +235,7 @@ def check_tag(tag: str | None) -> str:
     """``tag`` when it is an environment tag this step may move; else :class:`BadTag`."""
     if not tag:
         raise BadTag("name the environment tag to move (--to production, --tag production)")
-    if not TAG.fullmatch(tag or ""):
+    if not TAG.fullmatch(tag):
         raise BadTag(f"{tag!r} is not a valid tag: letters, digits, `_`, `.`, `-` (at most 128)")
     if tag == "latest" or SHA_TAG.fullmatch(tag):
         raise BadTag(
@@ -302,11 +302,9 @@ def rollback(run: Run, tag: str | None, to: str | None = None) -> Move:
     """Move ``tag`` back to the revision it pointed at before the current one (or to ``to``),
     with the checks of :func:`promote`."""
     tag = check_tag(tag)
-    registry, repository = run.registry, run.settings.repository_path
     if to:
         return promote(run, tag, to, action="rollback")
-    entries = read_history(run, tag)
-    current = registry.manifest(repository, tag)
+    current, entries = _state(run, tag)
     current_digest = current.digest if current else ""
     previous = next((e for e in reversed(entries) if e.digest != current_digest), None)
     if previous is None and not run.dry:
@@ -316,7 +314,8 @@ def rollback(run: Run, tag: str | None, to: str | None = None) -> Move:
         )
     if previous is None:  # dry run: nothing was read
         previous = Entry("<previous revision>", "sha256:<previous digest>", "")
-        return _move(run, tag, previous.revision, Manifest(previous.digest, ""), "rollback")
+        manifest = Manifest(previous.digest, "")
+        return _move(run, tag, previous.revision, manifest, "rollback", (current, entries))
     revision_tag, manifest = resolve(run, previous.revision)
     if manifest.digest != previous.digest:
         raise NotPromotable(
@@ -324,16 +323,29 @@ def rollback(run: Run, tag: str | None, to: str | None = None) -> Move:
             f"not at {previous.digest} that {tag} held: the revision was republished; "
             "name the revision to go to with --to REV"
         )
-    return _move(run, tag, revision_tag, manifest, "rollback")
+    return _move(run, tag, revision_tag, manifest, "rollback", (current, entries))
 
 
-def _move(run: Run, to: str, revision: str, manifest: Manifest, action: str) -> Move:
+def _state(run: Run, tag: str) -> tuple[Manifest | None, list[Entry]]:
+    """What ``tag`` points at now, and its recorded history."""
+    return run.registry.manifest(run.settings.repository_path, tag), read_history(run, tag)
+
+
+def _move(
+    run: Run,
+    to: str,
+    revision: str,
+    manifest: Manifest,
+    action: str,
+    state: tuple[Manifest | None, list[Entry]] | None = None,
+) -> Move:
+    """Point ``to`` at ``manifest`` and record it; ``state``: :func:`_state` of ``to`` when
+    the caller has read it already."""
     registry, repository = run.registry, run.settings.repository_path
-    current = registry.manifest(repository, to)
+    current, entries = state or _state(run, to)
     previous_revision = ""
     if current is not None:
         previous_revision = registry.labels(repository, current).get(REVISION_LABEL, "")
-    entries = read_history(run, to)
     moved = current is None or current.digest != manifest.digest
     if moved:
         registry.put_manifest(repository, to, manifest)
@@ -393,7 +405,7 @@ def write_history(run: Run, tag: str, entries: list[Entry]) -> None:
     registry.put_manifest(
         repository,
         history_tag(tag),
-        Manifest(_sha256(manifest), digest, manifest, OCI_MANIFEST),
+        Manifest(content_digest(manifest), digest, manifest, OCI_MANIFEST),
     )
 
 
@@ -407,9 +419,3 @@ def history_manifest(config_digest: str, size: int) -> bytes:
         "layers": [],
     }
     return json.dumps(document, separators=(",", ":")).encode()
-
-
-def _sha256(body: bytes) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(body).hexdigest()

@@ -115,8 +115,7 @@ def build_report(
         return out, []
 
     results = gate_results(repo, metrics, base_rev) if gates else None
-    for result in results or []:
-        runner.echo(f"gate {result.status}: {result.line()}")
+    metric_gates.show(runner, results or [])
     pairs, errors = collect_plot_images(plots, base_rev, out.parent)
     text = render_report(
         sha=sha,

@@ -398,11 +398,16 @@ def github_promote(github: Project, github_again: str) -> tuple[str, str]:
     return sha, act(github, "act-promote", "workflow_dispatch", event, job="promote")
 
 
-def test_github_promotion_moves_the_environment_tag_by_digest(github: Project, github_promote):
-    sha, output = github_promote
+def assert_promoted(project: Project, promotion: tuple[str, str]) -> None:
+    """The promote session ran, and `production` now is the commit's published manifest."""
+    sha, output = promotion
     assert "Session promote was successful" in output
     assert f":production moved from nothing (new tag) to {sha[:12]}" in output
-    assert github.manifest("production") == github.manifest(sha)
+    assert project.manifest("production") == project.manifest(sha)
+
+
+def test_github_promotion_moves_the_environment_tag_by_digest(github: Project, github_promote):
+    assert_promoted(github, github_promote)
 
 
 def test_github_pull_request_reports_once_then_updates(github: Project, github_pull_request):
@@ -571,10 +576,7 @@ def gitlab_promote(gitlab: Project, gitlab_again: str) -> tuple[str, str]:
 
 
 def test_gitlab_promotion_moves_the_environment_tag_by_digest(gitlab: Project, gitlab_promote):
-    sha, output = gitlab_promote
-    assert "Session promote was successful" in output
-    assert f":production moved from nothing (new tag) to {sha[:12]}" in output
-    assert gitlab.manifest("production") == gitlab.manifest(sha)
+    assert_promoted(gitlab, gitlab_promote)
 
 
 def test_gitlab_merge_request_reports_once_then_updates(gitlab: Project, gitlab_merge_request):
