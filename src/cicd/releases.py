@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from cicd import image
@@ -98,7 +98,6 @@ class Move:
     previous_revision: str = ""
     previous_digest: str = ""
     moved: bool = True
-    history: list[Entry] = field(default_factory=list)
 
     def line(self, repository: str) -> str:
         if not self.moved:
@@ -117,9 +116,7 @@ class Move:
         )
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("history")
-        return data
+        return asdict(self)
 
 
 # --------------------------------------------------------------------------- listing
@@ -361,7 +358,6 @@ def _move(
         previous_revision,
         current.digest if current else "",
         moved,
-        entries,
     )
 
 
