@@ -21,8 +21,11 @@ REQUIREMENTS = "requirements-freeze.txt"
 TRAIN = ["repro", "check-reproduced", "push-data --when-base-branch"]
 REPORT = ["report"]
 # check-published ends the run, successfully, when the registry has this commit's image
-# with this model; push is reached only after smoke passed; push logs in and out around it.
-PUBLISH = ["check-published", "import-model", "bento", "containerize", "smoke", "push"]
+# with this model; push is reached only after smoke passed; push logs in and out around it;
+# attest attaches the image's signed SBOM and provenance.
+PUBLISH = ["check-published", "import-model", "bento", "containerize", "smoke", "push", "attest"]
+# `nox -s verify [-- IMAGE --key FILE]`: the signed chain from dvc.lock to the image.
+VERIFY = ["verify"]
 # Environment tags move by digest, no build: `nox -s promote -- --to production [--revision REV]`.
 PROMOTE = ["promote"]
 ROLLBACK = ["rollback"]
@@ -62,6 +65,12 @@ def report(session: nox.Session) -> None:
 def publish(session: nox.Session) -> None:
     """Build, smoke-test and push this commit's image (skipped if already published)."""
     steps(session, PUBLISH)
+
+
+@nox.session(python=PYTHON)
+def verify(session: nox.Session) -> None:
+    """Check an image's signed SBOM and provenance: -- [IMAGE] [--key FILE] [--json]."""
+    steps(session, VERIFY)
 
 
 @nox.session(python=PYTHON)

@@ -7,6 +7,7 @@ none. Settings: invoke.yaml, overridden by environment variables (README, Settin
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import signal
@@ -62,6 +63,7 @@ def step(function=None, **task_options):
 # The steps this invoke run has finished and their seconds: a session runs several in one
 # process (noxfile.py), and CI's summary of a publish lists them.
 STEPS_DONE: list[tuple[str, float]] = []
+PROCESS_STARTED = datetime.datetime.now(datetime.UTC)  # the session's start, for provenance
 
 
 def _interrupt(signum, frame):
@@ -183,6 +185,55 @@ def push(c):
     from cicd import publish
 
     publish.push(setup(c), earlier_steps=STEPS_DONE)
+
+
+@step
+def attest(c):
+    """Attach this commit's pushed image's SBOM and provenance, signed with SIGNING_KEY.
+
+    CycloneDX SBOM of the image's packages, and SLSA provenance: commit, params, dvc.lock
+    output hashes, metrics, model, base image, tool versions. Each is an in-toto statement
+    in a DSSE envelope, stored next to the image (sha256-<digest>.sbom / .att, or the
+    referrers API). Without SIGNING_KEY they are attached unsigned, with a warning.
+    """
+    from cicd import attestations, image
+
+    run = setup(c)
+    attestations.attest(run, image.target(run), started=PROCESS_STARTED)
+
+
+@step(
+    positional=["image"],
+    help={
+        "image": "image reference host/repository:tag (default: this commit's image)",
+        "key": "PEM public key to check signatures with (default: signing/publish.pub)",
+        "allow_unsigned": "accept attestations without a signature (still checks the rest)",
+        "json": "print the checks as JSON",
+    }
+)
+def verify(c, image=None, key=None, allow_unsigned=False, json=False):
+    """Check an image's signed SBOM and provenance against the image, the key and dvc.lock.
+
+    One line per check: image digest, attestations attached, signatures (committed public
+    key), statement subjects, the model.digest label, the commit, this commit's dvc.lock
+    output hashes, the SBOM. Exits non-zero at the first failure.
+    """
+    from cicd import verify
+
+    run = _json_run(c, json)
+    verify.verify(run, image, Path(key) if key else None, allow_unsigned, as_json=json)
+
+
+@step(help={"private_key": "where to write the new private key (outside the repository)"})
+def keygen(c, private_key=None):
+    """Make an ed25519 signing key pair: the public key replaces signing/publish.pub.
+
+    The private key is written (mode 0600) to --private-key FILE, never printed: store its
+    content as the CI secret SIGNING_KEY, then delete the file. Commit the public key.
+    """
+    from cicd import signing
+
+    signing.keygen(setup(c), Path(private_key) if private_key else None)
 
 
 @step(

@@ -24,7 +24,7 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import InvalidArgument
 
-from celestial import MODEL_NAME, SERVICE_NAME
+from celestial import MODEL_NAME, RUNTIME_BASE_IMAGE, SERVICE_NAME
 from celestial.classifier import Classifier
 from celestial.images import MAX_UPLOAD_BYTES, ImageRejected, decode_image
 
@@ -128,7 +128,7 @@ async def _reply(send, status: int, message: str) -> None:
 # manage) skips that layer: about 410 MB instead of 1 GB. Python packages: bentofile.yaml.
 # Where Docker Hub is unreachable, scripts/build-base-image makes this base locally.
 RUNTIME_IMAGE = bentoml.images.Image(
-    base_image="python:3.11-slim", distro="none", python_version="3.11"
+    base_image=RUNTIME_BASE_IMAGE, distro="none", python_version="3.11"
 )
 
 

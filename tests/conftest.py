@@ -25,6 +25,7 @@ from tests.support.leaks import LeakScan
 from tests.support.project import (
     ROOT,
     SENTINEL,
+    SIGNING_KEY_SECRET,
     Project,
     Registry,
     make_project,
@@ -38,13 +39,14 @@ LEAK_SCAN_SUMMARY: list[str] = []
 
 @pytest.fixture(scope="session")
 def leak_scan() -> Iterator[LeakScan]:
-    scan = LeakScan(SENTINEL)
+    scan = LeakScan(SENTINEL, SIGNING_KEY_SECRET)
     yield scan
     found = scan.findings()
-    assert not found, "the registry password appears in:\n" + "\n".join(found)
+    assert not found, "the registry password or the signing key appears in:\n" + "\n".join(found)
     outputs = sum(len(project.outputs) for project in scan.projects)
     LEAK_SCAN_SUMMARY.append(
-        f"leak scan: the registry password is in none of {outputs} command outputs, "
+        f"leak scan: the registry password and the signing key are in none of {outputs} "
+        "command outputs, "
         f"{scan.files_checked} files, {scan.images_inspected} pushed images (by digest)"
     )
 

@@ -9,3 +9,5 @@ so every module is imported explicitly where it is used.
 MODEL_NAME = "celestial_bodies_classifier_model"  # in the BentoML store
 SERVICE_NAME = "celestial_bodies_classifier"  # the BentoML service, hence the bento's name
 MODEL_ARCHIVE = f"{MODEL_NAME}.bentomodel"  # the exported model, in the train stage's model/
+# The service image's base (serve.py builds on it; the provenance records its digest).
+RUNTIME_BASE_IMAGE = "python:3.11-slim"

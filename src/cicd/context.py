@@ -45,6 +45,7 @@ class Run:
         settings = settings_module.from_config(root, config, environ)
         runner = Runner(dry=dry, command_timeout=settings.command_timeout)
         runner.add_secret(settings.registry_password)
+        runner.add_secret(settings.signing_key)
         return cls(runner, settings, environ)
 
     @classmethod

@@ -1,10 +1,10 @@
 """The publish session's own steps: ask the registry first, push last.
 
 `nox -s publish` runs these invoke steps in one process, in this order (noxfile.py):
-check-published -> import-model -> bento -> containerize -> smoke -> push. A failing step
-ends the run, so push is reached only by an image that passed its smoke test, and
-check-published ends it early, successfully, when the registry already holds this commit's
-image with this model.
+check-published -> import-model -> bento -> containerize -> smoke -> push -> attest. A
+failing step ends the run, so push is reached only by an image that passed its smoke test,
+and check-published ends it early, successfully, when the registry already holds this
+commit's image with this model (attaching its SBOM and provenance if they are missing).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from cicd import bento, ci_outputs, image, local_registry
+from cicd import attestations, bento, ci_outputs, image, local_registry
 from cicd import gates as metric_gates
 from cicd.context import Run
 from cicd.image import Image, Target
@@ -40,6 +40,11 @@ def check_published(run: Run, force: bool = False, gates: bool = True) -> str | 
             f"{goal.references[0]} is already published with model {goal.model.tag} "
             f"({digest}): nothing to build or push (use --force to rebuild)"
         )
+        lacking = attestations.missing(run, digest)
+        if lacking:
+            names = " and ".join(kind.name for kind in lacking)
+            run.runner.echo(f"its {names} missing: attaching them (no rebuild)")
+            attestations.attest(run, goal)
         seconds = [("check-published", round(time.monotonic() - started, 1))]
         ci_outputs.write_publish(run, goal, digest, seconds, built=False)
     return digest

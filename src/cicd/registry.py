@@ -198,6 +198,23 @@ class RegistryClient:
             )
         return digest
 
+    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]] | None:
+        """The manifests whose ``subject`` is ``digest`` (OCI 1.1 referrers API), or None
+        when the registry has no such API (Distribution 2.8 answers 404): then artifacts
+        about an image go under the ``sha256-<hex>.<kind>`` tag scheme instead."""
+        path = f"/v2/{repository}/referrers/{digest}"
+        index_type = "application/vnd.oci.image.index.v1+json"
+        response = self._show(
+            "GET", path, lambda: self._request("GET", path, repository, accept=index_type)
+        )
+        if response is None or response.status != 200:
+            return None
+        if not response.headers.get("content-type", "").startswith(index_type):
+            return None  # a catch-all answer (a proxy's page), not the API
+        document = response.json(f"registry {self.host}")
+        manifests = document.get("manifests") if isinstance(document, dict) else None
+        return [item for item in manifests or [] if isinstance(item, dict)]
+
     def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str | None:
         """Point ``tag`` at ``manifest`` (already in the registry); return the digest."""
         path = _manifest_path(repository, tag)

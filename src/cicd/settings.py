@@ -3,9 +3,10 @@
 This is the only module that reads ``os.environ`` for settings; everything else receives a
 :class:`Settings`. CI providers set secrets as environment variables, so those names are
 the interface: ``CONTAINER_REGISTRY_HOST``, ``CONTAINER_REGISTRY_USERNAME``,
-``CONTAINER_REGISTRY_PASSWORD``, ``IMAGE_NAME``; the guide's own secret names work too
-(``GCP_CONTAINER_REGISTRY_HOST``, and ``GOOGLE_SERVICE_ACCOUNT_KEY`` as the password of
-the user ``_json_key``).
+``CONTAINER_REGISTRY_PASSWORD``, ``IMAGE_NAME``, ``SIGNING_KEY`` (the PEM private key that
+signs the SBOM and provenance); the guide's own secret names work too
+(``GCP_CONTAINER_REGISTRY_HOST``, and ``GOOGLE_SERVICE_ACCOUNT_KEY`` as the password of the
+user ``_json_key``).
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ class Settings:
     local_registry: LocalRegistry
     base_branch: str
     docker_client: str
+    signing_public_key: Path  # the committed public key `invoke verify` checks against
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
+    signing_key: str | None = field(default=None, repr=False)  # SIGNING_KEY: PEM, a CI secret
 
     # Facts of the code, not settings: the names the model's code gives (src/celestial).
     model_name = MODEL_NAME
@@ -110,7 +113,7 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
     _check_keys("", suite, Settings, ("root", "local_registry"))
     _check_keys("local_registry.", local, LocalRegistry)
     values: dict[str, Any] = dict(suite)
-    for key in ("bentofile", "build_context", "smoke_image"):
+    for key in ("bentofile", "build_context", "smoke_image", "signing_public_key"):
         values[key] = Path(values[key])
     for key in ("smoke_timeout", "network_timeout", "command_timeout"):
         values[key] = float(values[key])
@@ -130,6 +133,7 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
             "CONTAINER_REGISTRY_PASSWORD is set but CONTAINER_REGISTRY_USERNAME is not: set both"
         )
     values.update(registry_username=username or None, registry_password=password or None)
+    values["signing_key"] = environ.get("SIGNING_KEY") or None
     registry = LocalRegistry(
         host=str(local["host"]),
         port=int(local["port"]),

@@ -39,6 +39,7 @@ SECRET_VARIABLES = frozenset(
         "GITHUB_TOKEN",
         "GITLAB_TOKEN",
         "REPO_TOKEN",
+        "SIGNING_KEY",
     }
 )
 MIN_MASKED_PART = 6  # shorter lines of a multi-line secret ("{", "}") would mask everything

@@ -1,4 +1,5 @@
-"""The secret scan: everything the tests made, searched for the per-run registry password.
+"""The secret scan: everything the tests made, searched for the per-run secrets (the registry
+password, the signing key).
 
 A :class:`LeakScan` is told about every project and registry as they are created (the
 ``leak_scan`` fixture in ``tests/conftest.py`` does this), so what it checks does not depend
@@ -27,8 +28,8 @@ SKIPPED_DIRECTORIES = {".nox"}
 
 
 class LeakScan:
-    def __init__(self, secret: str):
-        self.secret = secret.encode()
+    def __init__(self, *secrets: str):
+        self.secrets = tuple(secret.encode() for secret in secrets)
         self.projects: list[Project] = []
         self.registries: list[Registry] = []
         self.texts: list[tuple[str, str]] = []  # (where it came from, text)
@@ -80,20 +81,20 @@ class LeakScan:
                 docker("--config", config, "logout", registry.address, check=False)
 
     def findings(self) -> list[str]:
-        """Where the secret was found; empty when nowhere."""
+        """Where a secret was found; empty when nowhere."""
         found = []
         for project in self.projects:
             for number, output in enumerate(project.outputs):
-                if self.secret in output.encode():
+                if _has_any(output.encode(), self.secrets):
                     found.append(f"output {number} of the project at {project.root}")
         for where, text in self.texts:
-            if self.secret in text.encode():
+            if _has_any(text.encode(), self.secrets):
                 found.append(where)
         roots = [path for p in self.projects for path in (p.root, p.home, p.bentoml_home)]
         roots += [registry.state for registry in self.registries]
         for path in _files(roots):
             self.files_checked += 1
-            if _file_contains(path, self.secret):
+            if _file_contains(path, self.secrets):
                 found.append(str(path))
         return found
 
@@ -147,25 +148,29 @@ def _gunzipped(chunks: Iterable[bytes]) -> Iterator[bytes]:
                 inflate = zlib.decompressobj(wbits=31)
 
 
-def contains(chunks: Iterable[bytes], needle: bytes) -> bool:
-    """``needle`` in the concatenated chunks, across chunk borders too."""
-    tail = b""
+def _has_any(text: bytes, needles: tuple[bytes, ...]) -> bool:
+    return any(needle in text for needle in needles)
+
+
+def contains(chunks: Iterable[bytes], *needles: bytes) -> bool:
+    """One of ``needles`` in the concatenated chunks, across chunk borders too."""
+    tail, keep = b"", max(len(needle) for needle in needles) - 1
     for chunk in chunks:
         window = tail + chunk
-        if needle in window:
+        if _has_any(window, needles):
             return True
-        tail = window[-(len(needle) - 1) :]
+        tail = window[-keep:] if keep else b""
     return False
 
 
-def _file_contains(path: Path, needle: bytes) -> bool:
-    if contains(_chunks(path), needle):
+def _file_contains(path: Path, needles: tuple[bytes, ...]) -> bool:
+    if contains(_chunks(path), *needles):
         return True
     with path.open("rb") as stream:
         gzipped = stream.read(2) == b"\x1f\x8b"
     if not gzipped:
         return False
     try:
-        return contains(_gunzipped(_chunks(path)), needle)
+        return contains(_gunzipped(_chunks(path)), *needles)
     except zlib.error:  # not gzip after all: the raw bytes were searched above
         return False

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cicd import signing
 from cicd.docker import choose_client
 from cicd.registry import Credentials, RegistryClient
 from tests.support import registry_process
@@ -41,6 +42,12 @@ ROOT = Path(__file__).resolve().parents[2]
 USER = "ci-bot"
 # The registry password, made per run so that it is in no file unless the suite leaks it.
 SENTINEL = "sentinel-" + secrets.token_hex(12)
+# The signing key (SIGNING_KEY) of every project with a registry, made per run like the
+# password; its public half is SIGNING_PUBLIC_KEY (tests pass it to `invoke verify --key`).
+SIGNING_KEY = signing.generate_private_pem()
+SIGNING_PUBLIC_KEY = signing.public_pem_of(SIGNING_KEY)
+# What the secret scan looks for: the PEM's body line is the key (the armour is common text).
+SIGNING_KEY_SECRET = max(SIGNING_KEY.splitlines(), key=len)
 IMAGE = "celestial-bodies-classifier"
 SAMPLE = Path("data/raw/Earth/Earth_1.jpg")  # what `invoke smoke` posts (invoke.yaml)
 # CI variables of the machine running the tests must not leak into a project's steps.
@@ -49,7 +56,7 @@ CI_VARIABLES = (
     "GITHUB_EVENT_NAME", "CI_COMMIT_SHA", "CI_COMMIT_BRANCH", "CI_PIPELINE_SOURCE",
     "CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
     "CONTAINER_REGISTRY_HOST", "CONTAINER_REGISTRY_USERNAME", "CONTAINER_REGISTRY_PASSWORD",
-    "GCP_CONTAINER_REGISTRY_HOST", "GOOGLE_SERVICE_ACCOUNT_KEY", "IMAGE_NAME",
+    "GCP_CONTAINER_REGISTRY_HOST", "GOOGLE_SERVICE_ACCOUNT_KEY", "IMAGE_NAME", "SIGNING_KEY",
     "VIRTUAL_ENV", "NOX_CURRENT_SESSION",
 )  # fmt: skip
 
@@ -247,6 +254,7 @@ def make_project(
             "CONTAINER_REGISTRY_HOST": registry.address,
             "CONTAINER_REGISTRY_USERNAME": registry.user,
             "CONTAINER_REGISTRY_PASSWORD": registry.password,
+            "SIGNING_KEY": SIGNING_KEY,
         })  # fmt: skip
     full.update(env or {})
     remote = dvc_remote or base / "dvc-remote"

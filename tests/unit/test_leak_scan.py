@@ -73,3 +73,21 @@ def test_the_search_sees_across_chunk_borders():
     needle = b"abcdef"
     assert contains([b"xxab", b"cd", b"efyy"], needle)
     assert not contains([b"xxab", b"cd", b"eXfyy"], needle)
+
+
+def test_each_of_several_secrets_is_found(tmp_path):
+    """The session's scan looks for the registry password and the signing key at once."""
+    project = Project(
+        tmp_path / "clone",
+        {"HOME": str(tmp_path / "home"), "BENTOML_HOME": str(tmp_path / "bentoml")},
+        registry=None,
+        outputs=["clean"],
+    )
+    for path in (project.root, project.home, project.bentoml_home):
+        path.mkdir()
+    scan = LeakScan(SECRET, "second-secret-9876543210")
+    scan.add_project(project)
+    assert scan.findings() == []
+    (project.home / "key.pem").write_text("-----BEGIN-----\nsecond-secret-9876543210\n")
+    assert scan.findings() == [str(project.home / "key.pem")]
+    assert contains([b"xxsecond-sec", b"ret-9876543210"], SECRET.encode(), b"second-secret-98")

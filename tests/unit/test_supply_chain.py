@@ -1,0 +1,292 @@
+"""Signing, provenance and verification, without a registry (the real chain:
+tests/integration/test_supply_chain.py)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cicd import attestations, provenance, signing, verify
+from cicd.provenance import BaseImage, BuildFacts
+from cicd.registry import Manifest
+from cicd.signing import SigningError
+from cicd.verify import Reference, parse_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGEST = "sha256:" + "ab" * 32
+MODEL_DIGEST = "sha256:" + "cd" * 32
+
+
+@pytest.fixture(scope="module")
+def key_pair(tmp_path_factory) -> tuple[str, Path]:
+    private = signing.generate_private_pem()
+    public = tmp_path_factory.mktemp("keys") / "publish.pub"
+    public.write_text(signing.public_pem_of(private))
+    return private, public
+
+
+def facts(**changes) -> BuildFacts:
+    moment = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+    values = dict(
+        repository="127.0.0.1:5050/celestial-bodies-classifier",
+        image_digest=DIGEST,
+        commit="a" * 40,
+        source_url="https://example.org/celestial.git",
+        tags=("a" * 40, "latest"),
+        model_tag="celestial_bodies_classifier_model:v1",
+        model_digest=MODEL_DIGEST,
+        model_path="model/celestial_bodies_classifier_model.bentomodel",
+        base=BaseImage("python:3.11-slim", "sha256:" + "ef" * 32),
+        versions={"suite": "0", "bentoml": "1.4.40", "docker": "20.10.24", "python": "3.11.7"},
+        builder_id="urn:celestial-bodies:builder:local",
+        started=moment,
+        finished=moment + dt.timedelta(seconds=30),
+        files={
+            "params.yaml": (ROOT / "params.yaml").read_bytes(),
+            "dvc.lock": (ROOT / "dvc.lock").read_bytes(),
+            "evaluation/metrics.json": b'{"val_acc": 0.9}',
+        },
+        metrics={"val_acc": 0.9},
+    )
+    values.update(changes)
+    return BuildFacts(**values)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_the_lock_outputs_are_every_stage_output_of_dvc_lock():
+    outputs = provenance.lock_outputs((ROOT / "dvc.lock").read_text())
+    assert "generate:data/raw" in outputs and "train:model" in outputs
+    assert all(len(md5.removesuffix(".dir")) == 32 for md5 in outputs.values())
+
+
+def test_an_unreadable_lock_is_one_line():
+    with pytest.raises(provenance.ProvenanceError, match="dvc.lock cannot be read.*dvc repro"):
+        provenance.lock_outputs("stages: [unclosed")
+    with pytest.raises(provenance.ProvenanceError) as raised:
+        provenance.lock_outputs("stages: [unclosed")
+    assert "\n" not in str(raised.value)
+
+
+def test_the_provenance_is_a_slsa_v1_statement_about_the_image():
+    statement = provenance.provenance_statement(facts())
+    assert statement["_type"] == provenance.STATEMENT_TYPE
+    assert statement["predicateType"] == provenance.SLSA_PROVENANCE
+    assert provenance.subject_digests(statement) == [DIGEST]
+    predicate = statement["predicate"]
+    assert predicate["buildDefinition"]["buildType"] == provenance.BUILD_TYPE
+    external = predicate["buildDefinition"]["externalParameters"]
+    assert external["params"]["train"]  # params.yaml, parsed
+    assert provenance.model_of(predicate) == ("celestial_bodies_classifier_model:v1", MODEL_DIGEST)
+    assert provenance.commit_of(predicate) == "a" * 40
+    # Every stage output of dvc.lock, with its hash: what verify compares.
+    assert provenance.recorded_outputs(predicate) == provenance.lock_outputs(
+        (ROOT / "dvc.lock").read_text()
+    )
+    versions = predicate["runDetails"]["builder"]["version"]
+    assert versions["bentoml"] == "1.4.40" and versions["docker"] == "20.10.24"
+    assert predicate["runDetails"]["metadata"]["startedOn"] == "2026-11-27T12:00:00Z"
+
+
+def test_the_same_facts_give_the_same_bytes():
+    first = provenance.dumps(provenance.provenance_statement(facts()))
+    assert first == provenance.dumps(provenance.provenance_statement(facts()))
+
+
+def test_a_statement_of_another_kind_is_refused_when_read_back():
+    statement = provenance.sbom_statement("r", DIGEST, {"bomFormat": "CycloneDX"})
+    with pytest.raises(provenance.ProvenanceError, match="not an in-toto statement of type"):
+        provenance.predicate(statement, provenance.SLSA_PROVENANCE, "provenance")
+
+
+# --------------------------------------------------------------------------- signing
+
+
+def test_a_signed_envelope_verifies_with_its_public_key(key_pair):
+    private, public = key_pair
+    statement = provenance.provenance_statement(facts())
+    envelope = signing.envelope(statement, signing.signer(private))
+    assert envelope["payloadType"] == signing.PAYLOAD_TYPE
+    keyid = signing.check_signature(envelope, signing.public_key(public), "provenance")
+    assert len(keyid) == 64
+    assert signing.statement_of(envelope, "provenance") == statement
+
+
+def test_an_edited_payload_fails_its_signature(key_pair):
+    private, public = key_pair
+    envelope = signing.envelope(provenance.provenance_statement(facts()), signing.signer(private))
+    statement = signing.statement_of(envelope, "provenance")
+    statement["predicate"]["buildDefinition"]["externalParameters"]["model"]["digest"] = "x"
+    edited = {**envelope, "payload": base64.b64encode(json.dumps(statement).encode()).decode()}
+    with pytest.raises(SigningError, match="content was changed after it was signed"):
+        signing.check_signature(edited, signing.public_key(public), "provenance")
+
+
+def test_another_keys_signature_is_refused(key_pair):
+    _, public = key_pair
+    other = signing.signer(signing.generate_private_pem())
+    envelope = signing.envelope({"_type": "x"}, other)
+    with pytest.raises(SigningError, match="signed by another key"):
+        signing.check_signature(envelope, signing.public_key(public), "provenance")
+
+
+def test_an_unsigned_envelope_is_refused_by_the_signature_check(key_pair):
+    envelope = signing.envelope({"_type": "x"}, None)
+    assert envelope["signatures"] == [] and not signing.signed(envelope)
+    with pytest.raises(SigningError, match="unsigned"):
+        signing.check_signature(envelope, signing.public_key(key_pair[1]), "SBOM")
+
+
+@pytest.mark.parametrize("bad", ["", "not a key", "-----BEGIN PRIVATE KEY-----\nAAAA\n"])
+def test_a_bad_signing_key_is_one_line_that_does_not_quote_it(bad):
+    with pytest.raises(SigningError) as raised:
+        signing.signer(bad)
+    assert "invoke keygen" in str(raised.value)
+    assert "AAAA" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_an_rsa_key_is_refused():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(SigningError, match="ed25519 or ECDSA"):
+        signing.signer(pem.decode())
+
+
+def test_an_ecdsa_key_signs_too(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = tmp_path / "ec.pub"
+    public.write_text(signing.public_pem_of(pem.decode()))
+    envelope = signing.envelope({"_type": "x"}, signing.signer(pem.decode()))
+    signing.check_signature(envelope, signing.public_key(public), "provenance")
+
+
+def test_the_committed_public_key_is_a_key():
+    assert signing.public_key(ROOT / "signing" / "publish.pub").keyid
+
+
+# --------------------------------------------------------------------------- keygen
+
+
+class FakeRun:
+    def __init__(self, root: Path, dry: bool = False):
+        from cicd.settings import load
+        from cicd.shell import Runner
+
+        self.settings = load(root, {})
+        self.runner = Runner(dry=dry)
+        self.dry = dry
+
+
+def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path, capsys):
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    (repository / "invoke.yaml").write_text((ROOT / "invoke.yaml").read_text())
+    private = tmp_path / "secret" / "signing-key.pem"
+    signing.keygen(FakeRun(repository), private)
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+    public = repository / "signing" / "publish.pub"
+    assert public.read_text() == signing.public_pem_of(private.read_text())
+    printed = capsys.readouterr().out
+    assert max(private.read_text().splitlines(), key=len) not in printed
+    assert "SIGNING_KEY" in printed and "commit it" in printed
+    with pytest.raises(SigningError, match="exists: not overwriting"):
+        signing.keygen(FakeRun(repository), private)
+
+
+def test_keygen_refuses_a_private_key_inside_the_repository(tmp_path):
+    (tmp_path / "invoke.yaml").write_text((ROOT / "invoke.yaml").read_text())
+    with pytest.raises(SigningError, match="inside the repository"):
+        signing.keygen(FakeRun(tmp_path), tmp_path / "key.pem")
+    with pytest.raises(SigningError, match="--private-key FILE"):
+        signing.keygen(FakeRun(tmp_path), None)
+
+
+def test_keygen_dry_run_writes_nothing(tmp_path):
+    (tmp_path / "invoke.yaml").write_text((ROOT / "invoke.yaml").read_text())
+    private = tmp_path.parent / f"{tmp_path.name}-key.pem"
+    signing.keygen(FakeRun(tmp_path, dry=True), private)
+    assert not private.exists() and not (tmp_path / "signing").exists()
+
+
+def test_the_signing_key_is_a_secret_of_the_run_and_not_given_to_children(monkeypatch):
+    from cicd.context import Run
+    from cicd.settings import read_config
+
+    pem = signing.generate_private_pem()
+    run = Run.create(ROOT, read_config(ROOT), {"SIGNING_KEY": pem})
+    assert run.settings.signing_key == pem and pem not in repr(run.settings)
+    body = max(pem.splitlines(), key=len)
+    assert body not in run.runner.mask(f"key: {pem}")
+    monkeypatch.setitem(os.environ, "SIGNING_KEY", pem)
+    assert "SIGNING_KEY" not in run.runner.child_env(None)
+
+
+# --------------------------------------------------------------------------- attaching
+
+
+def test_attestations_go_under_the_cosign_tag_scheme():
+    assert attestations.tag_for(DIGEST, attestations.SBOM) == f"sha256-{'ab' * 32}.sbom"
+    assert attestations.tag_for(DIGEST, attestations.PROVENANCE) == f"sha256-{'ab' * 32}.att"
+
+
+def test_the_artifact_manifest_names_its_subject_and_its_envelope():
+    image = Manifest(DIGEST, "sha256:" + "00" * 32, b"{}" * 10, attestations.OCI_MANIFEST)
+    raw = attestations.artifact_manifest(attestations.PROVENANCE, image, "sha256:" + "11" * 32, 5)
+    document = json.loads(raw)
+    assert document["artifactType"] == "application/vnd.in-toto+json"
+    assert document["subject"] == {
+        "mediaType": attestations.OCI_MANIFEST,
+        "digest": DIGEST,
+        "size": 20,
+    }
+    (layer,) = document["layers"]
+    assert layer["mediaType"] == attestations.DSSE_ENVELOPE
+    assert layer["annotations"][attestations.PREDICATE_ANNOTATION] == provenance.SLSA_PROVENANCE
+    assert document["config"]["mediaType"] == attestations.EMPTY_CONFIG
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:5050/celestial:abc", Reference("127.0.0.1:5050", "celestial", "abc")),
+        ("ghcr.io/org/celestial", Reference("ghcr.io", "org/celestial", "latest")),
+        (f"localhost/celestial@{DIGEST}", Reference("localhost", "celestial", "", DIGEST)),
+    ],
+)
+def test_an_image_reference_is_parsed(text, expected):
+    assert parse_reference(text) == expected
+    assert str(expected) in (text, text + ":latest")
+
+
+@pytest.mark.parametrize("text", ["celestial:latest", "org/celestial", "ghcr.io/x@sha256:12"])
+def test_a_partial_reference_is_one_line(text):
+    with pytest.raises(verify.SuiteError, match="not a full image reference|not a sha256"):
+        parse_reference(text)
+
+
+def test_a_failed_check_is_its_own_line():
+    failure = verify.VerificationFailed("subject", "the SBOM is about sha256:00, not sha256:11")
+    assert str(failure) == "subject: the SBOM is about sha256:00, not sha256:11"
+    assert verify.Check("image", True, "x is y").line() == "ok    image      x is y"
