@@ -24,7 +24,7 @@ REPORT = ["report"]
 # with this model; push is reached only after smoke passed; push logs in and out around it;
 # attest attaches the image's signed SBOM and provenance.
 PUBLISH = ["check-published", "import-model", "bento", "containerize", "smoke", "push", "attest"]
-# `nox -s verify [-- IMAGE --key FILE]`: the signed chain from dvc.lock to the image.
+# `nox -s verify [-- --image REF --key FILE]`: the signed chain from dvc.lock to the image.
 VERIFY = ["verify"]
 # Environment tags move by digest, no build: `nox -s promote -- --to production [--revision REV]`.
 PROMOTE = ["promote"]
@@ -69,7 +69,7 @@ def publish(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def verify(session: nox.Session) -> None:
-    """Check an image's signed SBOM and provenance: -- [IMAGE] [--key FILE] [--json]."""
+    """Check an image's signed SBOM and provenance: -- [--image REF] [--key FILE] [--json]."""
     steps(session, VERIFY)
 
 

@@ -203,7 +203,6 @@ def attest(c):
 
 
 @step(
-    positional=["image"],
     help={
         "image": "image reference host/repository:tag (default: this commit's image)",
         "key": "PEM public key to check signatures with (default: signing/publish.pub)",

@@ -190,7 +190,7 @@ def base_image(run: Run, reference: str) -> BaseImage:
     if found is None:  # dry run
         return BaseImage(RUNTIME_BASE_IMAGE, "sha256:<base image>")
     base, built = found
-    layers, built_layers = list(base.rootfs.layers), list(built.rootfs.layers)
+    layers, built_layers = list(base.root_fs.layers), list(built.root_fs.layers)
     if built_layers[: len(layers)] != layers:
         raise AttestationError(
             f"{reference} is not built on this machine's {RUNTIME_BASE_IMAGE} ({base.id}): "
