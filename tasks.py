@@ -219,7 +219,8 @@ def verify(c, image=None, key=None, allow_unsigned=False, json=False):
     """
     from cicd import verify
 
-    run = _json_run(c, json)
+    run = setup(c)
+    run.runner.out = sys.stderr  # stdout: the checks (lines or JSON); stderr: the requests
     verify.verify(run, image, Path(key) if key else None, allow_unsigned, as_json=json)
 
 

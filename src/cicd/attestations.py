@@ -93,8 +93,10 @@ def attest(run: Run, goal: Target, started: dt.datetime | None = None) -> str:
         SBOM: provenance.sbom_statement(goal.repository, digest, bom or {"bomFormat": "dry"}),
         PROVENANCE: provenance.provenance_statement(facts),
     }
-    for kind, statement in statements.items():
-        attach(run, digest, kind, signing.envelope(statement, key_signer))
+    envelopes = {
+        kind: signing.envelope(statement, key_signer) for kind, statement in statements.items()
+    }
+    attach_all(run, digest, envelopes)
     if not run.dry:
         how = "signed" if key_signer else "UNSIGNED"
         run.runner.echo(f"attested {goal.references[0]} ({digest}): SBOM and provenance, {how}")
@@ -248,21 +250,20 @@ def artifact_manifest(
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def attach(run: Run, digest: str, kind: Kind, envelope: dict[str, Any]) -> str:
-    """Store ``envelope`` as ``kind``'s artifact about the image ``digest``; return where."""
+def attach_all(run: Run, digest: str, envelopes: dict[Kind, dict[str, Any]]) -> None:
+    """Store each envelope as its kind's artifact about the image ``digest``: under its tag,
+    or by digest where the registry indexes referrers (asked once)."""
     registry, repository = run.registry, run.settings.repository_path
-    body = provenance.dumps(envelope)
     subject = registry.manifest(repository, digest) if not run.dry else None
-    registry.upload_blob(repository, EMPTY_JSON)
-    layer = registry.upload_blob(repository, body)
-    raw = artifact_manifest(kind, subject, layer, len(body))
-    manifest = Manifest(content_digest(raw), content_digest(EMPTY_JSON), raw, OCI_MANIFEST)
-    if registry.referrers(repository, digest) is not None:
-        where = manifest.digest  # by digest: the registry indexes it under its subject
-    else:
-        where = tag_for(digest, kind)
-    registry.put_manifest(repository, where, manifest)
-    return where
+    by_referrers = registry.referrers(repository, digest) is not None
+    registry.upload_blob(repository, EMPTY_JSON)  # the config every artifact shares
+    for kind, envelope in envelopes.items():
+        body = provenance.dumps(envelope)
+        layer = registry.upload_blob(repository, body)
+        raw = artifact_manifest(kind, subject, layer, len(body))
+        manifest = Manifest(content_digest(raw), content_digest(EMPTY_JSON), raw, OCI_MANIFEST)
+        where = manifest.digest if by_referrers else tag_for(digest, kind)
+        registry.put_manifest(repository, where, manifest)
 
 
 def fetch(

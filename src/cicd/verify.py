@@ -95,7 +95,7 @@ def verify(
         for check in checks(run, reference, key_path, allow_unsigned):
             done.append(check)
             if not as_json:
-                run.runner.echo(check.line())
+                print(run.runner.mask(check.line()), flush=True)
     except VerificationFailed as failure:
         done.append(Check(failure.check, False, failure.detail))
         raise

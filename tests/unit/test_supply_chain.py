@@ -67,7 +67,7 @@ def test_the_lock_outputs_are_every_stage_output_of_dvc_lock():
 
 
 def test_an_unreadable_lock_is_one_line():
-    with pytest.raises(provenance.ProvenanceError, match="dvc.lock cannot be read.*dvc repro"):
+    with pytest.raises(provenance.ProvenanceError, match=r"dvc.lock cannot be read.*dvc repro"):
         provenance.lock_outputs("stages: [unclosed")
     with pytest.raises(provenance.ProvenanceError) as raised:
         provenance.lock_outputs("stages: [unclosed")
@@ -282,7 +282,7 @@ def test_an_image_reference_is_parsed(text, expected):
 
 @pytest.mark.parametrize("text", ["celestial:latest", "org/celestial", "ghcr.io/x@sha256:12"])
 def test_a_partial_reference_is_one_line(text):
-    with pytest.raises(verify.SuiteError, match="not a full image reference|not a sha256"):
+    with pytest.raises(verify.SuiteError, match=r"not a full image reference|not a sha256"):
         parse_reference(text)
 
 
