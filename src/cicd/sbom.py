@@ -85,12 +85,16 @@ def generate(run: Run, image_ref: str) -> dict | None:
     commands and return None."""
     client = run.require_docker()
     docker = whales(client)
-    inspected = docker_call(
-        run.runner,
-        [client.path, "image", "inspect", image_ref],
-        lambda: docker.image.inspect(image_ref),
-        hint=BUILD_HINT,
-    )
+    try:
+        inspected = docker_call(
+            run.runner,
+            [client.path, "image", "inspect", image_ref],
+            lambda: docker.image.inspect(image_ref),
+        )
+    except CommandError as error:
+        if "no such image" not in error.output.lower():
+            raise
+        raise SbomError(f"there is no local image {image_ref}: {BUILD_HINT}") from None
     with _scratch(run) as scratch:
         archive, venv, document = scratch / "image.tar", scratch / "venv", scratch / "python.json"
         _stream(
@@ -255,13 +259,13 @@ def _stream(run: Run, command: list[str], archive: Path) -> None:
                 ) from None
         if done.returncode != 0:
             reason = run.runner.mask(done.stderr.decode(errors="replace"))
-            raise CommandError(
-                command,
-                done.returncode,
-                reason,
-                "the image must be a local image with a Python environment in /app/.venv and "
-                f"a dpkg database; {BUILD_HINT}",
-            )
+            missing = re.findall(r"tar: (\S+): Cannot stat", reason)
+            if missing:
+                raise SbomError(
+                    f"the image has no /{', /'.join(missing)}: it is not a BentoML service image "
+                    f"(a Python environment in /app/.venv, Debian's dpkg); {BUILD_HINT}"
+                )
+            raise CommandError(command, done.returncode, reason, BUILD_HINT)
 
     run.runner.call(
         command, write, note=f"stdout: a tar of the dist-infos and dpkg status > {archive}"
@@ -284,7 +288,7 @@ def _unpack(archive: Path, site: Path) -> str:
                 status = extracted.read().decode("utf-8", errors="replace") if extracted else ""
                 continue
             match = DIST_INFO.match(path)
-            if not match or not (member.isfile() or member.isdir()):
+            if not match or not (member.isfile() or member.isdir()) or ".." in path.split("/"):
                 continue
             member.name = match.group(1)
             tar.extract(member, site, filter="data")
