@@ -20,12 +20,14 @@ gives the same bytes. Hashes: only what cyclonedx-py finds (an archive's hash re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import tarfile
 import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,14 +99,21 @@ def generate(run: Run, image_ref: str) -> dict | None:
         raise SbomError(f"there is no local image {image_ref}: {BUILD_HINT}") from None
     with _scratch(run) as scratch:
         archive, venv, document = scratch / "image.tar", scratch / "venv", scratch / "python.json"
-        _stream(
-            run,
-            [
-                client.path, "run", "--rm", "--network", "none", "--pull", "never",
-                "--entrypoint", "sh", image_ref, "-c", EXTRACT_SCRIPT,
-            ],
-            archive,
-        )  # fmt: skip
+        # A name of our own: the container can be removed when the step is stopped (deadline,
+        # Ctrl-C) while it runs; otherwise --rm removes it.
+        name = f"sbom-{uuid.uuid4().hex[:12]}"
+        try:
+            _stream(
+                run,
+                [
+                    client.path, "run", "--rm", "--name", name, "--network", "none",
+                    "--pull", "never", "--entrypoint", "sh", image_ref, "-c", EXTRACT_SCRIPT,
+                ],
+                archive,
+            )  # fmt: skip
+        except BaseException:
+            _remove_container(run, docker, [client.path, "rm", "--force", name], name)
+            raise
         _run_shown(
             run,
             [sys.executable, "-m", "venv", "--without-pip", venv],
@@ -270,6 +279,17 @@ def _stream(run: Run, command: list[str], archive: Path) -> None:
     run.runner.call(
         command, write, note=f"stdout: a tar of the dist-infos and dpkg status > {archive}"
     )
+
+
+def _remove_container(run: Run, docker: Any, command: list[str], name: str) -> None:
+    """Remove the throwaway container if it is still there; never hides the step's error."""
+    from python_on_whales.exceptions import DockerException
+
+    def remove() -> None:
+        with contextlib.suppress(DockerException):  # already gone (--rm), or never created
+            docker.container.remove(name, force=True)
+
+    run.runner.call(command, remove, quiet=True)
 
 
 def _unpack(archive: Path, site: Path) -> str:

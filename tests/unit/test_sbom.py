@@ -7,7 +7,9 @@ import io
 import json
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -233,3 +235,25 @@ def test_a_failing_container_is_one_line_that_names_what_is_missing(tmp_path):
         sbom._stream(a_run(False, out), fails, tmp_path / "image.tar")
     assert "\n" not in str(raised.value)
     assert out.getvalue().startswith("$ sh -c"), "the command is shown before it runs"
+
+
+def test_an_interrupted_extraction_removes_its_container(monkeypatch, tmp_path):
+    removed, started = [], []
+
+    inspected = SimpleNamespace(id="sha256:1", config=SimpleNamespace(labels={}))
+    fake_docker = SimpleNamespace(  # python-on-whales' calls that generate makes
+        image=SimpleNamespace(inspect=lambda reference: inspected),
+        container=SimpleNamespace(remove=lambda name, force: removed.append(name)),
+    )
+
+    def interrupted(run, command, archive):
+        started.append(command[command.index("--name") + 1])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sbom, "whales", lambda client: fake_docker)
+    monkeypatch.setattr(sbom, "_stream", interrupted)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        sbom.generate(a_run(False, io.StringIO()), "registry.example/app:1")
+    assert removed == started and len(started) == 1
+    assert list(tmp_path.iterdir()) == [], "the scratch directory must be removed"
