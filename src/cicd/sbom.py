@@ -4,13 +4,16 @@ Nothing is added to the image and nothing of the host leaks in:
 
 1. ``docker image inspect``: the image is local (never pulled), its ID and labels;
 2. a throwaway container (``--rm --network none --pull never``) streams a tar of only the
-   ``*.dist-info`` folders of the service's site-packages and ``/var/lib/dpkg/status``;
+   ``*.dist-info`` folders of the service's site-packages, ``/var/lib/dpkg/status`` and the
+   os-release file;
 3. the dist-infos go into the empty site-packages of a scratch ``python -m venv
    --without-pip`` on the host, and ``cyclonedx-py environment`` (the maintained generator)
    describes that venv: exactly the image's distributions, none of the host's;
 4. cyclonedx-python-lib reads that document back, adds one component per installed Debian
-   package (``pkg:deb/debian/<name>@<version>?arch=<arch>``) and the image as
-   ``metadata.component`` (type ``container``), and serializes it as CycloneDX 1.6 JSON.
+   package (``pkg:deb/debian/<name>@<version>?arch=<arch>``), the distribution (type
+   ``operating-system``, e.g. ``debian`` ``12``: scanners match Debian advisories with it) and
+   the image as ``metadata.component`` (type ``container``, its ID and labels as properties),
+   and serializes it as CycloneDX 1.6 JSON.
 
 The document is reproducible: no serial number, no timestamp (unless ``SOURCE_DATE_EPOCH``
 is set, which cyclonedx-py honours), components sorted by the library; the same image
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -47,8 +51,14 @@ SPEC_VERSION = "1.6"
 # Where BentoML 1.4's image keeps the service's environment, and dpkg its database.
 SITE_PACKAGES = "app/.venv/lib/python3*/site-packages"
 DPKG_STATUS = "var/lib/dpkg/status"
+# The distribution's name and version: /etc/os-release, else /usr/lib/os-release (os-release(5);
+# Debian's /etc/os-release is a link to the other). Optional: the image may have neither.
+OS_RELEASE = ("etc/os-release", "usr/lib/os-release")
 # The one command run in the throwaway container: a tar of the metadata, on stdout.
-EXTRACT_SCRIPT = f"cd / && exec tar -c {DPKG_STATUS} {SITE_PACKAGES}/*.dist-info"
+EXTRACT_SCRIPT = (
+    f"cd / && exec tar -c {DPKG_STATUS} $(ls -d {' '.join(OS_RELEASE)} 2>/dev/null) "
+    f"{SITE_PACKAGES}/*.dist-info"
+)
 DIST_INFO = re.compile(r"^app/\.venv/lib/python3[^/]*/site-packages/([^/]+\.dist-info(?:/.*)?)$")
 INSTALLED = "install ok installed"
 IMAGE_ID_PROPERTY = "oci:image:id"
@@ -119,7 +129,7 @@ def generate(run: Run, image_ref: str) -> dict | None:
             [sys.executable, "-m", "venv", "--without-pip", venv],
             "the host's Python cannot make a venv (Debian: apt-get install python3-venv)",
         )
-        status = _unpack(archive, site_packages(venv)) if not run.dry else ""
+        status, os_release = _unpack(archive, site_packages(venv)) if not run.dry else ("", "")
         _run_shown(
             run,
             [
@@ -134,7 +144,14 @@ def generate(run: Run, image_ref: str) -> dict | None:
         python_bom = json.loads(document.read_text(encoding="utf-8"))
     image_id = inspected.id if inspected is not None else ""
     labels = (inspected.config.labels or {}) if inspected is not None else {}
-    return assemble(python_bom, parse_dpkg_status(status), image_ref, image_id, labels)
+    return assemble(
+        python_bom,
+        parse_dpkg_status(status),
+        image_ref,
+        image_id,
+        labels,
+        parse_os_release(os_release),
+    )
 
 
 def assemble(
@@ -143,9 +160,11 @@ def assemble(
     image_ref: str,
     image_id: str = "",
     labels: Mapping[str, str] | None = None,
+    os_release: Mapping[str, str] | None = None,
 ) -> dict:
-    """cyclonedx-py's document of the Python packages, plus the Debian packages and the image
-    as the component described, serialized by cyclonedx-python-lib."""
+    """cyclonedx-py's document of the Python packages, plus the Debian packages, the operating
+    system (from ``os_release``, when known) and the image as the component described,
+    serialized by cyclonedx-python-lib."""
     from cyclonedx.model import Property
     from cyclonedx.model.bom import Bom
     from cyclonedx.model.component import Component, ComponentType
@@ -156,6 +175,8 @@ def assemble(
     if "timestamp" not in python_bom.get("metadata", {}):
         bom.metadata.timestamp = None  # type: ignore[assignment]
     bom.components.update(debian_component(package) for package in debian)
+    if os_release and os_release.get("ID"):
+        bom.components.add(os_component(os_release))
     name, version = split_reference(image_ref)
     properties = [Property(name=IMAGE_ID_PROPERTY, value=image_id)] if image_id else []
     properties += [
@@ -187,6 +208,37 @@ def debian_component(package: DebianPackage) -> Component:
         purl=PackageURL.from_string(purl),
         bom_ref=purl,
     )
+
+
+def os_component(os_release: Mapping[str, str]) -> Component:
+    """The distribution as an ``operating-system`` component (``debian`` ``12``): what SBOM
+    scanners (Trivy, Grype) read to match the Debian packages with the distribution's
+    advisories."""
+    from cyclonedx.model.component import Component, ComponentType
+
+    name, version = os_release["ID"], os_release.get("VERSION_ID")
+    return Component(
+        type=ComponentType.OPERATING_SYSTEM,
+        name=name,
+        version=version,
+        description=os_release.get("PRETTY_NAME"),
+        bom_ref=f"os:{name}@{version}" if version else f"os:{name}",
+    )
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """The ``KEY=value`` lines of an os-release file, values unquoted (os-release(5))."""
+    fields = {}
+    for line in text.splitlines():
+        key, equals, value = line.strip().partition("=")
+        if not equals or key.startswith("#"):
+            continue
+        try:
+            words = shlex.split(value)
+        except ValueError:  # an unbalanced quote: the line is ignored, as systemd does
+            continue
+        fields[key] = words[0] if words else ""
+    return fields
 
 
 def parse_dpkg_status(text: str) -> list[DebianPackage]:
@@ -292,26 +344,29 @@ def _remove_container(run: Run, docker: Any, command: list[str], name: str) -> N
     run.runner.call(command, remove, quiet=True)
 
 
-def _unpack(archive: Path, site: Path) -> str:
-    """Extract the dist-info folders of ``archive`` into ``site``; return the dpkg status.
+def _unpack(archive: Path, site: Path) -> tuple[str, str]:
+    """Extract the dist-info folders of ``archive`` into ``site``; return the dpkg status and
+    the os-release file ("" when the image has none).
 
     The image is data here, never code: only regular files and folders under a
     ``*.dist-info`` name are written (tarfile's ``data`` filter refuses links out, absolute
     paths, devices), no ``.pth`` or module of the image comes along.
     """
-    status = None
+    texts: dict[str, str] = {}
     with tarfile.open(archive) as tar:
         for member in tar:
             path = PurePosixPath(member.name).as_posix()
-            if path == DPKG_STATUS and member.isfile():
-                extracted = tar.extractfile(member)
-                status = extracted.read().decode("utf-8", errors="replace") if extracted else ""
+            if path in (DPKG_STATUS, *OS_RELEASE):
+                extracted = tar.extractfile(member) if member.isfile() else None  # not a link
+                if extracted is not None:
+                    texts[path] = extracted.read().decode("utf-8", errors="replace")
                 continue
             match = DIST_INFO.match(path)
             if not match or not (member.isfile() or member.isdir()) or ".." in path.split("/"):
                 continue
             member.name = match.group(1)
             tar.extract(member, site, filter="data")
-    if status is None:
+    if DPKG_STATUS not in texts:
         raise SbomError(f"the image has no /{DPKG_STATUS}: it is not a Debian-based image")
-    return status
+    os_release = next((texts[path] for path in OS_RELEASE if path in texts), "")
+    return texts[DPKG_STATUS], os_release

@@ -109,6 +109,7 @@ def test_the_sbom_of_a_real_image(tiny_image, tmp_path, monkeypatch):
     assert not set(HOST_ONLY) & set(found), "the host's packages must not be in the SBOM"
     assert found["libc6"]["purl"].startswith("pkg:deb/debian/libc6@")
     assert "?arch=" in found["libc6"]["purl"]
+    assert (found["debian"]["type"], found["debian"]["version"]) == ("operating-system", "12")
     image = document["metadata"]["component"]
     assert (image["type"], image["name"], image["version"]) == ("container", *IMAGE.split(":"))
     inspected = docker("image", "inspect", "--format", "{{.Id}}", tiny_image).stdout.strip()

@@ -56,6 +56,17 @@ Architecture: all
 Version: 2025b-0+deb12u1
 """
 
+OS_RELEASE = """\
+PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION_CODENAME=bookworm
+ID=debian
+# a comment
+HOME_URL='https://www.debian.org/'
+BROKEN="unbalanced
+"""
+
 # What cyclonedx-py environment writes (--output-reproducible), cut down to one package.
 PYTHON_BOM = {
     "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",
@@ -93,6 +104,17 @@ def test_debian_purls():
     assert tzdata.purl == "pkg:deb/debian/tzdata@2025b-0%2Bdeb12u1?arch=all"
 
 
+def test_os_release():
+    assert sbom.parse_os_release(OS_RELEASE) == {
+        "PRETTY_NAME": "Debian GNU/Linux 12 (bookworm)",
+        "NAME": "Debian GNU/Linux",
+        "VERSION_ID": "12",
+        "VERSION_CODENAME": "bookworm",
+        "ID": "debian",
+        "HOME_URL": "https://www.debian.org/",
+    }
+
+
 @pytest.mark.parametrize(
     ("reference", "expected"),
     [
@@ -113,6 +135,7 @@ def assembled() -> dict:
         "127.0.0.1:5050/celestial:latest",
         "sha256:" + "1" * 64,
         {"org.opencontainers.image.revision": "abc123"},
+        sbom.parse_os_release(OS_RELEASE),
     )
 
 
@@ -136,7 +159,10 @@ def test_the_document_holds_both_kinds_of_packages_and_describes_the_image():
         "libc6": "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64",
         "libgcc-s1": "pkg:deb/debian/libgcc-s1@1:12.2.0-14%2Bdeb12u1?arch=amd64",
         "tzdata": "pkg:deb/debian/tzdata@2025b-0%2Bdeb12u1?arch=all",
+        "debian": None,
     }
+    (system,) = [c for c in document["components"] if c["type"] == "operating-system"]
+    assert (system["name"], system["version"]) == ("debian", "12")
     image = document["metadata"]["component"]
     assert image["type"] == "container"
     assert (image["name"], image["version"]) == ("127.0.0.1:5050/celestial", "latest")
@@ -146,7 +172,7 @@ def test_the_document_holds_both_kinds_of_packages_and_describes_the_image():
         "oci:image:label:org.opencontainers.image.revision": "abc123",
     }
     edges = {d["ref"]: d.get("dependsOn", []) for d in document["dependencies"]}
-    assert len(edges[image["bom-ref"]]) == 4, "the image depends on each of its packages"
+    assert len(edges[image["bom-ref"]]) == 5, "the image depends on each of its components"
 
 
 def image_tar(path: Path, members: dict[str, bytes | None], links: dict[str, str]) -> Path:
@@ -173,6 +199,7 @@ def test_only_dist_info_folders_are_unpacked(tmp_path):
         tmp_path / "image.tar",
         {
             "var/lib/dpkg/status": STATUS.encode(),
+            "usr/lib/os-release": OS_RELEASE.encode(),
             f"{site}/tinypkg-1.2.3.dist-info": None,
             f"{site}/tinypkg-1.2.3.dist-info/METADATA": b"Name: tinypkg\nVersion: 1.2.3\n",
             f"{site}/tinypkg.pth": b"import os; os.system('echo owned')\n",
@@ -180,12 +207,14 @@ def test_only_dist_info_folders_are_unpacked(tmp_path):
             f"{site}/x.dist-info/../../escape": b"",
             "etc/passwd": b"root:x:0:0::/root:/bin/sh\n",
         },
-        {f"{site}/tinypkg-1.2.3.dist-info/RECORD": "/etc/shadow"},
+        {
+            f"{site}/tinypkg-1.2.3.dist-info/RECORD": "/etc/shadow",
+            "etc/os-release": "../usr/lib/os-release",  # as in Debian: the file is the other
+        },
     )
     target = tmp_path / "site-packages"
     target.mkdir()
-    status = sbom._unpack(archive, target)
-    assert status == STATUS
+    assert sbom._unpack(archive, target) == (STATUS, OS_RELEASE)
     unpacked = sorted(p.relative_to(target).as_posix() for p in target.rglob("*"))
     assert unpacked == ["tinypkg-1.2.3.dist-info", "tinypkg-1.2.3.dist-info/METADATA"]
 
