@@ -329,7 +329,7 @@ def _stream(run: Run, command: list[str], archive: Path) -> None:
             raise CommandError(command, done.returncode, reason, BUILD_HINT)
 
     run.runner.call(
-        command, write, note=f"stdout: a tar of the dist-infos and dpkg status > {archive}"
+        command, write, note=f"stdout: a tar of the image's package metadata > {archive}"
     )
 
 
