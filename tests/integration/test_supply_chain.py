@@ -68,16 +68,17 @@ def artifact_tag(digest: str, suffix: str) -> str:
 
 @contextlib.contextmanager
 def replaced(registry: Registry, tag: str, raw: bytes) -> Iterator[None]:
-    """``tag`` points at the manifest ``raw`` while the block runs, then at what it held."""
+    """``tag`` points at the manifest ``raw`` while the block runs, then at what it held.
+
+    A tag that did not exist stays (the registry cannot untag: deleting the manifest would
+    delete it under every tag, the genuine ones included); it names an image no test uses."""
     client = registry.client()
     before = client.manifest(IMAGE, tag)
     put(registry, tag, raw)
     try:
         yield
     finally:
-        if before is None:
-            delete(registry, content_digest(raw))
-        else:
+        if before is not None:
             put(registry, tag, before.raw)
 
 
