@@ -2,7 +2,8 @@
 
 The formats are securesystemslib's (``dsse.Envelope``, ``CryptoSigner``, ``SSlibKey``), the
 library in-toto's own tools use: the envelope is what ``cosign attest`` and in-toto write.
-The private key comes from the ``SIGNING_KEY`` secret (PEM, ed25519 or ECDSA P-256), read
+The private key comes from the ``SIGNING_KEY`` secret (PEM, or the PEM in base64 on one line
+for CI systems that mask only one-line values; ed25519 or ECDSA P-256), read
 by :mod:`cicd.settings` only; the public key is a committed file (``signing_public_key``).
 
 Keyless signing (an OIDC identity, a Fulcio certificate, a Rekor entry) needs services these
@@ -43,8 +44,15 @@ def _private_key(private_pem: str) -> Any:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+    text = private_pem.strip()
+    if text and not text.startswith("-----BEGIN"):
+        # One line, as GitLab can mask it: the PEM in base64 (`base64 -w0 key.pem`).
+        try:
+            text = base64.b64decode(text, validate=True).decode().strip()
+        except ValueError:
+            text = ""
     try:
-        private = load_pem_private_key(private_pem.strip().encode() + b"\n", password=None)
+        private = load_pem_private_key(text.encode() + b"\n", password=None)
     except (ValueError, TypeError):
         # The library's message may quote the key: ours says only what to do.
         raise SigningError(

@@ -15,6 +15,7 @@ Needs Docker, Debian's docker-registry, rsync and gitlab-ci-local (scripts/boots
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -35,6 +36,9 @@ import pytest
 from tests.support.fake_http import JsonHandler
 from tests.support.project import (
     SENTINEL,
+    SIGNING_KEY,
+    SIGNING_KEY_SECRET,
+    SIGNING_PUBLIC_KEY,
     USER,
     Registry,
     clone_working_tree,
@@ -52,7 +56,13 @@ IMAGE = "celestial-bodies-classifier"
 REGISTRY_PASSWORD = SENTINEL  # the test registry's (tests/conftest.py `registry`)
 FORGE_TOKEN = "forge-" + secrets.token_hex(12)
 AWS_KEY_ID, AWS_SECRET = "AKIA" + secrets.token_hex(8).upper(), "aws-" + secrets.token_hex(16)
-SECRETS = (REGISTRY_PASSWORD, FORGE_TOKEN, AWS_SECRET)
+# The PEM on one line, as act's --secret-file (dotenv) reads a multi-line value; GitLab gets
+# the PEM in base64, the one-line form its masked variables need (README, Verify an image).
+SIGNING_KEY_DOTENV = '"' + SIGNING_KEY.strip().replace("\n", "\\n") + '"'
+SIGNING_KEY_BASE64 = base64.b64encode(SIGNING_KEY.encode()).decode()
+SECRETS = (
+    REGISTRY_PASSWORD, FORGE_TOKEN, AWS_SECRET, SIGNING_KEY_SECRET, SIGNING_KEY_BASE64,
+)  # fmt: skip
 # The checks job runs `nox -s lint tests` on the unit tests (the whole suite would run this
 # module again, and the rest of it has its own runs); after the first run of each runner, on
 # one file: the job is proven by then.
@@ -268,7 +278,10 @@ def make_project(base: Path, name: str, origin: str, s3: str, registry: Registry
         ["remote", "modify", "s3", "endpointurl", s3],
     ):
         subprocess.run([str(VENV_BIN / "dvc"), *command], cwd=root, env=project.env, check=True)
-    project.git("commit", "-qam", "DVC remote: S3")
+    # The forge's signing key pair: its public half committed (what `nox -s verify` reads),
+    # its private half the CI secret SIGNING_KEY (the per-run key of tests/support/project.py).
+    (root / "signing" / "publish.pub").write_text(SIGNING_PUBLIC_KEY)
+    project.git("commit", "-qam", "DVC remote: S3; the forge's signing key")
     project.git("update-ref", "refs/remotes/origin/main", "HEAD")
     project.git("symbolic-ref", "refs/remotes/origin/HEAD", "refs/remotes/origin/main")
     return project
@@ -317,6 +330,7 @@ def act(project: Project, label: str, event_name: str, event: dict, job: str | N
         f"CONTAINER_REGISTRY_PASSWORD={REGISTRY_PASSWORD}\n"
         f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\nAWS_SECRET_ACCESS_KEY={AWS_SECRET}\n"
         f"GITHUB_TOKEN={FORGE_TOKEN}\n"
+        f"SIGNING_KEY={SIGNING_KEY_DOTENV}\n"
     )
     try:
         return project.run(label, [*command, "--secret-file", str(secrets_file)], {})
@@ -375,7 +389,7 @@ def github_pull_request(github: Project, github_again: str) -> list[str]:
 
 
 def test_github_push_to_main_checks_trains_and_publishes(github: Project, github_main: str, s3):
-    for session in ("lint", "tests", "train", "publish"):
+    for session in ("lint", "tests", "train", "publish", "verify"):
         assert f"Session {session} was successful" in github_main
     sha = github.git("rev-parse", "HEAD")
     by_sha, latest = github.manifest(sha), github.manifest("latest")
@@ -477,6 +491,7 @@ def gitlab_secrets(project: Project, protected: bool) -> None:
         "CONTAINER_REGISTRY_HOST": ("registry", project.registry.address),
         "CONTAINER_REGISTRY_USERNAME": ("registry", USER),
         "CONTAINER_REGISTRY_PASSWORD": ("registry", REGISTRY_PASSWORD),
+        "SIGNING_KEY": ("registry", SIGNING_KEY_BASE64),
         "GITLAB_TOKEN": ("review/*", FORGE_TOKEN),
     }
     if protected:  # protected variables: pipelines of main only
@@ -548,7 +563,7 @@ def dotenv_report(project: Project) -> dict[str, str]:
 
 
 def test_gitlab_push_to_main_checks_trains_and_publishes(gitlab: Project, gitlab_main: str, s3):
-    for session in ("lint", "tests", "train", "publish"):
+    for session in ("lint", "tests", "train", "publish", "verify"):
         assert f"Session {session} was successful" in gitlab_main
     sha = gitlab.git("rev-parse", "HEAD")
     by_sha, latest = gitlab.manifest(sha), gitlab.manifest("latest")

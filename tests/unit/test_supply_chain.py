@@ -151,6 +151,14 @@ def test_a_bad_signing_key_is_one_line_that_does_not_quote_it(bad):
     assert "AAAA" not in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_the_key_may_come_as_one_base64_line(key_pair):
+    """GitLab masks only one-line variables: `base64 -w0 key.pem` is accepted too."""
+    private, public = key_pair
+    one_line = base64.b64encode(private.encode()).decode()
+    envelope = signing.envelope({"_type": "x"}, signing.signer(one_line))
+    signing.check_signature(envelope, signing.public_key(public), "provenance")
+
+
 def test_an_rsa_key_is_refused():
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
