@@ -120,7 +120,8 @@ def checks(
         run.runner.echo("dry run: nothing was checked")
         return
     if manifest is None:
-        fail("image", f"{ref} is not in the registry")
+        fail("image", f"{ref} is not in the registry: publish it (`nox -s publish`), or name "
+             "a published image with --image")  # fmt: skip
     if ref.digest and manifest.digest != ref.digest:
         fail("image", f"{ref} resolves to {manifest.digest}")
     digest = manifest.digest
@@ -132,7 +133,8 @@ def checks(
             fail(
                 "attached",
                 f"no {kind.name} attached to {ref} ({digest}; looked for the referrers API and "
-                f"the tag {attestations.tag_for(digest, kind)}): `invoke attest` attaches them",
+                f"the tag {attestations.tag_for(digest, kind)}): publish attaches them "
+                "(`invoke attest` in the image's commit, for an image already pushed)",
             )
     yield Check("attached", True, "SBOM and provenance (DSSE envelopes)")
 
@@ -259,6 +261,8 @@ def _sbom(statement: dict[str, Any]) -> Check:
     for component in components:
         purl = str(component.get("purl", ""))
         kind = purl.split("/", 1)[0].removeprefix("pkg:") if purl.startswith("pkg:") else "other"
+        if component.get("type") == "operating-system":
+            kind = "operating system"
         kinds[kind] = kinds.get(kind, 0) + 1
     if not components:
         fail("sbom", "the SBOM lists no packages")
