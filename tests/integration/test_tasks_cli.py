@@ -72,6 +72,11 @@ def test_dry_run_publish_shows_every_command_and_runs_none(new_project, registry
         # latest moves by a manifest PUT of the pushed SHA tag (no second docker push).
         f"PUT http://{address}/v2/celestial-bodies-classifier/manifests/latest",
         f"logout {address}",
+        # attest: the SBOM read from the image, then both documents stored next to it.
+        "run --rm --name sbom-",
+        "cyclonedx-py environment",
+        "/v2/celestial-bodies-classifier/manifests/sha256-<pushed digest>.sbom'",
+        "/v2/celestial-bodies-classifier/manifests/sha256-<pushed digest>.att'",
     ]
     for fragment in expected:
         assert any(fragment in line for line in shown), f"{fragment!r} not shown:\n{done.stdout}"
