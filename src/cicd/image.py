@@ -23,7 +23,8 @@ from cicd.bento import BENTOML_ENV, ModelInfo
 from cicd.ci import Revision
 from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
-from cicd.registry import CREATED_LABEL, Manifest
+from cicd.http import RetryPolicy
+from cicd.registry import CREATED_LABEL, Manifest, RegistryClient
 from cicd.settings import Settings
 from cicd.shell import tool
 
@@ -39,6 +40,15 @@ METRICS_FILE = "evaluation/metrics.json"
 # Longer than another job's read-then-PUT of a moving tag (a manifest and a config blob read).
 SETTLE_PAUSE = 1.0
 DRY_MANIFEST = Manifest("sha256:<pushed digest>", "sha256:<pushed image>")
+# BuildKit's inline cache, which Docker 20.10's built-in BuildKit can import without buildx:
+# every image records the cache keys of its layers in its config (INLINE_CACHE), and a build
+# on a cold engine takes the registry's `latest` as its cache (CACHE_TAG). The layers whose
+# keys match are the registry's own blobs, so the push uploads only the layers that changed.
+INLINE_CACHE = "BUILDKIT_INLINE_CACHE=1"
+CACHE_TAG = "latest"
+# The cache is an optimisation: one quick question to the registry, no retries.
+CACHE_PROBE_POLICY = RetryPolicy(attempts=1)
+CACHE_PROBE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -143,11 +153,20 @@ def read_metrics(root: Path) -> dict[str, float]:
 def containerize(run: Run, goal: Target | None = None) -> Image:
     """``bentoml containerize`` this commit's bento into its image, tagged and labelled.
 
-    ``goal``: the commit's image when the caller has identified it (default: this commit)."""
+    The image records its layers' cache keys (BuildKit's inline cache), and the registry's
+    ``latest`` is the build's cache when the registry holds it (:func:`cache_source`): on a
+    cold engine the unchanged layers (system, Python environment, dependencies) are the
+    registry's blobs again, so a model or code change rebuilds and uploads only the last
+    layers. ``goal``: the commit's image when the caller has identified it (default: this
+    commit)."""
     goal = goal or target(run)
     metrics = read_metrics(run.settings.root)
     image_labels = labels(run.settings, goal.revision, goal.model, metrics)
-    with tempfile.TemporaryDirectory(prefix="containerize-") as scratch:
+    cache = cache_source(run, goal.repository)
+    with (
+        tempfile.TemporaryDirectory(prefix="containerize-") as scratch,
+        cache_login(run, cache) as env,
+    ):
         iidfile = Path(scratch) / "image-id"
         bento_tag = bento.bento_tag(run.settings, goal.revision.tag)
         command = [tool("bentoml"), "containerize", bento_tag, "--backend", "docker"]
@@ -155,15 +174,66 @@ def containerize(run: Run, goal: Target | None = None) -> Image:
             command += ["--image-tag", reference]
         for key, value in image_labels.items():
             command += ["--opt", f"label={key}={value}"]
+        command += cache_options(cache)
         command += ["--opt", f"iidfile={iidfile}"]
         run.runner.run(
             command,
             cwd=run.settings.root,
-            env={**BENTOML_ENV, **run.docker.env_for_tools()},
+            env={**BENTOML_ENV, **run.docker.env_for_tools(), **env},
             hint="see README, Troubleshooting: image build",
         )
         image_id = iidfile.read_text().strip() if iidfile.exists() else "sha256:<built image>"
     return goal.image(image_id)
+
+
+def cache_options(cache: str | None) -> list[str]:
+    """``bentoml containerize`` options: record the inline cache, and use ``cache``'s."""
+    options = ["--opt", f"build-arg={INLINE_CACHE}"]
+    return options + (["--opt", f"cache-from={cache}"] if cache else [])
+
+
+def cache_source(run: Run, repository: str) -> str | None:
+    """``<repository>:latest`` when the registry holds it, else None (a first publish).
+
+    Asked once, without retries: a registry that does not answer only means a build
+    without its cache. A dry run does not ask (the GET is shown) and shows the cache
+    options as when the registry holds ``latest``."""
+    settings = run.settings
+    probe = RegistryClient(
+        settings.registry_host,
+        run.credentials,
+        runner=run.runner,
+        timeout=CACHE_PROBE_TIMEOUT,
+        policy=CACHE_PROBE_POLICY,
+    )
+    reference = f"{repository}:{CACHE_TAG}"
+    try:
+        found = probe.manifest(settings.repository_path, CACHE_TAG)
+    except SuiteError as error:
+        run.runner.echo(f"no layer cache from {reference} ({error}): building without it")
+        return None
+    if run.dry:
+        run.runner.echo(f"(a dry run does not ask: {reference} is shown as the layer cache)")
+        return reference
+    if found is None:
+        run.runner.echo(f"{reference} is not in the registry: building without a layer cache")
+        return None
+    run.runner.echo(f"layer cache: {reference} (unchanged layers are the registry's)")
+    return reference
+
+
+@contextmanager
+def cache_login(run: Run, cache: str | None) -> Iterator[dict[str, str]]:
+    """The environment the build needs to pull ``cache``: with registry credentials, a
+    throwaway Docker config logged in to the registry (``DOCKER_CONFIG``, which the
+    ``docker build`` that BentoML runs reads); otherwise nothing."""
+    if cache is None or run.credentials is None:
+        yield {}
+        return
+    with logged_in(run) as (_, base):
+        config = base[base.index("--config") + 1]
+        run.runner.echo(f"the build pulls the layer cache as {run.credentials.username}")
+        yield {"DOCKER_CONFIG": config}
 
 
 def local_image(run: Run, goal: Target) -> Image:

@@ -1,0 +1,181 @@
+"""containerize's command: the inline cache always recorded, the registry's ``latest`` as the
+layer cache only when the registry holds it, shown by the dry run, pulled logged in.
+
+The build itself does not run: a recording runner keeps the command and its environment.
+The registry is a small fake speaking the manifest API (200 or 404 for ``latest``)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from cicd import image
+from cicd.bento import ModelInfo
+from cicd.ci import Revision
+from cicd.context import Run
+from cicd.docker import Client
+from cicd.settings import load
+from cicd.shell import Runner
+from tests.support.fake_http import send
+
+ROOT = Path(__file__).resolve().parents[2]
+SHA = "0123456789abcdef0123456789abcdef01234567"
+MODEL = ModelInfo("celestial_bodies_classifier_model:abc", "sha256:" + "1" * 64)
+REPOSITORY = "celestial-bodies-classifier"
+MANIFEST = json.dumps({"schemaVersion": 2, "config": {"digest": "sha256:" + "2" * 64}}).encode()
+USER, PASSWORD = "ci-bot", "cache-pass-5f1e"
+INLINE = "build-arg=BUILDKIT_INLINE_CACHE=1"
+
+
+class FakeRegistry(BaseHTTPRequestHandler):
+    """Holds ``latest`` or not; with ``auth``, basic auth like the embedded registry."""
+
+    has_latest: ClassVar[bool] = True
+    auth: ClassVar[bool] = False
+    requests: ClassVar[list[str]] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if self.auth and self.headers.get("Authorization") != expected:
+            return send(self, 401, b"{}", {"WWW-Authenticate": 'Basic realm="fake"'})
+        if self.path == f"/v2/{REPOSITORY}/manifests/latest" and self.has_latest:
+            media = "application/vnd.docker.distribution.manifest.v2+json"
+            return send(self, 200, MANIFEST, {"Content-Type": media})
+        return send(self, 404, b"{}")
+
+
+@pytest.fixture
+def registry():
+    FakeRegistry.has_latest, FakeRegistry.auth, FakeRegistry.requests = True, False, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+class Recording(Runner):
+    """Runs nothing: keeps each command (and its environment), shows it as the runner does."""
+
+    def __init__(self, **kwargs):
+        super().__init__(out=io.StringIO(), **kwargs)
+        self.commands: list[tuple[list[str], dict[str, str]]] = []
+
+    def run(self, command, *, env=None, **kwargs):
+        if self.dry:
+            return super().run(command, env=env, **kwargs)
+        self.show(command)
+        self.commands.append(([str(part) for part in command], dict(env or {})))
+        return ""
+
+    def call(self, command, action, **kwargs):
+        if str(command[0]).endswith("docker"):  # login/logout: shown and kept, not run
+            self.show(command)
+            self.commands.append(([str(part) for part in command], {}))
+            return None
+        return super().call(command, action, **kwargs)  # the registry's API: for real
+
+    @property
+    def printed(self) -> str:
+        return self.out.getvalue()
+
+
+def make_run(host: str, *, dry: bool = False, credentials: bool = False) -> Run:
+    environ = {"CONTAINER_REGISTRY_HOST": host}
+    if credentials:
+        environ |= {"CONTAINER_REGISTRY_USERNAME": USER, "CONTAINER_REGISTRY_PASSWORD": PASSWORD}
+    settings = load(ROOT, environ)
+    run = Run(Recording(dry=dry), settings, environ)
+    run.runner.add_secret(PASSWORD)
+    run.__dict__["docker"] = Client("/usr/bin/docker", {})  # no engine asked
+    return run
+
+
+def containerize(run: Run) -> list[str]:
+    """The containerize command that ran (or was shown), as its words."""
+    goal = image.Target(Revision(SHA), MODEL, run.settings.repository)
+    image.containerize(run, goal)
+    if run.dry:
+        line = next(x for x in run.runner.printed.splitlines() if "bentoml containerize" in x)
+        return line.split()
+    return next(c for c, _ in run.runner.commands if "containerize" in c)
+
+
+def options(command: list[str]) -> list[str]:
+    return [command[i + 1] for i, word in enumerate(command) if word == "--opt"]
+
+
+def test_the_registrys_latest_is_the_cache_when_it_holds_it(registry):
+    run = make_run(registry)
+    opts = options(containerize(run))
+    assert INLINE in opts
+    assert f"cache-from={registry}/{REPOSITORY}:latest" in opts
+    assert f"label=org.opencontainers.image.revision={SHA}" in opts  # the labels stay
+    assert f"label={image.MODEL_DIGEST_LABEL}={MODEL.digest}" in opts
+    assert FakeRegistry.requests == [f"/v2/{REPOSITORY}/manifests/latest"]
+    assert "layer cache: " in run.runner.printed
+
+
+def test_a_first_publish_records_the_cache_and_uses_none(registry):
+    FakeRegistry.has_latest = False
+    run = make_run(registry)
+    opts = options(containerize(run))
+    assert INLINE in opts  # the next build can use this one's
+    assert not any(opt.startswith("cache-from=") for opt in opts)
+    assert "is not in the registry: building without a layer cache" in run.runner.printed
+
+
+def test_a_registry_that_does_not_answer_means_no_cache_at_once():
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{probe.getsockname()[1]}"
+    run = make_run(host)
+    start = time.monotonic()
+    opts = options(containerize(run))
+    assert time.monotonic() - start < 5, "the cache probe retried"
+    assert INLINE in opts and not any(opt.startswith("cache-from=") for opt in opts)
+    assert "building without it" in run.runner.printed
+
+
+def test_the_dry_run_shows_the_cache_options_and_asks_nothing(registry):
+    run = make_run(registry, dry=True)
+    words = containerize(run)
+    opts = options(words)
+    assert INLINE in opts and f"cache-from={registry}/{REPOSITORY}:latest" in opts
+    assert f"GET http://{registry}/v2/{REPOSITORY}/manifests/latest" in run.runner.printed
+    assert FakeRegistry.requests == [], "a dry run talked to the registry"
+
+
+def test_with_credentials_the_build_pulls_the_cache_logged_in(registry):
+    FakeRegistry.auth = True
+    run = make_run(registry, credentials=True)
+    containerize(run)
+    commands = run.runner.commands
+    login, build, logout = (next(i for i, (c, _) in enumerate(commands) if w in c) for w in (
+        "login", "containerize", "logout"))  # fmt: skip
+    assert login < build < logout, "the build does not run logged in"
+    config = commands[login][0][commands[login][0].index("--config") + 1]
+    assert commands[build][1]["DOCKER_CONFIG"] == config
+    assert f"cache-from={registry}/{REPOSITORY}:latest" in options(commands[build][0])
+    assert PASSWORD not in run.runner.printed and "--password-stdin" in run.runner.printed
+
+
+def test_without_credentials_the_build_keeps_the_users_docker_config(registry):
+    run = make_run(registry)
+    containerize(run)
+    assert [c for c, _ in run.runner.commands if "login" in c] == []
+    build_env = next(env for c, env in run.runner.commands if "containerize" in c)
+    assert "DOCKER_CONFIG" not in build_env
