@@ -7,6 +7,7 @@ credentials never land in the user's ``~/.docker``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -225,14 +226,27 @@ def cache_source(run: Run, repository: str) -> str | None:
 @contextmanager
 def cache_login(run: Run, cache: str | None) -> Iterator[dict[str, str]]:
     """The environment the build needs to pull ``cache``: with registry credentials, a
-    throwaway Docker config logged in to the registry (``DOCKER_CONFIG``, which the
-    ``docker build`` that BentoML runs reads); otherwise nothing."""
-    if cache is None or run.credentials is None:
+    throwaway Docker config holding them (``DOCKER_CONFIG``, which the ``docker build`` that
+    BentoML runs reads; removed after the build); otherwise nothing.
+
+    Written, not made by ``docker login``: the cache is optional, so a refused login must
+    not stop the build (BuildKit builds without a cache it cannot pull), and the push's own
+    login (:func:`logged_in`) is where refused credentials are reported."""
+    creds = run.credentials
+    if cache is None or creds is None:
         yield {}
         return
-    with logged_in(run) as (_, base):
-        config = base[base.index("--config") + 1]
-        run.runner.echo(f"the build pulls the layer cache as {run.credentials.username}")
+    host = run.settings.registry_host
+    with tempfile.TemporaryDirectory(prefix="docker-config-") as config:  # mode 0700
+        run.runner.echo(
+            f"the build pulls the layer cache as {creds.username} (DOCKER_CONFIG={config}, "
+            "a throwaway config with the registry credentials, removed after the build)"
+        )
+        if not run.dry:
+            auth = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+            path = Path(config) / "config.json"
+            path.touch(mode=0o600)
+            path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
         yield {"DOCKER_CONFIG": config}
 
 
