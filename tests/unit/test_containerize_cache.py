@@ -7,6 +7,7 @@ The registry is a small fake speaking the manifest API (200 or 404 for ``latest`
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import socket
@@ -31,7 +32,36 @@ ROOT = Path(__file__).resolve().parents[2]
 SHA = "0123456789abcdef0123456789abcdef01234567"
 MODEL = ModelInfo("celestial_bodies_classifier_model:abc", "sha256:" + "1" * 64)
 REPOSITORY = "celestial-bodies-classifier"
-MANIFEST = json.dumps({"schemaVersion": 2, "config": {"digest": "sha256:" + "2" * 64}}).encode()
+EARLIER = "f" * 40  # the commit of the image `latest` holds
+BASE = "e" * 40  # the image whose cache `latest` names in its label
+MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
+# Three layers: the base image's, the dependencies' (heaviest built), the code's.
+LAYERS = [{"size": 60_000_000}, {"size": 84_000_000}, {"size": 1_500_000}]
+HISTORY = [{"comment": "Imported from -"}] + [{"comment": "buildkit.dockerfile.v0"}] * 2
+
+
+def inline_cache(*layers: int) -> str:
+    """BuildKit's inline cache records, one carrying each of ``layers`` (indexes)."""
+    records = [{"digest": f"sha256:{i}", "layers": [{"layer": i}]} for i in layers]
+    return base64.b64encode(json.dumps([*records, {"digest": "sha256:x"}]).encode()).decode()
+
+
+def image_config(*cached: int, base: str = "") -> bytes:
+    labels = {"org.opencontainers.image.version": EARLIER}
+    if base:
+        labels[image.CACHE_BASE_LABEL] = base
+    config = {
+        "config": {"Labels": labels},
+        "history": HISTORY,
+        image.INLINE_CACHE_KEY: inline_cache(*cached),
+    }
+    return json.dumps(config).encode()
+
+
+def digest(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
 USER, PASSWORD = "ci-bot", "cache-pass-5f1e"
 INLINE = "build-arg=BUILDKIT_INLINE_CACHE=1"
 
@@ -40,6 +70,7 @@ class FakeRegistry(BaseHTTPRequestHandler):
     """Holds ``latest`` or not; with ``auth``, basic auth like the embedded registry."""
 
     has_latest: ClassVar[bool] = True
+    config: ClassVar[bytes] = image_config(1, 2)  # latest's: its cache carries its layers
     auth: ClassVar[bool] = False
     requests: ClassVar[list[str]] = []
 
@@ -51,15 +82,19 @@ class FakeRegistry(BaseHTTPRequestHandler):
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         if self.auth and self.headers.get("Authorization") != expected:
             return send(self, 401, b"{}", {"WWW-Authenticate": 'Basic realm="fake"'})
+        config = {"mediaType": MEDIA, "digest": digest(self.config)}
+        manifest = json.dumps({"schemaVersion": 2, "config": config, "layers": LAYERS}).encode()
         if self.path == f"/v2/{REPOSITORY}/manifests/latest" and self.has_latest:
-            media = "application/vnd.docker.distribution.manifest.v2+json"
-            return send(self, 200, MANIFEST, {"Content-Type": media})
+            return send(self, 200, manifest, {"Content-Type": MEDIA})
+        if self.path == f"/v2/{REPOSITORY}/blobs/{digest(self.config)}" and self.has_latest:
+            return send(self, 200, self.config)
         return send(self, 404, b"{}")
 
 
 @pytest.fixture
 def registry():
     FakeRegistry.has_latest, FakeRegistry.auth, FakeRegistry.requests = True, False, []
+    FakeRegistry.config = image_config(1, 2)
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRegistry)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -121,8 +156,35 @@ def test_the_registrys_latest_is_the_cache_when_it_holds_it(registry):
     assert f"cache-from={registry}/{REPOSITORY}:latest" in opts
     assert f"label=org.opencontainers.image.revision={SHA}" in opts  # the labels stay
     assert f"label={image.MODEL_DIGEST_LABEL}={MODEL.digest}" in opts
-    assert FakeRegistry.requests == [f"/v2/{REPOSITORY}/manifests/latest"]
+    assert [o for o in opts if o.startswith("cache-from=")] == [
+        f"cache-from={registry}/{REPOSITORY}:latest"
+    ]  # its cache carries its dependencies: the next image names it
+    assert f"label={image.CACHE_BASE_LABEL}={EARLIER}" in opts
     assert "layer cache: " in run.runner.printed
+
+
+def test_an_image_built_from_the_cache_passes_on_the_one_that_carries_the_dependencies(
+    registry,
+):
+    """Docker 20.10 records no layer for a step taken from an imported cache: `latest`'s
+    records carry only its code layer, so the build also takes the image it names."""
+    FakeRegistry.config = image_config(2, base=BASE)
+    opts = options(containerize(make_run(registry)))
+    assert [o for o in opts if o.startswith("cache-from=")] == [
+        f"cache-from={registry}/{REPOSITORY}:latest",
+        f"cache-from={registry}/{REPOSITORY}:{BASE}",
+    ]
+    assert f"label={image.CACHE_BASE_LABEL}={BASE}" in opts
+
+
+def test_which_images_cache_carries_its_dependencies():
+    manifest = json.dumps({"layers": LAYERS}).encode()
+    carries = image.carries_its_dependencies
+    assert carries(json.loads(image_config(1, 2)), manifest)
+    assert carries(json.loads(image_config(1)), manifest)  # the heaviest built layer
+    assert not carries(json.loads(image_config(2)), manifest)
+    assert not carries(json.loads(image_config(0, 2)), manifest)  # the base's is not built
+    assert not carries({}, manifest) and not carries({"history": HISTORY}, b"{}")
 
 
 def test_a_first_publish_records_the_cache_and_uses_none(registry):
