@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import socket
 import statistics
 import subprocess
@@ -113,3 +114,15 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
+
+
+def machine() -> str:
+    """What each result file records about the machine: CPU, memory, OS, Python, engine."""
+    debian = Path("/etc/debian_version")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    engine = docker("version", "--format", "{{.Server.Version}}", check=False)
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
+        f"Debian {debian.read_text().strip() if debian.exists() else '?'}, "
+        f"Python {platform.python_version()}, dockerd {engine}"
+    )

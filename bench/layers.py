@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -43,7 +42,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import DOCKER, ROOT, TOOLS, docker, image_refs, log, run
+from common import DOCKER, ROOT, TOOLS, docker, image_refs, log, machine, run
 
 from celestial.model_archive import read_tag
 from cicd import local_registry
@@ -282,17 +281,6 @@ def change(clone: Path, scenario: str) -> dict:
     run(["git", "add", "-A"], cwd=clone)
     run(["git", "commit", "--quiet", "-m", f"bench: {scenario}"], cwd=clone)
     return {"what": what, "bytes": size}
-
-
-def machine() -> str:
-    debian = Path("/etc/debian_version")
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    engine = docker("version", "--format", "{{.Server.Version}}", check=False)
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
-        f"Debian {debian.read_text().strip() if debian.exists() else '?'}, "
-        f"Python {platform.python_version()}, dockerd {engine}"
-    )
 
 
 # -- the table -----------------------------------------------------------------------------------

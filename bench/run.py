@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import runpy
 import shutil
 import sys
@@ -28,23 +27,12 @@ from pathlib import Path
 
 import pipeline
 import serving
-from common import ROOT, TOOLS, docker, log, median, run
+from common import ROOT, TOOLS, log, machine, median, run
 
 from cicd.settings import Settings
 
 RESULTS = ROOT / "bench" / "results"
 FLOOR = "one in-process prediction"
-
-
-def machine() -> str:
-    debian = Path("/etc/debian_version")
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    engine = docker("version", "--format", "{{.Server.Version}}", check=False)
-    return (
-        f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
-        f"Debian {debian.read_text().strip() if debian.exists() else '?'}, "
-        f"Python {platform.python_version()}, dockerd {engine}"
-    )
 
 
 def startup(clone: Path, runs: int) -> dict:
