@@ -47,7 +47,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 ARCHIVE = Path("model/celestial_bodies_classifier_model.bentomodel")
 # Images the smoke test does not post: the pulled image must agree with the model on them too.
 OTHER_SAMPLES = [Path(f"data/raw/{name}.jpg") for name in ("Mars/Mars_1", "Moon/Moon_2")]
-PREDICT_LINE = "return self.classifier.predict(decode_image(image.read_bytes()))"
+# The prediction of POST /predict, in serve.answer (UploadGuard and BentoML's endpoint share it).
+PREDICT_LINE = "return 200, classifier.predict(decode_image(data))"
 
 
 @pytest.fixture(scope="module")
@@ -412,8 +413,8 @@ BROKEN_SERVICES = {
     # A service that answers in the right shape, but not the model's prediction.
     "wrong answer": (
         PREDICT_LINE,
-        "p = self.classifier.predict(decode_image(image.read_bytes()))['probabilities']\n"
-        "            return {'prediction': min(p, key=p.get), 'probabilities': p}",
+        "p = classifier.predict(decode_image(data))['probabilities']\n"
+        "        return 200, {'prediction': min(p, key=p.get), 'probabilities': p}",
         "but the local model predicts",
         {},
     ),
