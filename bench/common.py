@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -76,6 +77,38 @@ def run(
     return elapsed, done.stdout
 
 
+def run_stamped(
+    command: list[str],
+    *,
+    cwd: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    log_file: Path | None = None,
+) -> tuple[float, list[tuple[float, str]]]:
+    """Run a command; return (wall seconds, [(seconds since start, output line)]): where a
+    command's time goes, read from when each of its lines appeared."""
+    start = time.perf_counter()
+    lines: list[tuple[float, str]] = []
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env(**(extra_env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        for line in process.stdout or ():
+            lines.append((time.perf_counter() - start, line.rstrip("\n")))
+    elapsed = time.perf_counter() - start
+    if log_file:
+        with log_file.open("a") as out:
+            out.write(f"\n$ {' '.join(command)}  (cwd={cwd}, {elapsed:.2f} s)\n")
+            out.writelines(f"{at:7.2f} {line}\n" for at, line in lines)
+    if process.returncode != 0:
+        tail = "\n".join(line for _, line in lines[-30:])
+        raise CommandFailed(f"`{' '.join(command)}` failed ({process.returncode}):\n{tail}")
+    return elapsed, lines
+
+
 def docker(*args: str, check: bool = True) -> str:
     done = subprocess.run([DOCKER, *args], capture_output=True, text=True, check=False)
     if check and done.returncode != 0:
@@ -122,7 +155,34 @@ def machine() -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     engine = docker("version", "--format", "{{.Server.Version}}", check=False)
     return (
-        f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
+        f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
         f"Debian {debian.read_text().strip() if debian.exists() else '?'}, "
         f"Python {platform.python_version()}, dockerd {engine}"
     )
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector unit (numerics differ between them)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE) or [""] * 2)[1].split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name[1].strip() if name else platform.processor() or 'CPU ?'} ({vector})"
+
+
+def machine_load() -> dict:
+    """1-minute load average and the busiest other processes (the load generator, the
+    proxy and the service under test excluded): what else ran beside a figure."""
+    load1 = float(Path("/proc/loadavg").read_text().split()[0])
+    ps = subprocess.run(
+        ["ps", "-eo", "pid=,pcpu=,comm=,args=", "--sort=-pcpu"], capture_output=True, text=True
+    ).stdout.splitlines()
+    busy = []
+    for line in ps[:25]:
+        pid, pcpu, comm, *args = line.split(None, 3)
+        mine = int(pid) == os.getpid()
+        if mine or comm in ("hey", "docker-proxy", "ps") or "_bentoml_impl.worker" in line:
+            continue
+        if float(pcpu) >= 10:
+            busy.append(f"{pcpu}% {comm} {(args or [''])[0][:90]}")
+    return {"load1": load1, "busy": busy[:6]}

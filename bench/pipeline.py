@@ -25,7 +25,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import BENCH, ROOT, TOOLS, CommandFailed, docker, image_refs, image_size, log, run
+from common import (
+    BENCH,
+    ROOT,
+    TOOLS,
+    CommandFailed,
+    docker,
+    image_refs,
+    image_size,
+    log,
+    run,
+    run_stamped,
+)
 
 REGISTRY = "127.0.0.1:5050"
 IMAGES = {"guide": "celestial-bodies-classifier-guide", "suite": "celestial-bodies-classifier"}
@@ -87,17 +98,43 @@ class Side:
         extra = {"BENTOML_HOME": str(self.bentoml_home), "CONTAINER_REGISTRY_HOST": self.registry}
         nox = [str(TOOLS / "nox"), "--no-color", "-s"]
         train, out_train = run([*nox, "train"], cwd=self.clone, extra_env=extra, log_file=self.log)
-        publish, out_publish = run(
+        publish, lines = run_stamped(
             [*nox, "publish"], cwd=self.clone, extra_env=extra, log_file=self.log
         )
+        out_publish = "\n".join(line for _, line in lines)
         return {
             "total": train + publish,
             "train": train,
             "publish": publish,
-            "steps": {"nox-train": train, "nox-publish": publish},
+            "steps": {"nox-train": train, **publish_steps(lines, publish)},
             "dvc_recomputed": "Running stage" in out_train,
             "publish_skipped": "already published" in out_publish,
         }
+
+
+# The publish session's steps, each found by the first line it prints (in order).
+PUBLISH_MARKERS = (
+    ("publish: environment", "nox > Creating virtual environment"),
+    ("publish: check-published", "nox > invoke "),
+    ("publish: import-model", "$ bentoml models import"),
+    ("publish: bento", "$ bentoml build"),
+    ("publish: containerize", "$ bentoml containerize"),
+    ("publish: smoke", " run --detach --name smoke-"),
+    ("publish: push", "smoke test passed"),
+    ("publish: attest", "published "),
+)
+
+
+def publish_steps(lines: list[tuple[float, str]], total: float) -> dict[str, float]:
+    """Seconds per step of `nox -s publish`: from a step's first line to the next step's
+    (a step whose line is missing, e.g. a reused environment, is left out)."""
+    starts = []
+    for name, marker in PUBLISH_MARKERS:
+        at = next((t for t, line in lines if marker in line), None)
+        if at is not None:
+            starts.append((name, at))
+    bounds = [*(at for _, at in starts[1:]), total]
+    return {name: round(end - at, 2) for (name, at), end in zip(starts, bounds, strict=True)}
 
 
 def reset(side: str) -> None:

@@ -4,9 +4,10 @@
     python bench/run.py --quick    # 1 cold + 2 warm, shorter loads
     python bench/run.py --skip-pipeline --image REF   # serving only, on a given image
 
-Prints a Markdown table (date, machine, every figure with its baseline and the ratio
-suite / baseline) and writes it to bench/results/<time>.md, the raw numbers to
-bench/results/<time>.json (and latest.md / latest.json). docs/benchmarks.md explains it.
+Prints a Markdown table (date, machine, commit, every figure with its baseline and the ratio
+suite / baseline) and writes it to bench/results/pipeline-<time>.md, the raw numbers to
+bench/results/pipeline-<time>.json (and pipeline-latest.*, which README shows through
+`python bench/readme.py`). docs/benchmarks.md explains it.
 Needs: a Docker engine with the base image (scripts/bootstrap), the registry at
 127.0.0.1:5050 (`invoke registry`), hey (apt-get install hey), a clean commit whose DVC
 outputs are in the DVC remote, and this script run by the Python of an environment made
@@ -112,8 +113,8 @@ def step_table(p: dict) -> list[str]:
     for side in ("guide", "suite"):
         steps = p["cold"][side][0]["steps"].keys() if p["cold"][side] else []
         for step in steps:
-            cold = median([r["steps"][step] for r in p["cold"][side]])
-            warm = median([r["steps"][step] for r in p["warm"][side]])
+            cold = median([r["steps"][step] for r in p["cold"][side] if step in r["steps"]])
+            warm = median([r["steps"][step] for r in p["warm"][side] if step in r["steps"]])
             lines.append(f"| {side}: {step} | {fmt(cold)} | {fmt(warm)} |")
     return lines
 
@@ -130,7 +131,8 @@ def startup_rows(s: dict) -> list[str]:
 
 
 def serving_rows(s: dict) -> list[str]:
-    """The container against the in-process floor (a bound, not a competitor: no verdict)."""
+    """The container against the in-process floor (a bound, not a competitor: no verdict),
+    and against the framework's own ceiling (GET /readyz at c=8, same container, same run)."""
     floor, cold = s["floor"], s["cold_start_s"]
     lines = [
         row(
@@ -148,8 +150,22 @@ def serving_rows(s: dict) -> list[str]:
             row(f"c={c}: p50 latency", load["p50_ms"], floor["p50_ms"], FLOOR, "ms", 2, False),
             row(f"c={c}: p99 latency", load["p99_ms"], floor["p99_ms"], FLOOR, "ms", 2, False),
         ]
+    if "ceiling_c8" in s:
+        ceiling = (s["ceiling_c8"]["rps"], "GET `/readyz`, c=8: the framework's ceiling")
+        lines.append(row("c=8: requests/s", s["load_c8"]["rps"], *ceiling, "/s", 0, False))
     memory = (s["load_c8"]["memory_mb"], s["idle_mb"], "same container idle", "MiB", 0, False)
     return [*lines, row("memory under load (c=8, max)", *memory)]
+
+
+def load_lines(s: dict) -> list[str]:
+    """What else ran beside each load: the 1-minute load average and the busiest others."""
+    lines = []
+    for name in ("ceiling_c8", "load_c1", "load_c8"):
+        seen = s.get(name, {}).get("machine_load")
+        if seen:
+            others = "; ".join(seen["busy"]) or "none at 10 % CPU or more"
+            lines.append(f"- {name}: load {seen['load1']:.2f}; other processes: {others}")
+    return lines
 
 
 def second_half_growth(run: dict) -> str:
@@ -194,7 +210,8 @@ def render(data: dict) -> str:
     parts = [
         f"## Benchmarks, {data['date']}",
         "",
-        f"Machine: {data['machine']}. Run time {data['run_seconds'] / 60:.1f} min; "
+        f"Machine: {data['machine']}. Commit {data['commit'][:12]}. "
+        f"Run time {data['run_seconds'] / 60:.1f} min; "
         f"{cfg['cold']} cold and {cfg['warm']} warm pipeline runs per side, medians; "
         f"loads of {cfg['load_seconds']} s.",
         "",
@@ -226,6 +243,9 @@ def render(data: dict) -> str:
     if "serving" in data:
         parts += ["", "Robustness (published image):", "", *robustness_lines(data["serving"])]
         parts += ["", by_kind(data["serving"])]
+        if load_lines(data["serving"]):
+            parts += ["", "Beside the loads (hey runs on the same cores):", ""]
+            parts += load_lines(data["serving"])
     return "\n".join(parts) + "\n"
 
 
@@ -293,7 +313,7 @@ def main() -> None:
                 hostile_requests=config["hostile_requests"],
             )
     except BaseException:
-        partial = RESULTS / f"{stamp}-partial.json"
+        partial = RESULTS / f"pipeline-{stamp}-partial.json"
         RESULTS.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(data, indent=1, default=str))
         log(f"failed: what was measured is in {partial}")
@@ -306,9 +326,9 @@ def main() -> None:
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in (stamp, "latest"):
-        (RESULTS / f"{name}.md").write_text(text)
-        (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
-    log(f"wrote {RESULTS / stamp}.md and .json in {data['run_seconds'] / 60:.1f} min")
+        (RESULTS / f"pipeline-{name}.md").write_text(text)
+        (RESULTS / f"pipeline-{name}.json").write_text(json.dumps(data, indent=1, default=str))
+    log(f"wrote {RESULTS}/pipeline-{stamp}.md and .json in {data['run_seconds'] / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 import hostile
-from common import DOCKER, docker, free_port, log, median, percentile
+from common import DOCKER, docker, free_port, log, machine_load, median, percentile
 
 BOUNDARY = "benchBoundary7d3f9a"
 HEY = "hey"
@@ -190,6 +190,29 @@ def hey(url: str, body: Path, concurrency: int, *, seconds: int = 0, requests: i
     }
 
 
+def hey_get(url: str, concurrency: int, seconds: int) -> dict:
+    """GET ``url`` for ``seconds`` (the framework's ceiling when ``url`` is /readyz)."""
+    out = subprocess.run(
+        [HEY, "-z", f"{seconds}s", "-c", str(concurrency), "-o", "csv", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[1:]
+    rows = [line.split(",") for line in out if line]
+    # hey csv: response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,
+    # status-code,offset
+    latencies = [float(r[0]) for r in rows]
+    span = max(float(r[7]) + float(r[0]) for r in rows)
+    return {
+        "concurrency": concurrency,
+        "requests": len(rows),
+        "rps": len(rows) / span,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
+        "errors": sum(1 for r in rows if not r[6].startswith("2")),
+    }
+
+
 def normal_answers(url: str, body: bytes, count: int) -> list[dict]:
     answers = []
     for _ in range(count):
@@ -237,11 +260,16 @@ def bench_serving(
         container.start()
         hey(container.url, body, 2, requests=200)  # warm-up: first requests load lazily
         results["idle_mb"] = container.memory_mb()
+        # The framework's own ceiling on this machine, in the same run: its cheapest request.
+        results["ceiling_c8"] = hey_get(f"{container.url}/readyz", 8, load_seconds)
+        results["ceiling_c8"]["machine_load"] = machine_load()
+        log(f"ceiling: GET /readyz at c=8, {results['ceiling_c8']['rps']:.0f} req/s")
         for concurrency in (1, 8):
             sampler = MemorySampler(container)
             sampler.start()
             run = hey(container.url, body, concurrency, seconds=load_seconds)
             run["memory_mb"] = max((m for _, m in sampler.stop()), default=None)
+            run["machine_load"] = machine_load()
             results[f"load_c{concurrency}"] = run
             log(
                 f"load c={concurrency}: {run['rps']:.0f} req/s, p50 {run['p50_ms']:.1f} ms, "

@@ -28,8 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import docker, log, median
-from serving import BOUNDARY, Container, floor, hey, multipart, same_answer
+from common import docker, log, machine_load, median
+from serving import BOUNDARY, Container, floor, hey, hey_get, multipart, same_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,43 +54,6 @@ class Variant(Container):
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} not ready: {docker('logs', self.id)[-2000:]}")
-
-
-def machine_load() -> dict:
-    """Load average and the busiest processes (hey, docker-proxy and the service excluded)."""
-    load1 = float(Path("/proc/loadavg").read_text().split()[0])
-    ps = subprocess.run(
-        ["ps", "-eo", "pcpu=,comm=,args=", "--sort=-pcpu"], capture_output=True, text=True
-    ).stdout.splitlines()
-    busy = []
-    for line in ps[:25]:
-        pcpu, comm, *args = line.split(None, 2)
-        if comm in ("hey", "docker-proxy", "ps") or "_bentoml_impl.worker" in line:
-            continue
-        if float(pcpu) >= 10:
-            busy.append(f"{pcpu}% {comm} {(args or [''])[0][:90]}")
-    return {"load1": load1, "busy": busy[:6]}
-
-
-def hey_get(url: str, concurrency: int, seconds: int) -> dict:
-    out = subprocess.run(
-        ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-o", "csv", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()[1:]
-    rows = [line.split(",") for line in out if line]
-    # hey csv: response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,
-    # status-code,offset
-    latencies = sorted(float(r[0]) for r in rows)
-    span = max(float(r[7]) + float(r[0]) for r in rows)
-    return {
-        "requests": len(rows),
-        "rps": len(rows) / span,
-        "p50_ms": latencies[len(latencies) // 2] * 1e3,
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
-        "errors": sum(1 for r in rows if not r[6].startswith("2")),
-    }
 
 
 def main() -> None:

@@ -27,10 +27,25 @@ def test_readme_shows_the_committed_results_verbatim(bench):
     assert readme.render(text) == text, "run `python bench/readme.py`"
 
 
-@pytest.mark.parametrize("name", ["layers"])
+# result file (without .json/.md) -> the bench script that wrote it and renders its table
+RENDERED_BY = {
+    "layers-latest": "layers",
+    "pipeline-latest": "run",
+    "serving-floor/ab-idle-main": "serving_ab",
+}
+
+
+def test_every_block_of_the_readme_is_a_file_a_script_renders(bench):
+    readme = bench.import_module("readme")
+    shown = {m["path"] for m in readme.BLOCK.finditer((ROOT / "README.md").read_text())}
+    rendered = {f"bench/results/{name}.md" for name in RENDERED_BY}
+    assert shown <= rendered, f"add the new result files to RENDERED_BY: {shown - rendered}"
+
+
+@pytest.mark.parametrize("name", sorted(RENDERED_BY))
 def test_each_result_table_is_rendered_from_its_raw_json(bench, name):
-    module = bench.import_module(name)
-    data = json.loads((RESULTS / f"{name}-latest.json").read_text())
-    assert module.render(data) == (RESULTS / f"{name}-latest.md").read_text()
+    module = bench.import_module(RENDERED_BY[name])
+    data = json.loads((RESULTS / f"{name}.json").read_text())
+    assert module.render(data) == (RESULTS / f"{name}.md").read_text()
     # Traceable: the machine, the date and the commit are in the raw file.
     assert data["machine"] and data["date"] and len(data["commit"]) >= 12
