@@ -65,15 +65,7 @@ def run(
         check=False,
     )
     elapsed = time.perf_counter() - start
-    if log_file:
-        with log_file.open("a") as out:
-            out.write(
-                f"\n$ {' '.join(command)}  (cwd={cwd}, {elapsed:.2f} s, rc={done.returncode})\n"
-            )
-            out.write(done.stdout)
-    if check and done.returncode != 0:
-        tail = "\n".join(done.stdout.splitlines()[-30:])
-        raise CommandFailed(f"`{' '.join(command)}` failed ({done.returncode}):\n{tail}")
+    _record(command, cwd, elapsed, done.returncode, done.stdout, log_file, check)
     return elapsed, done.stdout
 
 
@@ -99,14 +91,28 @@ def run_stamped(
         for line in process.stdout or ():
             lines.append((time.perf_counter() - start, line.rstrip("\n")))
     elapsed = time.perf_counter() - start
+    output = "".join(f"{at:7.2f} {line}\n" for at, line in lines)
+    _record(command, cwd, elapsed, process.returncode, output, log_file, check=True)
+    return elapsed, lines
+
+
+def _record(
+    command: list[str],
+    cwd: Path | None,
+    elapsed: float,
+    returncode: int,
+    output: str,
+    log_file: Path | None,
+    check: bool,
+) -> None:
+    """Append a finished command and its output to log_file; raise if it failed."""
     if log_file:
         with log_file.open("a") as out:
-            out.write(f"\n$ {' '.join(command)}  (cwd={cwd}, {elapsed:.2f} s)\n")
-            out.writelines(f"{at:7.2f} {line}\n" for at, line in lines)
-    if process.returncode != 0:
-        tail = "\n".join(line for _, line in lines[-30:])
-        raise CommandFailed(f"`{' '.join(command)}` failed ({process.returncode}):\n{tail}")
-    return elapsed, lines
+            out.write(f"\n$ {' '.join(command)}  (cwd={cwd}, {elapsed:.2f} s, rc={returncode})\n")
+            out.write(output)
+    if check and returncode != 0:
+        tail = "\n".join(output.splitlines()[-30:])
+        raise CommandFailed(f"`{' '.join(command)}` failed ({returncode}):\n{tail}")
 
 
 def docker(*args: str, check: bool = True) -> str:
