@@ -29,7 +29,9 @@ def test_readme_shows_the_committed_results_verbatim(bench):
 
 # result file (without .json/.md) -> the bench script that wrote it and renders its table
 RENDERED_BY = {
+    "anchor-latest": "anchor",
     "layers-latest": "layers",
+    "push-floor-latest": "push_floor",
     "pipeline-latest": "run",
     "serving-floor/ab-idle-main": "serving_ab",
 }
