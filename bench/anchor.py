@@ -43,9 +43,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common import DOCKER, ROOT, docker, image_size, log, machine, median, run
+from common import DOCKER, ROOT, docker, image_size, log, machine, machine_load, median, run
 from serving import BOUNDARY, Container, MemorySampler, hey, multipart
-from serving_ab import machine_load
 
 from celestial.image_folder import list_images
 from celestial.params import load_params

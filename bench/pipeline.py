@@ -112,16 +112,17 @@ class Side:
         }
 
 
-# The publish session's steps, each found by the first line it prints (in order).
+# The publish session's steps, each found by the first line it prints (in order): a pattern
+# matched at the start of a line (nox's own `invoke check-published ...` line names them all).
 PUBLISH_MARKERS = (
-    ("publish: environment", "nox > Creating virtual environment"),
-    ("publish: check-published", "nox > invoke "),
-    ("publish: import-model", "$ bentoml models import"),
-    ("publish: bento", "$ bentoml build"),
-    ("publish: containerize", "$ bentoml containerize"),
-    ("publish: smoke", " run --detach --name smoke-"),
-    ("publish: push", "smoke test passed"),
-    ("publish: attest", "published "),
+    ("publish: environment", r"nox > Creating virtual environment"),
+    ("publish: check-published", r"nox > invoke "),
+    ("publish: import-model", r"\$ \S*bentoml models import"),
+    ("publish: bento", r"\$ \S*bentoml build"),
+    ("publish: containerize", r"\$ \S*bentoml containerize"),
+    ("publish: smoke", r"\$ \S*docker run --detach --name smoke-"),
+    ("publish: push", r"smoke test passed"),
+    ("publish: attest", r"published "),
 )
 
 
@@ -130,7 +131,7 @@ def publish_steps(lines: list[tuple[float, str]], total: float) -> dict[str, flo
     (a step whose line is missing, e.g. a reused environment, is left out)."""
     starts = []
     for name, marker in PUBLISH_MARKERS:
-        at = next((t for t, line in lines if marker in line), None)
+        at = next((t for t, line in lines if re.match(marker, line)), None)
         if at is not None:
             starts.append((name, at))
     bounds = [*(at for _, at in starts[1:]), total]

@@ -51,3 +51,28 @@ def test_each_result_table_is_rendered_from_its_raw_json(bench, name):
     assert module.render(data) == (RESULTS / f"{name}.md").read_text()
     # Traceable: the machine, the date and the commit are in the raw file.
     assert data["machine"] and data["date"] and len(data["commit"]) >= 12
+
+
+def test_publish_steps_are_timed_from_the_line_each_step_starts_with(bench):
+    # nox's own line names every step ("invoke check-published ... push attest"): a step is
+    # found only by a line that starts with its marker, so each duration is positive.
+    pipeline = bench.import_module("pipeline")
+    lines = [
+        (0.3, "nox > Creating virtual environment (uv) using python in .nox/publish"),
+        (3.8, "nox > invoke check-published import-model bento containerize smoke push attest"),
+        (4.6, "$ bentoml models import /clone/model/m.bentomodel"),
+        (6.0, "$ bentoml build --bentofile bentofile.yaml src"),
+        (10.0, "$ bentoml containerize celestial_bodies_classifier:abc --backend docker"),
+        (20.0, "$ /usr/bin/docker run --detach --name smoke-1 image"),
+        (22.0, "smoke test passed: image predicts 'Earth' for Earth_1.jpg"),
+        (33.0, "published registry/image:abc (sha256:1)"),
+        (36.0, "attested registry/image:abc"),
+    ]
+    steps = pipeline.publish_steps(lines, 36.5)
+    assert list(steps) == [name for name, _ in pipeline.PUBLISH_MARKERS]
+    assert steps["publish: environment"] == 3.5
+    assert steps["publish: push"] == 11.0
+    assert steps["publish: attest"] == 3.5
+    assert all(seconds > 0 for seconds in steps.values())
+    # A warm run: the environment is reused and publish stops after check-published.
+    assert pipeline.publish_steps([(0.5, lines[1][1])], 1.0) == {"publish: check-published": 0.5}
