@@ -7,7 +7,9 @@ Rows (medians of --runs; the machines are shared and noisy, so read the ratios):
 - `invoke --list` start-up vs importing the heavy libraries eagerly;
 - a second `nox -s publish` of an unchanged commit (skip detected) vs a forced rebuild;
 - the image size vs BentoML's default Debian build of the same bento.
-Writes the table (Markdown) to stdout and bench/results/suite.{md,json}.
+Writes the table (Markdown) to stdout and bench/results/suite-<time>.{md,json} and
+suite-latest.* (README shows the .md through `python bench/readme.py`); the JSON records the
+machine, the date, the commit and the load beside the run.
 Run it from a clean commit after `nox -s train` on a machine ready per scripts/bootstrap.
 """
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -25,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, machine, machine_load
+
 RESULTS = ROOT / "bench" / "results"
 FREEZE = ROOT / "requirements-freeze.txt"
 EAGER_IMPORTS = "import bentoml, dvc.repo, python_on_whales, onnxruntime"
@@ -150,41 +152,72 @@ def _default_build_size(client, s) -> int:
                            capture_output=True)  # fmt: skip
 
 
-def table(rows: dict) -> str:
+def render(data: dict) -> str:
+    """The Markdown table of a results file (what README shows)."""
     lines = [
+        f"# The suite's own costs, {data['date']}",
+        "",
+        f"Machine: {data['machine']}. Commit {data['commit'][:12]}. {data['counts']}; "
+        f"1-minute load before and after: {data['load_before']['load1']:.2f}, "
+        f"{data['load_after']['load1']:.2f}.",
+        "",
         "| measure | suite | baseline | suite / baseline |",
         "|---|---|---|---|",
     ]
-    for name, (unit, baseline_name, values) in rows.items():
-        suite, base = values["suite"], values["baseline"]
+    for name, row in data["rows"].items():
+        suite, base, unit = row["suite"], row["baseline"], row["unit"]
         ratio = f"{suite / base:.2f}" if base else "n/a"
-        base_text = f"{base:.2f} {unit} ({baseline_name})" if base else f"not run ({baseline_name})"
+        base_text = (
+            f"{base:.2f} {unit} ({row['baseline_name']})"
+            if base
+            else (f"not run ({row['baseline_name']})")
+        )
         lines.append(f"| {name} | {suite:.2f} {unit} | {base_text} | {ratio} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-default-image", action="store_true")
+    parser.add_argument("--render", metavar="JSON", help="only print the table of a results file")
     args = parser.parse_args()
-    rows = {
-        "`invoke --list` start-up": ("s", "eager imports", startup(max(args.runs, 5))),
+    if args.render:
+        print(render(json.loads(Path(args.render).read_text())), end="")
+        return
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    data: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine(),
+        "commit": commit,
+        "counts": f"medians of {args.runs} runs ({max(args.runs, 5)} for start-up, "
+        f"{max(1, args.runs - 1)} for environment creation)",
+        "load_before": machine_load(),
+    }
+    measures = {
+        "`invoke --list` start-up": ("s", "eager imports", lambda: startup(max(args.runs, 5))),
         "second `nox -s publish`, unchanged commit": (
-            "s", "`-- --force` rebuild", second_publish(args.runs),
+            "s", "`-- --force` rebuild", lambda: second_publish(args.runs),
         ),
-        "image size": ("MB", "BentoML default Debian build", image_sizes(args.skip_default_image)),
-        "environment creation": ("s", "pip", env_creation(max(1, args.runs - 1))),
+        "image size": (
+            "MB", "BentoML default Debian build", lambda: image_sizes(args.skip_default_image),
+        ),
+        "environment creation": ("s", "pip", lambda: env_creation(max(1, args.runs - 1))),
     }  # fmt: skip
-    machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python "
-    machine += platform.python_version()
-    counts = f"medians of {args.runs} runs ({max(args.runs, 5)} for start-up, "
-    counts += f"{max(1, args.runs - 1)} for environment creation)"
-    text = f"{time.strftime('%Y-%m-%d')}, {machine}, {counts}\n\n{table(rows)}"
-    print(text)
+    data["rows"] = {
+        name: {"unit": unit, "baseline_name": baseline, **measure()}
+        for name, (unit, baseline, measure) in measures.items()
+    }
+    data["load_after"] = machine_load()
+    text = render(data)
+    print(text, end="")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "suite.md").write_text(text + "\n")
-    (RESULTS / "suite.json").write_text(json.dumps({k: v[2] for k, v in rows.items()}, indent=2))
+    for name in (stamp, "latest"):
+        (RESULTS / f"suite-{name}.md").write_text(text)
+        (RESULTS / f"suite-{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":
