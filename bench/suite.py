@@ -157,7 +157,7 @@ def render(data: dict) -> str:
     lines = [
         f"# The suite's own costs, {data['date']}",
         "",
-        f"Machine: {data['machine']}. Commit {data['commit'][:12]}. {data['counts']}; "
+        f"Machine: {data['machine']}. Commit {data['commit'][:12]}. {data['counts'].capitalize()}; "
         f"1-minute load before and after: {data['load_before']['load1']:.2f}, "
         f"{data['load_after']['load1']:.2f}.",
         "",

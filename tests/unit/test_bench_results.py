@@ -34,6 +34,7 @@ RENDERED_BY = {
     "push-floor-latest": "push_floor",
     "pipeline-latest": "run",
     "serving-floor/ab-idle-main": "serving_ab",
+    "suite-latest": "suite",
 }
 
 
