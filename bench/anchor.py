@@ -36,15 +36,25 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common import DOCKER, ROOT, docker, image_size, log, machine, machine_load, median, run
-from serving import BOUNDARY, Container, MemorySampler, hey, multipart
+from common import (
+    DOCKER,
+    ROOT,
+    commit,
+    docker,
+    image_size,
+    log,
+    machine,
+    machine_load,
+    median,
+    run,
+    write_results,
+)
+from serving import Container, MemorySampler, hey, multipart, predict
 
 from celestial.image_folder import list_images
 from celestial.params import load_params
@@ -55,7 +65,6 @@ ANCHOR_FILES = ("train_keras.py", "serve_keras.py", "bentofile.yaml", "requireme
 # Not under a hidden folder such as ~/.cache: `bentoml build` refuses a build context there
 # ("Accessing hidden files is not allowed").
 CACHE = Path("/var/tmp/bench-anchor")
-RESULTS = ROOT / "bench" / "results"
 SUITE_IMAGE = "127.0.0.1:5050/celestial-bodies-classifier:latest"
 ANCHOR_REPO = "bench-anchor-guide"
 BENTO = "celestial_bodies_classifier"  # the guide's service name (also the suite's)
@@ -176,24 +185,14 @@ def build_anchor(split: dict[str, list[tuple[Path, str]]], key: str) -> dict[str
 
 
 # ---------------------------------------------------------------------------- measuring
-def predict(url: str, jpeg: Path) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{url}/predict",
-        data=multipart("image", jpeg.name, jpeg.read_bytes()),
-        method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read())
-
-
 def served_accuracy(url: str, held_out: list[tuple[Path, str]]) -> dict[str, Any]:
     """Each held-out JPEG sent through the service: the accuracy a client sees (decoding,
     resizing and the model as served, not as evaluated in training)."""
     correct = failed = 0
     for jpeg, label in held_out:
         try:
-            correct += predict(url, jpeg).get("prediction") == label
+            body = multipart("image", jpeg.name, jpeg.read_bytes())
+            correct += predict(url, body).get("prediction") == label
         except (OSError, ValueError):
             failed += 1
     return {"images": len(held_out), "correct": correct, "failed": failed,
@@ -381,11 +380,6 @@ def render(results: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- main
-def commit() -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True)
-    return done.stdout.decode().strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite-image", default=SUITE_IMAGE)
@@ -443,11 +437,8 @@ def main() -> None:
 
     results["summary"] = {name: summarize(results["runs"][name]) for name in NAMES}
     results["wall_s"] = time.perf_counter() - begin
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    text, md = json.dumps(results, indent=1, default=str) + "\n", render(results)
-    for name in (f"anchor-{stamp}", "anchor-latest"):
-        (RESULTS / f"{name}.json").write_text(text)
-        (RESULTS / f"{name}.md").write_text(md)
+    md = render(results)
+    write_results("anchor", stamp, results, md)
     sys.stdout.write(md)
     log(f"done in {results['wall_s']:.0f} s: bench/results/anchor-{stamp}.{{json,md}}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -15,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"  # committed: README's tables are these files (bench/readme.py)
 DOCKER = "/usr/bin/docker"  # Debian's 20.10 client: it builds without buildx (the 28 one cannot)
 TOOLS = Path(sys.executable).parent  # the environment running the harness (nox, invoke, bentoml)
 
@@ -113,6 +115,30 @@ def _record(
     if check and returncode != 0:
         tail = "\n".join(output.splitlines()[-30:])
         raise CommandFailed(f"`{' '.join(command)}` failed ({returncode}):\n{tail}")
+
+
+def commit(where: Path = ROOT) -> str:
+    """The commit checked out at ``where``: every result file records the one it measured."""
+    return run(["git", "rev-parse", "HEAD"], cwd=where)[1].strip()
+
+
+def write_partial(name: str, stamp: str, data: dict) -> Path:
+    """What a failed run had measured: bench/results/NAME-STAMP-partial.json."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    partial = RESULTS / f"{name}-{stamp}-partial.json"
+    partial.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    return partial
+
+
+def write_results(name: str, stamp: str, data: dict, text: str) -> None:
+    """bench/results/NAME-STAMP.{json,md} and NAME-latest.*: the raw figures and the table
+    rendered from them (README shows the latest .md through bench/readme.py)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for version in (stamp, "latest"):
+        (RESULTS / f"{name}-{version}.json").write_text(
+            json.dumps(data, indent=1, default=str) + "\n"
+        )
+        (RESULTS / f"{name}-{version}.md").write_text(text)
 
 
 def docker(*args: str, check: bool = True) -> str:

@@ -42,13 +42,25 @@ import threading
 import time
 from pathlib import Path
 
-from common import DOCKER, ROOT, TOOLS, docker, image_refs, log, machine, run
+from common import (
+    DOCKER,
+    RESULTS,
+    ROOT,
+    TOOLS,
+    commit,
+    docker,
+    image_refs,
+    log,
+    machine,
+    run,
+    write_partial,
+    write_results,
+)
 
 from celestial.model_archive import read_tag
 from cicd import local_registry
 from cicd.shell import Runner
 
-RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 ARCHIVE = Path("model/celestial_bodies_classifier_model.bentomodel")
 SUITE_IMAGE, GUIDE_IMAGE = "celestial-bodies-classifier", "celestial-bodies-classifier-guide"
@@ -195,7 +207,7 @@ def publish(
     home = Path(tempfile.mkdtemp(prefix=f"bentoml-{side}-", dir=logs))  # a fresh CI runner
     log_file = logs / f"{label}-{side}.log"
     extra = {"BENTOML_HOME": str(home), "PATH": f"{TOOLS}:/usr/bin:{os.environ['PATH']}"}
-    sha = run(["git", "rev-parse", "HEAD"], cwd=clone)[1].strip()
+    sha = commit(clone)
     before_blobs = registry.blobs()
     before = registry.proxy.counts()
     start = time.perf_counter()
@@ -346,7 +358,7 @@ def main() -> None:
     data: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine(),
-        "commit": run(["git", "rev-parse", "HEAD"], cwd=ROOT)[1].strip(),
+        "commit": commit(),
         "scenarios": [],
     }
     registries = {side: BenchRegistry(scratch / f"registry-{side}") for side in ("suite", "guide")}
@@ -363,9 +375,7 @@ def main() -> None:
                 log(f"  {side}: received {mb(item[side]['received_bytes'])}")
             data["scenarios"].append(item)
     except BaseException:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        partial = RESULTS / f"layers-{stamp}-partial.json"
-        partial.write_text(json.dumps(data, indent=1, default=str))
+        partial = write_partial("layers", stamp, data)
         log(f"failed: what was measured is in {partial}; logs in {logs}")
         raise
     finally:
@@ -377,10 +387,7 @@ def main() -> None:
     data["run_seconds"] = time.perf_counter() - begin
     text = render(data)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in (f"layers-{stamp}", "layers-latest"):
-        (RESULTS / f"{name}.md").write_text(text)
-        (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
+    write_results("layers", stamp, data, text)
     log(f"wrote {RESULTS}/layers-{stamp}.md and .json in {data['run_seconds'] / 60:.1f} min")
 
 

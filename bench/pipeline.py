@@ -30,6 +30,7 @@ from common import (
     ROOT,
     TOOLS,
     CommandFailed,
+    commit,
     docker,
     image_refs,
     image_size,
@@ -198,14 +199,14 @@ def bench_pipeline(cold_runs: int, warm_runs: int, stamp: str, logs: Path) -> di
             reset(name)
             side = Side(name, scratch, f"bench-{stamp}-c{index + 1}", logs)
             run(["git", "clone", "-q", str(ROOT), str(side.clone)], log_file=side.log)
-            commit = run(["git", "rev-parse", "HEAD"], cwd=side.clone)[1].strip()
+            checked_out = commit(side.clone)
             log(f"cold {name} run {index + 1}/{cold_runs} ({side.clone})")
             result = side.run_once()
             log(
                 f"  {result['total']:.1f} s (train {result['train']:.1f}, "
                 f"publish {result['publish']:.1f})"
             )
-            results["cold"][name].append({**result, "commit": commit})
+            results["cold"][name].append({**result, "commit": checked_out})
             if index == cold_runs - 1:
                 for number in range(warm_runs):
                     if name == "guide":

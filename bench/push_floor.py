@@ -33,10 +33,19 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import DOCKER, ROOT, docker, log, machine, machine_load, median, run
+from common import (
+    DOCKER,
+    commit,
+    docker,
+    log,
+    machine,
+    machine_load,
+    median,
+    run,
+    write_results,
+)
 from layers import BenchRegistry
 
-RESULTS = ROOT / "bench" / "results"
 DEFAULT_IMAGE = "127.0.0.1:5050/celestial-bodies-classifier:latest"
 CHUNK = 4 << 20
 
@@ -128,7 +137,7 @@ def main() -> None:
     data: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine(),
-        "commit": run(["git", "rev-parse", "HEAD"], cwd=ROOT)[1].strip(),
+        "commit": commit(),
         "image": args.image,
         "image_mb": int(docker("image", "inspect", "--format", "{{.Size}}", args.image)) / 1e6,
         "reps": args.reps,
@@ -147,10 +156,7 @@ def main() -> None:
     text = render(data)
     print(text, end="")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in (stamp, "latest"):
-        (RESULTS / f"push-floor-{name}.json").write_text(json.dumps(data, indent=1) + "\n")
-        (RESULTS / f"push-floor-{name}.md").write_text(text)
+    write_results("push-floor", stamp, data, text)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,21 @@ from pathlib import Path
 
 import pipeline
 import serving
-from common import ROOT, TOOLS, log, machine, median, run
+from common import (
+    RESULTS,
+    ROOT,
+    TOOLS,
+    commit,
+    log,
+    machine,
+    median,
+    run,
+    write_partial,
+    write_results,
+)
 
 from cicd.settings import Settings
 
-RESULTS = ROOT / "bench" / "results"
 FLOOR = "one in-process prediction"
 
 
@@ -281,7 +291,7 @@ def main() -> None:
     data: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine(),
-        "commit": run(["git", "rev-parse", "HEAD"], cwd=ROOT)[1].strip(),
+        "commit": commit(),
         "config": config,
     }
     made = None
@@ -313,9 +323,7 @@ def main() -> None:
                 hostile_requests=config["hostile_requests"],
             )
     except BaseException:
-        partial = RESULTS / f"pipeline-{stamp}-partial.json"
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(data, indent=1, default=str))
+        partial = write_partial("pipeline", stamp, data)
         log(f"failed: what was measured is in {partial}")
         raise
     finally:
@@ -324,10 +332,7 @@ def main() -> None:
     data["run_seconds"] = time.perf_counter() - begin
     text = render(data)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in (stamp, "latest"):
-        (RESULTS / f"pipeline-{name}.md").write_text(text)
-        (RESULTS / f"pipeline-{name}.json").write_text(json.dumps(data, indent=1, default=str))
+    write_results("pipeline", stamp, data, text)
     log(f"wrote {RESULTS}/pipeline-{stamp}.md and .json in {data['run_seconds'] / 60:.1f} min")
 
 

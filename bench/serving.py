@@ -213,18 +213,20 @@ def hey_get(url: str, concurrency: int, seconds: int) -> dict:
     }
 
 
+def predict(url: str, body: bytes) -> dict:
+    """One POST /predict of a multipart body (see :func:`multipart`); its JSON answer."""
+    request = urllib.request.Request(
+        f"{url}/predict",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
 def normal_answers(url: str, body: bytes, count: int) -> list[dict]:
-    answers = []
-    for _ in range(count):
-        request = urllib.request.Request(
-            f"{url}/predict",
-            data=body,
-            method="POST",
-            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            answers.append(json.loads(answer.read()))
-    return answers
+    return [predict(url, body) for _ in range(count)]
 
 
 def same_answer(a: dict, b: dict, tolerance: float = 1e-4) -> bool:

@@ -22,13 +22,12 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from common import docker, log, machine_load, median
+from common import commit, docker, log, machine_load, median
 from serving import BOUNDARY, Container, floor, hey, hey_get, multipart, same_answer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +77,7 @@ def main() -> None:
     variants = [Variant(*item.split("=", 1)) for item in args.variants]
     results: dict = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "commit": subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": commit(),
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),

@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine, machine_load
+from common import ROOT, commit, machine, machine_load, write_results
 
-RESULTS = ROOT / "bench" / "results"
 FREEZE = ROOT / "requirements-freeze.txt"
 EAGER_IMPORTS = "import bentoml, dvc.repo, python_on_whales, onnxruntime"
 
@@ -185,13 +184,10 @@ def main() -> None:
     if args.render:
         print(render(json.loads(Path(args.render).read_text())), end="")
         return
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
     data: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine(),
-        "commit": commit,
+        "commit": commit(),
         "counts": f"medians of {args.runs} runs ({max(args.runs, 5)} for start-up, "
         f"{max(1, args.runs - 1)} for environment creation)",
         "load_before": machine_load(),
@@ -214,10 +210,7 @@ def main() -> None:
     text = render(data)
     print(text, end="")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in (stamp, "latest"):
-        (RESULTS / f"suite-{name}.md").write_text(text)
-        (RESULTS / f"suite-{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    write_results("suite", stamp, data, text)
 
 
 if __name__ == "__main__":
