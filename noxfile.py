@@ -85,11 +85,17 @@ def rollback(session: nox.Session) -> None:
     steps(session, ROLLBACK)
 
 
+# Without arguments: every test, one file per pytest-xdist worker (a file's fixtures chain up;
+# tests/conftest.py shares the one training between workers), three workers on two cores
+# (the tests mostly wait on Docker builds, registries and runners).
+TEST_EVERYTHING = ["-n", "3", "--dist", "loadfile"]
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests (needs a Docker engine: scripts/bootstrap)."""
+    """Unit and integration tests (needs a Docker engine: scripts/bootstrap); -- ARGS: pytest's."""
     install(session)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *(session.posargs or TEST_EVERYTHING))
 
 
 @nox.session(python=PYTHON)

@@ -3,9 +3,12 @@
 * ``registry`` (module): a Distribution registry with htpasswd auth (user ``ci-bot``, the
   per-run sentinel password) on a port the OS assigns; stopped, and its images removed, at
   the end of the module.
+* ``training`` (session): the run's one `nox -s train` (:func:`tests.support.project.train_once`),
+  shared by pytest-xdist's workers through a file lock in the run's common temporary folder.
 * ``new_project`` (session): ``new_project(name, registry, dvc_remote=None, env=None,
-  source=ROOT)`` makes a :class:`tests.support.project.Project`, a clone of the working tree
-  (uncommitted changes included) with its own HOME, BentoML store and DVC remote.
+  source=ROOT, trained=None)`` makes a :class:`tests.support.project.Project`, a clone of the
+  working tree (uncommitted changes included) with its own HOME, BentoML store and DVC remote;
+  with ``trained``, a clone of the trained one whose remote already has every output.
 * ``leak_scan`` (session): every project and registry the two fixtures above make is
   registered with it; when the session ends it searches all of them for the sentinel
   password (see ``tests/support/leaks.py``) and fails if it is anywhere. Being a session
@@ -28,9 +31,11 @@ from tests.support.project import (
     SIGNING_KEY_SECRET,
     Project,
     Registry,
+    Trained,
     make_project,
     start_registry,
     stop_registry,
+    train_once,
 )
 
 # What the session's secret scan covered, printed in pytest's summary (a silent scan shows).
@@ -66,6 +71,13 @@ def registry(tmp_path_factory, leak_scan) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
+def training(tmp_path_factory, worker_id) -> Trained:
+    # Under pytest-xdist each worker has its own basetemp; their parent is the run's own.
+    base = tmp_path_factory.getbasetemp()
+    return train_once(base if worker_id == "master" else base.parent)
+
+
+@pytest.fixture(scope="session")
 def new_project(tmp_path_factory, leak_scan) -> Callable[..., Project]:
     def make(
         name: str,
@@ -73,8 +85,11 @@ def new_project(tmp_path_factory, leak_scan) -> Callable[..., Project]:
         dvc_remote: Path | None = None,
         env: dict[str, str] | None = None,
         source: Path = ROOT,
+        trained: Trained | None = None,
     ) -> Project:
         base = tmp_path_factory.mktemp(name)
+        if trained is not None:
+            source, dvc_remote = trained.source, trained.remote_copy(base / "dvc-remote")
         project = make_project(base, registry, dvc_remote, env, source=source)
         leak_scan.add_project(project)
         return project

@@ -82,11 +82,11 @@ SLEEPER = f"interrupts-sleeper:{os.getpid()}"
 
 
 @pytest.fixture(scope="module")
-def trained(new_project, silent_remote) -> Iterator[Project]:
-    """A project with its data and model made here (no remote), and an image that starts a
-    container that never gets ready, as a hanging service would."""
-    project = new_project("interrupts-trained", None)
-    project.invoke("repro", "--no-pull")
+def trained(new_project, training) -> Iterator[Project]:
+    """A project with its data and model (pulled from the run's trained remote), and an image
+    that starts a container that never gets ready, as a hanging service would."""
+    project = new_project("interrupts-trained", None, trained=training)
+    project.invoke("pull")
     subprocess.run(
         [docker_client_path(), "build", "--quiet", "--tag", SLEEPER, "-"],
         input='FROM python:3.11-slim\nCMD ["sleep", "600"]\n', text=True, check=True,

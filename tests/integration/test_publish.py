@@ -30,6 +30,7 @@ from cicd.smoke import PROBABILITY_TOLERANCE
 from tests.support.hostile import bad_requests
 from tests.support.project import (
     IMAGE,
+    ROOT,
     SAMPLE,
     Project,
     Registry,
@@ -52,21 +53,13 @@ PREDICT_LINE = "return 200, classifier.predict(decode_image(data))"
 
 
 @pytest.fixture(scope="module")
-def trained(new_project, registry) -> Project:
-    """`nox -s train` in a fresh clone, its outputs pushed; ``train_changes``: what it changed
-    in git."""
-    project = new_project("project", registry)
-    project.nox("-s", "train")
-    project.invoke("push-data")
-    project.train_changes = project.run("git", "status", "--porcelain").stdout
-    project.blas_here = kernels(project.path("model-blas.json").read_text())
-    if project.train_changes:
-        # Train did not reproduce the commit (another CPU's BLAS kernel, or a stale dvc.lock).
-        # One test says so (the first below). The clone commits what train made, so that the
-        # other tests run on a consistent commit (its dvc.lock matches the DVC remote) and
-        # test publishing, not the CPU; ROOT is not touched.
-        identity = ("-c", "user.name=tests", "-c", "user.email=tests@localhost")
-        project.run("git", *identity, "commit", "-qam", "what `nox -s train` made here")
+def trained(new_project, registry, training) -> Project:
+    """`nox -s train` in a clone of the run's trained project: the session pulls every output
+    from the DVC remote (the training itself ran once, in ``training``)."""
+    project = new_project("project", registry, trained=training)
+    done = project.nox("-s", "train")
+    assert "Running stage" not in done.stdout + done.stderr, "train ran a stage: nothing pulled"
+    assert not project.run("git", "status", "--porcelain").stdout
     return project
 
 
@@ -96,13 +89,14 @@ def archive_tag(path: Path) -> str:
     return f"{info['name']}:{info['version']}"
 
 
-def test_train_in_a_fresh_clone_reproduces_the_committed_files(trained):
-    committed = kernels(trained.run("git", "show", "HEAD:model-blas.json").stdout)
-    assert not trained.train_changes, (
-        f"`nox -s train` in a fresh clone changed tracked files (BLAS kernel {trained.blas_here} "
-        f"here, {committed} in the commit's model-blas.json; another kernel gives other model "
-        f"bits):\n{trained.train_changes}"
+def test_train_in_a_fresh_clone_reproduces_the_committed_files(training):
+    committed = kernels((ROOT / "model-blas.json").read_text())
+    assert not training.changes, (
+        f"`nox -s train` in a fresh clone changed tracked files (BLAS kernel "
+        f"{kernels(training.blas)} here, {committed} in the commit's model-blas.json; another "
+        f"kernel gives other model bits):\n{training.changes}"
     )
+    assert "Running stage 'train'" in training.output, "the run's training trained nothing"
 
 
 def test_publish_pushes_both_tags_with_one_digest_and_the_labels(published):

@@ -1,7 +1,8 @@
 """The pipeline reproduces: two fresh runs agree, and they give back the committed dvc.lock.
 
-Fresh clones of the working tree, each with an empty DVC remote, run the whole pipeline
-(`dvc repro`: generate, prepare, train, evaluate; about 25 s each). The committed lock was
+A fresh clone of the working tree with an empty DVC remote runs the whole pipeline (`dvc
+repro`: generate, prepare, train, evaluate; about 25 s), and is compared with the test run's
+other fresh run, its one `nox -s train` (tests/conftest.py `training`). The committed lock was
 made on another machine, maybe another CPU: the BLAS kernel pin (src/celestial/determinism.py)
 is what makes them agree, and the last tests show that the kernel matters on this CPU.
 """
@@ -33,11 +34,6 @@ def first_run(new_project) -> Project:
     return run_pipeline(new_project("repro-first", registry=None))
 
 
-@pytest.fixture(scope="module")
-def second_run(new_project) -> Project:
-    return run_pipeline(new_project("repro-second", registry=None))
-
-
 def kernel_report(project: Project) -> str:
     """What a failure message needs to say: the kernel used here and the one committed."""
     used = project.path("model-blas.json").read_text()
@@ -48,12 +44,11 @@ def kernel_report(project: Project) -> str:
     )
 
 
-def test_two_fresh_runs_give_identical_locks(first_run, second_run):
+def test_two_fresh_runs_give_identical_locks(first_run, training):
+    # The other fresh run is the test run's one `nox -s train` (tests/conftest.py `training`).
     first = first_run.path("dvc.lock").read_bytes()
-    assert first == second_run.path("dvc.lock").read_bytes()
-    assert first_run.path("model-blas.json").read_bytes() == (
-        second_run.path("model-blas.json").read_bytes()
-    )
+    assert first == (training.source / "dvc.lock").read_bytes()
+    assert first_run.path("model-blas.json").read_bytes() == training.blas.encode()
 
 
 def test_dvc_status_is_clean_right_after_a_run(first_run):

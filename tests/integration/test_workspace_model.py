@@ -55,11 +55,13 @@ def store_latest(project: Project) -> str:
 
 
 @pytest.fixture(scope="module")
-def two_models(new_project):
+def two_models(new_project, training):
     """A clone at commit A whose store also holds B, saved after A (store `latest` = B)."""
     # Images are only tagged for this namespace, never pushed: no registry needed.
     namespace = f"registry.invalid/workspace-model-{os.getpid()}"
-    clone = new_project("workspace-model", None, env={"CONTAINER_REGISTRY_HOST": namespace})
+    clone = new_project(
+        "workspace-model", None, env={"CONTAINER_REGISTRY_HOST": namespace}, trained=training
+    )  # model A: pulled from the run's trained remote; model B: trained here
     clone.run("git", "config", "user.email", "tests@localhost")
     clone.run("git", "config", "user.name", "tests")
     clone.session("train")

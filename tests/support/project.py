@@ -13,6 +13,9 @@ The API, small on purpose (fixtures in ``tests/conftest.py`` wrap it):
 * :func:`refused_port` -- a reserved port where nothing answers; :func:`listening_ports` --
   the ports a server started on port 0 got from the OS.
 * :data:`SENTINEL` -- the per-run registry password that must appear nowhere.
+* :func:`train_once` -- one `nox -s train` of the working tree per test run, its outputs in a
+  DVC remote that other projects start from (:class:`Trained`): training is proven once, and
+  every other test pulls in seconds what it would otherwise retrain.
 """
 
 from __future__ import annotations
@@ -221,6 +224,62 @@ class Project:
 
     def path(self, relative: str | Path) -> Path:
         return self.root / relative
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The one `nox -s train` of a test run, in a fresh clone of the working tree.
+
+    ``source`` is that clone, with what train changed committed (nothing, when this machine
+    reproduces the commit); ``remote`` holds every output of every stage (`invoke push-data`).
+    A project cloned from ``source`` with a copy of ``remote`` gets the outputs with `dvc pull`
+    (or `dvc repro --pull`): the same bits, in seconds instead of a training.
+    """
+
+    shared: Path  # the test run's folder, shared by pytest-xdist's workers
+    source: Path
+    remote: Path
+    changes: str  # `git status --porcelain` right after train: empty when it reproduced
+    blas: str  # model-blas.json as this machine's train wrote it
+    output: str  # what `nox -s train` printed
+
+    def remote_copy(self, dest: Path) -> Path:
+        """A project's own DVC remote, seeded with every output (hard links: DVC never
+        rewrites an object in place, and a push only adds files)."""
+        shutil.copytree(self.remote, dest, copy_function=os.link)
+        return dest
+
+
+def train_once(shared: Path) -> Trained:
+    """`nox -s train` in a fresh clone, once per test run: the first caller trains (under a
+    lock, so that pytest-xdist's workers wait for it), the others read its record."""
+    from filelock import FileLock
+
+    record = shared / "trained.json"
+    with FileLock(str(shared / "trained.lock")):
+        if not record.exists():
+            project = make_project(shared / "trained", None, dvc_remote=shared / "trained-remote")
+            done = project.nox("-s", "train")
+            project.invoke("push-data")
+            changes = project.run("git", "status", "--porcelain").stdout
+            if changes:
+                # Another CPU's BLAS kernel made other model bits (test_publish.py says so):
+                # the clones start from what this machine made, so that their dvc.lock
+                # matches the remote and the tests test the suite, not the CPU.
+                identity = ("-c", "user.name=tests", "-c", "user.email=tests@localhost")
+                project.run("git", *identity, "commit", "-qam", "what `nox -s train` made here")
+            trained = {
+                "source": str(project.root), "remote": str(project.dvc_remote),
+                "changes": changes, "blas": project.path("model-blas.json").read_text(),
+                "output": done.stdout + done.stderr,
+            }  # fmt: skip
+            record.write_text(json.dumps(trained))
+    fields = json.loads(record.read_text())
+    return Trained(
+        shared,
+        Path(fields["source"]), Path(fields["remote"]), fields["changes"], fields["blas"],
+        fields["output"],
+    )  # fmt: skip
 
 
 def make_project(
