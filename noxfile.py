@@ -111,3 +111,10 @@ def lint(session: nox.Session) -> None:
         ".github/workflows/mlops.yaml",
     )
     session.run("check-jsonschema", "--builtin-schema", "vendor.gitlab-ci", ".gitlab-ci.yml")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the docs site (mkdocs.yml, docs/) strictly: a broken link or missing page fails."""
+    session.install("-r", "docs/requirements.txt")
+    session.run("mkdocs", "build", "--strict", "--site-dir", ".nox/site")

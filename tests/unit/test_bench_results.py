@@ -1,4 +1,5 @@
-"""README's benchmark figures are the committed result files, rendered from their raw JSON."""
+"""The documentation's benchmark figures are the committed result files, rendered from their
+raw JSON (the tables live in docs/benchmarks.md; bench/readme.py scans README.md and docs/)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ def bench(request):
     return importlib
 
 
-def test_readme_shows_the_committed_results_verbatim(bench):
+def test_the_benchmark_page_shows_the_committed_results_verbatim(bench):
     readme = bench.import_module("readme")
-    text = (ROOT / "README.md").read_text()
-    assert readme.BLOCK.search(text), "README.md has no benchmark block"
-    assert readme.render(text) == text, "run `python bench/readme.py`"
+    page = ROOT / "docs" / "benchmarks.md"
+    assert page in readme.pages(), "bench/readme.py does not scan docs/benchmarks.md"
+    assert readme.BLOCK.search(page.read_text()), "docs/benchmarks.md has no benchmark block"
+    for path in readme.pages():
+        text = path.read_text()
+        assert readme.render(text) == text, (
+            f"{path.relative_to(ROOT)}: run `python bench/readme.py`"
+        )
 
 
 # result file (without .json/.md) -> the bench script that wrote it and renders its table
@@ -38,9 +44,9 @@ RENDERED_BY = {
 }
 
 
-def test_every_block_of_the_readme_is_a_file_a_script_renders(bench):
+def test_every_block_of_the_pages_is_a_file_a_script_renders(bench):
     readme = bench.import_module("readme")
-    shown = {m["path"] for m in readme.BLOCK.finditer((ROOT / "README.md").read_text())}
+    shown = {m["path"] for path in readme.pages() for m in readme.BLOCK.finditer(path.read_text())}
     rendered = {f"bench/results/{name}.md" for name in RENDERED_BY}
     assert shown <= rendered, f"add the new result files to RENDERED_BY: {shown - rendered}"
 
