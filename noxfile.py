@@ -86,9 +86,9 @@ def rollback(session: nox.Session) -> None:
 
 
 # Without arguments: every test, one file per pytest-xdist worker (a file's fixtures chain up;
-# tests/conftest.py shares the one training between workers), three workers on two cores
-# (the tests mostly wait on Docker builds, registries and runners).
-TEST_EVERYTHING = ["-n", "3", "--dist", "loadfile"]
+# tests/conftest.py shares the one training between workers and hands out the long files
+# first), three workers on two cores (the tests mostly wait on Docker, registries, runners).
+TEST_EVERYTHING = ["-n", "3", "--dist", "loadfile", "--no-loadscope-reorder"]
 
 
 @nox.session(python=PYTHON)

@@ -56,6 +56,18 @@ def leak_scan() -> Iterator[LeakScan]:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first (Docker, then other slow ones), each file's order kept: pytest-xdist
+    (`--dist loadfile --no-loadscope-reorder`, noxfile.py) hands files out in this order, so
+    the long files start at once instead of ending the run alone on one worker."""
+    items.sort(
+        key=lambda item: (
+            not item.get_closest_marker("docker"),
+            not item.get_closest_marker("slow"),
+        )
+    )
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     for line in LEAK_SCAN_SUMMARY:
         terminalreporter.write_line(line)

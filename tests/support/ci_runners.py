@@ -206,8 +206,10 @@ def wheelhouse(shared: Path) -> Path:
     wheels = shared / "wheelhouse"
     with FileLock(str(shared / "wheelhouse.lock")):
         if not (wheels / "done").exists():
+            # The machine's Python, whose pip the jobs use too (uv's venvs have no pip).
+            python = Path(sys.base_prefix) / "bin" / "python3"
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                [str(python), "-m", "pip", "download", "-q", "--only-binary=:all:",
                  "-r", str(ROOT / "ci" / "requirements.txt"), "-d", str(wheels)],
                 check=True, capture_output=True, timeout=300,
             )  # fmt: skip
