@@ -126,6 +126,9 @@ def from_registry(published, tmp_path_factory):
     """The pushed image, removed from the engine, pulled back by digest and running."""
     registry = published.registry
     manifest = registry.client().manifest(IMAGE, published.head())
+    # The image that containerize built and smoke tested here, by the tag it gave it.
+    built = f"{registry.address}/{IMAGE}:{published.head()}"
+    built_id = docker("image", "inspect", "--format", "{{.Id}}", built).stdout.strip()
     local = docker("image", "inspect", manifest.config_digest, check=False)
     if local.returncode == 0:
         found = json.loads(local.stdout)[0]
@@ -143,7 +146,7 @@ def from_registry(published, tmp_path_factory):
     container, port = run_image(reference)
     try:
         wait_ready(port)
-        yield SimpleNamespace(port=port, manifest=manifest, image_id=image_id)
+        yield SimpleNamespace(port=port, manifest=manifest, image_id=image_id, built_id=built_id)
     finally:
         docker("rm", "--force", container, check=False)
 
@@ -162,7 +165,9 @@ def logged_in(registry: Registry, config: Path) -> Iterator[str]:
 
 
 def test_the_image_pulled_by_digest_is_the_pushed_one(from_registry):
-    assert from_registry.image_id == from_registry.manifest.config_digest
+    # What the registry serves under the commit's tag is what was built and smoke-tested here.
+    assert from_registry.built_id == from_registry.manifest.config_digest
+    assert from_registry.image_id == from_registry.built_id
 
 
 def test_the_image_pulled_by_digest_answers_like_the_local_model(published, from_registry):

@@ -136,25 +136,25 @@ def refused(project: Project, *args: str) -> str:
 
 
 def test_what_cannot_be_promoted_is_one_line_and_moves_nothing(registry, published, project):
-    mark = len(registry.requests())
+    # A's image pushed under another commit's tag: the tag and the revision label disagree;
+    # an image without the suite's labels did not come through the publish session.
+    push(registry, build(registry, REPOSITORY, OLDER, tag="d" * 40))
+    push(registry, build(registry, REPOSITORY, OLDER, labels={}, tag="e" * 40))
+    mark = len(registry.requests())  # from here on, every refusal must write nothing
     assert f"revision {NEVER[:12]} was never published" in refused(
         project, "promote", "--to", "production", "--revision", NEVER
     )
-    # A's image pushed under another commit's tag: the tag and the revision label disagree.
-    push(registry, build(registry, REPOSITORY, OLDER, tag="d" * 40))
-    mark = len(registry.requests())
     assert "the tag and the image disagree" in refused(
         project, "promote", "--to", "production", "--revision", "d" * 40
     )
-    # An image without the suite's labels did not come through the publish session.
-    push(registry, build(registry, REPOSITORY, OLDER, labels={}, tag="e" * 40))
-    mark = len(registry.requests())
     assert "lacks the suite's labels" in refused(
         project, "promote", "--to", "production", "--revision", "e" * 40
     )
     for tag in ("latest", OLDER.sha, "production.history"):
         assert "error: " in refused(project, "promote", "--to", tag, "--revision", OLDER.sha)
-    assert not any('"PUT ' in line or '"POST ' in line for line in registry.requests()[mark:])
+    requests = registry.requests()[mark:]
+    assert requests, "the refusals asked the registry nothing: the log is not being read"
+    assert not any(re.search(r'"(PUT|POST|PATCH|DELETE) ', line) for line in requests)
 
 
 def test_a_dry_run_shows_the_manifest_put_and_moves_nothing(registry, published, project):

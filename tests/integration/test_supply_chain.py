@@ -21,7 +21,15 @@ import pytest
 
 from cicd import signing
 from cicd.registry import Manifest, content_digest
-from tests.support.project import IMAGE, SIGNING_KEY, SIGNING_PUBLIC_KEY, Project, Registry
+from tests.integration.test_sbom_image import HOST_ONLY
+from tests.support.project import (
+    IMAGE,
+    SIGNING_KEY,
+    SIGNING_PUBLIC_KEY,
+    Project,
+    Registry,
+    docker,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -106,6 +114,14 @@ def with_envelope(registry: Registry, manifest: dict, envelope: dict) -> bytes:
     return json.dumps(edited, separators=(",", ":")).encode()
 
 
+def with_commit(statement: dict, commit: str) -> dict:
+    edited = json.loads(json.dumps(statement))
+    for item in edited["predicate"]["buildDefinition"]["resolvedDependencies"]:
+        if item["annotations"]["role"] == "source":
+            item["digest"]["gitCommit"] = commit
+    return edited
+
+
 def with_model_digest(statement: dict, digest: str) -> dict:
     edited = json.loads(json.dumps(statement))
     for item in edited["predicate"]["buildDefinition"]["resolvedDependencies"]:
@@ -128,6 +144,34 @@ def test_publish_attaches_a_signed_sbom_and_provenance_next_to_the_image(publish
     assert envelope["payloadType"] == "application/vnd.in-toto+json"
     assert len(envelope["signatures"]) == 1
     assert statement["subject"][0]["digest"]["sha256"] == image.removeprefix("sha256:")
+
+
+IN_IMAGE_VERSIONS = """\
+import importlib.metadata as m, json, subprocess, sys
+python = {n: m.version(n) for n in sys.argv[1:]}
+libc = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libc6"],
+                      capture_output=True, text=True, check=True).stdout
+print(json.dumps({**python, "libc6": libc}))
+"""
+
+
+def test_the_attached_sbom_lists_what_is_in_the_image(published, registry):
+    """The SBOM that publish attached names the versions the image really holds: asked inside
+    the pushed image itself (its venv's metadata, dpkg), never from the suite's own code."""
+    image = digest_of(registry, published.sha).digest
+    manifest = json.loads(digest_of(registry, artifact_tag(image, ".sbom")).raw)
+    envelope = json.loads(registry.client().blob(IMAGE, manifest["layers"][0]["digest"]))
+    bom = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+    listed = {item["name"]: item.get("version") for item in bom["components"]}
+    python_packages = ["bentoml", "onnxruntime", "numpy", "pillow"]
+    reference = f"{registry.address}/{IMAGE}@{image}"
+    inside = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "/app/.venv/bin/python", reference,
+        "-c", IN_IMAGE_VERSIONS, *python_packages,
+    )  # fmt: skip
+    for name, version in json.loads(inside.stdout).items():
+        assert listed.get(name) == version, f"{name}: SBOM {listed.get(name)}, image {version}"
+    assert not set(HOST_ONLY) & set(listed), set(HOST_ONLY) & set(listed)
 
 
 def test_verify_proves_the_chain_from_dvc_lock_to_the_image(published):
@@ -224,6 +268,58 @@ def test_a_signed_provenance_of_another_model_fails_the_model_check(published, r
         line = failure(verify(published))
     assert line.startswith("error: model: the image's model.digest label is sha256:"), line
     assert line.endswith(f"the provenance records sha256:{'0' * 64} (" + line.split(" (")[-1])
+
+
+def test_an_image_the_registry_does_not_have_is_caught(published, registry):
+    missing = "sha256:" + "0" * 64
+    reference = f"{registry.address}/{IMAGE}@{missing}"
+    line = failure(verify(published, "--image", reference))
+    assert line.startswith(f"error: image: {reference} is not in the registry"), line
+
+
+def test_a_signed_provenance_of_another_commit_fails_the_commit_check(published, registry):
+    image = digest_of(registry, published.sha).digest
+    manifest, _, statement = provenance_parts(registry, image)
+    resigned = signing.envelope(with_commit(statement, "b" * 40), signing.signer(SIGNING_KEY))
+    with replaced(
+        registry, artifact_tag(image, ".att"), with_envelope(registry, manifest, resigned)
+    ):
+        line = failure(verify(published))
+    assert line == (
+        f"error: commit: the image's revision label is {published.sha}, the provenance records "
+        f"commit {'b' * 40}"
+    ), line
+
+
+def test_the_image_of_this_commit_under_another_commits_tag_is_caught(published, registry):
+    """The genuine, signed image pushed under another commit's SHA tag (say, to pass it off
+    as that commit's build): every signature holds, the commit check does not."""
+    other = "c" * 40
+    with replaced(registry, other, digest_of(registry, published.sha).raw):
+        line = failure(verify(published, "--image", f"{registry.address}/{IMAGE}:{other}"))
+    assert line == f"error: commit: the tag {other} holds the image of commit {published.sha}"
+
+
+@pytest.mark.parametrize(
+    "bom, message",
+    [
+        ({"bomFormat": "SPDX", "components": [{"name": "x"}]}, "the SBOM is not CycloneDX"),
+        ({"bomFormat": "CycloneDX", "specVersion": "1.6", "components": []}, "lists no packages"),
+    ],
+    ids=["not CycloneDX", "no packages"],
+)
+def test_a_signed_sbom_that_is_not_one_fails_the_sbom_check(published, registry, bom, message):
+    image = digest_of(registry, published.sha).digest
+    client = registry.client()
+    manifest = json.loads(digest_of(registry, artifact_tag(image, ".sbom")).raw)
+    envelope = json.loads(client.blob(IMAGE, manifest["layers"][0]["digest"]))
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    resigned = signing.envelope({**statement, "predicate": bom}, signing.signer(SIGNING_KEY))
+    with replaced(
+        registry, artifact_tag(image, ".sbom"), with_envelope(registry, manifest, resigned)
+    ):
+        line = failure(verify(published))
+    assert line.startswith("error: sbom: ") and message in line, line
 
 
 def test_a_missing_attestation_is_caught_and_publish_attaches_it_again(published, registry):

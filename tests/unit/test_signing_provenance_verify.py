@@ -76,11 +76,13 @@ def test_an_unreadable_lock_is_one_line():
 
 def test_the_provenance_is_a_slsa_v1_statement_about_the_image():
     statement = provenance.provenance_statement(facts())
-    assert statement["_type"] == provenance.STATEMENT_TYPE
-    assert statement["predicateType"] == provenance.SLSA_PROVENANCE
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"  # in-toto spec v1
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"  # SLSA v1.0
     assert provenance.subject_digests(statement) == [DIGEST]
     predicate = statement["predicate"]
-    assert predicate["buildDefinition"]["buildType"] == provenance.BUILD_TYPE
+    assert predicate["buildDefinition"]["buildType"] == (
+        "https://github.com/celestial-bodies/mlops-suite/publish/v1"
+    )
     external = predicate["buildDefinition"]["externalParameters"]
     assert external["params"]["train"]  # params.yaml, parsed
     assert provenance.model_of(predicate) == ("celestial_bodies_classifier_model:v1", MODEL_DIGEST)
@@ -105,6 +107,19 @@ def test_a_statement_of_another_kind_is_refused_when_read_back():
         provenance.predicate(statement, provenance.SLSA_PROVENANCE, "provenance")
 
 
+def test_our_statements_read_back_and_an_older_statement_version_does_not():
+    statement = provenance.provenance_statement(facts())
+    slsa = "https://slsa.dev/provenance/v1"
+    assert provenance.predicate(statement, slsa, "provenance") == statement["predicate"]
+    older = {**statement, "_type": "https://in-toto.io/Statement/v0.1"}
+    with pytest.raises(provenance.ProvenanceError, match="not an in-toto statement of type"):
+        provenance.predicate(older, slsa, "provenance")
+    sbom = provenance.sbom_statement("r", DIGEST, {"bomFormat": "CycloneDX"})
+    assert provenance.predicate(sbom, "https://cyclonedx.org/bom", "SBOM")["bomFormat"] == (
+        "CycloneDX"
+    )
+
+
 # --------------------------------------------------------------------------- signing
 
 
@@ -112,7 +127,7 @@ def test_a_signed_envelope_verifies_with_its_public_key(key_pair):
     private, public = key_pair
     statement = provenance.provenance_statement(facts())
     envelope = signing.envelope(statement, signing.signer(private))
-    assert envelope["payloadType"] == signing.PAYLOAD_TYPE
+    assert envelope["payloadType"] == "application/vnd.in-toto+json"  # in-toto's DSSE type
     keyid = signing.check_signature(envelope, signing.public_key(public), "provenance")
     assert len(keyid) == 64
     assert signing.statement_of(envelope, "provenance") == statement
@@ -268,8 +283,9 @@ def test_the_artifact_manifest_names_its_subject_and_its_envelope():
     }
     (layer,) = document["layers"]
     assert layer["mediaType"] == attestations.DSSE_ENVELOPE
-    assert layer["annotations"][attestations.PREDICATE_ANNOTATION] == provenance.SLSA_PROVENANCE
-    assert document["config"]["mediaType"] == attestations.EMPTY_CONFIG
+    assert layer["annotations"]["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v1"
+    # The OCI 1.1 image spec's empty descriptor, for artifacts without a config.
+    assert document["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
 
 
 # --------------------------------------------------------------------------- verify
