@@ -23,8 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from celestial import RUNTIME_BASE_IMAGE
-from cicd import ci, image, provenance, sbom, signing
+from cicd import bento, ci, image, provenance, sbom, signing
 from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
 from cicd.provenance import BaseImage, BuildFacts
@@ -167,7 +166,7 @@ def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.date
         model_tag=goal.model.tag,
         model_digest=goal.model.digest,
         model_path=str(settings.bentomodel),
-        base=base_image(run, reference),
+        base=base_image(run, reference, bento.bento_tag(settings, goal.revision.tag)),
         versions=provenance.versions(_docker_version(run)),
         builder_id=ci.places(run.environ).run_url or "urn:celestial-bodies:builder:local",
         started=started,
@@ -178,27 +177,32 @@ def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.date
     )
 
 
-def base_image(run: Run, reference: str) -> BaseImage:
-    """The local base image, checked to be the image's base: its layers start the image's."""
+def base_image(run: Run, reference: str, bento_tag: str) -> BaseImage:
+    """The local base image, checked to be the image's base: its layers start the image's.
+
+    Its name is the bento's (``bento_tag``: what `bentoml build` recorded from the service)."""
+    if run.dry and not bento.bento_in_store(bento_tag):
+        return BaseImage(f"<base image of {bento_tag}>", "sha256:<base image>")
+    base_name = bento.base_image(bento_tag)
     client = run.docker
     docker = whales(client)
-    shown = [client.path, "image", "inspect", RUNTIME_BASE_IMAGE, reference]
+    shown = [client.path, "image", "inspect", base_name, reference]
     found = docker_call(
         run.runner,
         shown,
-        lambda: (docker.image.inspect(RUNTIME_BASE_IMAGE), docker.image.inspect(reference)),
-        hint=f"the base image {RUNTIME_BASE_IMAGE} must be on this machine: scripts/bootstrap",
+        lambda: (docker.image.inspect(base_name), docker.image.inspect(reference)),
+        hint=f"the base image {base_name} must be on this machine: scripts/bootstrap",
     )
     if found is None:  # dry run
-        return BaseImage(RUNTIME_BASE_IMAGE, "sha256:<base image>")
+        return BaseImage(base_name, "sha256:<base image>")
     base, built = found
     layers, built_layers = list(base.root_fs.layers), list(built.root_fs.layers)
     if built_layers[: len(layers)] != layers:
         raise AttestationError(
-            f"{reference} is not built on this machine's {RUNTIME_BASE_IMAGE} ({base.id}): "
+            f"{reference} is not built on this machine's {base_name} ({base.id}): "
             "attest it where it was built, or rebuild it here (`nox -s publish -- --force`)"
         )
-    return BaseImage(RUNTIME_BASE_IMAGE, base.id, tuple(base.repo_digests or ()))
+    return BaseImage(base_name, base.id, tuple(base.repo_digests or ()))
 
 
 def _docker_version(run: Run) -> str:
