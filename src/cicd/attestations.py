@@ -181,9 +181,10 @@ def base_image(run: Run, reference: str, bento_tag: str) -> BaseImage:
     """The local base image, checked to be the image's base: its layers start the image's.
 
     Its name is the bento's (``bento_tag``: what `bentoml build` recorded from the service)."""
-    if run.dry and not bento.bento_in_store(bento_tag):
-        return BaseImage(f"<base image of {bento_tag}>", "sha256:<base image>")
-    base_name = bento.base_image(bento_tag)
+    if run.dry and not bento.bento_in_store(bento_tag):  # its build was only shown
+        base_name = f"<base image of {bento_tag}>"
+    else:
+        base_name = bento.base_image(bento_tag)
     client = run.docker
     docker = whales(client)
     shown = [client.path, "image", "inspect", base_name, reference]
