@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cicd import bento, ci, image, provenance, sbom, signing
+from cicd import ci, image, provenance, sbom, signing
 from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
 from cicd.provenance import BaseImage, BuildFacts
@@ -166,7 +166,7 @@ def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.date
         model_tag=goal.model.tag,
         model_digest=goal.model.digest,
         model_path=str(settings.bentomodel),
-        base=base_image(run, reference, bento.bento_tag(settings, goal.revision.tag)),
+        base=base_image(run, reference),
         versions=provenance.versions(_docker_version(run)),
         builder_id=ci.places(run.environ).run_url or "urn:celestial-bodies:builder:local",
         started=started,
@@ -177,14 +177,14 @@ def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.date
     )
 
 
-def base_image(run: Run, reference: str, bento_tag: str) -> BaseImage:
+def base_image(run: Run, reference: str) -> BaseImage:
     """The local base image, checked to be the image's base: its layers start the image's.
 
-    Its name is the bento's (``bento_tag``: what `bentoml build` recorded from the service)."""
-    if run.dry and not bento.bento_in_store(bento_tag):  # its build was only shown
-        base_name = f"<base image of {bento_tag}>"
-    else:
-        base_name = bento.base_image(bento_tag)
+    Its name is the setting ``suite.base_image``, not the built bento's: attest also attaches
+    the documents of an image published without them, on a machine that never built its
+    bento. The service declares its base itself (BentoML 1.4: ``bentoml.images.Image``); a
+    test keeps the two equal in this repository, and this layer check catches any mismatch."""
+    base_name = run.settings.base_image
     client = run.docker
     docker = whales(client)
     shown = [client.path, "image", "inspect", base_name, reference]

@@ -98,34 +98,6 @@ def bento_tag(settings: Settings, version: str) -> str:
     return f"{settings.bento_name}:{version}"
 
 
-def base_image(tag: str) -> str:
-    """The base image the built bento's image starts from, as the bento records it.
-
-    The one source of the base image is the service (BentoML 1.4: ``@bentoml.service(image=
-    bentoml.images.Image(base_image=...))``, or a bentofile's ``docker.base_image``), so the
-    suite reads it where `bentoml build` wrote it rather than keeping a second copy.
-    """
-    import bentoml
-    from bentoml.exceptions import BentoMLException
-
-    try:
-        info = bentoml.get(tag).info
-    except (BentoMLException, ValueError) as error:
-        raise SuiteError(
-            f"bento {tag} is not in the BentoML store ({error}): attest the image where it "
-            "was built, or build it here (`invoke bento`)"
-        ) from error
-    image = getattr(info, "image", None)  # BentoML >= 1.3 bentos (spec 2)
-    docker = getattr(info, "docker", None)  # older bentos (bentofile docker options)
-    name = getattr(image, "base_image", None) or getattr(docker, "base_image", None)
-    if not name:
-        raise SuiteError(
-            f"bento {tag} names no base image: declare one (bentoml.images.Image(base_image=...) "
-            "in the service, or docker.base_image in the bentofile)"
-        )
-    return str(name)
-
-
 def model_argument(model: ModelInfo) -> list[str]:
     """The service's ``model_tag`` argument (src/serve.py): the exact model to serve."""
     return ["--arg", f"model_tag={model.tag}"]

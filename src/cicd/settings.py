@@ -10,8 +10,9 @@ user ``_json_key``).
 
 What the suite knows of the model comes from the same section, never from the model's code
 (the suite imports none of it): the model's name and archive (``model``), the smoke test's
-request and expected answer (``smoke``), the record checked when a retrain does not reproduce
-(``reproducibility``); the bento's name is bentofile.yaml's (:attr:`Settings.bento_name`).
+request and expected answer (``smoke``), the service image's base (``base_image``), the record
+named when a retrain does not reproduce (``reproducibility``); the bento's name is
+bentofile.yaml's (:attr:`Settings.bento_name`).
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class Settings:
     base_branch: str
     docker_client: str
     signing_public_key: Path  # the committed public key `invoke verify` checks against
+    # The service image's base (the provenance records its digest, checked to start the image).
+    base_image: str = "python:3.11-slim"  # BentoML's own base for Python 3.11
     # The train stage's record of what computed the weights (threadpoolctl's BLAS info),
     # named when a retrain does not reproduce dvc.lock; None: no such record.
     blas_record: Path | None = None

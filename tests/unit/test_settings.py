@@ -115,6 +115,9 @@ def test_the_example_names_agree_with_its_code():
     assert s.model.name == celestial.MODEL_NAME
     assert s.bentomodel == Path("model") / celestial.MODEL_ARCHIVE
     assert s.bento_name == celestial.SERVICE_NAME
+    # The base image: serve.py builds on celestial's constant, attest names invoke.yaml's.
+    assert s.base_image == celestial.RUNTIME_BASE_IMAGE
+    assert "base_image=RUNTIME_BASE_IMAGE" in (ROOT / "src" / "serve.py").read_text()
 
 
 def test_defaults_fit_the_guide_layout():
@@ -122,12 +125,14 @@ def test_defaults_fit_the_guide_layout():
         model={"name": "my_model"},
         smoke={"request": {"kind": "json", "body": {"x": [1, 2]}}},
         reproducibility=None,
+        base_image=None,
     )
     s = from_config(ROOT, minimal, {})
     assert s.bentomodel == Path("model/my_model.bentomodel")
     assert s.smoke.path == "/predict" and s.smoke.timeout == 90.0
     assert s.smoke.request.body == {"x": [1, 2]} and s.smoke.expect is None
     assert s.blas_record is None
+    assert s.base_image == "python:3.11-slim"
 
 
 def test_overrides_from_invoke_yaml():
@@ -142,6 +147,7 @@ def test_overrides_from_invoke_yaml():
                 "expect": {"answer": {"label": "cat"}, "tolerance": 0.01},
             },
             reproducibility={"blas_record": ""},
+            base_image="nvidia/cuda:12.4.1-runtime-ubuntu22.04",
         ),
         {},
     )
@@ -150,6 +156,7 @@ def test_overrides_from_invoke_yaml():
     assert s.smoke.request.field == "file" and s.smoke.request.content_type is None
     assert s.smoke.expect.answer == {"label": "cat"} and s.smoke.expect.tolerance == 0.01
     assert s.blas_record is None
+    assert s.base_image == "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
 
 
 def test_the_bento_name_is_the_bentofile_name_else_the_service_class(tmp_path):
