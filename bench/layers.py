@@ -57,8 +57,8 @@ from common import (
     write_results,
 )
 
-from celestial.model_archive import read_tag
 from cicd import local_registry
+from cicd.bentomodel import read_tag
 from cicd.shell import Runner
 
 HOST = "127.0.0.1"

@@ -41,7 +41,7 @@ from common import (
     write_results,
 )
 
-from cicd.settings import Settings
+from cicd import settings
 
 FLOOR = "one in-process prediction"
 
@@ -309,7 +309,7 @@ def main() -> None:
             if not images:
                 raise SystemExit("serving needs an image: run the pipeline part or pass --image")
             jpeg = clone / "data" / "raw" / "Mars" / "Mars_1.jpg"
-            model = clone / Settings.bentomodel
+            model = clone / settings.load(clone, {}).bentomodel
             log("in-process floor: one ONNX Runtime prediction")
             floor = serving.floor(sys.executable, clone / "src", model, jpeg)
             data["serving"] = serving.bench_serving(

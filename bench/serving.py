@@ -1,6 +1,6 @@
 """Serving benchmarks of the published image: load (hey), cold start, memory, robustness.
 
-- floor: one in-process prediction, Classifier.from_bentomodel(path).predict_bytes(jpeg)
+- floor: one in-process prediction, celestial.reference.load_classifier(path).predict_bytes(jpeg)
   (decode + preprocess + ONNX Runtime), what no HTTP service can beat;
 - cold start: `docker run` until GET /readyz answers 200;
 - load: `hey` POSTs a real JPEG (multipart field `image`) at concurrency 1 and 8; every
@@ -46,8 +46,8 @@ def floor(python: str, src: Path, bentomodel: Path, jpeg: Path, calls: int = 200
     """Per-call time of the in-process prediction, in a fresh interpreter (PYTHONPATH=src)."""
     code = f"""
 import json, time
-from celestial.classifier import Classifier
-c = Classifier.from_bentomodel({str(bentomodel)!r})
+from celestial.reference import load_classifier
+c = load_classifier({str(bentomodel)!r})
 data = open({str(jpeg)!r}, "rb").read()
 for _ in range(100): answer = c.predict_bytes(data)
 times = []
@@ -311,9 +311,9 @@ def bench_serving(
 if __name__ == "__main__":  # python bench/serving.py IMAGE [JPEG]: a quick check
     root = Path(__file__).resolve().parents[1]
     jpeg_path = Path(sys.argv[2]) if len(sys.argv) > 2 else root / "data/raw/Mars/Mars_1.jpg"
-    from cicd.settings import Settings
+    from cicd import settings
 
-    model = root / Settings.bentomodel
+    model = root / settings.load(root, {}).bentomodel
     base = floor(sys.executable, root / "src", model, jpeg_path, calls=200)
     out = bench_serving(
         {"suite": sys.argv[1]},

@@ -23,11 +23,11 @@ from sklearn.metrics import (  # noqa: E402
 )
 
 from celestial import MODEL_ARCHIVE  # noqa: E402
-from celestial.bento_store import import_bentomodel  # noqa: E402
 from celestial.classifier import Classifier  # noqa: E402
 from celestial.plots import plot_confusion_matrix, plot_history, plot_predictions  # noqa: E402
 from celestial.prepared_data import load_prepared  # noqa: E402
 from celestial.preprocess import array_to_features  # noqa: E402
+from cicd.bentomodel import import_bentomodel  # noqa: E402
 
 OUT_DIR = Path("evaluation")
 

@@ -1,4 +1,7 @@
-"""Put the trained model into the BentoML model store, export and import it reproducibly."""
+"""Put the trained model into the BentoML model store and export it reproducibly.
+
+Importing an archive back into a store is model-agnostic: cicd.bentomodel.import_bentomodel.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from celestial import MODEL_NAME
-from celestial.model_archive import CONFIG_FILE, MODEL_FILE, read_tag
+from celestial.model_archive import CONFIG_FILE, MODEL_FILE
 
 
 def fixed_creation_time() -> datetime:
@@ -94,21 +97,3 @@ def export_bentomodel(tag: str, out_path: str | Path) -> Path:
                 tar.addfile(info)
     out_path.write_bytes(lzma.compress(buf.getvalue(), format=lzma.FORMAT_XZ, preset=6))
     return out_path
-
-
-def import_bentomodel(path: str | Path) -> tuple[str, bool]:
-    """Import a .bentomodel into the store unless that exact tag is already there.
-
-    Returns the model's tag, and whether it was imported (False: it was already there).
-    """
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    tag = read_tag(path)
-    try:
-        bentoml.models.get(tag)
-        return tag, False
-    except NotFound:
-        # BentoML resolves a relative path against the filesystem root: pass it absolute.
-        bentoml.models.import_model(str(Path(path).resolve()))
-        return tag, True

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from celestial.images import decode_image
-from celestial.model_archive import CONFIG_FILE, MODEL_FILE, read_members
+from celestial.model_archive import CONFIG_FILE, MODEL_FILE
 from celestial.preprocess import preprocess
 
 PROB_DECIMALS = 6  # probabilities are rounded in answers, so JSON round-trips compare equal
@@ -52,12 +52,6 @@ class Classifier:
         path = Path(path)
         config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
         return cls(path / MODEL_FILE, config)
-
-    @classmethod
-    def from_bentomodel(cls, path: str | Path) -> Classifier:
-        """Load straight from an exported `.bentomodel` archive (no BentoML, no store)."""
-        members = read_members(path, (MODEL_FILE, CONFIG_FILE))
-        return cls(members[MODEL_FILE], json.loads(members[CONFIG_FILE]))
 
     @classmethod
     def from_store(cls, tag: str) -> Classifier:

@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from celestial import RUNTIME_BASE_IMAGE
 from cicd import ci, image, provenance, sbom, signing
 from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
@@ -179,26 +178,32 @@ def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.date
 
 
 def base_image(run: Run, reference: str) -> BaseImage:
-    """The local base image, checked to be the image's base: its layers start the image's."""
+    """The local base image, checked to be the image's base: its layers start the image's.
+
+    Its name is the setting ``suite.base_image``, not the built bento's: attest also attaches
+    the documents of an image published without them, on a machine that never built its
+    bento. The service declares its base itself (BentoML 1.4: ``bentoml.images.Image``); a
+    test keeps the two equal in this repository, and this layer check catches any mismatch."""
+    base_name = run.settings.base_image
     client = run.docker
     docker = whales(client)
-    shown = [client.path, "image", "inspect", RUNTIME_BASE_IMAGE, reference]
+    shown = [client.path, "image", "inspect", base_name, reference]
     found = docker_call(
         run.runner,
         shown,
-        lambda: (docker.image.inspect(RUNTIME_BASE_IMAGE), docker.image.inspect(reference)),
-        hint=f"the base image {RUNTIME_BASE_IMAGE} must be on this machine: scripts/bootstrap",
+        lambda: (docker.image.inspect(base_name), docker.image.inspect(reference)),
+        hint=f"the base image {base_name} must be on this machine: scripts/bootstrap",
     )
     if found is None:  # dry run
-        return BaseImage(RUNTIME_BASE_IMAGE, "sha256:<base image>")
+        return BaseImage(base_name, "sha256:<base image>")
     base, built = found
     layers, built_layers = list(base.root_fs.layers), list(built.root_fs.layers)
     if built_layers[: len(layers)] != layers:
         raise AttestationError(
-            f"{reference} is not built on this machine's {RUNTIME_BASE_IMAGE} ({base.id}): "
+            f"{reference} is not built on this machine's {base_name} ({base.id}): "
             "attest it where it was built, or rebuild it here (`nox -s publish -- --force`)"
         )
-    return BaseImage(RUNTIME_BASE_IMAGE, base.id, tuple(base.repo_digests or ()))
+    return BaseImage(base_name, base.id, tuple(base.repo_digests or ()))
 
 
 def _docker_version(run: Run) -> str:

@@ -3,7 +3,7 @@
 Every action is shown as the BentoML command a user would type (the dry run prints it).
 Building and serving run that command; the import and the store checks run in this process
 through BentoML's Python API (a CLI process would pay BentoML's start-up, 1-3 s, each time).
-The archive is read directly (celestial.model_archive) for the model's tag and digest.
+The archive is read directly (cicd.bentomodel) for the model's tag and digest.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from cicd.bentomodel import ArchiveError, digest, import_bentomodel, read_tag
 from cicd.errors import SuiteError
 from cicd.settings import Settings
 from cicd.shell import tool
@@ -39,8 +40,6 @@ class ModelInfo:
 
 def model_info(path: Path) -> ModelInfo:
     """Tag and digest of a ``.bentomodel`` archive."""
-    from celestial.model_archive import ArchiveError, digest, read_tag
-
     if not path.is_file():
         raise SuiteError(f"no model archive at {path}: {MAKE_MODEL_HINT}")
     try:
@@ -63,11 +62,9 @@ def import_model(run: Run, model: ModelInfo | None = None) -> ModelInfo:
     """Import the ``.bentomodel`` into the BentoML store; a model already there is fine.
 
     ``model``: the archive's tag and digest when the caller has already read them. The
-    import runs in this process (the pipeline's own importer, celestial.bento_store), shown
-    as the equivalent `bentoml models import`: a CLI process would pay BentoML's start-up.
+    import runs in this process (cicd.bentomodel, the pipeline's importer too), shown as the
+    equivalent `bentoml models import`: a CLI process would pay BentoML's start-up.
     """
-    from celestial.bento_store import import_bentomodel
-
     archive = run.settings.path(run.settings.bentomodel).resolve()
     model = model or archived_model(run)
 

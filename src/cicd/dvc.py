@@ -73,7 +73,6 @@ def push(run: Run, targets: Sequence[str] = (), when_base_branch: bool = False) 
 # -- did a retrain reproduce what the commit records? -----------------------------------------
 
 LOCK_FILE = "dvc.lock"
-BLAS_RECORD = "model-blas.json"  # written by the train stage (src/celestial/determinism.py)
 
 
 def unreproduced_outputs(committed: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -120,16 +119,22 @@ def check_reproduced(run: Run) -> None:
     changed = unreproduced_outputs(yaml.safe_load(committed_lock), yaml.safe_load(lock.read_text()))
     if not changed:
         return
-    recorded = runner.query(["git", "show", f"HEAD:{BLAS_RECORD}"], cwd=settings.root)
-    used = settings.path(Path(BLAS_RECORD))
+    record, kernels_line = settings.blas_record, ""
+    if record is not None:
+        recorded = runner.query(["git", "show", f"HEAD:{record.as_posix()}"], cwd=settings.root)
+        used = settings.path(record)
+        kernels_line = (
+            f"BLAS kernel used: {_kernels(used.read_text() if used.is_file() else None)}; "
+            f"recorded in {record}: {_kernels(recorded)}. "
+        )
     message = (
         f"this run did not reproduce what the commit records: {', '.join(sorted(set(changed)))} "
         "came out different from dvc.lock although code, data and params are the same. "
-        f"BLAS kernel used: {_kernels(used.read_text() if used.is_file() else None)}; "
-        f"recorded in {BLAS_RECORD}: {_kernels(recorded)}. "
+        f"{kernels_line}"
         "So the working tree is dirty: locally the image gets a `-dirty-` tag and CI refuses "
         "to publish it. Either take the committed outputs from the shared DVC remote "
-        f"(`git checkout {LOCK_FILE} {BLAS_RECORD} evaluation && invoke pull`), "
+        f"(`git checkout HEAD -- {LOCK_FILE}` and the other files `git status` lists as "
+        "changed by this run, then `invoke pull`), "
         "or commit the new dvc.lock if this machine's results are the ones to keep"
     )
     if run.in_ci:
@@ -138,11 +143,12 @@ def check_reproduced(run: Run) -> None:
 
 
 def _kernels(record_text: str | None) -> str:
-    from celestial.determinism import kernels
-
+    """The BLAS kernels a record names (suite.reproducibility.blas_record): threadpoolctl's
+    info, ``{"libraries": [{"kernel": ...}, ...]}``, one kernel per library."""
     if not record_text:
         return "unknown"
     try:
-        return ", ".join(kernels(json.loads(record_text))) or "none"
+        libraries = json.loads(record_text)["libraries"]
+        return ", ".join(sorted({str(library["kernel"]) for library in libraries})) or "none"
     except (ValueError, KeyError, TypeError):
         return "unreadable"

@@ -1,5 +1,9 @@
 """Smoke test of an image: run it, wait until ready, ask one prediction, compare with the model.
 
+The request and the expected answer are settings (invoke.yaml, ``suite.smoke``): a file sent
+as a multipart field or a JSON body, and either a function of the repository computing the
+model's answer in this process, or a recorded answer. Numbers compare within a tolerance.
+
 The container listens on 127.0.0.1 only, on a host port Docker assigns (and keeps for the
 container's life: no probe-then-bind race with other jobs), and is always removed, failure
 included. An image that fails here is never pushed.
@@ -8,48 +12,56 @@ included. An image that fails here is never pushed.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
+import math
 import mimetypes
+import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
-from cicd.settings import Settings
+from cicd.settings import Settings, SmokeRequest
 from cicd.shell import Runner
 
 if TYPE_CHECKING:
     from cicd.context import Run
 
 SERVICE_PORT = 3000
-PROBABILITY_TOLERANCE = 1e-4
+DEFAULT_TOLERANCE = 1e-4  # suite.smoke.expect.tolerance's default
 
 
 class SmokeError(SuiteError):
     """The image did not answer as the model does: it must not be published."""
 
 
-def smoke_test(run: Run, image: str | None = None) -> dict[str, Any] | None:
-    """Run ``image`` (default: this commit's), POST the sample image, and check that the
-    answer is the local model's."""
+def smoke_test(run: Run, image: str | None = None) -> Any:
+    """Run ``image`` (default: this commit's), send the smoke request, and check that the
+    answer is the expected one (the local model's, or the recorded one)."""
     from cicd import dvc
     from cicd.image import target
 
     runner, settings, client = run.runner, run.settings, run.docker
+    request = settings.smoke.request
     image = image or target(run).references[0]
-    dvc.pull_if_missing(run, settings.smoke_image)
+    sample = None
+    if request.kind == "file":
+        assert request.path is not None  # settings: kind file has a path
+        dvc.pull_if_missing(run, request.path)
+        sample = settings.path(request.path)
+        if not sample.is_file() and not runner.dry:
+            raise SuiteError(
+                f"no file at {sample} for the smoke test: run `invoke repro` (the pipeline "
+                "makes it) or `invoke pull`, or set suite.smoke.request.path in invoke.yaml"
+            )
     expected = expected_answer(run)
-    sample = settings.path(settings.smoke_image)
-    if not sample.is_file() and not runner.dry:
-        raise SuiteError(
-            f"no sample image at {sample} for the smoke test: run `invoke repro` (it generates "
-            "the data set) or `invoke pull`, or set suite.smoke_image in invoke.yaml"
-        )
     docker = whales(client)
     publish = f"127.0.0.1::{SERVICE_PORT}"  # empty host port: Docker assigns one
     # A name of our own: the container can be removed even when the step is interrupted
@@ -66,14 +78,19 @@ def smoke_test(run: Run, image: str | None = None) -> dict[str, Any] | None:
         )
         url = f"http://127.0.0.1:{_host_port(container) if container is not None else '<port>'}"
         runner.call(["GET", f"{url}/readyz"], lambda: _wait_ready(url, container, settings))
+        shown = f"{request.field}=@{sample}" if sample is not None else "<JSON body>"
         answer = runner.call(
-            ["POST", f"{url}/predict", f"image=@{sample}"], lambda: _post(url, sample)
+            ["POST", f"{url}{settings.smoke.path}", shown],
+            lambda: _post(f"{url}{settings.smoke.path}", request, sample),
         )
         if runner.dry:
             return None
-        check_answer(answer, expected)
+        expect = settings.smoke.expect
+        if expect is not None:
+            source = "the local model's" if expect.function else "the recorded answer"
+            check_answer(answer, expected, expect.tolerance, source)
         runner.echo(
-            f"smoke test passed: {image} predicts {answer['prediction']!r} for {sample.name}"
+            f"smoke test passed: {image} answers {_short(answer)} for {request.payload_source}"
         )
         return answer
     except SmokeError:
@@ -85,15 +102,52 @@ def smoke_test(run: Run, image: str | None = None) -> dict[str, Any] | None:
         _remove(runner, docker, [client.path, "rm", "--force", name], name)
 
 
-def expected_answer(run: Run) -> dict | None:
-    """What the local model answers for the smoke test's sample image."""
+def expected_answer(run: Run) -> Any:
+    """The answer the image must give: the recorded one, or what the repository's function
+    computes in this process from the workspace's model and the request's payload. None:
+    nothing to compare with (no ``expect``, or a dry run, where the model may be absent)."""
+    settings = run.settings
+    expect = settings.smoke.expect
+    if expect is None:
+        return None
+    if expect.answer is not None:
+        return expect.answer
     if run.dry:
         return None
-    from celestial.classifier import Classifier
+    assert expect.function is not None  # settings: one of answer and function
+    function = load_function(expect.function, settings.path(settings.build_context))
+    request = settings.smoke.request
+    payload = settings.path(request.path).read_bytes() if request.path is not None else request.body
+    try:
+        return function(settings.path(settings.bentomodel), payload)
+    except Exception as error:  # the repository's code: say whose and what, in one line
+        raise SuiteError(
+            f"suite.smoke.expect.function {expect.function} failed on "
+            f"{request.payload_source}: {type(error).__name__}: {error}"
+        ) from error
 
-    settings = run.settings
-    classifier = Classifier.from_bentomodel(settings.path(settings.bentomodel))
-    return classifier.predict_bytes(settings.path(settings.smoke_image).read_bytes())
+
+def load_function(spec: str, build_context: Path) -> Any:
+    """``module:callable`` of the repository, imported from its build context (src/)."""
+    module_name, _, attribute = spec.partition(":")
+    added = str(build_context) not in sys.path
+    if added:
+        sys.path.insert(0, str(build_context))
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as error:
+        raise SuiteError(
+            f"suite.smoke.expect.function {spec} cannot be imported from {build_context} "
+            f"({error}): fix it in invoke.yaml"
+        ) from error
+    finally:
+        if added:
+            sys.path.remove(str(build_context))
+    if not callable(found):
+        raise SuiteError(f"suite.smoke.expect.function {spec} is not callable")
+    return found
 
 
 def _remove(runner: Runner, docker: Any, command: list[str], name: str) -> None:
@@ -107,27 +161,58 @@ def _remove(runner: Runner, docker: Any, command: list[str], name: str) -> None:
     runner.call(command, remove, quiet=True)
 
 
-def check_answer(answer: Any, expected: Mapping[str, Any] | None) -> None:
-    """The answer has the service's shape and, when known, the local model's prediction."""
-    if not isinstance(answer, dict) or not isinstance(answer.get("probabilities"), dict):
-        raise SmokeError(
-            f"the service answered {str(answer)[:200]!r}: expected prediction and probabilities"
-        )
-    probabilities = answer["probabilities"]
-    if answer.get("prediction") not in probabilities:
-        raise SmokeError(f"the prediction {answer.get('prediction')!r} is not one of the labels")
-    if abs(sum(probabilities.values()) - 1.0) > 1e-3:
-        raise SmokeError("the probabilities do not sum to 1")
+def check_answer(
+    answer: Any,
+    expected: Any,
+    tolerance: float = DEFAULT_TOLERANCE,
+    source: str = "the local model's",
+) -> None:
+    """The answer is the expected JSON: same keys, lists and texts; numbers within
+    ``tolerance``. ``expected`` None: any JSON answer passes (it came with HTTP 200).
+    ``source``: whose answer ``expected`` is, for the message."""
     if expected is None:
         return
-    if answer["prediction"] != expected["prediction"]:
+    differences = list(_differences(answer, expected, tolerance, "answer"))
+    if differences:
+        shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
         raise SmokeError(
-            f"the image predicts {answer['prediction']!r} but the local model predicts "
-            f"{expected['prediction']!r}: the image does not serve this model"
+            f"the image's answer differs from {source} (tolerance {tolerance:g}): "
+            f"{shown}: the image does not serve this model"
         )
-    for label, p in expected["probabilities"].items():
-        if abs(probabilities.get(label, -1.0) - p) > PROBABILITY_TOLERANCE:
-            raise SmokeError(f"probability of {label!r} differs from the local model's")
+
+
+def _short(answer: Any) -> str:
+    """An answer as the passing line shows it: its prediction when it has one."""
+    if isinstance(answer, dict) and isinstance(answer.get("prediction"), str):
+        return repr(answer["prediction"])
+    return repr(answer)[:80]
+
+
+def _differences(answer: Any, expected: Any, tolerance: float, where: str) -> Iterator[str]:
+    """Where ``answer`` and ``expected`` differ, as ``answer.key[0]: got X, expected Y``."""
+    if _is_number(expected) and _is_number(answer):
+        if not math.isclose(answer, expected, rel_tol=0.0, abs_tol=tolerance):
+            yield f"{where}: {answer!r} instead of {expected!r}"
+    elif isinstance(expected, dict) and isinstance(answer, dict):
+        for key in sorted(set(expected) | set(answer), key=str):
+            if key not in answer:
+                yield f"{where}.{key}: missing"
+            elif key not in expected:
+                yield f"{where}.{key}: not expected"
+            else:
+                yield from _differences(answer[key], expected[key], tolerance, f"{where}.{key}")
+    elif isinstance(expected, list) and isinstance(answer, list):
+        if len(answer) != len(expected):
+            yield f"{where}: {len(answer)} items instead of {len(expected)}"
+        else:
+            for i, (got, want) in enumerate(zip(answer, expected, strict=True)):
+                yield from _differences(got, want, tolerance, f"{where}[{i}]")
+    elif answer != expected or type(answer) is not type(expected):
+        yield f"{where}: {repr(answer)[:100]} instead of {repr(expected)[:100]}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _host_port(container: Any) -> int:
@@ -149,7 +234,7 @@ def _exited(container: Any) -> SmokeError:
 
 
 def _wait_ready(url: str, container: Any, settings: Settings) -> None:
-    deadline = time.monotonic() + settings.smoke_timeout
+    deadline = time.monotonic() + settings.smoke.timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
@@ -162,8 +247,8 @@ def _wait_ready(url: str, container: Any, settings: Settings) -> None:
             raise _exited(container)
         time.sleep(0.5)
     raise SmokeError(
-        f"the container was not ready within {settings.smoke_timeout:g} s: its last lines are "
-        "above; if it is only slow, raise suite.smoke_timeout in invoke.yaml"
+        f"the container was not ready within {settings.smoke.timeout:g} s: its last lines are "
+        "above; if it is only slow, raise suite.smoke.timeout in invoke.yaml"
     )
 
 
@@ -175,29 +260,38 @@ def _logs_tail(container: Any, lines: int = 15) -> str:
     return "\n".join(str(text).splitlines()[-lines:])
 
 
-def _post(url: str, sample: Path) -> Any:
-    boundary = uuid.uuid4().hex
-    content_type = mimetypes.guess_type(sample.name)[0] or "application/octet-stream"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
-            f'filename="{sample.name}"\r\nContent-Type: {content_type}\r\n\r\n'
-        ).encode()
-        + sample.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        f"{url}/predict",
-        data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
+def _post(url: str, request: SmokeRequest, sample: Path | None) -> Any:
+    """POST the smoke request: the file as a multipart field, or the JSON body."""
+    if request.kind == "file":
+        assert sample is not None
+        boundary = uuid.uuid4().hex
+        content_type = (
+            request.content_type
+            or mimetypes.guess_type(sample.name)[0]
+            or "application/octet-stream"
+        )
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{request.field}"; '
+                f'filename="{sample.name}"\r\nContent-Type: {content_type}\r\n\r\n'
+            ).encode()
+            + sample.read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    else:
+        body = json.dumps(request.body).encode()
+        headers = {"Content-Type": "application/json"}
+    path = urllib.parse.urlsplit(url).path
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, data=body, headers=headers), timeout=30
+        ) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as error:
         raise SmokeError(
-            f"POST /predict answered HTTP {error.code} ({error.read()[:200]!r}): the image's "
-            "service fails on the sample image; its last lines are above"
+            f"POST {path} answered HTTP {error.code} ({error.read()[:200]!r}): the image's "
+            f"service fails on {request.payload_source}; its last lines are above"
         ) from None
     except (urllib.error.URLError, OSError, json.JSONDecodeError) as error:
-        raise SmokeError(f"POST /predict failed: {error}") from None
+        raise SmokeError(f"POST {path} failed: {error}") from None

@@ -26,7 +26,7 @@ import yaml
 from cicd import local_registry
 from cicd.registry import RegistryClient
 from cicd.shell import Runner
-from cicd.smoke import PROBABILITY_TOLERANCE
+from cicd.smoke import DEFAULT_TOLERANCE
 from tests.support.hostile import bad_requests
 from tests.support.project import (
     IMAGE,
@@ -171,9 +171,9 @@ def test_the_image_pulled_by_digest_is_the_pushed_one(from_registry):
 
 
 def test_the_image_pulled_by_digest_answers_like_the_local_model(published, from_registry):
-    from celestial.classifier import Classifier
+    from celestial.reference import load_classifier
 
-    classifier = Classifier.from_bentomodel(published.path(ARCHIVE))
+    classifier = load_classifier(published.path(ARCHIVE))
     for sample in [SAMPLE, *OTHER_SAMPLES]:
         image = published.path(sample)
         answer = post_image(from_registry.port, image)
@@ -181,7 +181,7 @@ def test_the_image_pulled_by_digest_answers_like_the_local_model(published, from
         assert answer["prediction"] == expected["prediction"], sample
         assert answer["probabilities"].keys() == expected["probabilities"].keys()
         for label, p in expected["probabilities"].items():
-            assert abs(answer["probabilities"][label] - p) <= PROBABILITY_TOLERANCE, (sample, label)
+            assert abs(answer["probabilities"][label] - p) <= DEFAULT_TOLERANCE, (sample, label)
 
 
 def test_the_image_pulled_by_digest_refuses_hostile_input(published, from_registry):
@@ -415,7 +415,7 @@ BROKEN_SERVICES = {
         PREDICT_LINE,
         "p = classifier.predict(decode_image(data))['probabilities']\n"
         "        return 200, {'prediction': min(p, key=p.get), 'probabilities': p}",
-        "but the local model predicts",
+        "differs from the local model's",
         {},
     ),
 }

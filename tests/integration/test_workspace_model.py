@@ -42,9 +42,9 @@ def model_tag(project: Project) -> str:
 
 
 def local_answer(project: Project) -> dict:
-    from celestial.classifier import Classifier
+    from celestial.reference import load_classifier
 
-    classifier = Classifier.from_bentomodel(project.path(ARCHIVE))
+    classifier = load_classifier(project.path(ARCHIVE))
     return classifier.predict_bytes(project.path(SAMPLE).read_bytes())
 
 

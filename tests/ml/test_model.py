@@ -11,7 +11,6 @@ from PIL import Image
 
 from celestial.classifier import Classifier
 from celestial.images import ImageRejected, decode_image
-from celestial.model_archive import read_tag
 from celestial.preprocess import image_to_array, preprocess
 
 
@@ -42,7 +41,9 @@ def test_predict_answer_shape(trained, small_raw):
 
 
 def test_store_export_roundtrip_is_reproducible(stored_model, trained, tmp_path):
-    from celestial.bento_store import export_bentomodel, import_bentomodel
+    from celestial.bento_store import export_bentomodel
+    from celestial.reference import load_classifier
+    from cicd.bentomodel import import_bentomodel, read_tag
 
     tag = stored_model["tag"]
     assert tag.startswith("celestial_bodies_classifier_model:")
@@ -53,7 +54,7 @@ def test_store_export_roundtrip_is_reproducible(stored_model, trained, tmp_path)
     x = trained["x_test"][:5]
     ref = Classifier(trained["onnx"], trained["config"]).predict_proba(x)
     for clf in (
-        Classifier.from_bentomodel(again),
+        load_classifier(again),
         Classifier.from_store(tag),
     ):
         np.testing.assert_array_equal(clf.predict_proba(x), ref)
@@ -69,8 +70,7 @@ def test_import_into_empty_store(stored_model, tmp_path):
     from conftest import ROOT
 
     code = (
-        "import sys; from celestial.bento_store import import_bentomodel as i; "
-        "print(i(sys.argv[1])[0])"
+        "import sys; from cicd.bentomodel import import_bentomodel as i; print(i(sys.argv[1])[0])"
     )
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT / "src")}
     archive = Path(stored_model["bentomodel"])

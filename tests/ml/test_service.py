@@ -83,16 +83,37 @@ def _post(url, data: bytes, name="x.jpg", ctype="image/jpeg"):
 
 
 def test_predicts_a_real_jpeg_like_the_local_model(server, small_raw, stored_model):
-    from celestial.classifier import Classifier
+    from celestial.reference import load_classifier
 
     path = small_raw / "Jupiter" / "Jupiter_3.jpg"
     resp = _post(server, path.read_bytes())
     assert resp.status_code == 200, resp.text
     body = resp.json()
     with Image.open(path) as img:
-        expected = Classifier.from_bentomodel(stored_model["bentomodel"]).predict(img)
+        expected = load_classifier(stored_model["bentomodel"]).predict(img)
     assert body == expected
     assert set(body) == {"prediction", "probabilities"}
+
+
+def test_the_smoke_tests_expected_answer_is_the_services(server, small_raw, stored_model, tmp_path):
+    """invoke.yaml's suite.smoke (request and expect.function) against the real service."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from cicd.settings import from_config
+    from cicd.smoke import check_answer, expected_answer
+
+    root = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "invoke.yaml").read_text())
+    smoke = config["suite"]["smoke"]
+    smoke["request"] = {**smoke["request"], "path": str(small_raw / "Jupiter" / "Jupiter_3.jpg")}
+    config["suite"]["model"]["archive"] = str(stored_model["bentomodel"])
+    settings = from_config(root, config, {})
+    expected = expected_answer(SimpleNamespace(settings=settings, dry=False))
+    answer = _post(server, settings.smoke.request.path.read_bytes()).json()
+    check_answer(answer, expected, settings.smoke.expect.tolerance)
+    assert expected["prediction"] in expected["probabilities"]
 
 
 @pytest.mark.parametrize("mode", ["P", "RGBA", "I;16"])

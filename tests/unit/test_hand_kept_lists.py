@@ -1,7 +1,7 @@
 """Lists kept by hand, checked against what they describe.
 
-- each DVC stage's code `deps` are exactly the stage script and the `celestial` modules it
-  imports, directly or not: a missing one means DVC does not rerun a stage whose code
+- each DVC stage's code `deps` are exactly the stage script and the `celestial` (and `cicd`)
+  modules it imports, directly or not: a missing one means DVC does not rerun a stage whose code
   changed, an extra one reruns it for nothing;
 - the bento's `include` is exactly what the service imports;
 - the bento's pinned packages are the versions of requirements-freeze.txt, so the image
@@ -19,25 +19,30 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
-PACKAGE = "celestial"
+# The project's packages: the example's, and the suite's (the evaluate stage imports its
+# model importer, cicd.bentomodel).
+PACKAGES = ("celestial", "cicd")
 
 
 def imported_modules(path: Path) -> set[str]:
-    """The `celestial` modules a file imports (any form, at any depth of the file)."""
+    """The project's modules a file imports (any form, at any depth of the file)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith(PACKAGE)}
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] in PACKAGES}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == PACKAGE:  # from celestial import MODEL_NAME, some_module
-                found.add(PACKAGE)
+            package = node.module.split(".")[0]
+            if package not in PACKAGES:
+                continue
+            if node.module == package:  # from celestial import MODEL_NAME, some_module
+                found.add(package)
                 found |= {
-                    f"{PACKAGE}.{alias.name}"
+                    f"{package}.{alias.name}"
                     for alias in node.names
-                    if (SRC / PACKAGE / f"{alias.name}.py").is_file()
+                    if (SRC / package / f"{alias.name}.py").is_file()
                 }
-            elif node.module.startswith(f"{PACKAGE}."):
-                found |= {PACKAGE, node.module}
+            else:
+                found |= {package, node.module}
     return found
 
 
@@ -48,14 +53,16 @@ def module_file(module: str) -> Path:
 
 
 def code_closure(script: Path) -> set[str]:
-    """The script and every `celestial` file it needs, as paths relative to the repository."""
+    """The script and every project file it needs, as paths relative to the repository."""
     files = {script}
     todo = [script]
     while todo:
         for module in imported_modules(todo.pop()):
             path = module_file(module)
-            if PACKAGE in module and (SRC / PACKAGE / "__init__.py") not in files:
-                files.add(SRC / PACKAGE / "__init__.py")
+            init = SRC / module.split(".")[0] / "__init__.py"
+            if init not in files:
+                files.add(init)
+                todo.append(init)
             if path not in files:
                 files.add(path)
                 todo.append(path)

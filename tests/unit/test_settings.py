@@ -19,7 +19,7 @@ def test_defaults_target_the_embedded_registry():
     assert s.uses_local_registry
     assert s.repository == "127.0.0.1:5050/celestial-bodies-classifier"
     assert s.registry_username is None and s.registry_password is None
-    assert s.model_name == "celestial_bodies_classifier_model"
+    assert s.model.name == "celestial_bodies_classifier_model"
     assert s.bentomodel == Path("model/celestial_bodies_classifier_model.bentomodel")
 
 
@@ -88,7 +88,130 @@ def test_a_setting_missing_from_invoke_yaml_is_one_clear_line():
         from_config(ROOT, without_port, {})
 
 
-def test_names_of_the_code_are_not_settings():
-    # One source: src/celestial gives the model and bento their names; invoke.yaml does not.
-    with pytest.raises(SuiteError, match=r"unknown setting.*model_name"):
-        from_config(ROOT, {"suite": {**DEFAULTS["suite"], "model_name": "x"}}, {})
+def suite(**changes):
+    """invoke.yaml's suite section with ``changes`` (None removes a key)."""
+    section = {**DEFAULTS["suite"], **changes}
+    return {"suite": {k: v for k, v in section.items() if v is not None}}
+
+
+def test_the_model_and_the_smoke_test_come_from_invoke_yaml():
+    s = settings()
+    assert s.model.name == "celestial_bodies_classifier_model"
+    assert s.smoke.request.kind == "file" and s.smoke.request.field == "image"
+    assert s.smoke.request.path == Path("data/raw/Earth/Earth_1.jpg")
+    assert s.smoke.request.content_type == "image/jpeg"
+    assert s.smoke.expect.function == "celestial.reference:predict_file"
+    assert s.smoke.expect.tolerance == 1e-4
+    assert (s.smoke.path, s.smoke.timeout) == ("/predict", 90.0)
+    assert s.blas_record == Path("model-blas.json")
+
+
+def test_the_example_names_agree_with_its_code():
+    # The model's code names the model and the service; the suite knows them from
+    # invoke.yaml and bentofile.yaml: they must be the same names.
+    import celestial
+
+    s = settings()
+    assert s.model.name == celestial.MODEL_NAME
+    assert s.bentomodel == Path("model") / celestial.MODEL_ARCHIVE
+    assert s.bento_name == celestial.SERVICE_NAME
+    # The base image: serve.py builds on celestial's constant, attest names invoke.yaml's.
+    assert s.base_image == celestial.RUNTIME_BASE_IMAGE
+    assert "base_image=RUNTIME_BASE_IMAGE" in (ROOT / "src" / "serve.py").read_text()
+
+
+def test_defaults_fit_the_guide_layout():
+    minimal = suite(
+        model={"name": "my_model"},
+        smoke={"request": {"kind": "json", "body": {"x": [1, 2]}}},
+        reproducibility=None,
+        base_image=None,
+    )
+    s = from_config(ROOT, minimal, {})
+    assert s.bentomodel == Path("model/my_model.bentomodel")
+    assert s.smoke.path == "/predict" and s.smoke.timeout == 90.0
+    assert s.smoke.request.body == {"x": [1, 2]} and s.smoke.expect is None
+    assert s.blas_record is None
+    assert s.base_image == "python:3.11-slim"
+
+
+def test_overrides_from_invoke_yaml():
+    s = from_config(
+        ROOT,
+        suite(
+            model={"name": "m", "archive": "out/m.bentomodel"},
+            smoke={
+                "path": "/classify",
+                "timeout": "5",  # as invoke's environment gives it
+                "request": {"kind": "file", "field": "file", "path": "sample.png"},
+                "expect": {"answer": {"label": "cat"}, "tolerance": 0.01},
+            },
+            reproducibility={"blas_record": ""},
+            base_image="nvidia/cuda:12.4.1-runtime-ubuntu22.04",
+        ),
+        {},
+    )
+    assert s.bentomodel == Path("out/m.bentomodel")
+    assert (s.smoke.path, s.smoke.timeout) == ("/classify", 5.0)
+    assert s.smoke.request.field == "file" and s.smoke.request.content_type is None
+    assert s.smoke.expect.answer == {"label": "cat"} and s.smoke.expect.tolerance == 0.01
+    assert s.blas_record is None
+    assert s.base_image == "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
+
+
+def test_the_bento_name_is_the_bentofile_name_else_the_service_class(tmp_path):
+    (tmp_path / "bentofile.yaml").write_text('service: "app:MyGreatAPIService"\n')
+    s = from_config(tmp_path, DEFAULTS, {})
+    assert s.bento_name == "my_great_api_service"  # BentoML's to_snake_case of the class
+    (tmp_path / "bentofile.yaml").write_text('service: "app:Svc"\nname: my-bento\n')
+    assert s.bento_name == "my-bento"
+    (tmp_path / "bentofile.yaml").write_text("include: []\n")
+    with pytest.raises(SuiteError, match="names no service"):
+        s.bento_name  # noqa: B018
+
+
+SMOKE = DEFAULTS["suite"]["smoke"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": None}, r"setting\(s\) model.name missing"),
+        ({"model": {"name": ""}}, r"setting model.name is '' in invoke.yaml"),
+        ({"model": {"name": "m", "file": "x"}}, r"unknown setting\(s\) model.file in"),
+        ({"smoke": None}, r"setting\(s\) smoke.request missing"),
+        ({"smoke": {**SMOKE, "timeout": "soon"}}, r"setting smoke.timeout is 'soon'"),
+        ({"smoke": {**SMOKE, "path": "predict"}}, r"setting smoke.path is 'predict'.*with /"),
+        ({"smoke": {"request": "Earth.jpg"}}, r"setting smoke.request is 'Earth.jpg'.*section"),
+        ({"smoke": {"request": {"kind": "xml"}}}, r"setting smoke.request.kind is 'xml'"),
+        ({"smoke": {"request": {"kind": "file"}}}, r"setting smoke.request.path missing"),
+        ({"smoke": {"request": {"kind": "json"}}}, r"setting smoke.request.body missing"),
+        (
+            {"smoke": {"request": {"kind": "json", "body": {}, "field": "f"}}},
+            r"smoke.request.field are for kind file",
+        ),
+        (
+            {"smoke": {**SMOKE, "expect": {"function": "m:f", "answer": {}}}},
+            r"setting smoke.expect needs exactly one of function",
+        ),
+        (
+            {"smoke": {**SMOKE, "expect": {"function": "celestial.reference"}}},
+            r"setting smoke.expect.function is 'celestial.reference'.*module:callable",
+        ),
+        (
+            {"smoke": {**SMOKE, "expect": {"answer": 1, "tolerance": -1}}},
+            r"setting smoke.expect.tolerance is -1",
+        ),
+        ({"reproducibility": {"blas": "x"}}, r"unknown setting\(s\) reproducibility.blas in"),
+    ],
+    ids=lambda value: None if isinstance(value, dict) else "",
+)
+def test_a_bad_model_or_smoke_setting_is_one_clear_line(changes, message):
+    with pytest.raises(SuiteError, match=message) as raised:
+        from_config(ROOT, suite(**changes), {})
+    assert "\n" not in str(raised.value)
+
+
+def test_the_old_smoke_settings_are_refused_by_name():
+    with pytest.raises(SuiteError, match=r"unknown setting\(s\) smoke_image in invoke.yaml"):
+        from_config(ROOT, suite(smoke_image="data/raw/Earth/Earth_1.jpg"), {})

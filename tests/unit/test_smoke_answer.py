@@ -1,7 +1,16 @@
-import pytest
+from pathlib import Path
+from types import SimpleNamespace
 
-from cicd.smoke import PROBABILITY_TOLERANCE as TOL
-from cicd.smoke import SmokeError, check_answer
+import pytest
+import yaml
+
+from cicd.errors import SuiteError
+from cicd.settings import from_config
+from cicd.smoke import DEFAULT_TOLERANCE as TOL
+from cicd.smoke import SmokeError, check_answer, expected_answer
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULTS = yaml.safe_load((ROOT / "invoke.yaml").read_text())
 
 GOOD = {"prediction": "Mars", "probabilities": {"Mars": 0.7, "Moon": 0.3}}
 
@@ -13,7 +22,7 @@ NEAR = {"prediction": "Mars", "probabilities": {"Moon": 0.3 + TOL / 2, "Mars": 0
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [(GOOD, GOOD), (NEAR, GOOD), (GOOD, None)],
-    ids=["equal", "within tolerance, other order", "shape only"],
+    ids=["equal", "within tolerance, other order", "nothing expected"],
 )
 def test_a_matching_answer_passes(answer, expected):
     try:
@@ -24,20 +33,109 @@ def test_a_matching_answer_passes(answer, expected):
 
 def test_the_tolerance_is_the_limit():
     beyond = {"prediction": "Mars", "probabilities": {"Mars": 0.7 - 2 * TOL, "Moon": 0.3 + 2 * TOL}}
-    with pytest.raises(SmokeError, match="differs"):
+    with pytest.raises(SmokeError, match=r"answer.probabilities.Mars: 0.6998 instead of 0.7"):
         check_answer(beyond, GOOD)
+    check_answer(beyond, GOOD, tolerance=3 * TOL)  # a repository's own tolerance
 
 
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
-        ("oops", "expected prediction and probabilities"),
-        ({"prediction": "Pluto", "probabilities": {"Mars": 1.0}}, "not one of the labels"),
-        ({"prediction": "Mars", "probabilities": {"Mars": 0.7, "Moon": 0.7}}, "sum to 1"),
-        ({"prediction": "Moon", "probabilities": {"Mars": 0.3, "Moon": 0.7}}, "local model"),
+        ("oops", r"answer: 'oops' instead of"),
+        ({"prediction": "Pluto", "probabilities": {"Mars": 1.0}}, r"answer.prediction: 'Pluto'"),
+        ({"prediction": "Mars", "probabilities": {"Mars": 0.7}}, r"probabilities.Moon: missing"),
+        (
+            {"prediction": "Mars", "probabilities": {**GOOD["probabilities"], "Venus": 0.0}},
+            r"probabilities.Venus: not expected",
+        ),
+        ({"prediction": "Moon", "probabilities": {"Mars": 0.3, "Moon": 0.7}}, "local model's"),
         ({"prediction": "Mars", "probabilities": {"Mars": 0.6, "Moon": 0.4}}, "differs"),
+        ({"prediction": "Mars", "probabilities": {"Mars": True, "Moon": 0.3}}, "Mars: True"),
     ],
 )
 def test_wrong_answers_fail(answer, message):
-    with pytest.raises(SmokeError, match=message):
+    with pytest.raises(SmokeError, match=message) as raised:
         check_answer(answer, GOOD)
+    assert "\n" not in str(raised.value)
+
+
+def test_lists_and_texts_compare_exactly_numbers_within_the_tolerance():
+    expected = {"labels": ["cat", "dog"], "scores": [0.5, 0.25], "n": 2}
+    check_answer({"labels": ["cat", "dog"], "scores": [0.5 + TOL / 2, 0.25], "n": 2}, expected)
+    for wrong, where in [
+        ({**expected, "labels": ["dog", "cat"]}, r"answer.labels\[0\]"),
+        ({**expected, "scores": [0.5]}, r"answer.scores: 1 items instead of 2"),
+        ({**expected, "n": 3}, r"answer.n: 3 instead of 2"),
+    ]:
+        with pytest.raises(SmokeError, match=where):
+            check_answer(wrong, expected, source="the recorded answer")
+
+
+# -- where the expected answer comes from: a recorded one, or the repository's function --------
+
+
+def run_with(tmp_path, smoke, dry=False):
+    config = {"suite": {**DEFAULTS["suite"], "smoke": smoke}}
+    return SimpleNamespace(settings=from_config(tmp_path, config, {}), dry=dry)
+
+
+def test_a_recorded_answer_is_the_expected_one_even_in_a_dry_run(tmp_path):
+    smoke = {"request": {"kind": "json", "body": {"x": 1}}, "expect": {"answer": GOOD}}
+    assert expected_answer(run_with(tmp_path, smoke)) == GOOD
+    assert expected_answer(run_with(tmp_path, smoke, dry=True)) == GOOD
+
+
+def test_no_expectation_means_any_answer(tmp_path):
+    assert expected_answer(run_with(tmp_path, {"request": {"kind": "json", "body": {}}})) is None
+
+
+def write_predictor(tmp_path):
+    """A repository's in-process predictor, in its build context (src/)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "smoke_predictor_example.py").write_text(
+        "import json\n"
+        "def answer(archive, payload):\n"
+        "    if isinstance(payload, bytes):\n"
+        "        return {'archive': str(archive), 'size': len(payload)}\n"
+        "    return {'archive': str(archive), 'echo': payload}\n"
+        "def broken(archive, payload):\n"
+        "    raise RuntimeError('no model here')\n"
+    )
+
+
+def test_the_function_gets_the_archive_and_the_file_bytes(tmp_path):
+    write_predictor(tmp_path)
+    (tmp_path / "sample.bin").write_bytes(b"12345")
+    smoke = {
+        "request": {"kind": "file", "path": "sample.bin"},
+        "expect": {"function": "smoke_predictor_example:answer"},
+    }
+    run = run_with(tmp_path, smoke)
+    archive = tmp_path / "model" / "celestial_bodies_classifier_model.bentomodel"
+    assert expected_answer(run) == {"archive": str(archive), "size": 5}
+    assert expected_answer(run_with(tmp_path, smoke, dry=True)) is None  # no model needed
+
+
+def test_the_function_gets_the_json_body(tmp_path):
+    write_predictor(tmp_path)
+    smoke = {
+        "request": {"kind": "json", "body": {"x": [1, 2]}},
+        "expect": {"function": "smoke_predictor_example:answer"},
+    }
+    assert expected_answer(run_with(tmp_path, smoke))["echo"] == {"x": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        ("smoke_predictor_example:missing", "cannot be imported from"),
+        ("no_such_module_here:answer", "cannot be imported from"),
+        ("smoke_predictor_example:broken", "failed on the JSON body: RuntimeError: no model"),
+    ],
+)
+def test_a_function_that_cannot_answer_is_one_clear_line(tmp_path, function, message):
+    write_predictor(tmp_path)
+    smoke = {"request": {"kind": "json", "body": {}}, "expect": {"function": function}}
+    with pytest.raises(SuiteError, match=message) as raised:
+        expected_answer(run_with(tmp_path, smoke))
+    assert "\n" not in str(raised.value)
