@@ -23,15 +23,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from cicd import ci
 from cicd.errors import SuiteError
-from cicd.http import DEFAULT_TIMEOUT, Http, Response
+from cicd.http import DEFAULT_TIMEOUT, Http, Response, origin
 from cicd.shell import Runner
 
 MARKER = "<!-- celestial-bodies-report -->"
 MAX_BODY = 60_000  # GitHub rejects comments over 65,536 characters; GitLab allows more
-PAGE_SIZE = 100
+PAGE_SIZE = 100  # GitHub's and GitLab's maximum per_page
+MAX_PAGES = 100  # 10,000 comments: more is a broken or hostile server
 DRY = "dry-run: nothing posted"
 IMAGE = re.compile(r'!\[(?P<alt>[^\]]*)\]\((?P<path>[^)\s]+)(?:\s+"[^"]*")?\)')
 
@@ -153,22 +155,78 @@ def _find_marked(runner: Runner, context: CiContext) -> object | None:
 
     Anyone can paste the marker into a comment; editing theirs would fail (GitHub: 403) or,
     worse, overwrite a human's words. The identity is asked for only once a marked comment
-    is seen, so a first report costs no extra request.
+    is seen, so a first report costs no extra request. Pages are followed as the API names
+    them (:func:`_next_page`), at most :data:`MAX_PAGES`, never one already fetched.
     """
+    assert context.comments_url
     me: object = None
-    page = 1
-    while True:
-        url = f"{context.comments_url}?per_page={PAGE_SIZE}&page={page}"
-        comments = _request(runner, context, "GET", url) or []
+    url: str | None = f"{context.comments_url}?per_page={PAGE_SIZE}&page=1"
+    fetched: set[str] = set()
+    while url is not None:
+        fetched.add(_page_key(url))
+        response = _call(runner, context, "GET", url)
+        comments = _checked(runner, context, "GET", url, response) or []
+        if not isinstance(comments, list):
+            raise SuiteError(f"GET {url} did not answer a list of comments: check the API URL")
         for comment in comments:
             if not (comment.get("body") or "").startswith(MARKER):
                 continue
             me = me if me is not None else _identity(runner, context)
             if me is not None and _author(context, comment) == me:
                 return comment["id"]
-        if len(comments) < PAGE_SIZE:
-            return None
-        page += 1
+        url = _next_page(context, url, response, len(comments)) if response else None
+        if url is not None and _page_key(url) in fetched:
+            raise SuiteError(
+                f"the {context.forge} API names {url} as the next page of comments, a page "
+                "already read: a broken server or proxy; no comment is posted"
+            )
+        if url is not None and len(fetched) >= MAX_PAGES:
+            raise SuiteError(
+                f"over {MAX_PAGES} pages of comments on the {_kind(context)} "
+                f"({MAX_PAGES * PAGE_SIZE} comments): stopped looking; no comment is posted"
+            )
+    return None
+
+
+def _next_page(context: CiContext, url: str, response: Response, count: int) -> str | None:
+    """The URL of the page after ``url``, as the API says, or None on the last page.
+
+    GitHub and GitLab name it in ``Link: <...>; rel="next"`` (no ``next`` on the last page);
+    GitLab also in ``X-Next-Page`` (empty on the last page). An API that sends neither
+    (an old GitLab behind a proxy dropping headers) pages by number while pages are full.
+    A next page on another origin is refused: the token would go there.
+    """
+    link = response.headers.get("link")
+    match = re.search(r'<([^>]+)>\s*;[^,]*\brel="?next"?', link or "")
+    if match:
+        target = urljoin(url, match.group(1))
+        if origin(target) != origin(url):
+            raise SuiteError(
+                f"the {context.forge} API names a next page of comments on another host "
+                f"({urlsplit(target).netloc}): refused, the token would go there"
+            )
+        return target
+    if link is not None:
+        return None
+    number = response.headers.get("x-next-page")
+    if number is not None:
+        return _with_page(url, int(number)) if number.strip().isdigit() else None
+    if count < PAGE_SIZE:
+        return None
+    current = parse_qs(urlsplit(url).query).get("page", ["1"])[0]
+    return _with_page(url, int(current) + 1 if current.isdigit() else 2)
+
+
+def _with_page(url: str, page: int) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "page"] + [("page", str(page))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _page_key(url: str) -> str:
+    """A page's identity: the same URL with its query in another order is the same page."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query=urlencode(sorted(parse_qsl(parts.query)))))
 
 
 # GitHub Actions' GITHUB_TOKEN is an app installation token: GET /user answers 403
@@ -247,6 +305,13 @@ def _request(
 ) -> Any:
     """One JSON API request through the runner; HTTP failures become SuiteError."""
     response = _call(runner, context, method, url, payload)
+    return _checked(runner, context, method, url, response)
+
+
+def _checked(
+    runner: Runner, context: CiContext, method: str, url: str, response: Response | None
+) -> Any:
+    """The JSON of ``response`` (None in a dry run or without a body); HTTP errors raise."""
     if response is None:  # dry run
         return None
     if response.status >= 400:

@@ -251,8 +251,14 @@ class Http:
             raise _Transient("connection timed out") from None
         except httpx.ConnectError as error:
             # Refused or unknown host: retrying does not help, the address or the service is wrong.
+            hint = self.unreachable_hint
+            if "CERTIFICATE_VERIFY_FAILED" in str(error):
+                hint = (
+                    "its certificate is not trusted here; if a private CA issued it, set "
+                    "SSL_CERT_FILE to a CA bundle that includes that CA (docs/settings.md)"
+                )
             raise SuiteError(
-                self.runner.mask(f"{self.name} is not reachable ({error}): {self.unreachable_hint}")
+                self.runner.mask(f"{self.name} is not reachable ({error}): {hint}")
             ) from None
         except httpx.TimeoutException:
             raise _Transient("timed out") from None
@@ -272,7 +278,9 @@ class Http:
     def _http(self) -> httpx.Client:
         if self._client is None:
             # The system's CA store (not certifi's): machines behind a TLS-intercepting proxy
-            # trust its CA there, as urllib and the docker client do.
+            # trust its CA there, as urllib and the docker client do. OpenSSL reads
+            # SSL_CERT_FILE / SSL_CERT_DIR here: a registry with a private CA is trusted by
+            # pointing SSL_CERT_FILE at a bundle that includes that CA (docs/settings.md).
             self._client = httpx.Client(verify=ssl.create_default_context(), follow_redirects=False)
         return self._client
 

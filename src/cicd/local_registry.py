@@ -5,8 +5,9 @@ The quick start publishes to it when no registry is configured: ``invoke check-p
 Its address and state directory are settings (``suite.local_registry`` in invoke.yaml).
 Two ways to run it, chosen by :func:`start`:
 
-* the ``registry:2`` image, when the Docker engine has it (or can pull it), as a container
-  publishing ``host:port``;
+* the image of ``suite.local_registry.image`` (default ``registry:2``), when the Docker engine
+  already has it, as a container publishing ``host:port``: it is never pulled here (without
+  Docker Hub a pull hangs until its timeout), ``docker pull`` it once to use it;
 * otherwise Debian's ``docker-registry`` binary (package ``docker-registry``, Distribution
   2.8) as a background process with a config file generated in the state directory.
 
@@ -50,7 +51,7 @@ REGISTRY_IMAGE = "registry:2"
 INSTALL_HINT = "install docker-registry (apt-get install docker-registry) or run scripts/bootstrap"
 START_TIMEOUT = 15.0  # seconds for a started registry to answer /v2/
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL of the binary
-DOCKER_TIMEOUT = 30.0  # without Docker Hub a pull may hang: the binary is the fallback
+DOCKER_TIMEOUT = 30.0  # deadline of `docker image inspect`: a hung engine means the binary
 # A probe asks once, briefly: the start loop polls every 0.1 s, and a port where nothing
 # listens must answer "nothing" at once, not after the client's retries.
 PROBE_TIMEOUT = 2.0
@@ -116,7 +117,7 @@ def ensure_running(run: Run) -> RegistryProcess:
         )
     found = start(
         run.runner, registry.host, registry.port, registry.storage,
-        docker=lambda: _docker(run), credentials=credentials,
+        docker=lambda: _docker(run), credentials=credentials, image=registry.image,
     )  # fmt: skip
     if found.kind == "existing":
         raise RegistryError(
@@ -222,16 +223,17 @@ def start(
     storage: Path,
     docker: DockerChoice | None = None,
     credentials: Credentials | None = None,
+    image: str = REGISTRY_IMAGE,
 ) -> RegistryProcess:
     """Start a registry on ``host:port`` and wait until ``/v2/`` answers.
 
     Idempotent: if a registry already answers there, say so and return it (kind
     ``"existing"``, or the recorded kind if the suite started it). ``docker`` gives the docker
-    client to run ``registry:2`` with, if any; without one, or when the engine lacks the
-    image, Debian's binary. ``credentials``: basic auth for that user (an htpasswd file; the
-    binary serves then, whose config it is). Raises RegistryError: binary missing, port used
-    by something that is not a registry, or the registry not answering within
-    :data:`START_TIMEOUT` seconds.
+    client to run ``image`` with, if any; without one, or when the engine lacks the image
+    (it is never pulled: no network call), Debian's binary. ``credentials``: basic auth for
+    that user (an htpasswd file; the binary serves then, whose config it is). Raises
+    RegistryError: binary missing, port used by something that is not a registry, or the
+    registry not answering within :data:`START_TIMEOUT` seconds.
     """
     storage = Path(storage).expanduser()
     url, run_dir = _url(host, port), storage / f"run-{port}"
@@ -246,14 +248,21 @@ def start(
                 f"(/v2/ -> {abs(status) if status else 'no HTTP answer'}): pick another port"
             )
         client = docker() if docker and credentials is None else None
-        use_image = client is not None and _engine_has_image(runner, client)
+        use_image = client is not None and _engine_has_image(runner, client, image)
+        if client is not None and not use_image:
+            runner.echo(
+                f"local registry: the Docker engine has no {image} image (never pulled here; "
+                f"`docker pull {image}` to use it): Debian's {REGISTRY_BINARY} serves"
+            )
         if not use_image and not os.access(REGISTRY_BINARY, os.X_OK):
             raise RegistryError(f"{REGISTRY_BINARY} missing: {INSTALL_HINT}")
         if runner.dry:
-            what = f"{REGISTRY_IMAGE} container" if use_image else REGISTRY_BINARY
+            what = f"{image} container" if use_image else REGISTRY_BINARY
             runner.echo(f"[dry-run] would start {what} on {url} (data: {storage / 'data'})")
             return RegistryProcess(host, port, "dry-run", run_dir)
-        return _launch(runner, client if use_image else None, host, port, storage, credentials)
+        return _launch(
+            runner, client if use_image else None, host, port, storage, credentials, image
+        )
 
 
 def _launch(
@@ -263,6 +272,7 @@ def _launch(
     port: int,
     storage: Path,
     credentials: Credentials | None,
+    image: str = REGISTRY_IMAGE,
 ) -> RegistryProcess:
     """Start the container (with ``image_client``) or the binary, and wait for its ``/v2/``."""
     url, run_dir, data_dir = _url(host, port), storage / f"run-{port}", storage / "data"
@@ -272,7 +282,7 @@ def _launch(
         (run_dir / stale).unlink(missing_ok=True)
     log_file = run_dir / "registry.log"
     if image_client is not None:
-        reg = _start_container(runner, image_client, host, port, data_dir, run_dir)
+        reg = _start_container(runner, image_client, image, host, port, data_dir, run_dir)
     else:
         config = binary_config(host, port, data_dir)
         if credentials is not None:
@@ -332,31 +342,26 @@ def serve(runner: Runner, run_dir: Path, config: dict[str, Any]) -> int:
     return pid
 
 
-def _engine_has_image(runner: Runner, docker: Client) -> bool:
-    """The engine has registry:2, or pulls it (not in a dry run). Short deadlines, silent:
-    a missing engine or Docker Hub only means the binary serves instead."""
+def _engine_has_image(runner: Runner, docker: Client, image: str = REGISTRY_IMAGE) -> bool:
+    """The engine already has ``image``. Never pulls: an implicit pull goes to Docker Hub,
+    which may be unreachable (a 30 s hang at every start); a missing engine or image only
+    means the binary serves instead. Silent, with a short deadline."""
     quick = dataclasses.replace(runner, command_timeout=DOCKER_TIMEOUT)
-    if quick.query([docker.path, "image", "inspect", REGISTRY_IMAGE]) is not None:
-        return True
-    if runner.dry:
-        return False
-    try:
-        quick.run([docker.path, "pull", "-q", REGISTRY_IMAGE], quiet=True)
-    except SuiteError:
-        return False
-    return True
+    return quick.query([docker.path, "image", "inspect", "--format", "{{.Id}}", image]) is not None
 
 
 def _start_container(
-    runner: Runner, docker: Client, host: str, port: int, data_dir: Path, run_dir: Path
+    runner: Runner, docker: Client, image: str, host: str, port: int, data_dir: Path, run_dir: Path
 ) -> RegistryProcess:
+    """``image`` serves the registry API on port 5000, its data in /var/lib/registry (as
+    ``registry:2`` does)."""
     name, published = f"celestial-registry-{port}", f"{host}:{port}:5000"
     volume = f"{data_dir}:/var/lib/registry"
     command = [docker.path, "run", "-d", "--rm", "--name", name, "-p", published, "-v", volume]
     try:
-        output = runner.run([*command, REGISTRY_IMAGE])
+        output = runner.run([*command, image])
     except CommandError as error:
-        raise RegistryError(f"docker run {REGISTRY_IMAGE} failed: {error.output.strip()}") from None
+        raise RegistryError(f"docker run {image} failed: {error.output.strip()}") from None
     cid = output.strip().splitlines()[-1]
     (run_dir / "container-id").write_text(cid + "\n")
     return RegistryProcess(host, port, "container", run_dir, container_id=cid)

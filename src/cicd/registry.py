@@ -290,6 +290,13 @@ class RegistryClient:
             response = send()
         if response.status == 401:
             who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if 'error="insufficient_scope"' in challenge and repository:
+                # The password was right (the token service gave a token) but not the rights.
+                raise SuiteError(
+                    f"registry {self.host} did not grant {who} {actions} on {repository}: "
+                    f"check that this user may {actions.split(',')[-1]} there"
+                )
             raise SuiteError(
                 f"registry {self.host} refused {who}: check CONTAINER_REGISTRY_USERNAME "
                 "and CONTAINER_REGISTRY_PASSWORD"

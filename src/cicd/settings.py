@@ -37,6 +37,8 @@ class LocalRegistry:
     port: int
     storage: Path
     auth: bool  # ask for the configured registry user and password (basic auth, htpasswd)
+    # The image run as a container when the engine already has it (never pulled); else the binary.
+    image: str = "registry:2"
 
     @property
     def address(self) -> str:
@@ -227,6 +229,7 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
         port=int(local["port"]),
         storage=Path(str(local["storage"])).expanduser(),
         auth=_flag(local["auth"]),
+        **({"image": str(local["image"])} if local.get("image") else {}),
     )
     return Settings(root=root, local_registry=registry, **values)
 
