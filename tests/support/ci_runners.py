@@ -1,11 +1,12 @@
-"""What the two CI-file tests share: a recording forge, an S3 server, a runner's machine.
+"""What the CI-file tests share: the runners, a recording forge, an S3 server, a machine.
 
-``tests/integration/test_ci_github.py`` runs the GitHub workflow with act and
-``tests/integration/test_ci_gitlab.py`` the GitLab pipeline with gitlab-ci-local; pytest-xdist
-runs the two files at once (each keeps its own fixture chain). Each runner gets a clone of the
-run's trained project (tests/conftest.py ``training``) whose DVC remote is an S3 bucket (moto
-in server mode, configured as docs say), a registry with htpasswd auth, and a local server
-recording what the GitHub / GitLab API receives.
+``tests/integration/test_ci_github.py`` (pushes to main) and ``test_ci_github_pr.py`` (a pull
+request) run the GitHub workflow with act, ``test_ci_gitlab.py`` and ``test_ci_gitlab_mr.py``
+the GitLab pipeline with gitlab-ci-local; pytest-xdist runs the files at once (each keeps its
+own fixture chain). Each gets a clone of the run's trained project (tests/conftest.py
+``training``) whose DVC remote is an S3 bucket (moto in server mode, configured as the docs
+say), a registry with htpasswd auth, and a local server recording what the GitHub / GitLab API
+receives.
 
 The pull request's own code (its noxfile) records what every nox run can see, as an attacker's
 code would: digests of the environment's values and of each of their lines, never the values.
@@ -23,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -39,6 +41,7 @@ from tests.support.project import (
     SIGNING_KEY,
     SIGNING_KEY_SECRET,
     SIGNING_PUBLIC_KEY,
+    USER,
     Registry,
     Trained,
     clone_working_tree,
@@ -240,6 +243,7 @@ class Project:
     times: dict[str, float] = field(default_factory=dict)
     # What the runner gives every job: its warm pip cache (the run's wheelhouse).
     job_variables: dict[str, str] = field(default_factory=dict)
+    s3: str = ""  # the S3 endpoint of its DVC remote
 
     def git(self, *args: str) -> str:
         done = subprocess.run(
@@ -291,12 +295,36 @@ def machine_env(home: Path) -> dict[str, str]:
     return env
 
 
+ORIGINS = {
+    "github": "https://github.com/example/celestial.git",
+    "gitlab": "git@gitlab.example.com:example/celestial.git",
+}
+
+
+@contextlib.contextmanager
+def runner_project(
+    name: str, base: Path, registry: Registry, training: Trained, config, seed: bool = True
+) -> Iterator[Project]:
+    """A runner's project (:func:`make_project`) with its own S3 server and recording forge
+    of the kind its name starts with; its runs' durations written at the end."""
+    kind = name.split("-")[0]
+    with s3_server() as s3, forge(kind) as server:
+        project = make_project(base, name, ORIGINS[kind], s3, registry, training, seed)
+        project.forge, project.s3 = server, s3
+        try:
+            yield project
+        finally:
+            write_times(project, base.parent, config)
+
+
 def make_project(
-    base: Path, name: str, origin: str, s3: str, registry: Registry, training: Trained
-) -> Project:
+    base: Path, name: str, origin: str, s3: str, registry: Registry, training: Trained,
+    seed: bool = True,
+) -> Project:  # fmt: skip
     """A clone of the run's trained project as a forge's repository whose main is this commit,
-    its DVC remote the S3 bucket, seeded with the outputs of every stage but ``train`` and
-    ``evaluate``: main's train job pulls the data, trains (a few seconds) and pushes the model."""
+    its DVC remote the S3 bucket (prefix ``name``); ``seed``: with the outputs of every stage
+    but ``train`` and ``evaluate``, so that main's train job pulls the data, trains (a few
+    seconds) and pushes the model."""
     root, home = base / "clone", base / "home"
     home.mkdir()
     clone_working_tree(root, training.source)
@@ -307,19 +335,21 @@ def make_project(
     project.git("remote", "set-url", "origin", origin)
     dvc = str(VENV_BIN / "dvc")
     aws = {"AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
-    seed = {**project.env, **aws}
+    seed_env = {**project.env, **aws}
 
     def run_dvc(*args: str) -> None:
-        subprocess.run([dvc, *args], cwd=root, env=seed, check=True, capture_output=True)
+        subprocess.run([dvc, *args], cwd=root, env=seed_env, check=True, capture_output=True)
 
     # The docs' way to an S3 remote; in CI the credentials come from the CI's secrets.
     run_dvc("remote", "add", "-f", "-d", "s3", f"s3://dvc/{name}")
     run_dvc("remote", "modify", "s3", "endpointurl", s3)
-    run_dvc("remote", "add", "--local", "trained", str(training.remote))
-    run_dvc("pull", "-q", "--remote", "trained", "generate", "prepare")
-    run_dvc("push", "-q", "--remote", "s3", "generate", "prepare")
-    run_dvc("remote", "remove", "--local", "trained")
-    subprocess.run(["rm", "-rf", "data/raw", "data/prepared", ".dvc/cache"], cwd=root, check=True)
+    if seed:
+        run_dvc("remote", "add", "--local", "trained", str(training.remote))
+        run_dvc("pull", "-q", "--remote", "trained", "generate", "prepare")
+        run_dvc("push", "-q", "--remote", "s3", "generate", "prepare")
+        run_dvc("remote", "remove", "--local", "trained")
+        for local in ("data/raw", "data/prepared", ".dvc/cache"):  # the runner starts clean
+            shutil.rmtree(root / local)
     # The forge's signing key pair: its public half committed (what `nox -s verify` reads),
     # its private half the CI secret SIGNING_KEY (the per-run key of tests/support/project.py).
     (root / "signing" / "publish.pub").write_text(SIGNING_PUBLIC_KEY)
@@ -348,6 +378,115 @@ def open_pull_request(project: Project, change: str) -> str:
     project.git("add", "-A")
     project.git("commit", "-qm", change)
     return project.git("rev-parse", "HEAD")
+
+
+# --------------------------------------------------------------------------- runners
+
+ACTIONS = ROOT / "tests" / "ci" / "actions"
+
+
+def act(project: Project, label: str, event_name: str, event: dict, job: str | None) -> str:
+    event_file = project.home.parent / f"{label}.json"
+    event_file.write_text(json.dumps(event))
+    stand_ins = [
+        f"actions/{name}@{ref}={ACTIONS / name}"
+        for name, ref in (("setup-python", "v6"), ("cache", "v4"), ("upload-artifact", "v4"))
+    ]
+    command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
+    command += ["-P", "ubuntu-latest=-self-hosted", "--no-cache-server"]
+    # act masks secrets as *** by default: shown, a leak fails the output scan.
+    command += ["--insecure-secrets"]
+    for stand_in in stand_ins:
+        command += ["--local-repository", stand_in]
+    assert project.forge is not None
+    variables = {
+        "PYTEST_ADDOPTS": ONE_TEST_FILE,
+        "GITHUB_API_URL": f"{project.forge.url}/api",
+        "CI_FILES_PROBE": str(project.probe),
+        **project.job_variables,
+    }
+    for name, value in variables.items():
+        command += ["--env", f"{name}={value}"]
+    if job:
+        command += ["-j", job]
+    secrets_file = project.home.parent / "act.secrets"
+    secrets_file.touch(mode=0o600)
+    # A file, deleted after the run: not on a command line, and not in act's own environment,
+    # which act's host executor hands to every step (as a real runner never does).
+    secrets_file.write_text(
+        f"CONTAINER_REGISTRY_HOST={project.registry.address}\n"
+        f"CONTAINER_REGISTRY_USERNAME={USER}\n"
+        f"CONTAINER_REGISTRY_PASSWORD={REGISTRY_PASSWORD}\n"
+        f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\nAWS_SECRET_ACCESS_KEY={AWS_SECRET}\n"
+        f"GITHUB_TOKEN={FORGE_TOKEN}\n"
+        f"SIGNING_KEY={SIGNING_KEY_DOTENV}\n"
+    )
+    try:
+        return project.run(label, [*command, "--secret-file", str(secrets_file)], {})
+    finally:
+        secrets_file.unlink()
+
+
+def push_event(project: Project) -> dict:
+    return {
+        "ref": "refs/heads/main",
+        "after": project.git("rev-parse", "HEAD"),
+        "repository": {"full_name": "example/celestial", "default_branch": "main"},
+    }
+
+
+def pr_event(sha: str) -> dict:
+    return {
+        "number": 7,
+        "pull_request": {
+            "number": 7,
+            "head": {"ref": "feature", "sha": sha},
+            "base": {"ref": "main"},
+        },
+        "repository": {"full_name": "example/celestial", "default_branch": "main"},
+    }
+
+
+def gitlab_ci_local(project: Project, label: str, jobs: list[str], variables: dict) -> str:
+    command = ["gitlab-ci-local", "--shell-isolation", "--force-shell-executor"]
+    settings = {
+        "GITLAB_CI": "true",  # gitlab-ci-local says "false"; the jobs must act as on GitLab
+        "PYTEST_ADDOPTS": ONE_TEST_FILE,
+        "CI_FILES_PROBE": str(project.probe),
+        # The runner's package cache (a warm runner), instead of a per-project copy.
+        "UV_CACHE_DIR": project.env["UV_CACHE_DIR"],
+        **project.job_variables,
+        **variables,
+    }
+    for name, value in settings.items():
+        command += ["--variable", f"{name}={value}"]
+    return project.run(label, command + jobs, {})
+
+
+def gitlab_secrets(project: Project, protected: bool) -> None:
+    """The project's CI/CD variables, scoped as .gitlab-ci.yml's header says.
+
+    ``protected=False``: a merge request's pipeline, which GitLab does not give protected
+    variables (a project setting, not something .gitlab-ci.yml can enforce)."""
+    scoped = {
+        "CONTAINER_REGISTRY_HOST": ("registry", project.registry.address),
+        "CONTAINER_REGISTRY_USERNAME": ("registry", USER),
+        "CONTAINER_REGISTRY_PASSWORD": ("registry", REGISTRY_PASSWORD),
+        "SIGNING_KEY": ("registry", SIGNING_KEY_BASE64),
+        "GITLAB_TOKEN": ("review/*", FORGE_TOKEN),
+    }
+    if protected:  # protected variables: pipelines of main only
+        scoped |= {
+            "AWS_ACCESS_KEY_ID": ("*", AWS_KEY_ID),
+            "AWS_SECRET_ACCESS_KEY": ("*", AWS_SECRET),
+        }
+    variables = {
+        name: {"type": "variable", "values": {scope: value}}
+        for name, (scope, value) in scoped.items()
+    }
+    path = project.home / ".gitlab-ci-local" / "variables.yml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"global": variables}))  # JSON is YAML
 
 
 # --------------------------------------------------------------------------- checks
