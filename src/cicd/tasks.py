@@ -3,6 +3,11 @@
 A failing CI step is debugged by running that one step here. `invoke --dry <step>` prints
 every command the step would run (Docker calls through python-on-whales included) and runs
 none. Settings: invoke.yaml, overridden by environment variables (README, Settings).
+
+A model repository's own ``tasks.py`` exposes these steps, the way pyinvoke's
+``invocations`` are reused: ``from cicd.tasks import namespace; ns = namespace()`` (then
+``ns.add_task(...)`` for its own tasks). The project is the directory of that ``tasks.py``,
+where invoke also finds the project's ``invoke.yaml`` (:func:`project_root`).
 """
 
 from __future__ import annotations
@@ -16,17 +21,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from invoke import Context, Exit, task
+from invoke import Collection, Context, Exit, task
 
-ROOT = Path(__file__).resolve().parent
-
-try:
-    from cicd.errors import SuiteError
-except ModuleNotFoundError:  # an environment with the dependencies but not the project
-    sys.exit(
-        "error: the suite (src/cicd) is not installed in this environment: run "
-        "`uv pip install -r requirements-freeze.txt -e .`, or use the nox sessions"
-    )
+from cicd.errors import SuiteError
 
 if TYPE_CHECKING:
     from cicd.context import Run
@@ -78,7 +75,15 @@ def setup(c: Context) -> Run:
     from cicd.context import Run  # here: `invoke --list` stays fast without its imports
 
     config = {"suite": _plain(c.config.suite)}
-    return Run.create(ROOT, config, os.environ, dry=bool(c.config.run.dry))
+    return Run.create(project_root(c), config, os.environ, dry=bool(c.config.run.dry))
+
+
+def project_root(c: Context) -> Path:
+    """The model repository: where invoke found the project's tasks.py, the directory whose
+    invoke.yaml it loaded (not this package's directory); the current directory when the
+    tasks run without invoke's program (a Context made by hand)."""
+    prefix = getattr(c.config, "_project_prefix", None)
+    return Path(prefix).resolve() if prefix else Path.cwd().resolve()
 
 
 def _plain(value):
@@ -392,10 +397,16 @@ def freeze(c):
             "-o",
             "requirements-freeze.txt",
         ],
-        cwd=ROOT,
+        cwd=project_root(c),
     )
 
 
 def _choice(yes: bool, no: bool) -> bool | None:
     """``--x`` -> True, ``--no-x`` -> False, neither -> None (the step decides)."""
     return True if yes else (False if no else None)
+
+
+def namespace() -> Collection:
+    """A new collection of every step, for a model repository's tasks.py (``ns = namespace()``;
+    ``ns.add_task(...)`` adds the repository's own tasks to it)."""
+    return Collection.from_module(sys.modules[__name__])
