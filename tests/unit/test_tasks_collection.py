@@ -85,3 +85,7 @@ def test_the_provenance_records_the_suite_s_version():
     from cicd import provenance
 
     assert provenance.versions("<docker>")["suite"] == cicd.__version__
+
+
+def test_the_changelog_has_a_section_for_the_version():
+    assert f"\n## [{cicd.__version__}] - " in (ROOT / "CHANGELOG.md").read_text()
