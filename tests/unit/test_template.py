@@ -125,3 +125,20 @@ def test_an_existing_repository_gets_the_pipeline_and_keeps_its_model(tmp_path):
     requirements = (out / "requirements-cicd.txt").read_text()
     assert "-r requirements.txt" in requirements and "model-cicd==0.2.0" in requirements
     assert 'REQUIREMENTS = "requirements-cicd.txt"' in (out / "noxfile.py").read_text()
+
+
+def test_the_new_model_s_pins_are_this_repository_s_frozen_versions(new_repository):
+    frozen = dict(
+        line.split("==", 1)
+        for line in (ROOT / "requirements-freeze.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    bentofile = yaml.safe_load((new_repository / "bentofile.yaml").read_text())
+    pins = [
+        *bentofile["python"]["packages"],
+        *(new_repository / "requirements.txt").read_text().splitlines(),
+    ]
+    for pin in (p.split("#")[0].strip() for p in pins):
+        if "==" in pin and not pin.startswith("model-cicd"):
+            name, version = pin.split("==")
+            assert frozen[name] == version, f"{pin}: requirements-freeze.txt has {frozen[name]}"
