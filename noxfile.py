@@ -32,7 +32,7 @@ ROLLBACK = ["rollback"]
 
 
 def install(session: nox.Session) -> None:
-    """The pinned dependencies, then the project itself (its `celestial` and `cicd` packages)."""
+    """The pinned dependencies, then the suite (model-cicd) editable from this repository."""
     session.install("-r", REQUIREMENTS)
     session.install("--no-deps", "-e", ".")
 

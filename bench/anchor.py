@@ -56,6 +56,10 @@ from common import (
 )
 from serving import Container, MemorySampler, hey, multipart, predict
 
+# The example model is not installed (only the suite is): src/ on the path, as DVC's
+# `python src/<stage>.py` has it.
+sys.path.insert(0, str(ROOT / "src"))
+
 from celestial.image_folder import list_images
 from celestial.params import load_params
 from celestial.split import stratified_split

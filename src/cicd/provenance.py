@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+import cicd
 from cicd.errors import SuiteError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -32,7 +33,6 @@ SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 CYCLONEDX_BOM = "https://cyclonedx.org/bom"
 # What the build did, named once: `nox -s publish` of this suite (README, Verify an image).
 BUILD_TYPE = "https://github.com/celestial-bodies/mlops-suite/publish/v1"
-SUITE_DISTRIBUTION = "celestial-bodies-classifier"  # pyproject.toml: the suite's package
 LOCK_FILE = "dvc.lock"
 PARAMS_FILE = "params.yaml"
 # ``role`` annotation of each resolved dependency: how verify finds them.
@@ -219,7 +219,8 @@ def _metrics(facts: BuildFacts) -> Any:
 
 
 def versions(docker_version: str) -> dict[str, str]:
-    """The versions of what builds the image: the suite, BentoML, Docker, Python."""
+    """The versions of what builds the image: the suite (``cicd.__version__``), BentoML,
+    Docker, Python."""
 
     def installed(name: str) -> str:
         try:
@@ -228,7 +229,7 @@ def versions(docker_version: str) -> dict[str, str]:
             return "unknown"
 
     return {
-        "suite": installed(SUITE_DISTRIBUTION),
+        "suite": cicd.__version__,
         "bentoml": installed("bentoml"),
         "docker": docker_version,
         "python": sys.version.split()[0],
