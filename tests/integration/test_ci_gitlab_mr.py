@@ -27,10 +27,7 @@ def gitlab(tmp_path_factory, registry, training, leak_scan, pytestconfig) -> Ite
         "gitlab-mr", base, registry, training, pytestconfig, seed=False
     ) as project:
         leak_scan.add_project(project)
-        try:
-            yield project
-        finally:
-            shutil.rmtree(project.home / ".gitlab-ci-local", ignore_errors=True)
+        yield project
 
 
 @pytest.fixture(scope="module")

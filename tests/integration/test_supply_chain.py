@@ -96,10 +96,13 @@ def delete(registry: Registry, digest: str) -> None:
     assert status == 202, f"DELETE {digest}: HTTP {status} {body[:200]!r}"
 
 
-def provenance_parts(registry: Registry, image_digest: str) -> tuple[dict, dict, dict]:
-    """The provenance artifact's manifest, its DSSE envelope and the statement inside."""
+def provenance_parts(
+    registry: Registry, image_digest: str, suffix: str = ".att"
+) -> tuple[dict, dict, dict]:
+    """The provenance artifact's (or with ``suffix`` ".sbom", the SBOM's) manifest, its DSSE
+    envelope and the statement inside."""
     client = registry.client()
-    manifest = json.loads(digest_of(registry, artifact_tag(image_digest, ".att")).raw)
+    manifest = json.loads(digest_of(registry, artifact_tag(image_digest, suffix)).raw)
     envelope = json.loads(client.blob(IMAGE, manifest["layers"][0]["digest"]))
     statement = json.loads(base64.b64decode(envelope["payload"]))
     return manifest, envelope, statement
@@ -159,9 +162,7 @@ def test_the_attached_sbom_lists_what_is_in_the_image(published, registry):
     """The SBOM that publish attached names the versions the image really holds: asked inside
     the pushed image itself (its venv's metadata, dpkg), never from the suite's own code."""
     image = digest_of(registry, published.sha).digest
-    manifest = json.loads(digest_of(registry, artifact_tag(image, ".sbom")).raw)
-    envelope = json.loads(registry.client().blob(IMAGE, manifest["layers"][0]["digest"]))
-    bom = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+    bom = provenance_parts(registry, image, ".sbom")[2]["predicate"]
     listed = {item["name"]: item.get("version") for item in bom["components"]}
     python_packages = ["bentoml", "onnxruntime", "numpy", "pillow"]
     reference = f"{registry.address}/{IMAGE}@{image}"
@@ -310,10 +311,7 @@ def test_the_image_of_this_commit_under_another_commits_tag_is_caught(published,
 )
 def test_a_signed_sbom_that_is_not_one_fails_the_sbom_check(published, registry, bom, message):
     image = digest_of(registry, published.sha).digest
-    client = registry.client()
-    manifest = json.loads(digest_of(registry, artifact_tag(image, ".sbom")).raw)
-    envelope = json.loads(client.blob(IMAGE, manifest["layers"][0]["digest"]))
-    statement = json.loads(base64.b64decode(envelope["payload"]))
+    manifest, _, statement = provenance_parts(registry, image, ".sbom")
     resigned = signing.envelope({**statement, "predicate": bom}, signing.signer(SIGNING_KEY))
     with replaced(
         registry, artifact_tag(image, ".sbom"), with_envelope(registry, manifest, resigned)

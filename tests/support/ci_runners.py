@@ -314,6 +314,8 @@ def runner_project(
         try:
             yield project
         finally:
+            # gitlab-ci-local's variables file is the runner's secret store: it goes.
+            shutil.rmtree(project.home / ".gitlab-ci-local", ignore_errors=True)
             write_times(project, base.parent, config)
 
 
