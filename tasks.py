@@ -21,7 +21,7 @@ from invoke import Context, Exit, task
 ROOT = Path(__file__).resolve().parent
 
 try:
-    from cicd.errors import SuiteError
+    from cicd.errors import SuiteError, display
 except ModuleNotFoundError:  # an environment with the dependencies but not the project
     sys.exit(
         "error: the suite (src/cicd) is not installed in this environment: run "
@@ -29,11 +29,18 @@ except ModuleNotFoundError:  # an environment with the dependencies but not the 
     )
 
 if TYPE_CHECKING:
+    from cicd.ci_outputs import Result
     from cicd.context import Run
 
 
 def step(function=None, **task_options):
-    """An invoke task whose user-fixable failures print one line and exit non-zero.
+    """An invoke task that says in one line how it went, and whose user-fixable failures
+    print one line and exit non-zero.
+
+    Quiet by default: per step ``✓ name  result (seconds)`` on stderr (the body returns its
+    one-line result), warnings and errors; ``invoke -e`` (or suite.verbose) shows the
+    commands and the tools' output too. A failed command's last lines are printed with its
+    error when they were not shown. A spinner runs while the step works, on a terminal.
 
     SIGTERM (a cancelled CI job) is turned into an interruption, like Ctrl-C, so that the
     step cleans up on the way out: its commands are stopped, the smoke test's container is
@@ -41,19 +48,31 @@ def step(function=None, **task_options):
     """
 
     def decorate(body):
+        name = body.__name__.replace("_", "-")
+
         @functools.wraps(body)
         def wrapper(c: Context, *args, **kwargs):
+            from cicd import console
+
             signal.signal(signal.SIGTERM, _interrupt)
+            hidden = bool(c.config.run.hide)  # invoke --hide: not even the step lines
             started = time.monotonic()
             try:
-                result = body(c, *args, **kwargs)
-                seconds = round(time.monotonic() - started, 1)
-                STEPS_DONE.append((body.__name__.replace("_", "-"), seconds))
-                return result
+                refuse_ignored_options(c)
+                spinner = not (hidden or c.config.run.echo or c.config.run.dry)
+                with console.working(name, enabled=spinner):
+                    result = body(c, *args, **kwargs)
+            except Exit as stop:  # check-published: the registry has it, the run ends here
+                if stop.code == 0:
+                    _done(name, started, "already published", hidden)
+                raise
             except SuiteError as error:
+                _failed(name, started, error, hidden)
                 raise Exit(f"error: {error}", code=error.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("error: interrupted: stopped and cleaned up", code=130) from None
+            _done(name, started, result if isinstance(result, str) else "", hidden)
+            return result
 
         return task(wrapper, **task_options)
 
@@ -61,9 +80,78 @@ def step(function=None, **task_options):
 
 
 # The steps this invoke run has finished and their seconds: a session runs several in one
-# process (noxfile.py), and CI's summary of a publish lists them.
+# process (noxfile.py), and the summaries of a publish (CI's, the terminal's) list them.
 STEPS_DONE: list[tuple[str, float]] = []
 PROCESS_STARTED = datetime.datetime.now(datetime.UTC)  # the session's start, for provenance
+RUNS: list[Run] = []  # each step's run context (setup): the last one says how verbose it is
+# What push (or check-published) put in the registry, for the summary the run ends with.
+PUBLISHED: list[Result] = []
+SUMMARY_AFTER = ("attest",)  # the last step of `nox -s publish` (check-published may end it)
+
+
+def _done(name: str, started: float, result: str, hidden: bool) -> None:
+    from cicd import console
+
+    seconds = round(time.monotonic() - started, 1)
+    STEPS_DONE.append((name, seconds))
+    if hidden:
+        return
+    console.say(console.step_line(name, seconds, result))
+    if PUBLISHED and (name in SUMMARY_AFTER or result == "already published"):
+        _print_summary()
+
+
+def _failed(name: str, started: float, error: SuiteError, hidden: bool) -> None:
+    """The failed step's line and, when the command's output was not shown (quiet), its
+    last lines: a failure always comes with what the tool said."""
+    from cicd import console
+    from cicd.errors import CommandError
+
+    shown = RUNS and RUNS[-1].runner.shows_commands
+    if isinstance(error, CommandError) and error.output.strip() and not shown:
+        print(f"$ {display(error.command)}\n{error.output.rstrip()}", file=sys.stderr)
+    if not hidden:
+        console.say(console.step_line(name, time.monotonic() - started, ok=False))
+
+
+def _print_summary() -> None:
+    """The publish's summary, on stdout: what CI's job summary says (ci_outputs, one source),
+    with every step of this run, what was attested, and what to run next."""
+    from dataclasses import replace
+
+    from cicd import ci_outputs
+
+    run = RUNS[-1]
+    result = replace(PUBLISHED[-1], seconds=tuple(STEPS_DONE), attested=_attested(run))
+    sample = run.settings.smoke_image
+    print(ci_outputs.terminal_summary(result, str(sample)), file=run.runner.out, flush=True)
+
+
+def _attested(run: Run) -> str:
+    """What attest attached, if it ran (unsigned without SIGNING_KEY)."""
+    if not any(name == "attest" for name, _ in STEPS_DONE):
+        return ""
+    return f"SBOM and provenance, {_signed(run)}"
+
+
+def _signed(run: Run) -> str:
+    return "signed" if run.settings.signing_key else "UNSIGNED"
+
+
+# invoke's options that do not apply to the suite's steps: refused, never silently ignored.
+IGNORED_OPTIONS = {
+    "pty": "--pty: the suite's commands run without a terminal; `invoke -e STEP` shows their "
+    "output as it comes",
+    "warn": "--warn-only: a step stops at its first failure; run the steps one by one "
+    "(`invoke STEP`) to go on past one",
+}
+
+
+def refuse_ignored_options(c: Context) -> None:
+    """A one-line error for an invoke option the suite does not honour (IGNORED_OPTIONS)."""
+    for option, why in IGNORED_OPTIONS.items():
+        if c.config.run.get(option):
+            raise SuiteError(f"{why}; not used by the suite")
 
 
 def _interrupt(signum, frame):
@@ -78,7 +166,16 @@ def setup(c: Context) -> Run:
     from cicd.context import Run  # here: `invoke --list` stays fast without its imports
 
     config = {"suite": _plain(c.config.suite)}
-    return Run.create(ROOT, config, os.environ, dry=bool(c.config.run.dry))
+    run = Run.create(
+        ROOT,
+        config,
+        os.environ,
+        dry=bool(c.config.run.dry),
+        verbose=bool(c.config.run.echo),  # invoke -e/--echo
+        command_timeout=c.config.timeouts.command,  # invoke --command-timeout
+    )
+    RUNS.append(run)
+    return run
 
 
 def _plain(value):
@@ -136,7 +233,7 @@ def import_model(c):
     """bentoml models import of the .bentomodel; a model already in the store is fine."""
     from cicd import bento
 
-    bento.import_model(setup(c))
+    return bento.import_model(setup(c)).tag
 
 
 @step
@@ -144,23 +241,23 @@ def bento(c):
     """bentoml build from bentofile.yaml serving the workspace's model, versioned by the commit."""
     from cicd import bento
 
-    bento.build_bento(setup(c))
+    return bento.build_bento(setup(c))
 
 
 @step
 def containerize(c):
     """bentoml containerize the commit's bento: <registry>/<image>:<sha> and :latest, labelled."""
-    from cicd import image
+    from cicd import console, image
 
-    image.containerize(setup(c))
+    return console.short_reference(image.containerize(setup(c)).references[0])
 
 
 @step
 def build(c):
     """import-model + bento + containerize: the image of this commit, built locally."""
-    from cicd import publish
+    from cicd import console, publish
 
-    publish.build(setup(c))
+    return console.short_reference(publish.build(setup(c)).references[0])
 
 
 @step(help={"image": "image to test (default: this commit's tag)"})
@@ -168,7 +265,8 @@ def smoke(c, image=None):
     """Run the image on 127.0.0.1, POST a sample image, compare with the local model's answer."""
     from cicd import smoke
 
-    smoke.smoke_test(setup(c), image)
+    answer = smoke.smoke_test(setup(c), image)
+    return f"answers {answer['prediction']!r}, as the model does" if answer else ""
 
 
 @step
@@ -182,9 +280,13 @@ def login(c):
 @step
 def push(c):
     """Push this commit's image (login, SHA tag, latest, logout) and verify it in the registry."""
-    from cicd import publish
+    from cicd import console, publish
 
-    publish.push(setup(c), earlier_steps=STEPS_DONE)
+    result = publish.push(setup(c), earlier_steps=STEPS_DONE)
+    if result is None:  # a dry run
+        return ""
+    PUBLISHED.append(result)
+    return console.short_digest(result.digest)
 
 
 @step
@@ -200,6 +302,7 @@ def attest(c):
 
     run = setup(c)
     attestations.attest(run, image.target(run), started=PROCESS_STARTED)
+    return "" if run.dry else _signed(run)
 
 
 @step(
@@ -251,8 +354,11 @@ def check_published(c, force=False, no_gates=False):
     """
     from cicd import publish
 
-    if publish.check_published(setup(c), force=force, gates=not no_gates):
+    found = publish.check_published(setup(c), force=force, gates=not no_gates)
+    if found:
+        PUBLISHED.append(found)
         raise Exit(code=0)  # the rest of this invoke run is skipped, successfully
+    return "not published yet: building it"
 
 
 @step(help={"no_gates": "skip them (printed loudly): for symmetry with the sessions"})
@@ -278,7 +384,8 @@ def releases(c, json=False):
     """
     from cicd import releases
 
-    run = _json_run(c, json)
+    run = setup(c)
+    run.runner.out = sys.stderr  # stdout: the table or the JSON; stderr: the requests (-e)
     releases.show_releases(run, releases.list_releases(run), as_json=json)
 
 

@@ -72,7 +72,7 @@ def smoke_test(run: Run, image: str | None = None) -> dict[str, Any] | None:
         if runner.dry:
             return None
         check_answer(answer, expected)
-        runner.echo(
+        runner.detail(
             f"smoke test passed: {image} predicts {answer['prediction']!r} for {sample.name}"
         )
         return answer

@@ -95,7 +95,7 @@ def test_sigterm_stops_the_running_command_and_its_children(tmp_path):
             raise KeyboardInterrupt
         signal.signal(signal.SIGTERM, interrupt)
         try:
-            Runner().run(["sh", "-c", "sleep 60 & echo $! > {pids}; echo started; wait"])
+            Runner(verbose=True).run(["sh", "-c", "sleep 60 & echo $! > {pids}; echo started; wait"])
         except KeyboardInterrupt:
             print("interrupted", flush=True)
             sys.exit(130)
