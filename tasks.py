@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from invoke import Context, Exit, task
 
@@ -37,10 +37,12 @@ def step(function=None, **task_options):
     """An invoke task that says in one line how it went, and whose user-fixable failures
     print one line and exit non-zero.
 
-    Quiet by default: per step ``✓ name  result (seconds)`` on stderr (the body returns its
-    one-line result), warnings and errors; ``invoke -e`` (or suite.verbose) shows the
-    commands and the tools' output too. A failed command's last lines are printed with its
-    error when they were not shown. A spinner runs while the step works, on a terminal.
+    Quiet by default: per step ``✓ name  result (seconds)`` (the body returns its one-line
+    result), warnings and errors; ``invoke -e`` (or suite.verbose) shows the commands and
+    the tools' output too. They go where the step's runner prints, stdout (stderr when
+    stdout is the task's data, e.g. ``--json``); stderr keeps the one-line error. A failed
+    command's last lines come before its error when they were not shown. A spinner runs
+    while the step works, on a terminal.
 
     SIGTERM (a cancelled CI job) is turned into an interruption, like Ctrl-C, so that the
     step cleans up on the way out: its commands are stopped, the smoke test's container is
@@ -56,7 +58,7 @@ def step(function=None, **task_options):
 
             signal.signal(signal.SIGTERM, _interrupt)
             hidden = bool(c.config.run.hide)  # invoke --hide: not even the step lines
-            started = time.monotonic()
+            started, runs_before = time.monotonic(), len(RUNS)
             try:
                 refuse_ignored_options(c)
                 spinner = not (hidden or c.config.run.echo or c.config.run.dry)
@@ -64,14 +66,15 @@ def step(function=None, **task_options):
                     result = body(c, *args, **kwargs)
             except Exit as stop:  # check-published: the registry has it, the run ends here
                 if stop.code == 0:
-                    _done(name, started, "already published", hidden)
+                    _done(name, started, "already published", hidden, _out(runs_before))
                 raise
             except SuiteError as error:
-                _failed(name, started, error, hidden)
+                _failed(name, started, error, hidden, _out(runs_before))
                 raise Exit(f"error: {error}", code=error.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("error: interrupted: stopped and cleaned up", code=130) from None
-            _done(name, started, result if isinstance(result, str) else "", hidden)
+            shown = result if isinstance(result, str) else ""
+            _done(name, started, shown, hidden, _out(runs_before))
             return result
 
         return task(wrapper, **task_options)
@@ -89,29 +92,34 @@ PUBLISHED: list[Result] = []
 SUMMARY_AFTER = ("attest",)  # the last step of `nox -s publish` (check-published may end it)
 
 
-def _done(name: str, started: float, result: str, hidden: bool) -> None:
+def _out(runs_before: int) -> TextIO:
+    """Where a step's lines go: its runner's output, if the step got as far as making it."""
+    return RUNS[-1].runner.out if len(RUNS) > runs_before else sys.stdout
+
+
+def _done(name: str, started: float, result: str, hidden: bool, out: TextIO) -> None:
     from cicd import console
 
     seconds = round(time.monotonic() - started, 1)
     STEPS_DONE.append((name, seconds))
     if hidden:
         return
-    console.say(console.step_line(name, seconds, result))
+    console.say(console.step_line(name, seconds, result), out)
     if PUBLISHED and (name in SUMMARY_AFTER or result == "already published"):
         _print_summary()
 
 
-def _failed(name: str, started: float, error: SuiteError, hidden: bool) -> None:
-    """The failed step's line and, when the command's output was not shown (quiet), its
-    last lines: a failure always comes with what the tool said."""
+def _failed(name: str, started: float, error: SuiteError, hidden: bool, out: TextIO) -> None:
+    """The failed step's line, after the failed command's last lines when they were not
+    shown (quiet): a failure always comes with what the tool said, as nox does."""
     from cicd import console
     from cicd.errors import CommandError
 
-    shown = RUNS and RUNS[-1].runner.shows_commands
-    if isinstance(error, CommandError) and error.output.strip() and not shown:
-        print(f"$ {display(error.command)}\n{error.output.rstrip()}", file=sys.stderr)
+    quiet = not (RUNS and RUNS[-1].runner.shows_commands)
+    if isinstance(error, CommandError) and error.output.strip() and quiet:
+        print(f"$ {display(error.command)}\n{error.output.rstrip()}", file=out, flush=True)
     if not hidden:
-        console.say(console.step_line(name, time.monotonic() - started, ok=False))
+        console.say(console.step_line(name, time.monotonic() - started, ok=False), out)
 
 
 def _print_summary() -> None:
@@ -139,19 +147,24 @@ def _signed(run: Run) -> str:
 
 
 # invoke's options that do not apply to the suite's steps: refused, never silently ignored.
+# (--echo, --dry, --hide and --command-timeout are honoured: setup and step.)
 IGNORED_OPTIONS = {
-    "pty": "--pty: the suite's commands run without a terminal; `invoke -e STEP` shows their "
-    "output as it comes",
-    "warn": "--warn-only: a step stops at its first failure; run the steps one by one "
-    "(`invoke STEP`) to go on past one",
+    "pty": (
+        "--pty",
+        "its commands run without a terminal; `invoke -e STEP` shows their output as it comes",
+    ),
+    "warn": (
+        "--warn-only",
+        "a step stops at its first failure; run the steps one by one (`invoke STEP`) instead",
+    ),
 }
 
 
 def refuse_ignored_options(c: Context) -> None:
     """A one-line error for an invoke option the suite does not honour (IGNORED_OPTIONS)."""
-    for option, why in IGNORED_OPTIONS.items():
-        if c.config.run.get(option):
-            raise SuiteError(f"{why}; not used by the suite")
+    for key, (option, instead) in IGNORED_OPTIONS.items():
+        if c.config.run.get(key):
+            raise SuiteError(f"invoke's {option} is not used by the suite: {instead}")
 
 
 def _interrupt(signum, frame):
@@ -447,8 +460,9 @@ def registry(c, stop=False, status=False):
     run = setup(c)
     runner, settings = run.runner, run.settings
     if status:
+        runner.out = sys.stderr  # stdout: the answer alone, for scripts
         up = local_registry.is_up(run)
-        runner.echo(f"{settings.local_registry.address}: {'up' if up else 'down'}")
+        print(f"{settings.local_registry.address}: {'up' if up else 'down'}")
     elif stop:
         local_registry.stop(run)
     else:

@@ -2,9 +2,10 @@
 
 Quiet by default, the way nox, uv and dvc are: per step its name, result and time
 (:func:`step_line`), plus warnings and errors; the commands, requests and tools' output only
-with verbose (:mod:`cicd.shell`). The step lines are diagnostics, so they go to stderr, like
-nox's own lines: stdout keeps the results (``invoke releases --json`` prints only JSON there).
-Colour and the spinner only on a terminal: rich decides (none in a CI log, none with NO_COLOR).
+with verbose (:mod:`cicd.shell`). The step lines go with the results, where the step's runner
+prints: stdout, or stderr when stdout is the task's data (``invoke releases --json`` prints
+only JSON there); stderr keeps the one-line error. Colour and the spinner only on a terminal:
+rich decides (none in a CI log, none with NO_COLOR).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def say(line: str, out: TextIO | None = None, ok: bool = True) -> None:
     from rich.console import Console
     from rich.text import Text
 
-    console = Console(file=out or sys.stderr, highlight=False, soft_wrap=True)
+    console = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
     console.print(Text(line, style="green" if ok else "red") if line[:1] in (OK, FAILED) else line)
 
 

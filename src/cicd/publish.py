@@ -22,8 +22,9 @@ from cicd.registry import CREATED_LABEL
 
 def check_published(run: Run, force: bool = False, gates: bool = True) -> Result | None:
     """What the registry holds (:class:`ci_outputs.Result`: digest, tags) when it has this
-    commit's image with this model, else None (build, smoke test and push must follow). The embedded registry is started first,
-    a configured one must answer. ``force``: None whatever the registry holds.
+    commit's image with this model, else None (build, smoke test and push must follow).
+    The embedded registry is started first, a configured one must answer. ``force``: None
+    whatever the registry holds.
 
     First of all, the model's absolute metric gates (gates.yaml): a model outside its bounds
     is refused before anything is pulled, asked or built (``gates=False``: skipped, loudly).

@@ -244,7 +244,8 @@ class Runner:
             shown = display([self.mask(str(part)) for part in command])
             raise SuiteError(
                 f"`{shown}` did not finish within {self.command_timeout:.0f} s and was stopped "
-                "(suite.command_timeout in invoke.yaml)" + (f". {hint}" if hint else "")
+                "(suite.command_timeout in invoke.yaml, or `invoke --command-timeout SECONDS`)"
+                + (f". {hint}" if hint else "")
             )
         return code, output
 

@@ -99,3 +99,18 @@ def test_the_terminal_summary_says_what_the_job_summary_says_and_what_to_run_nex
     # One source: the job summary has the same rows.
     markdown = ci_outputs.summary(result)
     assert f"| digest | `{DIGEST}` |" in markdown and "| attested | SBOM and provenance" in markdown
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["nox", "-s", "publish", "-v"], True),
+        (["nox", "--verbose", "-s", "train", "publish"], True),
+        (["nox", "-s", "publish"], False),
+        (["nox", "-s", "promote", "--", "--to", "production", "-v"], False),  # the step's
+    ],
+)
+def test_nox_verbose_makes_the_steps_verbose(argv, verbose):
+    import noxfile
+
+    assert noxfile.verbose(argv) is verbose
