@@ -254,7 +254,9 @@ def bento(c):
     """bentoml build from bentofile.yaml serving the workspace's model, versioned by the commit."""
     from cicd import bento
 
-    return bento.build_bento(setup(c))
+    from cicd.console import short_reference
+
+    return short_reference(bento.build_bento(setup(c)))
 
 
 @step
