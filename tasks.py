@@ -253,7 +253,6 @@ def import_model(c):
 def bento(c):
     """bentoml build from bentofile.yaml serving the workspace's model, versioned by the commit."""
     from cicd import bento
-
     from cicd.console import short_reference
 
     return short_reference(bento.build_bento(setup(c)))
