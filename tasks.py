@@ -12,16 +12,15 @@ import functools
 import os
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from invoke import Context, Exit, task
 
 ROOT = Path(__file__).resolve().parent
 
 try:
-    from cicd.errors import SuiteError, display
+    from cicd.errors import SuiteError
 except ModuleNotFoundError:  # an environment with the dependencies but not the project
     sys.exit(
         "error: the suite (src/cicd) is not installed in this environment: run "
@@ -29,7 +28,6 @@ except ModuleNotFoundError:  # an environment with the dependencies but not the 
     )
 
 if TYPE_CHECKING:
-    from cicd.ci_outputs import Result
     from cicd.context import Run
 
 
@@ -39,10 +37,7 @@ def step(function=None, **task_options):
 
     Quiet by default: per step ``✓ name  result (seconds)`` (the body returns its one-line
     result), warnings and errors; ``invoke -e`` (or suite.verbose) shows the commands and
-    the tools' output too. They go where the step's runner prints, stdout (stderr when
-    stdout is the task's data, e.g. ``--json``); stderr keeps the one-line error. A failed
-    command's last lines come before its error when they were not shown. A spinner runs
-    while the step works, on a terminal.
+    the tools' output too (:mod:`cicd.steps`).
 
     SIGTERM (a cancelled CI job) is turned into an interruption, like Ctrl-C, so that the
     step cleans up on the way out: its commands are stopped, the smoke test's container is
@@ -50,32 +45,18 @@ def step(function=None, **task_options):
     """
 
     def decorate(body):
-        name = body.__name__.replace("_", "-")
-
         @functools.wraps(body)
         def wrapper(c: Context, *args, **kwargs):
-            from cicd import console
+            from cicd import steps
 
             signal.signal(signal.SIGTERM, _interrupt)
-            hidden = bool(c.config.run.hide)  # invoke --hide: not even the step lines
-            started, runs_before = time.monotonic(), len(RUNS)
+            name = body.__name__.replace("_", "-")
             try:
-                refuse_ignored_options(c)
-                spinner = not (hidden or c.config.run.echo or c.config.run.dry)
-                with console.working(name, enabled=spinner):
-                    result = body(c, *args, **kwargs)
-            except Exit as stop:  # check-published: the registry has it, the run ends here
-                if stop.code == 0:
-                    _done(name, started, "already published", hidden, _out(runs_before))
-                raise
+                return steps.run_step(c, name, lambda: body(c, *args, **kwargs), STEPS_DONE)
             except SuiteError as error:
-                _failed(name, started, error, hidden, _out(runs_before))
                 raise Exit(f"error: {error}", code=error.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("error: interrupted: stopped and cleaned up", code=130) from None
-            shown = result if isinstance(result, str) else ""
-            _done(name, started, shown, hidden, _out(runs_before))
-            return result
 
         return task(wrapper, **task_options)
 
@@ -86,85 +67,6 @@ def step(function=None, **task_options):
 # process (noxfile.py), and the summaries of a publish (CI's, the terminal's) list them.
 STEPS_DONE: list[tuple[str, float]] = []
 PROCESS_STARTED = datetime.datetime.now(datetime.UTC)  # the session's start, for provenance
-RUNS: list[Run] = []  # each step's run context (setup): the last one says how verbose it is
-# What push (or check-published) put in the registry, for the summary the run ends with.
-PUBLISHED: list[Result] = []
-SUMMARY_AFTER = ("attest",)  # the last step of `nox -s publish` (check-published may end it)
-
-
-def _out(runs_before: int) -> TextIO:
-    """Where a step's lines go: its runner's output, if the step got as far as making it."""
-    return RUNS[-1].runner.out if len(RUNS) > runs_before else sys.stdout
-
-
-def _done(name: str, started: float, result: str, hidden: bool, out: TextIO) -> None:
-    from cicd import console
-
-    seconds = round(time.monotonic() - started, 1)
-    STEPS_DONE.append((name, seconds))
-    if hidden:
-        return
-    console.say(console.step_line(name, seconds, result), out)
-    if PUBLISHED and (name in SUMMARY_AFTER or result == "already published"):
-        _print_summary()
-
-
-def _failed(name: str, started: float, error: SuiteError, hidden: bool, out: TextIO) -> None:
-    """The failed step's line, after the failed command's last lines when they were not
-    shown (quiet): a failure always comes with what the tool said, as nox does."""
-    from cicd import console
-    from cicd.errors import CommandError
-
-    quiet = not (RUNS and RUNS[-1].runner.shows_commands)
-    if isinstance(error, CommandError) and error.output.strip() and quiet:
-        print(f"$ {display(error.command)}\n{error.output.rstrip()}", file=out, flush=True)
-    if not hidden:
-        console.say(console.step_line(name, time.monotonic() - started, ok=False), out)
-
-
-def _print_summary() -> None:
-    """The publish's summary, on stdout: what CI's job summary says (ci_outputs, one source),
-    with every step of this run, what was attested, and what to run next."""
-    from dataclasses import replace
-
-    from cicd import ci_outputs
-
-    run = RUNS[-1]
-    result = replace(PUBLISHED[-1], seconds=tuple(STEPS_DONE), attested=_attested(run))
-    sample = run.settings.smoke_image
-    print(ci_outputs.terminal_summary(result, str(sample)), file=run.runner.out, flush=True)
-
-
-def _attested(run: Run) -> str:
-    """What attest attached, if it ran (unsigned without SIGNING_KEY)."""
-    if not any(name == "attest" for name, _ in STEPS_DONE):
-        return ""
-    return f"SBOM and provenance, {_signed(run)}"
-
-
-def _signed(run: Run) -> str:
-    return "signed" if run.settings.signing_key else "UNSIGNED"
-
-
-# invoke's options that do not apply to the suite's steps: refused, never silently ignored.
-# (--echo, --dry, --hide and --command-timeout are honoured: setup and step.)
-IGNORED_OPTIONS = {
-    "pty": (
-        "--pty",
-        "its commands run without a terminal; `invoke -e STEP` shows their output as it comes",
-    ),
-    "warn": (
-        "--warn-only",
-        "a step stops at its first failure; run the steps one by one (`invoke STEP`) instead",
-    ),
-}
-
-
-def refuse_ignored_options(c: Context) -> None:
-    """A one-line error for an invoke option the suite does not honour (IGNORED_OPTIONS)."""
-    for key, (option, instead) in IGNORED_OPTIONS.items():
-        if c.config.run.get(key):
-            raise SuiteError(f"invoke's {option} is not used by the suite: {instead}")
 
 
 def _interrupt(signum, frame):
@@ -177,17 +79,11 @@ def setup(c: Context) -> Run:
     Each task imports the suite module it calls inside its body, by the module's name (which
     may be the task's own: `bento` calls `bento.build_bento`): `invoke --list` imports none."""
     from cicd.context import Run  # here: `invoke --list` stays fast without its imports
+    from cicd.steps import RUNS, run_options
 
     config = {"suite": _plain(c.config.suite)}
-    run = Run.create(
-        ROOT,
-        config,
-        os.environ,
-        dry=bool(c.config.run.dry),
-        verbose=bool(c.config.run.echo),  # invoke -e/--echo
-        command_timeout=c.config.timeouts.command,  # invoke --command-timeout
-    )
-    RUNS.append(run)
+    run = Run.create(ROOT, config, os.environ, dry=bool(c.config.run.dry), **run_options(c))
+    RUNS.append(run)  # the step's lines go where its runner prints
     return run
 
 
@@ -294,12 +190,12 @@ def login(c):
 @step
 def push(c):
     """Push this commit's image (login, SHA tag, latest, logout) and verify it in the registry."""
-    from cicd import console, publish
+    from cicd import console, publish, steps
 
     result = publish.push(setup(c), earlier_steps=STEPS_DONE)
     if result is None:  # a dry run
         return ""
-    PUBLISHED.append(result)
+    steps.PUBLISHED.append(result)
     return console.short_digest(result.digest)
 
 
@@ -312,11 +208,11 @@ def attest(c):
     in a DSSE envelope, stored next to the image (sha256-<digest>.sbom / .att, or the
     referrers API). Without SIGNING_KEY they are attached unsigned, with a warning.
     """
-    from cicd import attestations, image
+    from cicd import attestations, image, steps
 
     run = setup(c)
     attestations.attest(run, image.target(run), started=PROCESS_STARTED)
-    return "" if run.dry else _signed(run)
+    return "" if run.dry else steps.signed(run)
 
 
 @step(
@@ -366,11 +262,11 @@ def check_published(c, force=False, no_gates=False):
     then the registry; the steps after it (build, smoke test, push) run only when the image
     is missing or its model changed. Starts the embedded registry if needed.
     """
-    from cicd import publish
+    from cicd import publish, steps
 
     found = publish.check_published(setup(c), force=force, gates=not no_gates)
     if found:
-        PUBLISHED.append(found)
+        steps.PUBLISHED.append(found)
         raise Exit(code=0)  # the rest of this invoke run is skipped, successfully
     return "not published yet: building it"
 

@@ -42,12 +42,13 @@ def short_digest(digest: str) -> str:
 
 
 def say(line: str, out: TextIO | None = None, ok: bool = True) -> None:
-    """Print a step line: green (or red) on a terminal, plain elsewhere."""
+    """Print a line (a step line: green, or red, on a terminal; plain elsewhere)."""
     from rich.console import Console
     from rich.text import Text
 
     console = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
-    console.print(Text(line, style="green" if ok else "red") if line[:1] in (OK, FAILED) else line)
+    style = ("green" if ok else "red") if line[:1] in (OK, FAILED) else ""
+    console.print(Text(line, style=style))  # Text: a tool's "[...]" is not rich markup
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 import io
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from cicd.shell import Runner
 SHA = "0123456789abcdef0123456789abcdef01234567"
 DIGEST = "sha256:" + "ab" * 32
 REPOSITORY = "127.0.0.1:5050/celestial-bodies-classifier"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_quiet_runner_shows_results_not_commands_nor_their_output():
@@ -114,3 +116,26 @@ def test_nox_verbose_makes_the_steps_verbose(argv, verbose):
     import noxfile
 
     assert noxfile.verbose(argv) is verbose
+
+
+def test_a_failed_step_shows_the_commands_last_lines_when_quiet(tmp_path):
+    from invoke import Config, Context
+
+    from cicd import steps
+    from cicd.context import Run
+    from cicd.settings import load
+
+    out = io.StringIO()
+    run = Run(Runner(out=out), load(ROOT, {}), {})
+    context = Context(Config(overrides={"suite": {}}))
+
+    def body():
+        steps.RUNS.append(run)
+        run.runner.run([sys.executable, "-c", "print('the tool says why'); raise SystemExit(2)"])
+
+    done: list[tuple[str, float]] = []
+    with pytest.raises(CommandError):
+        steps.run_step(context, "repro", body, done)
+    shown = out.getvalue().splitlines()
+    assert shown[0].startswith("$ ") and shown[1] == "the tool says why", shown
+    assert shown[-1].startswith("✗ repro (") and done == []
