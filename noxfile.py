@@ -9,6 +9,8 @@ session: that step is the one to run alone to debug it (`invoke smoke`). Argumen
 
 from __future__ import annotations
 
+import sys
+
 import nox
 
 nox.options.default_venv_backend = "uv"
@@ -38,9 +40,20 @@ def install(session: nox.Session) -> None:
 
 
 def steps(session: nox.Session, names: list[str]) -> None:
-    """Run invoke steps in order, in one process; the session's arguments go to the first."""
+    """Run invoke steps in order, in one process; the session's arguments go to the first.
+
+    Quiet unless nox is verbose (`nox -s publish -v`): then the steps show every command,
+    request and tool output too (suite.verbose)."""
     install(session)
-    session.run("invoke", *invoke_arguments(names, session.posargs))
+    env = {"INVOKE_SUITE_VERBOSE": "1"} if verbose(sys.argv) else {}
+    session.run("invoke", *invoke_arguments(names, session.posargs), env=env)
+
+
+def verbose(argv: list[str]) -> bool:
+    """Was nox run with -v/--verbose? nox gives a session no documented way to ask, so its
+    command line says (up to `--`: what follows is the session's)."""
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    return any(word in ("-v", "--verbose") for word in own)
 
 
 def invoke_arguments(names: list[str], posargs: list[str]) -> list[str]:

@@ -78,7 +78,7 @@ def import_model(run: Run, model: ModelInfo | None = None) -> ModelInfo:
 
     command = [tool("bentoml"), "models", "import", str(archive)]
     if run.runner.call(command, run_import) is False:
-        run.runner.echo(f"model {model.tag} is already in the BentoML store")
+        run.runner.detail(f"model {model.tag} is already in the BentoML store")
     return model
 
 
@@ -115,7 +115,7 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
     version = run.revision.tag
     tag = bento_tag(settings, version)
     if bento_in_store(tag):
-        runner.echo(f"bento {tag} is already built")
+        runner.detail(f"bento {tag} is already built")
     else:
         runner.run(
             [
@@ -125,6 +125,7 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
                 str(settings.bentofile),
                 "--version",
                 version,
+                "--output=tag",  # the tag only: no banner, no BentoCloud advice
                 *model_argument(model),
                 str(settings.build_context),
             ],

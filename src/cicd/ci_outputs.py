@@ -34,6 +34,7 @@ class Result:
     skipped: bool  # the registry already had this commit's image with this model
     size: int | None = None  # bytes of the local image; None when it was not built here
     seconds: tuple[tuple[str, float], ...] = ()
+    attested: str = ""  # e.g. "SBOM and provenance, signed"; empty until attest ran
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -59,24 +60,53 @@ def dotenv(result: Result) -> str:
     return "".join(f"PUBLISH_{name.upper()}={value}\n" for name, value in outputs(result).items())
 
 
+def rows(result: Result) -> list[tuple[str, tuple[str, ...], bool]]:
+    """What a summary tells, the CI job's and the terminal's (one source): per row its
+    label, its values, and whether they are literals (references, digests: code in Markdown)."""
+    size = f"{result.size / 1e6:.1f} MB" if result.size else "not built in this run"
+    found = [
+        ("tags", result.references, True),
+        ("digest", (result.digest,), True),
+        ("image size", (size,), False),
+        ("model", (result.model_tag,), True),
+    ]
+    if result.attested:
+        found.append(("attested", (result.attested,), False))
+    return found
+
+
+def title(result: Result) -> str:
+    return "Already published" if result.skipped else "Published"
+
+
 def summary(result: Result) -> str:
     """The job summary: what was published, and how long each step took."""
-    title = "Already published" if result.skipped else "Published"
-    size = f"{result.size / 1e6:.1f} MB" if result.size else "not built in this run"
-    lines = [
-        f"### {title}: `{result.references[0]}`",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| tags | {', '.join(f'`{reference}`' for reference in result.references)} |",
-        f"| digest | `{result.digest}` |",
-        f"| image size | {size} |",
-        f"| model | `{result.model_tag}` |",
-    ]
+    lines = [f"### {title(result)}: `{result.references[0]}`", "", "| | |", "|---|---|"]
+    for label, values, literal in rows(result):
+        shown = ", ".join(f"`{value}`" if literal else value for value in values)
+        lines.append(f"| {label} | {shown} |")
     if result.seconds:
         lines += ["", "| step | seconds |", "|---|---|"]
         lines += [f"| {step} | {seconds:.1f} |" for step, seconds in result.seconds]
     return "\n".join(lines) + "\n"
+
+
+def terminal_summary(result: Result, sample: str, port: int = 3000) -> str:
+    """The summary a local run ends with: the job summary's rows as plain text, then what
+    to run next (the image on 127.0.0.1 only, and a request with ``sample``)."""
+    found = rows(result)
+    if result.seconds:
+        steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.seconds)
+        found.append(("steps", (steps,), False))
+    width = max(len(label) for label, _, _ in found)
+    lines = [f"{title(result)} {result.references[0]}"]
+    lines += [f"  {label:<{width}}  {', '.join(values)}" for label, values, _ in found]
+    lines += [
+        "Next:",
+        f"  docker run --rm -p 127.0.0.1:{port}:{port} {result.references[0]}",
+        f"  curl -F image=@{sample} http://127.0.0.1:{port}/predict",
+    ]
+    return "\n".join(lines)
 
 
 def write(runner: Runner, result: Result, environ: Mapping[str, str], root: Path) -> None:
@@ -95,9 +125,10 @@ def write(runner: Runner, result: Result, environ: Mapping[str, str], root: Path
 
 def write_publish(
     run: Run, goal: Target, digest: str, seconds: Sequence[tuple[str, float]], built: bool
-) -> None:
+) -> Result:
     """:func:`write` for the publish session; ``seconds``: its steps so far and their
-    durations; ``built``: False when it was skipped (the registry had the image)."""
+    durations; ``built``: False when it was skipped (the registry had the image). Returns
+    what it wrote, for the summary a local run ends with."""
     result = Result(
         repository=goal.repository,
         tags=goal.tags,
@@ -108,6 +139,7 @@ def write_publish(
         seconds=tuple(seconds),
     )
     write(run.runner, result, run.environ, run.settings.root)
+    return result
 
 
 def local_size(client: Client, reference: str) -> int | None:

@@ -40,10 +40,19 @@ class Run:
         environ: Mapping[str, str],
         *,
         dry: bool = False,
+        verbose: bool = False,
+        command_timeout: float | None = None,
     ) -> Run:
-        """From the ``suite`` section of invoke's config (``config``) and the environment."""
+        """From the ``suite`` section of invoke's config (``config``) and the environment.
+
+        ``verbose`` (invoke's ``--echo``) and ``command_timeout`` (its ``--command-timeout``)
+        override the settings' for this run."""
         settings = settings_module.from_config(root, config, environ)
-        runner = Runner(dry=dry, command_timeout=settings.command_timeout)
+        runner = Runner(
+            dry=dry,
+            command_timeout=command_timeout or settings.command_timeout,
+            verbose=verbose or settings.verbose,
+        )
         runner.add_secret(settings.registry_password)
         runner.add_secret(settings.signing_key)
         return cls(runner, settings, environ)

@@ -359,7 +359,7 @@ def _call(
         finally:
             http.close()
 
-    return runner.call(command, send, note=http.note)
+    return runner.call(command, send, note=http.note(method))
 
 
 def _kind(context: CiContext) -> str:

@@ -175,7 +175,9 @@ def failure(results: list[Result]) -> GateFailed | None:
 def show(runner: Runner, results: list[Result]) -> None:
     """One line per checked bound: ``gate pass: val_acc = 0.73333, must be >= 0.7 (...)``."""
     for result in results:
-        runner.echo(f"gate {result.status}: {result.line()}")
+        # A passing bound is a detail (verbose); a failing one is what the user must see.
+        say = runner.echo if result.failed else runner.detail
+        say(f"gate {result.status}: {result.line()}")
 
 
 def check_absolute(runner: Runner, root: Path, metrics: Mapping[str, float]) -> list[Result]:

@@ -103,9 +103,11 @@ class Http:
         self.sleep = sleep
         self._client: httpx.Client | None = None
 
-    @property
-    def note(self) -> str:
-        """What the echo of a request adds, so that a dry run says retries would apply."""
+    def note(self, method: str) -> str:
+        """What the echo of a request adds, so that it (and a dry run) says a retry would
+        apply; nothing where none does (a POST, a policy of one attempt)."""
+        if method not in IDEMPOTENT or self.policy.attempts < 2:
+            return ""
         return (
             f"retried on 429, 5xx, resets and timeouts: up to {self.policy.attempts} "
             f"attempts within {self.timeout:g} s"

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -57,6 +58,9 @@ CACHE_BASE_LABEL = "build.layer-cache"
 # The cache is an optimisation: quick questions to the registry, no retries.
 CACHE_PROBE_POLICY = RetryPolicy(attempts=1)
 CACHE_PROBE_TIMEOUT = 10.0
+# BentoML's advice after a build: `docker run -p 3000:3000` would listen on every interface;
+# the summary of a publish says how to run the image on 127.0.0.1 instead.
+CONTAINERIZE_ADVICE = re.compile(r"To run your newly built Bento container|run --rm -p 3000:3000")
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,7 @@ def containerize(run: Run, goal: Target | None = None) -> Image:
             cwd=run.settings.root,
             env={**BENTOML_ENV, **run.docker.env_for_tools(), **env},
             hint="see README, Troubleshooting: image build",
+            drop=CONTAINERIZE_ADVICE,
         )
         image_id = iidfile.read_text().strip() if iidfile.exists() else "sha256:<built image>"
     return goal.image(image_id)
@@ -233,13 +238,13 @@ def cache_source(run: Run, repository: str) -> LayerCache:
     try:
         found = probe.manifest(settings.repository_path, CACHE_TAG)
         if run.dry:
-            run.runner.echo(
+            run.runner.detail(
                 f"(a dry run does not ask: {latest} is shown as the layer cache, without the "
                 f"image its {CACHE_BASE_LABEL} label names)"
             )
             return LayerCache((latest,))
         if found is None:
-            run.runner.echo(f"{latest} is not in the registry: building without a layer cache")
+            run.runner.detail(f"{latest} is not in the registry: building without a layer cache")
             return LayerCache()
         config = _json_object(probe.blob(settings.repository_path, found.config_digest))
     except SuiteError as error:
@@ -252,7 +257,7 @@ def cache_source(run: Run, repository: str) -> LayerCache:
     else:
         base = str(labels.get(CACHE_BASE_LABEL, ""))
         sources = (latest, f"{repository}:{base}") if base else (latest,)
-    run.runner.echo(f"layer cache: {', '.join(sources)} (unchanged layers are the registry's)")
+    run.runner.detail(f"layer cache: {', '.join(sources)} (unchanged layers are the registry's)")
     return LayerCache(sources, base)
 
 
@@ -303,7 +308,7 @@ def cache_login(run: Run, cache: tuple[str, ...]) -> Iterator[dict[str, str]]:
         return
     host = run.settings.registry_host
     with tempfile.TemporaryDirectory(prefix="docker-config-") as config:  # mode 0700
-        run.runner.echo(
+        run.runner.detail(
             f"the build pulls the layer cache as {creds.username} (DOCKER_CONFIG={config}, "
             "a throwaway config with the registry credentials, removed after the build)"
         )

@@ -14,15 +14,17 @@ from collections.abc import Sequence
 
 from cicd import attestations, bento, ci_outputs, image, local_registry
 from cicd import gates as metric_gates
+from cicd.ci_outputs import Result
 from cicd.context import Run
 from cicd.image import Image, Target
 from cicd.registry import CREATED_LABEL
 
 
-def check_published(run: Run, force: bool = False, gates: bool = True) -> str | None:
-    """The registry's digest of this commit's image when it holds it with this model, else
-    None (build, smoke test and push must follow). The embedded registry is started first,
-    a configured one must answer. ``force``: None whatever the registry holds.
+def check_published(run: Run, force: bool = False, gates: bool = True) -> Result | None:
+    """What the registry holds (:class:`ci_outputs.Result`: digest, tags) when it has this
+    commit's image with this model, else None (build, smoke test and push must follow).
+    The embedded registry is started first, a configured one must answer. ``force``: None
+    whatever the registry holds.
 
     First of all, the model's absolute metric gates (gates.yaml): a model outside its bounds
     is refused before anything is pulled, asked or built (``gates=False``: skipped, loudly).
@@ -46,8 +48,8 @@ def check_published(run: Run, force: bool = False, gates: bool = True) -> str | 
             run.runner.echo(f"its {names} missing: attaching them (no rebuild)")
             attestations.attest(run, goal)
         seconds = [("check-published", round(time.monotonic() - started, 1))]
-        ci_outputs.write_publish(run, goal, digest, seconds, built=False)
-    return digest
+        return ci_outputs.write_publish(run, goal, digest, seconds, built=False)
+    return None
 
 
 def check_gates(run: Run, enabled: bool = True) -> None:
@@ -90,17 +92,17 @@ def build(run: Run) -> Image:
     return built
 
 
-def push(run: Run, earlier_steps: Sequence[tuple[str, float]] = ()) -> str:
+def push(run: Run, earlier_steps: Sequence[tuple[str, float]] = ()) -> Result | None:
     """Push this commit's local image (login and logout around it), verify it in the
-    registry, and write the results where CI reads them. ``earlier_steps``: the steps of
-    this run before the push and their seconds, for CI's summary."""
+    registry, and write the results where CI reads them (returned; None in a dry run).
+    ``earlier_steps``: the steps of this run before the push and their seconds, for the
+    summaries."""
     started = time.monotonic()
     goal = image.target(run)
     digest = image.push(run, image.local_image(run, goal))
     if run.dry:
         run.runner.echo("dry run: nothing was pulled, built, run or pushed")
-        return digest
+        return None
     run.runner.echo(f"published {', '.join(goal.references)} ({digest})")
     seconds = [*earlier_steps, ("push", round(time.monotonic() - started, 1))]
-    ci_outputs.write_publish(run, goal, digest, seconds, built=True)
-    return digest
+    return ci_outputs.write_publish(run, goal, digest, seconds, built=True)

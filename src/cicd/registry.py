@@ -257,7 +257,13 @@ class RegistryClient:
     def _show(self, method: str, path: str, send: Any) -> Response | None:
         if self.runner is None:
             return send()
-        return self.runner.call([method, self.base + path], send, note=self.http.note)
+        return self.runner.call(self.curl(method, path), send, note=self.http.note(method))
+
+    def curl(self, method: str, path: str) -> list[str]:
+        """The request as a curl line a user can paste: with credentials, curl asks for the
+        password (``--user NAME``), so none is ever shown."""
+        user = ["--user", self.credentials.username] if self.credentials else []
+        return ["curl", "--fail", *user, "--request", method, self.base + path]
 
     def _request(
         self,

@@ -163,7 +163,7 @@ def show_releases(run: Run, releases: list[Release], as_json: bool = False) -> N
     if as_json:
         print(json.dumps([asdict(release) for release in releases], indent=2))
     else:
-        run.runner.echo(render_releases(releases))
+        print(run.runner.mask(render_releases(releases)))
 
 
 def show_move(run: Run, move: Move, as_json: bool = False) -> None:

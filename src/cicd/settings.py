@@ -119,6 +119,7 @@ class Settings:
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
     signing_key: str | None = field(default=None, repr=False)  # SIGNING_KEY: PEM, a CI secret
+    verbose: bool = False  # show commands, requests, tools' output (INVOKE_SUITE_VERBOSE=1)
 
     @property
     def bentomodel(self) -> Path:
@@ -224,6 +225,7 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
         )
     values.update(registry_username=username or None, registry_password=password or None)
     values["signing_key"] = environ.get("SIGNING_KEY") or None
+    values["verbose"] = _flag(values.get("verbose", False))
     registry = LocalRegistry(
         host=str(local["host"]),
         port=int(local["port"]),

@@ -4,6 +4,12 @@ Every external action of the suite, a command line or a library call (python-on-
 an HTTP request to a registry), goes through a :class:`Runner`. The runner echoes what it
 does as a command line, honours dry-run (``invoke --dry``: print, run nothing), masks
 secrets in everything it prints, and turns failures into :class:`CommandError`.
+
+Quiet by default, as nox, uv and dvc are: the commands, the requests and the tools' own
+output are shown only with ``verbose`` (``invoke -e``, ``suite.verbose``); a dry run shows
+the commands it would run. What a command printed is kept all the same: a failure's
+:class:`CommandError` carries its last lines. :meth:`Runner.echo` is for what a user needs
+(results, warnings), :meth:`Runner.detail` for what only ``verbose`` shows.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class Runner:
     secrets: set[str] = field(default_factory=set)
     # Deadline of one command (seconds, None: none); settings.command_timeout in the tasks.
     command_timeout: float | None = None
+    # Show the commands, requests and tools' output (invoke -e, suite.verbose), not only
+    # results and warnings.
+    verbose: bool = False
 
     def add_secret(self, value: str | None, username: str | None = None) -> None:
         """Never print ``value``: it is masked in echoes, output and error messages.
@@ -99,10 +108,23 @@ class Runner:
         return {**inherited, **(env or {})}
 
     def echo(self, line: str) -> None:
+        """Print what a user needs whatever the verbosity: a result, a warning."""
         print(self.mask(line), file=self.out, flush=True)
 
+    def detail(self, line: str) -> None:
+        """Print what only ``verbose`` shows (how a step went about it); a dry run too."""
+        if self.shows_commands:
+            self.echo(line)
+
+    @property
+    def shows_commands(self) -> bool:
+        """A dry run shows the commands it would run: that is all it does."""
+        return self.verbose or self.dry
+
     def show(self, command: Sequence[str], note: str = "") -> None:
-        """Print a command the way it is (or would be) run."""
+        """Print a command the way it is (or would be) run, if ``verbose`` or dry run."""
+        if not self.shows_commands:
+            return
         prefix = "[dry-run] $ " if self.dry else "$ "
         # Masked before quoting: quoting would change a secret with a quote in it.
         shown = display([self.mask(str(part)) for part in command])
@@ -120,15 +142,17 @@ class Runner:
         hint: str = "",
         always: bool = False,
         retry_transient: bool = False,
+        drop: re.Pattern[str] | None = None,
     ) -> str:
-        """Run ``command``; stream its output (unless ``quiet``) and return it.
+        """Run ``command``; stream its output (with ``verbose``, unless ``quiet``), return it.
 
         ``stdin`` is how secrets are passed: never on the command line. ``always`` marks
         read-only queries (``git rev-parse``, ``docker version``) that run in dry-run too,
         because what the dry run prints depends on them. ``retry_transient``: a failure
         whose output says the network hiccuped (:data:`TRANSIENT`) is retried, with backoff.
         Every command has the runner's deadline; past it, it is stopped (its whole process
-        group) and the failure says so.
+        group) and the failure says so. ``drop``: lines of the tool's own that are not
+        shown (advice the suite contradicts); they stay in the output and the failure's tail.
         """
         if not quiet or (self.dry and not always):
             note = (
@@ -141,7 +165,7 @@ class Runner:
             return ""
         attempts = COMMAND_ATTEMPTS if retry_transient else 1
         for attempt in range(1, attempts + 1):
-            code, output = self._run_once(command, cwd, env, stdin, quiet, hint)
+            code, output = self._run_once(command, cwd, env, stdin, quiet, hint, drop)
             if code == 0 or not check:
                 return output
             tail = "".join(output.splitlines(keepends=True)[-OUTPUT_TAIL_LINES:])
@@ -160,14 +184,14 @@ class Runner:
         )
         time.sleep(wait)
 
-    def _run_once(self, command, cwd, env, stdin, quiet, hint) -> tuple[int, str]:
+    def _run_once(self, command, cwd, env, stdin, quiet, hint, drop) -> tuple[int, str]:
         process: subprocess.Popen | None = None
         try:
             # An interruption that lands while Popen starts the child would leave the child
             # running unseen (Popen has not returned it yet): hold it until `process` is set.
             with interruptions_deferred():
                 process = self._start(command, cwd, env, stdin)
-            return self._finish(process, command, stdin, quiet, hint)
+            return self._finish(process, command, stdin, quiet, hint, drop)
         except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave nothing running
             if process is not None:
                 stop_process_group(process)
@@ -194,7 +218,7 @@ class Runner:
                 f"(see README, Troubleshooting) or run `scripts/bootstrap`"
             ) from exc
 
-    def _finish(self, process, command, stdin, quiet, hint) -> tuple[int, str]:
+    def _finish(self, process, command, stdin, quiet, hint, drop) -> tuple[int, str]:
         expired = threading.Event()
 
         def stop_at_deadline() -> None:
@@ -211,7 +235,7 @@ class Runner:
                 assert process.stdin is not None
                 process.stdin.write(stdin)
                 process.stdin.close()
-            output = self._stream(process.stdout, echo=not quiet)
+            output = self._stream(process.stdout, echo=self.verbose and not quiet, drop=drop)
             code = process.wait()
         finally:
             if timer:
@@ -220,7 +244,8 @@ class Runner:
             shown = display([self.mask(str(part)) for part in command])
             raise SuiteError(
                 f"`{shown}` did not finish within {self.command_timeout:.0f} s and was stopped "
-                "(suite.command_timeout in invoke.yaml)" + (f". {hint}" if hint else "")
+                "(suite.command_timeout in invoke.yaml, or `invoke --command-timeout SECONDS`)"
+                + (f". {hint}" if hint else "")
             )
         return code, output
 
@@ -239,7 +264,8 @@ class Runner:
         quiet: bool = False,
         note: str = "",
     ) -> T | None:
-        """Run a library call that is equivalent to ``command``; in dry-run only show it."""
+        """Run a library call that is equivalent to ``command`` (shown with ``verbose``); in
+        dry-run only show it."""
         if not quiet or self.dry:
             self.show(command, note)
         if self.dry:
@@ -274,11 +300,13 @@ class Runner:
                 ) from exc
         return process.pid
 
-    def _stream(self, stream: Iterable[str] | None, echo: bool) -> str:
+    def _stream(
+        self, stream: Iterable[str] | None, echo: bool, drop: re.Pattern[str] | None = None
+    ) -> str:
         lines: list[str] = []
         for line in stream or ():
             lines.append(line)
-            if echo:
+            if echo and not (drop and drop.search(line)):
                 self.out.write(self.mask(line))
                 self.out.flush()
         return "".join(lines)

@@ -89,7 +89,7 @@ def smoke_test(run: Run, image: str | None = None) -> Any:
         if expect is not None:
             source = "the local model's" if expect.function else "the recorded answer"
             check_answer(answer, expected, expect.tolerance, source)
-        runner.echo(
+        runner.detail(
             f"smoke test passed: {image} answers {_short(answer)} for {request.payload_source}"
         )
         return answer

@@ -17,7 +17,6 @@ import functools
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +29,12 @@ if TYPE_CHECKING:
 
 
 def step(function=None, **task_options):
-    """An invoke task whose user-fixable failures print one line and exit non-zero.
+    """An invoke task that says in one line how it went, and whose user-fixable failures
+    print one line and exit non-zero.
+
+    Quiet by default: per step ``✓ name  result (seconds)`` (the body returns its one-line
+    result), warnings and errors; ``invoke -e`` (or suite.verbose) shows the commands and
+    the tools' output too (:mod:`cicd.steps`).
 
     SIGTERM (a cancelled CI job) is turned into an interruption, like Ctrl-C, so that the
     step cleans up on the way out: its commands are stopped, the smoke test's container is
@@ -40,13 +44,12 @@ def step(function=None, **task_options):
     def decorate(body):
         @functools.wraps(body)
         def wrapper(c: Context, *args, **kwargs):
+            from cicd import steps
+
             signal.signal(signal.SIGTERM, _interrupt)
-            started = time.monotonic()
+            name = body.__name__.replace("_", "-")
             try:
-                result = body(c, *args, **kwargs)
-                seconds = round(time.monotonic() - started, 1)
-                STEPS_DONE.append((body.__name__.replace("_", "-"), seconds))
-                return result
+                return steps.run_step(c, name, lambda: body(c, *args, **kwargs), STEPS_DONE)
             except SuiteError as error:
                 raise Exit(f"error: {error}", code=error.exit_code) from None
             except KeyboardInterrupt:
@@ -58,7 +61,7 @@ def step(function=None, **task_options):
 
 
 # The steps this invoke run has finished and their seconds: a session runs several in one
-# process (noxfile.py), and CI's summary of a publish lists them.
+# process (noxfile.py), and the summaries of a publish (CI's, the terminal's) list them.
 STEPS_DONE: list[tuple[str, float]] = []
 PROCESS_STARTED = datetime.datetime.now(datetime.UTC)  # the session's start, for provenance
 
@@ -73,9 +76,14 @@ def setup(c: Context) -> Run:
     Each task imports the suite module it calls inside its body, by the module's name (which
     may be the task's own: `bento` calls `bento.build_bento`): `invoke --list` imports none."""
     from cicd.context import Run  # here: `invoke --list` stays fast without its imports
+    from cicd.steps import RUNS, run_options
 
     config = {"suite": _plain(c.config.suite)}
-    return Run.create(project_root(c), config, os.environ, dry=bool(c.config.run.dry))
+    run = Run.create(
+        project_root(c), config, os.environ, dry=bool(c.config.run.dry), **run_options(c)
+    )
+    RUNS.append(run)  # the step's lines go where its runner prints
+    return run
 
 
 def project_root(c: Context) -> Path:
@@ -141,31 +149,32 @@ def import_model(c):
     """bentoml models import of the .bentomodel; a model already in the store is fine."""
     from cicd import bento
 
-    bento.import_model(setup(c))
+    return bento.import_model(setup(c)).tag
 
 
 @step
 def bento(c):
     """bentoml build from bentofile.yaml serving the workspace's model, versioned by the commit."""
     from cicd import bento
+    from cicd.console import short_reference
 
-    bento.build_bento(setup(c))
+    return short_reference(bento.build_bento(setup(c)))
 
 
 @step
 def containerize(c):
     """bentoml containerize the commit's bento: <registry>/<image>:<sha> and :latest, labelled."""
-    from cicd import image
+    from cicd import console, image
 
-    image.containerize(setup(c))
+    return console.short_reference(image.containerize(setup(c)).references[0])
 
 
 @step
 def build(c):
     """import-model + bento + containerize: the image of this commit, built locally."""
-    from cicd import publish
+    from cicd import console, publish
 
-    publish.build(setup(c))
+    return console.short_reference(publish.build(setup(c)).references[0])
 
 
 @step(help={"image": "image to test (default: this commit's tag)"})
@@ -173,7 +182,8 @@ def smoke(c, image=None):
     """Run the image on 127.0.0.1, POST a sample image, compare with the local model's answer."""
     from cicd import smoke
 
-    smoke.smoke_test(setup(c), image)
+    answer = smoke.smoke_test(setup(c), image)
+    return f"answers {answer['prediction']!r}, as the model does" if answer else ""
 
 
 @step
@@ -187,9 +197,13 @@ def login(c):
 @step
 def push(c):
     """Push this commit's image (login, SHA tag, latest, logout) and verify it in the registry."""
-    from cicd import publish
+    from cicd import console, publish, steps
 
-    publish.push(setup(c), earlier_steps=STEPS_DONE)
+    result = publish.push(setup(c), earlier_steps=STEPS_DONE)
+    if result is None:  # a dry run
+        return ""
+    steps.PUBLISHED.append(result)
+    return console.short_digest(result.digest)
 
 
 @step
@@ -201,10 +215,11 @@ def attest(c):
     in a DSSE envelope, stored next to the image (sha256-<digest>.sbom / .att, or the
     referrers API). Without SIGNING_KEY they are attached unsigned, with a warning.
     """
-    from cicd import attestations, image
+    from cicd import attestations, image, steps
 
     run = setup(c)
     attestations.attest(run, image.target(run), started=PROCESS_STARTED)
+    return "" if run.dry else steps.signed(run)
 
 
 @step(
@@ -254,10 +269,13 @@ def check_published(c, force=False, no_gates=False):
     then the registry; the steps after it (build, smoke test, push) run only when the image
     is missing or its model changed. Starts the embedded registry if needed.
     """
-    from cicd import publish
+    from cicd import publish, steps
 
-    if publish.check_published(setup(c), force=force, gates=not no_gates):
+    found = publish.check_published(setup(c), force=force, gates=not no_gates)
+    if found:
+        steps.PUBLISHED.append(found)
         raise Exit(code=0)  # the rest of this invoke run is skipped, successfully
+    return "not published yet: building it"
 
 
 @step(help={"no_gates": "skip them (printed loudly): for symmetry with the sessions"})
@@ -283,7 +301,8 @@ def releases(c, json=False):
     """
     from cicd import releases
 
-    run = _json_run(c, json)
+    run = setup(c)
+    run.runner.out = sys.stderr  # stdout: the table or the JSON; stderr: the requests (-e)
     releases.show_releases(run, releases.list_releases(run), as_json=json)
 
 
@@ -345,8 +364,9 @@ def registry(c, stop=False, status=False):
     run = setup(c)
     runner, settings = run.runner, run.settings
     if status:
+        runner.out = sys.stderr  # stdout: the answer alone, for scripts
         up = local_registry.is_up(run)
-        runner.echo(f"{settings.local_registry.address}: {'up' if up else 'down'}")
+        print(f"{settings.local_registry.address}: {'up' if up else 'down'}")
     elif stop:
         local_registry.stop(run)
     else:

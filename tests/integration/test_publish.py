@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+import noxfile
 from cicd import local_registry
 from cicd.registry import RegistryClient
 from cicd.shell import Runner
@@ -485,12 +486,21 @@ def unused_port() -> int:
         return port
 
 
+# What the quick start's publish may print, quiet: `nox -s train publish` must stay within 60
+# lines, and nox's own (about 6 a session) and train's steps (about 5) come on top.
+QUIET_PUBLISH_LINES = 40
+
+
 def test_the_quick_start_publishes_to_the_embedded_registry(published, new_project, tmp_path):
-    """No registry settings, no credentials: publish starts the embedded registry and pushes."""
+    """No registry settings, no credentials: publish starts the embedded registry and pushes.
+
+    Quiet, as a new user runs it: a line per step, and a summary at the end; `invoke -e`
+    shows the commands and the registry requests."""
     port, storage = unused_port(), tmp_path / "embedded-registry"
     settings = {  # suite.local_registry.port/storage of invoke.yaml, through invoke's environment
         "INVOKE_SUITE_LOCAL_REGISTRY_PORT": str(port),
         "INVOKE_SUITE_LOCAL_REGISTRY_STORAGE": str(storage),
+        "INVOKE_SUITE_VERBOSE": "0",  # the default of a fresh clone: quiet
     }
     project = new_project(
         "embedded", None, dvc_remote=published.dvc_remote, env=settings, source=published.root
@@ -505,6 +515,7 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
         assert f"published {address}/{IMAGE}:{sha}" in done.stdout
         pushed = open_registry.manifest(IMAGE, sha)
         assert pushed is not None and open_registry.manifest(IMAGE, "latest") == pushed
+        assert_quiet_with_a_summary(done, f"{address}/{IMAGE}", sha, pushed.digest)
         labels = open_registry.labels(IMAGE, pushed)
         assert labels["model.digest"] == digest_of(project.path(ARCHIVE))
         assert project.invoke("registry", "--status").stdout.strip() == f"{address}: up"
@@ -513,11 +524,36 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
         assert project.invoke("registry", "--status").stdout.strip() == f"{address}: down"
         assert "local registry: started" in project.invoke("registry").stdout
         assert open_registry.manifest(IMAGE, sha) == pushed, "the registry lost its data"
-        again = project.session("publish")
+        again = project.invoke("-e", *noxfile.invoke_arguments(noxfile.PUBLISH, []))
         assert "already published" in again.stdout
+        # -e/--echo: the commands and the registry requests, as curl lines a user can paste.
+        assert f"$ curl --fail --request GET http://{address}/v2/{IMAGE}/manifests/{sha}" in (
+            again.stdout
+        )
+        assert "gate pass: val_acc" in again.stdout  # a detail: shown with -e only
     finally:
         local_registry.stop_port(Runner(), port, storage)
         remove_images(f"{address}/")
+
+
+def assert_quiet_with_a_summary(done, repository: str, sha: str, digest: str) -> None:
+    """A line per step, no command, no tool output, and the summary at the end."""
+    lines = done.stdout.splitlines() + done.stderr.splitlines()
+    assert len(lines) <= QUIET_PUBLISH_LINES, done.stdout + done.stderr
+    assert not any(line.startswith("$ ") for line in lines), done.stdout
+    assert "gate pass" not in done.stdout and "#1 " not in done.stdout, done.stdout
+    for name in noxfile.PUBLISH:
+        assert any(line.startswith(f"✓ {name} ") for line in lines), (name, done.stdout)
+    summary = done.stdout[done.stdout.index(f"Published {repository}:{sha}") :].splitlines()
+    assert f"  digest      {digest}" in summary, done.stdout
+    assert f"  tags        {repository}:{sha}, {repository}:latest" in summary
+    assert any(line.startswith("  image size  ") and line.endswith(" MB") for line in summary)
+    assert "  attested    SBOM and provenance, UNSIGNED" in summary  # no SIGNING_KEY here
+    assert any(line.startswith("  steps       check-published ") for line in summary)
+    assert summary[-2:] == [
+        f"  docker run --rm -p 127.0.0.1:3000:3000 {repository}:{sha}",
+        "  curl -F image=@data/raw/Earth/Earth_1.jpg http://127.0.0.1:3000/predict",
+    ], done.stdout
 
 
 def test_each_step_runs_alone_and_does_its_part(published, new_project):

@@ -178,7 +178,7 @@ def shallow_feature_clone(project: Project, dest: Path) -> Path:
 @pytest.mark.slow
 def test_feature_vs_main_has_params_metric_deltas_and_valid_images(project: Project):
     out = io.StringIO()
-    report = write_report(Runner(out=out), project.work, sha="abc1234")
+    report = write_report(Runner(out=out, verbose=True), project.work, sha="abc1234")
 
     assert report == project.work / "report.md"
     text = report.read_text()
@@ -252,7 +252,7 @@ def test_shallow_clone_fetches_base_and_its_plots_from_the_dvc_remote(
     assert not any(project.main_plots_dir_hash[2:] in name for name in cached)
 
     out = io.StringIO()
-    report = write_report(Runner(out=out), clone, sha="s")
+    report = write_report(Runner(out=out, verbose=True), clone, sha="s")
 
     assert "$ git fetch --depth=1 origin main:main" in out.getvalue()
     text = report.read_text()
@@ -436,8 +436,8 @@ def test_github_creates_one_comment_then_updates_it(
 ):
     environ = github_env(forge, tmp_path)
 
-    first = publish_report(Runner(), report_md, environ)
-    second = publish_report(Runner(), report_md, environ)
+    first = publish_report(Runner(verbose=True), report_md, environ)
+    second = publish_report(Runner(verbose=True), report_md, environ)
 
     methods = [(r["method"], urlsplit(r["path"]).path) for r in forge.requests]
     assert methods == [

@@ -79,7 +79,7 @@ def tiny_image(tmp_path_factory) -> Iterator[str]:
 
 
 def a_run(out: io.StringIO) -> Run:
-    return Run(Runner(out=out), settings_module.load(ROOT, {}), {})
+    return Run(Runner(out=out, verbose=True), settings_module.load(ROOT, {}), {})
 
 
 def components(document: dict) -> dict[str, dict]:

@@ -84,3 +84,33 @@ def test_dry_run_publish_shows_every_command_and_runs_none(new_project, registry
     assert registry.requests() == before, "a dry run talked to the registry"
     assert not (project.root / "model").exists(), "a dry run pulled the model"
     assert not list(project.bentoml_home.glob("bentos/*")), "a dry run built a bento"
+
+
+@pytest.mark.parametrize(("option", "instead"), [("--pty", "invoke -e"), ("--warn-only", "one")])
+def test_an_invoke_option_the_suite_does_not_use_is_refused_in_one_line(option, instead):
+    done = invoke(option, "check-gates", check=False)
+    assert done.returncode == 1
+    error = done.stderr.strip()
+    assert error.startswith(f"error: invoke's {option} is not used by the suite: ")
+    assert instead in error and len(error.splitlines()) == 1
+
+
+def test_quiet_by_default_everything_with_echo_nothing_with_hide():
+    quiet = invoke("check-gates", env={"INVOKE_SUITE_VERBOSE": "0"}).stdout
+    assert quiet.startswith("✓ check-gates ") and len(quiet.splitlines()) == 1, quiet
+    echoed = invoke("-e", "check-gates", env={"INVOKE_SUITE_VERBOSE": "0"}).stdout
+    assert "gate pass: val_acc" in echoed and "✓ check-gates " in echoed
+    assert "gate pass: val_acc" in invoke("check-gates", env={"INVOKE_SUITE_VERBOSE": "1"}).stdout
+    hidden = invoke("--hide", "both", "check-gates", env={"INVOKE_SUITE_VERBOSE": "0"})
+    assert hidden.stdout == ""
+
+
+def test_the_command_timeout_option_is_the_deadline_of_the_run(tmp_path):
+    """invoke's --command-timeout (-T) stands for suite.command_timeout in that run."""
+    slow = tmp_path / "uv"  # what `invoke freeze` runs, made slow
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    path = f"{tmp_path}{os.pathsep}{os.environ['PATH']}"
+    done = invoke("--command-timeout", "1", "freeze", env={"PATH": path}, check=False)
+    assert done.returncode == 1
+    assert "did not finish within 1 s and was stopped" in done.stderr, done.stderr

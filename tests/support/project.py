@@ -307,6 +307,7 @@ def make_project(
         "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")),
         "BENTOML_HOME": str(base / "bentoml"),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+        "INVOKE_SUITE_VERBOSE": "1",  # the tests read the commands in the output; "0": quiet
     })  # fmt: skip
     if registry is not None:
         full.update({

@@ -129,7 +129,7 @@ def make_run(host: str, *, dry: bool = False, credentials: bool = False) -> Run:
     if credentials:
         environ |= {"CONTAINER_REGISTRY_USERNAME": USER, "CONTAINER_REGISTRY_PASSWORD": PASSWORD}
     settings = load(ROOT, environ)
-    run = Run(Recording(dry=dry), settings, environ)
+    run = Run(Recording(dry=dry, verbose=True), settings, environ)
     run.runner.add_secret(PASSWORD)
     run.__dict__["docker"] = Client("/usr/bin/docker", {})  # no engine asked
     return run

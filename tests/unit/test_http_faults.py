@@ -244,7 +244,7 @@ def test_the_dry_run_shows_the_call_and_that_retries_apply(registry: Scripted):
     out = io.StringIO()
     runner = Runner(dry=True, out=out)
     assert RegistryClient(registry.address, runner=runner).manifest("org/app", "abc") is None
-    assert f"[dry-run] $ GET {registry.url}{MANIFEST_PATH}" in out.getvalue()
+    assert f"[dry-run] $ curl --fail --request GET {registry.url}{MANIFEST_PATH}" in out.getvalue()
     assert "retried on 429, 5xx, resets and timeouts" in out.getvalue()
     assert registry.requests == []
 

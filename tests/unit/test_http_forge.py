@@ -221,5 +221,5 @@ def test_the_deadline_of_forge_calls_is_the_setting(forge: Scripted, tmp_path: P
     forge.script[COMMENTS] = [slow(3)] * 3
     out = io.StringIO()
     with pytest.raises(SuiteError, match="not done within the 1 s deadline"):
-        publish_report(Runner(out=out), report, github(forge, tmp_path), timeout=1)
+        publish_report(Runner(out=out, verbose=True), report, github(forge, tmp_path), timeout=1)
     assert "within 1 s" in out.getvalue()  # the echo says which deadline applies

@@ -95,7 +95,8 @@ def test_sigterm_stops_the_running_command_and_its_children(tmp_path):
             raise KeyboardInterrupt
         signal.signal(signal.SIGTERM, interrupt)
         try:
-            Runner().run(["sh", "-c", "sleep 60 & echo $! > {pids}; echo started; wait"])
+            command = ["sh", "-c", "sleep 60 & echo $! > {pids}; echo started; wait"]
+            Runner(verbose=True).run(command)
         except KeyboardInterrupt:
             print("interrupted", flush=True)
             sys.exit(130)

@@ -226,7 +226,7 @@ def test_an_image_without_dpkg_status_is_one_clear_error(tmp_path):
 
 
 def a_run(dry: bool, out: io.StringIO) -> Run:
-    run = Run(Runner(dry=dry, out=out), settings_module.load(ROOT, {}), {})
+    run = Run(Runner(dry=dry, out=out, verbose=True), settings_module.load(ROOT, {}), {})
     run.__dict__["docker"] = Client("/usr/bin/docker", {"DOCKER_BUILDKIT": "1"})  # no probe
     return run
 

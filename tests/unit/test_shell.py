@@ -9,7 +9,7 @@ from cicd.shell import Runner
 
 
 def runner(dry=False):
-    return Runner(dry=dry, out=io.StringIO())
+    return Runner(dry=dry, out=io.StringIO(), verbose=True)  # shows what it runs
 
 
 def test_run_echoes_streams_and_returns_output():
