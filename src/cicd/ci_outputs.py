@@ -21,6 +21,7 @@ from cicd.shell import Runner
 if TYPE_CHECKING:
     from cicd.context import Run
     from cicd.image import Target
+    from cicd.settings import Smoke
 
 DOTENV_FILE = "publish.env"
 
@@ -91,9 +92,9 @@ def summary(result: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def terminal_summary(result: Result, sample: str, port: int = 3000) -> str:
+def terminal_summary(result: Result, smoke: Smoke, port: int = 3000) -> str:
     """The summary a local run ends with: the job summary's rows as plain text, then what
-    to run next (the image on 127.0.0.1 only, and a request with ``sample``)."""
+    to run next (the image on 127.0.0.1 only, and the smoke test's request to it)."""
     found = rows(result)
     if result.seconds:
         steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in result.seconds)
@@ -104,9 +105,22 @@ def terminal_summary(result: Result, sample: str, port: int = 3000) -> str:
     lines += [
         "Next:",
         f"  docker run --rm -p 127.0.0.1:{port}:{port} {result.references[0]}",
-        f"  curl -F image=@{sample} http://127.0.0.1:{port}/predict",
+        f"  {curl_line(smoke, f'http://127.0.0.1:{port}')}",
     ]
     return "\n".join(lines)
+
+
+def curl_line(smoke: Smoke, base: str) -> str:
+    """The smoke test's request as a `curl` line a user can paste: the file as a multipart
+    field, or the JSON body."""
+    import json
+    import shlex
+
+    request, url = smoke.request, f"{base}{smoke.path}"
+    if request.kind == "file":
+        return f"curl -F {shlex.quote(f'{request.field}=@{request.path}')} {url}"
+    body = shlex.quote(json.dumps(request.body, separators=(",", ":")))
+    return f"curl -H 'Content-Type: application/json' -d {body} {url}"
 
 
 def write(runner: Runner, result: Result, environ: Mapping[str, str], root: Path) -> None:

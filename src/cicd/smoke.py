@@ -181,6 +181,14 @@ def check_answer(
         )
 
 
+def result_line(settings: Settings, answer: Any) -> str:
+    """The step's one-line result: what the image answered, and what that was checked against."""
+    expect = settings.smoke.expect
+    if expect is None:
+        return f"answers {_short(answer)} (no expected answer set: suite.smoke.expect)"
+    return f"answers {_short(answer)}, as {'the model does' if expect.function else 'recorded'}"
+
+
 def _short(answer: Any) -> str:
     """An answer as the passing line shows it: its prediction when it has one."""
     if isinstance(answer, dict) and isinstance(answer.get("prediction"), str):

@@ -123,7 +123,7 @@ def print_summary(done: list[tuple[str, float]]) -> None:
     run = RUNS[-1]
     attested = f"SBOM and provenance, {signed(run)}" if any(n == "attest" for n, _ in done) else ""
     result = replace(PUBLISHED[-1], seconds=tuple(done), attested=attested)
-    text = ci_outputs.terminal_summary(result, str(run.settings.smoke_image))
+    text = ci_outputs.terminal_summary(result, run.settings.smoke)
     print(text, file=run.runner.out, flush=True)
 
 

@@ -179,11 +179,12 @@ def build(c):
 
 @step(help={"image": "image to test (default: this commit's tag)"})
 def smoke(c, image=None):
-    """Run the image on 127.0.0.1, POST a sample image, compare with the local model's answer."""
+    """Run the image on 127.0.0.1, send it the smoke request, check its answer (suite.smoke)."""
     from cicd import smoke
 
-    answer = smoke.smoke_test(setup(c), image)
-    return f"answers {answer['prediction']!r}, as the model does" if answer else ""
+    run = setup(c)
+    answer = smoke.smoke_test(run, image)
+    return smoke.result_line(run.settings, answer) if answer is not None else ""
 
 
 @step

@@ -32,6 +32,7 @@ from cicd import local_registry
 from cicd.context import Run
 from cicd.errors import SuiteError
 from cicd.registry import Credentials, Manifest, RegistryClient, content_digest
+from cicd.settings import read_config
 from cicd.shell import Runner
 from tests.support import token_registry
 from tests.support.leaks import LeakScan
@@ -339,7 +340,8 @@ def test_docker_pushes_through_the_suites_push_step(
         "GOOGLE_SERVICE_ACCOUNT_KEY": JSON_KEY,  # docker login -u _json_key --password-stdin
         "IMAGE_NAME": image_name,
     }
-    run = Run.load(ROOT, environ)
+    # Verbose: the test reads the commands the step shows (quiet by default).
+    run = Run.create(ROOT, read_config(ROOT), environ, verbose=True)
     repository = run.settings.repository
     assert repository == f"{trusted.host}/{image_name}"
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -11,6 +11,7 @@ from cicd import ci_outputs, console
 from cicd.errors import CommandError
 from cicd.http import Http, RetryPolicy
 from cicd.registry import Credentials, RegistryClient
+from cicd.settings import Smoke, SmokeRequest
 from cicd.shell import Runner
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -88,7 +89,8 @@ def test_the_terminal_summary_says_what_the_job_summary_says_and_what_to_run_nex
         seconds=(("containerize", 11.6), ("push", 2.0)),
         attested="SBOM and provenance, UNSIGNED",
     )
-    text = ci_outputs.terminal_summary(result, "data/raw/Earth/Earth_1.jpg")
+    sample = SmokeRequest("file", field="image", path=Path("data/raw/Earth/Earth_1.jpg"))
+    text = ci_outputs.terminal_summary(result, Smoke(sample))
     lines = text.splitlines()
     assert lines[0] == f"Published {REPOSITORY}:{SHA}"
     assert f"  digest      {DIGEST}" in lines
@@ -101,6 +103,14 @@ def test_the_terminal_summary_says_what_the_job_summary_says_and_what_to_run_nex
     # One source: the job summary has the same rows.
     markdown = ci_outputs.summary(result)
     assert f"| digest | `{DIGEST}` |" in markdown and "| attested | SBOM and provenance" in markdown
+
+
+def test_the_next_request_of_a_json_service_is_its_json_body():
+    smoke = Smoke(SmokeRequest("json", body={"features": [5.1, 3.5]}), path="/classify")
+    assert ci_outputs.curl_line(smoke, "http://127.0.0.1:3000") == (
+        "curl -H 'Content-Type: application/json' -d '{\"features\":[5.1,3.5]}' "
+        "http://127.0.0.1:3000/classify"
+    )
 
 
 @pytest.mark.parametrize(

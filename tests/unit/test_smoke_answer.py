@@ -141,3 +141,23 @@ def test_a_function_that_cannot_answer_is_one_clear_line(tmp_path, function, mes
     with pytest.raises(SuiteError, match=message) as raised:
         expected_answer(run_with(tmp_path, smoke))
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "expect, line",
+    [
+        ({"function": "celestial.reference:predict_file"}, "answers 'Mars', as the model does"),
+        ({"answer": GOOD}, "answers 'Mars', as recorded"),
+        (None, "answers 'Mars' (no expected answer set: suite.smoke.expect)"),
+    ],
+    ids=["a function", "a recorded answer", "nothing expected"],
+)
+def test_the_step_line_says_what_the_answer_was_checked_against(expect, line):
+    from cicd.smoke import result_line
+
+    smoke = {**DEFAULTS["suite"]["smoke"], "expect": expect}
+    if expect is None:
+        del smoke["expect"]
+    settings = from_config(ROOT, {"suite": {**DEFAULTS["suite"], "smoke": smoke}}, {})
+    assert result_line(settings, GOOD) == line
+    assert result_line(settings, {"species": "setosa"}).startswith("answers {'species': 'setosa'}")
