@@ -40,7 +40,7 @@ EMPTY_JSON = b"{}"
 PREDICATE_ANNOTATION = "in-toto.io/predicate-type"
 UNSIGNED_WARNING = (
     "warning: SIGNING_KEY is not set: the SBOM and provenance are attached UNSIGNED "
-    "(`invoke verify` refuses them without --allow-unsigned); README, Verify an image"
+    "(`invoke verify` refuses them without --allow-unsigned); model-cicd's docs/verify.md"
 )
 
 

@@ -53,8 +53,9 @@ def say(line: str, out: TextIO | None = None, ok: bool = True) -> None:
 
 @contextlib.contextmanager
 def working(label: str, enabled: bool = True) -> Iterator[None]:
-    """A spinner on stderr while a step works, when stderr is a terminal (never in CI, whose
-    log is a file: a spinner there is noise). Lines printed meanwhile appear above it."""
+    """A spinner on stderr while a step works, when stderr is a terminal and the caller
+    enables it (never in CI: its log is read later, and a live display re-wraps the lines
+    printed meanwhile). Lines printed meanwhile appear above it."""
     if not (enabled and sys.stderr.isatty()):
         yield
         return

@@ -89,7 +89,7 @@ def load(root: Path) -> dict[str, dict[str, float]]:
         raise GateError(f"{GATES_FILE} is not valid YAML{where}: fix it") from None
     section = document.get("gates") if isinstance(document, dict) else None
     if not isinstance(section, dict):
-        raise GateError(f"{GATES_FILE} has no `gates:` mapping: see README, Metric gates")
+        raise GateError(f"{GATES_FILE} has no `gates:` mapping: see model-cicd's docs/gates.md")
     gates: dict[str, dict[str, float]] = {}
     for metric, rules in section.items():
         if not isinstance(rules, dict) or not rules:

@@ -194,7 +194,7 @@ def containerize(run: Run, goal: Target | None = None) -> Image:
             command,
             cwd=run.settings.root,
             env={**BENTOML_ENV, **run.docker.env_for_tools(), **env},
-            hint="see README, Troubleshooting: image build",
+            hint="see model-cicd's docs/troubleshooting.md",
             drop=CONTAINERIZE_ADVICE,
         )
         image_id = iidfile.read_text().strip() if iidfile.exists() else "sha256:<built image>"

@@ -31,7 +31,7 @@ from cicd.errors import SuiteError
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 CYCLONEDX_BOM = "https://cyclonedx.org/bom"
-# What the build did, named once: `nox -s publish` of this suite (README, Verify an image).
+# What the build did, named once: `nox -s publish` of this suite (docs/verify.md).
 BUILD_TYPE = "https://github.com/celestial-bodies/mlops-suite/publish/v1"
 LOCK_FILE = "dvc.lock"
 PARAMS_FILE = "params.yaml"

@@ -215,7 +215,7 @@ class Runner:
         except FileNotFoundError as exc:
             raise SuiteError(
                 f"`{command[0]}` is not installed or not on PATH: install it "
-                f"(see README, Troubleshooting) or run `scripts/bootstrap`"
+                f"(model-cicd's docs/troubleshooting.md) or run `scripts/bootstrap`"
             ) from exc
 
     def _finish(self, process, command, stdin, quiet, hint, drop) -> tuple[int, str]:
@@ -296,7 +296,7 @@ class Runner:
             except FileNotFoundError as exc:
                 raise SuiteError(
                     f"`{command[0]}` is not installed or not on PATH: install it "
-                    "(see README, Troubleshooting) or run `scripts/bootstrap`"
+                    "(model-cicd's docs/troubleshooting.md) or run `scripts/bootstrap`"
                 ) from exc
         return process.pid
 

@@ -12,6 +12,7 @@ do not apply and are refused in one line (:data:`IGNORED_OPTIONS`), never silent
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from invoke import Context, Exit
 
-from cicd import console
+from cicd import ci, console
 from cicd.errors import CommandError, SuiteError, display
 
 if TYPE_CHECKING:
@@ -67,7 +68,9 @@ def run_step(c: Context, name: str, body: Callable[[], Any], done: list[tuple[st
     started, runs_before = time.monotonic(), len(RUNS)
     try:
         refuse_ignored_options(c)
-        spinner = not (hidden or c.config.run.echo or c.config.run.dry)
+        # No spinner in CI even on a pseudo-terminal (act's host runner has one): a live
+        # display re-wraps every line printed meanwhile at the terminal's width.
+        spinner = not (hidden or c.config.run.echo or c.config.run.dry or ci.in_ci(os.environ))
         with console.working(name, enabled=spinner):
             result = body()
     except Exit as stop:  # check-published: the registry has it, the run ends here

@@ -2,7 +2,7 @@
 
 A failing CI step is debugged by running that one step here. `invoke --dry <step>` prints
 every command the step would run (Docker calls through python-on-whales included) and runs
-none. Settings: invoke.yaml, overridden by environment variables (README, Settings).
+none. Settings: invoke.yaml, overridden by environment variables (docs/settings.md).
 
 A model repository's own ``tasks.py`` exposes these steps, the way pyinvoke's
 ``invocations`` are reused: ``from cicd.tasks import namespace; ns = namespace()`` (then
