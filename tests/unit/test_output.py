@@ -1,5 +1,6 @@
 """Quiet by default, everything with verbose: the runner's levels, the step line, the summary."""
 
+import contextlib
 import io
 import re
 import sys
@@ -149,3 +150,28 @@ def test_a_failed_step_shows_the_commands_last_lines_when_quiet(tmp_path):
     shown = out.getvalue().splitlines()
     assert shown[0].startswith("$ ") and shown[1] == "the tool says why", shown
     assert shown[-1].startswith("✗ repro (") and done == []
+
+
+@pytest.mark.parametrize("ci", [True, False], ids=["in CI", "on a laptop"])
+def test_the_spinner_runs_on_a_terminal_but_never_in_ci(monkeypatch, ci):
+    """act's host runner gives steps a pseudo-terminal: a live spinner there re-wrapped every
+    line printed meanwhile at 80 columns. CI's variable turns it off; a laptop keeps it."""
+    from invoke import Config, Context
+
+    from cicd import steps
+
+    for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI"):
+        monkeypatch.delenv(name, raising=False)
+    if ci:
+        monkeypatch.setenv("CI", "true")
+    asked: list[bool] = []
+
+    @contextlib.contextmanager
+    def working(label, enabled=True):
+        asked.append(enabled)
+        yield
+
+    monkeypatch.setattr(steps.console, "working", working)
+    context = Context(Config(overrides={"suite": {}}))
+    steps.run_step(context, "check-gates", lambda: "all pass", [])
+    assert asked == [not ci]
