@@ -68,6 +68,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     )
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist a worker's session fixtures end before this: its scan's line goes to
+    # the controller, which prints every worker's (pytest_testnodedown below).
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["leak_scan"] = list(LEAK_SCAN_SUMMARY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    LEAK_SCAN_SUMMARY.extend(getattr(node, "workeroutput", {}).get("leak_scan", []))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     for line in LEAK_SCAN_SUMMARY:
         terminalreporter.write_line(line)
