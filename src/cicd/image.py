@@ -25,8 +25,8 @@ from cicd.bento import BENTOML_ENV, ModelInfo
 from cicd.ci import Revision
 from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
-from cicd.http import RetryPolicy
 from cicd.registry import CREATED_LABEL, Manifest, RegistryClient
+from cicd.retry import RetryPolicy
 from cicd.settings import Settings
 from cicd.shell import tool
 
