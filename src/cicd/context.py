@@ -5,6 +5,9 @@ environment, and gives what is derived from them, each made once and cached: the
 client, the revision being built, the registry credentials and the registry client. Modules
 take a ``Run`` instead of the loose ``(runner, settings, client, environ)`` they need, as
 python-on-whales builds one ``DockerClient`` from one ``ClientConfig``.
+
+The modules it uses (:mod:`cicd.ci`, :mod:`cicd.docker`, :mod:`cicd.registry`, ...) never
+import it back: they take plain values, and what needs the run is a property here.
 """
 
 from __future__ import annotations
@@ -86,6 +89,13 @@ class Run:
     def revision(self) -> ci.Revision:
         """The commit being built (a dirty tree is refused in CI)."""
         return ci.revision(self.runner, self.settings.root, self.environ)
+
+    @cached_property
+    def builds_base_branch(self) -> bool:
+        """True when CI builds the base branch itself (not a pull request): outputs get pushed."""
+        return ci.builds_base_branch(
+            self.runner, self.settings.root, self.environ, self.settings.base_branch
+        )
 
     @cached_property
     def credentials(self) -> Credentials | None:
