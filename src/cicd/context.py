@@ -2,9 +2,10 @@
 
 A :class:`Run` holds the runner (dry run, secrets to mask, deadlines), the settings and the
 environment, and gives what is derived from them, each made once and cached: the Docker
-client, the revision being built, the registry credentials and the registry client. Modules
-take a ``Run`` instead of the loose ``(runner, settings, client, environ)`` they need, as
-python-on-whales builds one ``DockerClient`` from one ``ClientConfig``.
+client (and the one python-on-whales ``DockerClient`` on it), the revision being built, the
+registry credentials and the registry client. Modules take a ``Run`` instead of the loose
+``(runner, settings, client, environ)`` they need, as python-on-whales builds one
+``DockerClient`` from one ``ClientConfig``.
 
 The modules it uses (:mod:`cicd.ci`, :mod:`cicd.docker`, :mod:`cicd.registry`, ...) never
 import it back: they take plain values, and what needs the run is a property here.
@@ -17,14 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cicd import ci
 from cicd import settings as settings_module
-from cicd.docker import Client, choose_client, require_engine
+from cicd.docker import Client, choose_client, require_engine, whales
 from cicd.registry import Credentials, RegistryClient, credentials
 from cicd.settings import Settings
 from cicd.shell import Runner
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
 
 
 @dataclass
@@ -84,6 +88,12 @@ class Run:
     def require_docker(self) -> Client:
         """:attr:`docker`, now: a step that needs the engine says it is missing first thing."""
         return self.docker
+
+    @cached_property
+    def whales(self) -> DockerClient:
+        """The python-on-whales client on :attr:`docker`, made once for the run (a login's
+        throwaway config directory gets its own: :func:`cicd.image.logged_in`)."""
+        return whales(self.docker)
 
     @cached_property
     def revision(self) -> ci.Revision:

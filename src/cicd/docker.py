@@ -82,7 +82,10 @@ def _client_major(path: str, probe: Probe) -> int | None:
 
 
 def whales(client: Client, config_dir: Path | None = None) -> DockerClient:
-    """A python-on-whales client on ``client``, optionally with a private config directory."""
+    """A python-on-whales client on ``client``, optionally with a private config directory.
+
+    Made once per run (:attr:`cicd.context.Run.whales`); only a login's throwaway config
+    directory (:func:`cicd.image.logged_in`) makes another."""
     from python_on_whales import DockerClient
 
     return DockerClient(client_call=[client.path], config=str(config_dir) if config_dir else None)

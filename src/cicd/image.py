@@ -322,8 +322,7 @@ def cache_login(run: Run, cache: tuple[str, ...]) -> Iterator[dict[str, str]]:
 
 def local_image(run: Run, goal: Target) -> Image:
     """The locally built image of this commit (its SHA tag: the one pushed)."""
-    client, reference = run.docker, goal.references[0]
-    docker = whales(client)
+    client, docker, reference = run.docker, run.whales, goal.references[0]
     found = docker_call(
         run.runner,
         [client.path, "image", "inspect", "--format", "{{.Id}}", reference],
