@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cicd import ci, image, provenance, sbom, signing
-from cicd.docker import docker_call, whales
+from cicd.docker import docker_call
 from cicd.errors import SuiteError
 from cicd.provenance import BaseImage, BuildFacts
 from cicd.registry import Manifest, RegistryClient, content_digest
@@ -140,7 +140,7 @@ def image_at(run: Run, repository: str, pushed: Manifest | None) -> Iterator[str
         docker_call(
             run.runner,
             [client.path, "image", "rm", reference],
-            lambda: whales(client).image.remove(reference),
+            lambda: run.whales.image.remove(reference),
         )
 
 
@@ -148,7 +148,7 @@ def _local_id(run: Run, reference: str) -> str | None:
     from python_on_whales.exceptions import DockerException
 
     try:
-        return whales(run.docker).image.inspect(reference).id
+        return run.whales.image.inspect(reference).id
     except DockerException:
         return None
 
@@ -185,8 +185,7 @@ def base_image(run: Run, reference: str) -> BaseImage:
     bento. The service declares its base itself (BentoML 1.4: ``bentoml.images.Image``); a
     test keeps the two equal in this repository, and this layer check catches any mismatch."""
     base_name = run.settings.base_image
-    client = run.docker
-    docker = whales(client)
+    client, docker = run.docker, run.whales
     shown = [client.path, "image", "inspect", base_name, reference]
     found = docker_call(
         run.runner,
@@ -211,7 +210,7 @@ def _docker_version(run: Run) -> str:
     found = docker_call(
         run.runner,
         [client.path, "version", "--format", "{{.Server.Version}}"],
-        lambda: whales(client).version().server.version,  # type: ignore[union-attr]
+        lambda: run.whales.version().server.version,  # type: ignore[union-attr]
     )
     return str(found or "<docker version>")
 

@@ -15,13 +15,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from cicd.errors import SuiteError
 from cicd.shell import Runner
-
-if TYPE_CHECKING:
-    from cicd.context import Run
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 Forge = Literal["github", "gitlab"]
@@ -216,9 +213,11 @@ def revision(runner: Runner, root: Path, environ: Mapping[str, str]) -> Revision
     return Revision(sha, digest, timestamp, source_url(environ, remote))
 
 
-def builds_base_branch(run: Run) -> bool:
+def builds_base_branch(
+    runner: Runner, root: Path, environ: Mapping[str, str], base_branch: str
+) -> bool:
     """True when CI builds the base branch itself (not a pull request): outputs get pushed."""
-    if not in_ci(run.environ) or is_pull_request(run.environ):
+    if not in_ci(environ) or is_pull_request(environ):
         return False
-    current = run.runner.query(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=run.settings.root)
-    return branch(run.environ, (current or "").strip()) == run.settings.base_branch
+    current = runner.query(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=root)
+    return branch(environ, (current or "").strip()) == base_branch

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cicd import ci
-from cicd.docker import Client
 from cicd.shell import Runner
 
 if TYPE_CHECKING:
+    from python_on_whales import DockerClient
+
     from cicd.context import Run
     from cicd.image import Target
     from cicd.settings import Smoke
@@ -149,21 +150,19 @@ def write_publish(
         digest=digest,
         model_tag=goal.model.tag,
         skipped=not built,
-        size=local_size(run.docker, goal.references[0]) if built else None,
+        size=local_size(run.whales, goal.references[0]) if built else None,
         seconds=tuple(seconds),
     )
     write(run.runner, result, run.environ, run.settings.root)
     return result
 
 
-def local_size(client: Client, reference: str) -> int | None:
+def local_size(docker: DockerClient, reference: str) -> int | None:
     """Size in bytes of a local image (python-on-whales), None if the engine lacks it."""
     from python_on_whales.exceptions import DockerException
 
-    from cicd.docker import whales
-
     try:
-        return int(whales(client).image.inspect(reference).size)
+        return int(docker.image.inspect(reference).size)
     except DockerException:
         return None
 

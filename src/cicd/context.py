@@ -2,9 +2,13 @@
 
 A :class:`Run` holds the runner (dry run, secrets to mask, deadlines), the settings and the
 environment, and gives what is derived from them, each made once and cached: the Docker
-client, the revision being built, the registry credentials and the registry client. Modules
-take a ``Run`` instead of the loose ``(runner, settings, client, environ)`` they need, as
-python-on-whales builds one ``DockerClient`` from one ``ClientConfig``.
+client (and the one python-on-whales ``DockerClient`` on it), the revision being built, the
+registry credentials and the registry client. Modules take a ``Run`` instead of the loose
+``(runner, settings, client, environ)`` they need, as python-on-whales builds one
+``DockerClient`` from one ``ClientConfig``.
+
+The modules it uses (:mod:`cicd.ci`, :mod:`cicd.docker`, :mod:`cicd.registry`, ...) never
+import it back: they take plain values, and what needs the run is a property here.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cicd import ci
 from cicd import settings as settings_module
-from cicd.docker import Client, choose_client, require_engine
+from cicd.docker import Client, choose_client, require_engine, whales
 from cicd.registry import Credentials, RegistryClient, credentials
 from cicd.settings import Settings
 from cicd.shell import Runner
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
 
 
 @dataclass
@@ -83,9 +90,22 @@ class Run:
         return self.docker
 
     @cached_property
+    def whales(self) -> DockerClient:
+        """The python-on-whales client on :attr:`docker`, made once for the run (a login's
+        throwaway config directory gets its own: :func:`cicd.image.logged_in`)."""
+        return whales(self.docker)
+
+    @cached_property
     def revision(self) -> ci.Revision:
         """The commit being built (a dirty tree is refused in CI)."""
         return ci.revision(self.runner, self.settings.root, self.environ)
+
+    @cached_property
+    def builds_base_branch(self) -> bool:
+        """True when CI builds the base branch itself (not a pull request): outputs get pushed."""
+        return ci.builds_base_branch(
+            self.runner, self.settings.root, self.environ, self.settings.base_branch
+        )
 
     @cached_property
     def credentials(self) -> Credentials | None:

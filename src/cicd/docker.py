@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from cicd.errors import CommandError, SuiteError
-from cicd.shell import COMMAND_ATTEMPTS, RETRY_NOTE, TRANSIENT, Runner
+from cicd import retry
+from cicd.errors import CommandError, SuiteError, display
+from cicd.shell import NETWORK_ERRORS, Runner, network_hiccup
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
@@ -81,7 +82,10 @@ def _client_major(path: str, probe: Probe) -> int | None:
 
 
 def whales(client: Client, config_dir: Path | None = None) -> DockerClient:
-    """A python-on-whales client on ``client``, optionally with a private config directory."""
+    """A python-on-whales client on ``client``, optionally with a private config directory.
+
+    Made once per run (:attr:`cicd.context.Run.whales`); only a login's throwaway config
+    directory (:func:`cicd.image.logged_in`) makes another."""
     from python_on_whales import DockerClient
 
     return DockerClient(client_call=[client.path], config=str(config_dir) if config_dir else None)
@@ -106,20 +110,26 @@ def docker_call(
     """Run a python-on-whales call through the runner (echo, dry-run); its failures become
     :class:`CommandError` carrying the equivalent command, exit code and output.
 
-    ``retry_transient``: a failure whose output says the network hiccuped is retried with
-    backoff (``docker push`` to a registry behind a flaky proxy), as ``Runner.run`` does.
+    ``retry_transient``: a failure whose output says the network hiccuped is retried
+    (``docker push`` to a registry behind a flaky proxy), as ``Runner.run`` retries commands:
+    same policy (:data:`cicd.retry.COMMANDS`), same loop, same printed retry.
     """
     from python_on_whales.exceptions import DockerException
 
-    attempts = COMMAND_ATTEMPTS if retry_transient else 1
-    note = RETRY_NOTE if retry_transient and runner.dry else ""
-    for attempt in range(1, attempts + 1):
+    policy = retry.COMMANDS if retry_transient else retry.ONCE
+
+    def once() -> T:
         try:
-            return runner.call(command, action, quiet=attempt > 1, note=note)
+            return action()
         except DockerException as exc:
             output = runner.mask((exc.stderr or "") + (exc.stdout or ""))
-            if attempt < attempts and TRANSIENT.search(output):
-                runner.pause_before_retry(attempt, attempts)
-                continue
-            raise CommandError(command, exc.return_code, output, hint) from None
-    raise AssertionError("unreachable")  # pragma: no cover
+            failed = CommandError(command, exc.return_code, output, hint)
+            reason = network_hiccup(output)
+            if reason:
+                raise retry.Transient(reason, failed) from None
+            raise failed from None
+
+    def retried() -> T:
+        return runner.retry(once, policy=policy, what=display([runner.mask(p) for p in command]))
+
+    return runner.call(command, retried, note=policy.note(NETWORK_ERRORS) if runner.dry else "")

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cicd import ci
 from cicd.errors import CommandError, SuiteError
 from cicd.shell import tool
 
@@ -63,7 +62,7 @@ def push(run: Run, targets: Sequence[str] = (), when_base_branch: bool = False) 
 
     ``when_base_branch``: only when CI builds the base branch (the train session's rule:
     pull requests and laptops do not share what they trained)."""
-    if when_base_branch and not ci.builds_base_branch(run):
+    if when_base_branch and not run.builds_base_branch:
         run.runner.echo(
             "outputs not pushed to the DVC remote: only CI on the base branch does "
             "(`invoke push-data` pushes them)"

@@ -4,19 +4,18 @@ Built on httpx (a BentoML dependency, so already in the environment), with its o
 following because the decision that matters is per hop: credential headers go only to the
 origin (scheme, host, port) the request was made for, and a redirect from https to plain http
 is refused outright. Transient failures (429, 5xx, resets, truncated bodies, timeouts) are
-retried with exponential backoff and jitter, honouring ``Retry-After``; each retry is echoed
-through the Runner. Every call has a deadline covering all its attempts. Every failure is a
-one-line :class:`SuiteError` that says what to do.
+retried by the suite's one retry loop (:mod:`cicd.retry`, through the Runner, which prints
+each retry), honouring ``Retry-After``. Every call has a deadline covering all its attempts.
+Every failure is a one-line :class:`SuiteError` that says what to do.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
-import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -24,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from cicd.errors import SuiteError
+from cicd.retry import REQUESTS, GiveUp, RetryPolicy, Transient
 from cicd.shell import Runner
 
 DEFAULT_TIMEOUT = 60.0
@@ -34,16 +34,7 @@ MAX_BODY = 16 * 1024 * 1024  # manifests, configs, comments: a larger answer is 
 # it did, so only answers that say "not done" (429, 503) are retried for it.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 NOT_DONE = frozenset({429, 503})  # answers that say the request was not processed
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4  # the first try and three retries
-    backoff: float = 1.0  # first wait (seconds), doubled after each retry
-    max_wait: float = 30.0  # longest single wait, Retry-After included
-
-
-DEFAULT_POLICY = RetryPolicy()
+RETRIED_ON = "429, 5xx, resets and timeouts"  # an idempotent call's retries, as the note says
 
 
 @dataclass(frozen=True)
@@ -91,27 +82,22 @@ class Http:
         name: str,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        policy: RetryPolicy = DEFAULT_POLICY,
+        policy: RetryPolicy = REQUESTS,
         unreachable_hint: str = "check the address and the network",
-        sleep: Callable[[float], None] = time.sleep,
     ):
         self.runner = runner
         self.name = name
         self.timeout = timeout
         self.policy = policy
         self.unreachable_hint = unreachable_hint
-        self.sleep = sleep
         self._client: httpx.Client | None = None
 
     def note(self, method: str) -> str:
-        """What the echo of a request adds, so that it (and a dry run) says a retry would
-        apply; nothing where none does (a POST, a policy of one attempt)."""
-        if method not in IDEMPOTENT or self.policy.attempts < 2:
-            return ""
-        return (
-            f"retried on 429, 5xx, resets and timeouts: up to {self.policy.attempts} "
-            f"attempts within {self.timeout:g} s"
-        )
+        """What the echo of a request adds, so that it (and a dry run) says which retries
+        would apply: a POST only on answers that say it was not done; nothing where no retry
+        applies (a policy of one attempt)."""
+        on = RETRIED_ON if method in IDEMPOTENT else " and ".join(map(str, sorted(NOT_DONE)))
+        return self.policy.note(on, within=self.timeout)
 
     def send(
         self,
@@ -124,9 +110,8 @@ class Http:
     ) -> Response:
         """One request with its retries; ``credentials`` are headers for ``url``'s origin only."""
         deadline = time.monotonic() + self.timeout
-        attempt = 1
-        while True:
-            retry_after = 0.0
+
+        def attempt() -> Response:
             try:
                 response = self._follow(
                     method, url, headers or {}, credentials or {}, content, deadline
@@ -137,41 +122,41 @@ class Http:
                         f"{self.name}: {method} {url} failed after it was sent ({failure}); not "
                         "retried since it may have taken effect: check, then run again"
                     ) from None
-                reason = str(failure)
-            else:
-                if response.status != 429 and response.status < 500:
-                    return response
-                reason = f"HTTP {response.status}"
-                if method not in IDEMPOTENT and response.status not in NOT_DONE:
-                    raise SuiteError(
-                        f"{self.name}: {method} {url} answered {reason} after it was sent; not "
-                        "retried since it may have taken effect: check, then run again"
-                    )
-                retry_after = _retry_after(response.headers.get("retry-after"))
-            if attempt >= self.policy.attempts:
+                raise Transient(str(failure)) from None
+            if response.status != 429 and response.status < 500:
+                return response
+            reason = f"HTTP {response.status}"
+            if method not in IDEMPOTENT and response.status not in NOT_DONE:
                 raise SuiteError(
-                    f"{self.name}: {method} {url} failed {attempt} times (last: {reason}): "
-                    "the service or a proxy before it is failing; run again later"
+                    f"{self.name}: {method} {url} answered {reason} after it was sent; not "
+                    "retried since it may have taken effect: check, then run again"
                 )
-            if retry_after > self.policy.max_wait:
-                raise SuiteError(
-                    f"{self.name} asks to retry {method} {url} after {retry_after:g} s (over "
-                    f"{self.policy.max_wait:g} s): it is rate-limiting; run again later"
-                )
-            wait = max(retry_after, self._backoff(attempt))
-            if time.monotonic() + wait > deadline:
-                raise self._late(method, url, reason)
-            self.runner.echo(
-                f"retry {attempt}/{self.policy.attempts - 1} of {method} {url} in {wait:.1f} s "
-                f"({reason})"
-            )
-            self.sleep(wait)
-            attempt += 1
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            raise Transient(reason, wait_at_least=retry_after)
 
-    def _backoff(self, attempt: int) -> float:
-        # Equal jitter: half fixed, half random, so that parallel jobs do not retry in step.
-        wait = min(self.policy.max_wait, self.policy.backoff * 2 ** (attempt - 1))
-        return wait / 2 + random.random() * wait / 2
+        def give_up(stop: GiveUp) -> SuiteError:
+            reason = stop.failure.reason
+            if stop.why == "wait":
+                return SuiteError(
+                    f"{self.name} asks to retry {method} {url} after "
+                    f"{stop.failure.wait_at_least:g} s (over {self.policy.wait_max:g} s): it "
+                    "is rate-limiting; run again later"
+                )
+            if stop.why == "deadline":
+                return self._late(method, url, reason)
+            failed = f"failed {stop.attempts} times (last: " if stop.attempts > 1 else "failed ("
+            return SuiteError(
+                f"{self.name}: {method} {url} {failed}{reason}): the service or a proxy before "
+                "it is failing; run again later"
+            )
+
+        return self.runner.retry(
+            attempt,
+            policy=self.policy,
+            what=f"{method} {url}",
+            give_up=give_up,
+            deadline=deadline,
+        )
 
     def _late(self, method: str, url: str, reason: str) -> SuiteError:
         return SuiteError(

@@ -25,8 +25,8 @@ from cicd.bento import BENTOML_ENV, ModelInfo
 from cicd.ci import Revision
 from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
-from cicd.http import RetryPolicy
 from cicd.registry import CREATED_LABEL, Manifest, RegistryClient
+from cicd.retry import RetryPolicy
 from cicd.settings import Settings
 from cicd.shell import tool
 
@@ -322,8 +322,7 @@ def cache_login(run: Run, cache: tuple[str, ...]) -> Iterator[dict[str, str]]:
 
 def local_image(run: Run, goal: Target) -> Image:
     """The locally built image of this commit (its SHA tag: the one pushed)."""
-    client, reference = run.docker, goal.references[0]
-    docker = whales(client)
+    client, docker, reference = run.docker, run.whales, goal.references[0]
     found = docker_call(
         run.runner,
         [client.path, "image", "inspect", "--format", "{{.Id}}", reference],

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cicd.errors import CommandError, SuiteError
-from cicd.http import RetryPolicy
 from cicd.registry import Credentials, RegistryClient, scheme
+from cicd.retry import RetryPolicy
 from cicd.shell import Runner, interruptions_deferred
 
 if TYPE_CHECKING:

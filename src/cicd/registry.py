@@ -19,7 +19,8 @@ from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from cicd.errors import SuiteError
-from cicd.http import DEFAULT_POLICY, DEFAULT_TIMEOUT, Http, Response, RetryPolicy, origin
+from cicd.http import DEFAULT_TIMEOUT, Http, Response, origin
+from cicd.retry import REQUESTS, RetryPolicy
 from cicd.settings import Settings
 from cicd.shell import Runner
 
@@ -69,7 +70,7 @@ class RegistryClient:
         *,
         runner: Runner | None = None,
         timeout: float = DEFAULT_TIMEOUT,
-        policy: RetryPolicy = DEFAULT_POLICY,
+        policy: RetryPolicy = REQUESTS,
     ):
         self.host = host
         self.base = f"{scheme(host)}://{host}"

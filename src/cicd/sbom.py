@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from cicd.docker import docker_call, whales
+from cicd.docker import docker_call
 from cicd.errors import CommandError, SuiteError, display
 from cicd.shell import tool
 
@@ -95,8 +95,7 @@ def generate(run: Run, image_ref: str) -> dict | None:
     """The CycloneDX JSON (1.6 or 1.5) SBOM of local image `image_ref`: the Python packages of the
     service's environment and the image's Debian packages. In a dry run (run.dry), show the
     commands and return None."""
-    client = run.require_docker()
-    docker = whales(client)
+    client, docker = run.require_docker(), run.whales
     try:
         inspected = docker_call(
             run.runner,

@@ -18,7 +18,6 @@ import base64
 import contextlib
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+from cicd import retry as retries
 from cicd.errors import CommandError, SuiteError, display
 
 T = TypeVar("T")
@@ -56,9 +56,7 @@ TRANSIENT = re.compile(
     r"\b(429|500|502|503|504)\b|bad gateway|service unavailable",
     re.IGNORECASE,
 )
-COMMAND_ATTEMPTS = 3  # the first try and two retries
-RETRY_BACKOFF = 2.0  # first wait (seconds), doubled after each retry, with jitter
-RETRY_NOTE = f"retried on network errors, up to {COMMAND_ATTEMPTS} attempts"
+NETWORK_ERRORS = "network errors"  # what the retry note says commands are retried on
 KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for a command past its deadline
 HELD = (signal.SIGINT, signal.SIGTERM)  # what interruptions_deferred holds back
 
@@ -75,6 +73,8 @@ class Runner:
     # Show the commands, requests and tools' output (invoke -e, suite.verbose), not only
     # results and warnings.
     verbose: bool = False
+    # How a retry waits (a test passes a recorder: it counts the waits, it does not wait).
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
     def add_secret(self, value: str | None, username: str | None = None) -> None:
         """Never print ``value``: it is masked in echoes, output and error messages.
@@ -149,40 +149,53 @@ class Runner:
         ``stdin`` is how secrets are passed: never on the command line. ``always`` marks
         read-only queries (``git rev-parse``, ``docker version``) that run in dry-run too,
         because what the dry run prints depends on them. ``retry_transient``: a failure
-        whose output says the network hiccuped (:data:`TRANSIENT`) is retried, with backoff.
+        whose output says the network hiccuped (:data:`TRANSIENT`) is retried, as
+        :data:`cicd.retry.COMMANDS` says.
         Every command has the runner's deadline; past it, it is stopped (its whole process
         group) and the failure says so. ``drop``: lines of the tool's own that are not
         shown (advice the suite contradicts); they stay in the output and the failure's tail.
         """
+        policy = retries.COMMANDS if retry_transient else retries.ONCE
         if not quiet or (self.dry and not always):
-            note = (
-                f"retried on network errors, {COMMAND_ATTEMPTS} attempts"
-                if (self.dry and retry_transient)
-                else ""
-            )
-            self.show(command, note)
+            self.show(command, policy.note(NETWORK_ERRORS) if self.dry else "")
         if self.dry and not always:
             return ""
-        attempts = COMMAND_ATTEMPTS if retry_transient else 1
-        for attempt in range(1, attempts + 1):
+        masked = [self.mask(str(part)) for part in command]
+
+        def once() -> str:
             code, output = self._run_once(command, cwd, env, stdin, quiet, hint, drop)
             if code == 0 or not check:
                 return output
             tail = "".join(output.splitlines(keepends=True)[-OUTPUT_TAIL_LINES:])
-            if attempt < attempts and TRANSIENT.search(tail):
-                self.pause_before_retry(attempt, attempts)
-                continue
-            masked = [self.mask(str(part)) for part in command]
-            raise CommandError(masked, code, self.mask(tail), hint)
-        raise AssertionError("unreachable")  # pragma: no cover
+            failed = CommandError(masked, code, self.mask(tail), hint)
+            reason = network_hiccup(tail)
+            if reason:
+                raise retries.Transient(reason, failed)
+            raise failed
 
-    def pause_before_retry(self, attempt: int, attempts: int) -> None:
-        """Say that attempt ``attempt`` failed on the network, and wait before the next."""
-        wait = retry_wait(attempt)
-        self.echo(
-            f"attempt {attempt} of {attempts} failed with a network error: retrying in {wait:.1f} s"
+        return self.retry(once, policy=policy, what=display(masked))
+
+    def retry(
+        self,
+        attempt: Callable[[], T],
+        *,
+        policy: retries.RetryPolicy,
+        what: str,
+        give_up: Callable[[retries.GiveUp], BaseException] | None = None,
+        deadline: float | None = None,
+    ) -> T:
+        """:func:`cicd.retry.call` with this runner's hook and sleep: each retry is printed
+        here, and only here (masked, on one line), whether of a command, a docker call or a
+        request."""
+        return retries.call(
+            attempt,
+            policy=policy,
+            what=_one_line(self.mask(what)),
+            on_retry=lambda retrying: self.echo(str(retrying)),
+            give_up=give_up,
+            deadline=deadline,
+            sleep=self.sleep,
         )
-        time.sleep(wait)
 
     def _run_once(self, command, cwd, env, stdin, quiet, hint, drop) -> tuple[int, str]:
         process: subprocess.Popen | None = None
@@ -312,11 +325,17 @@ class Runner:
         return "".join(lines)
 
 
-def retry_wait(attempt: int) -> float:
-    """Seconds before retry ``attempt``: exponential, half of it random (equal jitter), so
-    that parallel jobs do not retry in step."""
-    wait = RETRY_BACKOFF * 2 ** (attempt - 1)
-    return wait / 2 + random.uniform(0, wait / 2)
+def _one_line(text: str) -> str:
+    """The first line of ``text``, marked as cut when there are more (a script for sh -c)."""
+    first, *more = text.splitlines() or [""]
+    return first + " …" if more else first
+
+
+def network_hiccup(output: str) -> str | None:
+    """What in a tool's output says the network hiccuped (:data:`TRANSIENT`), else None: such
+    a failure of ``dvc pull/push`` or ``docker push`` may pass on another attempt."""
+    found = TRANSIENT.search(output)
+    return f"network error: {found.group(0)}" if found else None
 
 
 @contextlib.contextmanager

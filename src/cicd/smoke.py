@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cicd.docker import docker_call, whales
+from cicd.docker import docker_call
 from cicd.errors import SuiteError
 from cicd.settings import Settings, SmokeRequest
 from cicd.shell import Runner
@@ -62,7 +62,7 @@ def smoke_test(run: Run, image: str | None = None) -> Any:
                 "makes it) or `invoke pull`, or set suite.smoke.request.path in invoke.yaml"
             )
     expected = expected_answer(run)
-    docker = whales(client)
+    docker = run.whales
     publish = f"127.0.0.1::{SERVICE_PORT}"  # empty host port: Docker assigns one
     # A name of our own: the container can be removed even when the step is interrupted
     # before `docker run` has told us its id.

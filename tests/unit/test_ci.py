@@ -194,3 +194,25 @@ def test_the_token_is_never_in_the_repr():
     ):
         places = ci.places(environ)
         assert places.token == TOKEN and TOKEN not in repr(places)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, False),  # a laptop
+        ({"GITHUB_ACTIONS": "true", "GITHUB_REF": "refs/heads/main"}, True),
+        ({"GITHUB_ACTIONS": "true", "GITHUB_REF": "refs/heads/feature"}, False),
+        (
+            {
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_REF": "refs/heads/main",
+                "GITHUB_EVENT_NAME": "pull_request",
+            },
+            False,
+        ),
+        ({"GITLAB_CI": "true", "CI_COMMIT_BRANCH": "main"}, True),
+    ],
+)
+def test_builds_base_branch_takes_plain_values(tmp_path, environ, expected):
+    # Not a Run: cicd.ci is below cicd.context and never imports it (Run.builds_base_branch).
+    assert ci.builds_base_branch(Runner(), tmp_path, environ, "main") is expected

@@ -65,3 +65,34 @@ def test_python_on_whales_failures_become_command_errors():
         str(caught.value)
         == "`docker push x` failed with exit code 1: denied: *****. check the token"
     )
+
+
+def test_a_run_makes_its_python_on_whales_client_once(monkeypatch):
+    import io
+    from pathlib import Path
+
+    from cicd import context
+    from cicd.settings import load
+    from cicd.shell import Runner
+
+    made = []
+    monkeypatch.setattr(context, "whales", lambda client: made.append(client) or object())
+    run = context.Run(Runner(out=io.StringIO()), load(Path(__file__).parents[2], {}), {})
+    run.__dict__["docker"] = docker.Client("/usr/bin/docker", {"DOCKER_BUILDKIT": "1"})
+    assert run.whales is run.whales
+    assert made == [run.docker]
+
+
+def test_no_module_makes_its_own_python_on_whales_client():
+    # One client per run (Run.whales); only a login's throwaway config directory makes another.
+    import re
+    from pathlib import Path
+
+    suite = Path(docker.__file__).parent
+    makers = {
+        f"{path.name}:{number}"
+        for path in suite.glob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\bwhales\(|DockerClient\(", line) and not line.lstrip().startswith("def ")
+    }
+    assert {m.split(":")[0] for m in makers} == {"context.py", "docker.py", "image.py"}, makers

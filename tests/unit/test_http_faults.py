@@ -22,8 +22,9 @@ import httpx
 import pytest
 
 from cicd.errors import SuiteError
-from cicd.http import Http, RetryPolicy
+from cicd.http import Http
 from cicd.registry import Credentials, RegistryClient, realm_problem
+from cicd.retry import RetryPolicy
 from cicd.shell import Runner
 from tests.support.fake_http import send
 
@@ -34,7 +35,7 @@ CONFIG_DIGEST = "sha256:" + hashlib.sha256(CONFIG).hexdigest()
 MANIFEST = json.dumps({"schemaVersion": 2, "config": {"digest": CONFIG_DIGEST}}).encode()
 MANIFEST_PATH = "/v2/org/app/manifests/abc"
 BLOB_PATH = f"/v2/org/app/blobs/{CONFIG_DIGEST}"
-FAST = RetryPolicy(attempts=4, backoff=0.01, max_wait=5)
+FAST = RetryPolicy(attempts=4, wait_initial=0.01, wait_max=5)
 
 Action = Callable[[BaseHTTPRequestHandler], None]
 
@@ -135,8 +136,10 @@ registry = pytest.fixture(_serve)
 other = pytest.fixture(_serve)  # another origin: must never receive a credential
 
 
-def client(server: Scripted, out: io.StringIO, **options: Any) -> RegistryClient:
-    runner = Runner(out=out)
+def client(
+    server: Scripted, out: io.StringIO, waits: list[float] | None = None, **options: Any
+) -> RegistryClient:
+    runner = Runner(out=out) if waits is None else Runner(out=out, sleep=waits.append)
     options.setdefault("policy", FAST)
     return RegistryClient(server.address, Credentials(USER, PASSWORD), runner=runner, **options)
 
@@ -152,38 +155,60 @@ def one_line(error: pytest.ExceptionInfo[SuiteError]) -> str:
 
 def test_502_then_ok_is_retried_and_each_retry_is_shown(registry: Scripted):
     registry.script[MANIFEST_PATH] = [answer(502), answer(502)]
-    out = io.StringIO()
-    manifest = client(registry, out).manifest("org/app", "abc")
+    out, waits = io.StringIO(), []
+    manifest = client(registry, out, waits).manifest("org/app", "abc")
     assert manifest is not None and manifest.config_digest == CONFIG_DIGEST
-    assert registry.hits(MANIFEST_PATH) == 3
+    assert registry.hits(MANIFEST_PATH) == 3 and len(waits) == 2
     shown = out.getvalue()
     assert f"retry 1/3 of GET {registry.url}{MANIFEST_PATH}" in shown and "(HTTP 502)" in shown
     assert "retry 2/3" in shown and "retry 3/3" not in shown
 
 
 def test_429_waits_as_long_as_retry_after_says(registry: Scripted):
-    registry.script[MANIFEST_PATH] = [answer(429, headers={"Retry-After": "1"})]
-    out = io.StringIO()
-    start = time.monotonic()
-    assert client(registry, out).manifest("org/app", "abc") is not None
-    assert time.monotonic() - start >= 1.0
-    assert "in 1.0 s (HTTP 429)" in out.getvalue()
+    registry.script[MANIFEST_PATH] = [answer(429, headers={"Retry-After": "2"})]
+    out, waits = io.StringIO(), []
+    assert client(registry, out, waits).manifest("org/app", "abc") is not None
+    assert waits == [2.0]  # not the policy's 0.01 s
+    assert "in 2.0 s (HTTP 429)" in out.getvalue()
 
 
 def test_retry_after_longer_than_the_longest_wait_stops_with_one_line(registry: Scripted):
     registry.script[MANIFEST_PATH] = [answer(429, headers={"Retry-After": "3600"})]
+    waits: list[float] = []
     with pytest.raises(SuiteError) as error:
-        client(registry, io.StringIO()).manifest("org/app", "abc")
+        client(registry, io.StringIO(), waits).manifest("org/app", "abc")
     assert "after 3600 s" in one_line(error) and "run again later" in str(error.value)
-    assert registry.hits(MANIFEST_PATH) == 1
+    assert registry.hits(MANIFEST_PATH) == 1 and waits == []
 
 
 def test_persistent_5xx_gives_up_after_the_attempts_with_one_line(registry: Scripted):
     registry.script[MANIFEST_PATH] = [answer(503)] * 10
+    waits: list[float] = []
     with pytest.raises(SuiteError) as error:
-        client(registry, io.StringIO()).manifest("org/app", "abc")
+        client(registry, io.StringIO(), waits).manifest("org/app", "abc")
     assert "failed 4 times (last: HTTP 503)" in one_line(error)
-    assert registry.hits(MANIFEST_PATH) == 4
+    assert registry.hits(MANIFEST_PATH) == 4 and len(waits) == 3
+
+
+def test_a_policy_of_one_attempt_never_retries_nor_says_it_would(registry: Scripted):
+    registry.script[MANIFEST_PATH] = [answer(503)] * 2
+    out, waits = io.StringIO(), []
+    with pytest.raises(SuiteError) as error:
+        client(registry, out, waits, policy=RetryPolicy(attempts=1)).manifest("org/app", "abc")
+    assert "failed (HTTP 503)" in one_line(error)
+    assert registry.hits(MANIFEST_PATH) == 1 and waits == [] and "retr" not in out.getvalue()
+
+
+def test_a_post_is_retried_on_503_and_not_on_502(registry: Scripted):
+    waits: list[float] = []
+    http = Http(Runner(out=io.StringIO(), sleep=waits.append), "registry x", policy=FAST)
+    registry.script["/upload"] = [answer(503), answer(202), answer(502)]
+    assert http.send("POST", f"{registry.url}/upload").status == 202
+    assert registry.hits("/upload") == 2 and len(waits) == 1
+    with pytest.raises(SuiteError, match="answered HTTP 502 after it was sent; not retried"):
+        http.send("POST", f"{registry.url}/upload")
+    assert registry.hits("/upload") == 3 and len(waits) == 1
+    http.close()
 
 
 def test_a_reset_mid_body_is_retried(registry: Scripted):

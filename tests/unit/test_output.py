@@ -10,8 +10,9 @@ import pytest
 
 from cicd import ci_outputs, console
 from cicd.errors import CommandError
-from cicd.http import Http, RetryPolicy
+from cicd.http import Http
 from cicd.registry import Credentials, RegistryClient
+from cicd.retry import RetryPolicy
 from cicd.settings import Smoke, SmokeRequest
 from cicd.shell import Runner
 
@@ -63,10 +64,12 @@ def test_a_registry_request_is_shown_as_a_curl_line_without_its_password():
     assert "s3cret" not in line and "up to 4 attempts" in line
 
 
-def test_the_retry_note_only_where_a_retry_applies():
+def test_the_retry_note_says_only_what_is_true():
     http = Http(Runner(), "registry x", timeout=60)
-    assert "up to 4 attempts within 60 s" in http.note("GET")
-    assert http.note("POST") == ""  # a POST that may have taken effect is not retried
+    note = "up to 4 attempts within 60 s"
+    assert http.note("GET") == f"retried on 429, 5xx, resets and timeouts: {note}"
+    # A POST that may have taken effect is not retried: only on answers that say it was not.
+    assert http.note("POST") == f"retried on 429 and 503: {note}"
     assert Http(Runner(), "x", policy=RetryPolicy(attempts=1)).note("GET") == ""
 
 

@@ -11,14 +11,9 @@ import time
 
 import pytest
 
-from cicd import shell
+from cicd import retry, shell
 from cicd.errors import CommandError, SuiteError
 from cicd.shell import Runner
-
-
-@pytest.fixture(autouse=True)
-def no_backoff(monkeypatch):
-    monkeypatch.setattr(shell, "retry_wait", lambda attempt: 0.01)
 
 
 def alive(pid: int) -> bool:
@@ -51,36 +46,56 @@ def test_a_network_hiccup_is_retried_and_then_succeeds(tmp_path):
         if [ "$n" -lt 2 ]; then echo 'ERROR: connection reset by peer' >&2; exit 1; fi
         echo pushed
     """)
-    out = io.StringIO()
-    assert "pushed" in Runner(out=out).run(["sh", "-c", script], retry_transient=True)
+    out, waits = io.StringIO(), []
+    runner = Runner(out=out, sleep=waits.append)
+    assert "pushed" in runner.run(["sh", "-c", script], retry_transient=True)
     assert count.read_text().strip() == "3"
-    assert out.getvalue().count("failed with a network error: retrying") == 2
+    shown = out.getvalue().splitlines()
+    assert [line.split(" of ")[0] for line in shown] == ["retry 1/2", "retry 2/2"]
+    assert all(line.endswith("(network error: connection reset)") for line in shown)
+    # The policy's waits (2 s, then 4 s, half of each random), asked for, not waited.
+    assert len(waits) == 2 and 1 <= waits[0] <= 2 and 2 <= waits[1] <= 4
 
 
 def test_retries_end_with_the_last_error(tmp_path):
-    out = io.StringIO()
+    out, waits = io.StringIO(), []
     with pytest.raises(CommandError, match="503 Service Unavailable"):
-        Runner(out=out).run(
+        Runner(out=out, sleep=waits.append).run(
             ["sh", "-c", "echo 'HTTP 503 Service Unavailable' >&2; exit 1"], retry_transient=True
         )
-    assert out.getvalue().count("retrying") == shell.COMMAND_ATTEMPTS - 1
+    retries = retry.COMMANDS.attempts - 1
+    assert out.getvalue().count("retry ") == retries == len(waits) == 2
 
 
 def test_other_failures_are_not_retried(tmp_path):
     count = tmp_path / "count"
-    out = io.StringIO()
+    out, waits = io.StringIO(), []
     with pytest.raises(CommandError):
-        Runner(out=out).run(
+        Runner(out=out, sleep=waits.append).run(
             ["sh", "-c", f"echo x >> {count}; echo 'no such file' >&2; exit 1"],
             retry_transient=True,
         )
-    assert count.read_text().count("x") == 1 and "retrying" not in out.getvalue()
+    assert count.read_text().count("x") == 1 and "retry" not in out.getvalue() and waits == []
+
+
+def test_without_retry_transient_a_network_error_is_not_retried(tmp_path):
+    count = tmp_path / "count"
+    out, waits = io.StringIO(), []
+    with pytest.raises(CommandError, match="connection reset"):
+        Runner(out=out, sleep=waits.append).run(
+            ["sh", "-c", f"echo x >> {count}; echo 'connection reset' >&2; exit 1"]
+        )
+    assert count.read_text().count("x") == 1 and "retry" not in out.getvalue() and waits == []
 
 
 def test_a_dry_run_says_a_command_would_be_retried():
     out = io.StringIO()
     Runner(dry=True, out=out).run(["dvc", "push"], retry_transient=True)
-    assert out.getvalue().startswith("[dry-run] $ dvc push   # retried on network errors")
+    note = "retried on network errors: up to 3 attempts"
+    assert out.getvalue() == f"[dry-run] $ dvc push   # {note}\n"
+    out = io.StringIO()
+    Runner(dry=True, out=out).run(["dvc", "pull"])
+    assert out.getvalue() == "[dry-run] $ dvc pull\n"  # no retry, no note
 
 
 def test_sigterm_stops_the_running_command_and_its_children(tmp_path):

@@ -279,10 +279,11 @@ def test_an_interrupted_extraction_removes_its_container(monkeypatch, tmp_path):
         started.append(command[command.index("--name") + 1])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sbom, "whales", lambda client: fake_docker)
     monkeypatch.setattr(sbom, "_stream", interrupted)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    run = a_run(False, io.StringIO())
+    run.__dict__["whales"] = fake_docker  # the run's one python-on-whales client
     with pytest.raises(KeyboardInterrupt):
-        sbom.generate(a_run(False, io.StringIO()), "registry.example/app:1")
+        sbom.generate(run, "registry.example/app:1")
     assert removed == started and len(started) == 1
     assert list(tmp_path.iterdir()) == [], "the scratch directory must be removed"

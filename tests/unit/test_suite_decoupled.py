@@ -68,3 +68,38 @@ def test_no_suite_module_imports_the_example_model_even_lazily():
                 if name.split(".")[0] in ("celestial", "serve")
             ]
     assert not found, "\n".join(found)
+
+
+def test_no_import_cycle_between_suite_modules():
+    # Imports under TYPE_CHECKING and inside functions count too: a cycle is a cycle for a
+    # reader and a type checker (ci.py <-> context.py was one).
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in SUITE.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module == "cicd":
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cicd."):
+                found.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("cicd.")}
+        graph[path.stem] = found - {path.stem}
+
+    def reaches(start: str, goal: str) -> list[str] | None:
+        """A path of imports from ``start`` to ``goal``, or None."""
+        todo, seen = [[start]], {start}
+        while todo:
+            trail = todo.pop()
+            for name in sorted(graph.get(trail[-1], ())):
+                if name == goal:
+                    return [*trail, name]
+                if name not in seen:
+                    seen.add(name)
+                    todo.append([*trail, name])
+        return None
+
+    assert {"ci", "context", "docker", "retry"} <= set(graph)
+    cycles = [" -> ".join(found) for name in sorted(graph) if (found := reaches(name, name))]
+    assert not cycles, "\n".join(cycles)
