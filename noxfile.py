@@ -126,6 +126,9 @@ def lint(session: nox.Session) -> None:
         ".github/workflows/mlops.yaml",
     )
     session.run("check-jsonschema", "--builtin-schema", "vendor.gitlab-ci", ".gitlab-ci.yml")
+    session.run(
+        "check-jsonschema", "--builtin-schema", "vendor.dependabot", ".github/dependabot.yml"
+    )
 
 
 @nox.session(python=PYTHON)
