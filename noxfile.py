@@ -113,10 +113,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff, and the CI files against their official JSON schemas."""
+    """ruff, mypy (the suite, tasks.py, noxfile.py: pyproject.toml's [tool.mypy]), and the CI
+    files against their official JSON schemas."""
     session.install("-r", REQUIREMENTS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
     session.run(
         "check-jsonschema",
         "--builtin-schema",
@@ -124,6 +126,9 @@ def lint(session: nox.Session) -> None:
         ".github/workflows/mlops.yaml",
     )
     session.run("check-jsonschema", "--builtin-schema", "vendor.gitlab-ci", ".gitlab-ci.yml")
+    session.run(
+        "check-jsonschema", "--builtin-schema", "vendor.dependabot", ".github/dependabot.yml"
+    )
 
 
 @nox.session(python=PYTHON)

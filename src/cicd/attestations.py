@@ -196,7 +196,7 @@ def base_image(run: Run, reference: str) -> BaseImage:
     if found is None:  # dry run
         return BaseImage(base_name, "sha256:<base image>")
     base, built = found
-    layers, built_layers = list(base.root_fs.layers), list(built.root_fs.layers)
+    layers, built_layers = list(base.root_fs.layers or []), list(built.root_fs.layers or [])
     if built_layers[: len(layers)] != layers:
         raise AttestationError(
             f"{reference} is not built on this machine's {base_name} ({base.id}): "

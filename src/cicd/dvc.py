@@ -102,7 +102,7 @@ def unreproduced_outputs(committed: Mapping[str, Any], current: Mapping[str, Any
     return changed
 
 
-def _inputs(stage: Mapping[str, Any]) -> tuple:
+def _inputs(stage: Mapping[str, Any]) -> tuple[Any, ...]:
     deps = sorted((dep["path"], _content(dep)) for dep in stage.get("deps", []))
     return stage.get("cmd"), deps, repr(stage.get("params"))
 

@@ -250,7 +250,7 @@ class Http:
         except httpx.TimeoutException:
             raise _Transient("timed out") from None
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
-            raise _Transient(f"connection broken: {error or type(error).__name__}") from None
+            raise _Transient(f"connection broken: {str(error) or type(error).__name__}") from None
         except httpx.HTTPError as error:
             raise SuiteError(
                 self.runner.mask(f"{self.name}: {method} {url} failed ({error}): check the address")

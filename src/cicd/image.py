@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cicd import bento, dvc
 from cicd.bento import BENTOML_ENV, ModelInfo
@@ -261,7 +261,7 @@ def cache_source(run: Run, repository: str) -> LayerCache:
     return LayerCache(sources, base)
 
 
-def carries_its_dependencies(config: dict, manifest: bytes) -> bool:
+def carries_its_dependencies(config: dict[str, Any], manifest: bytes) -> bool:
     """Do the image's inline cache records (its config's ``moby.buildkit.cache.v0``) carry
     its heaviest built layer? Built: a layer whose history entry BuildKit's Dockerfile
     frontend made (not the base image's); the heaviest is the dependencies'."""
@@ -285,7 +285,7 @@ def carries_its_dependencies(config: dict, manifest: bytes) -> bool:
     return max(built, key=lambda i: int(layers[i].get("size", 0))) in referenced
 
 
-def _json_object(body: bytes | None) -> dict:
+def _json_object(body: bytes | None) -> dict[str, Any]:
     try:
         document = json.loads(body or b"{}")
     except ValueError:

@@ -91,7 +91,7 @@ class DebianPackage:
         ).to_string()
 
 
-def generate(run: Run, image_ref: str) -> dict | None:
+def generate(run: Run, image_ref: str) -> dict[str, Any] | None:
     """The CycloneDX JSON (1.6 or 1.5) SBOM of local image `image_ref`: the Python packages of the
     service's environment and the image's Debian packages. In a dry run (run.dry), show the
     commands and return None."""
@@ -160,7 +160,7 @@ def assemble(
     image_id: str = "",
     labels: Mapping[str, str] | None = None,
     os_release: Mapping[str, str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """cyclonedx-py's document of the Python packages, plus the Debian packages, the operating
     system (from ``os_release``, when known) and the image as the component described,
     serialized by cyclonedx-python-lib."""
@@ -170,9 +170,9 @@ def assemble(
     from cyclonedx.output.json import JsonV1Dot6
 
     bom = Bom.from_json(python_bom)  # type: ignore[attr-defined]
-    bom.serial_number = None  # type: ignore[assignment]  # reproducible, as cyclonedx-py's
+    bom.serial_number = None  # reproducible, as cyclonedx-py's
     if "timestamp" not in python_bom.get("metadata", {}):
-        bom.metadata.timestamp = None  # type: ignore[assignment]
+        bom.metadata.timestamp = None
     bom.components.update(debian_component(package) for package in debian)
     if os_release and os_release.get("ID"):
         bom.components.add(os_component(os_release))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,7 +345,11 @@ def _snake_case(name: str) -> str:
 
 
 def _check_keys(
-    prefix: str, given: Mapping[str, Any], kind: type, not_settings=(), optional=()
+    prefix: str,
+    given: Mapping[str, Any],
+    kind: type,
+    not_settings: Collection[str] = (),
+    optional: Collection[str] = (),
 ) -> None:
     """Every setting of ``kind`` given, none unknown: else one line that says which."""
     fields = {f.name: f for f in dataclasses.fields(kind) if f.name not in not_settings}

@@ -197,8 +197,17 @@ class Runner:
             sleep=self.sleep,
         )
 
-    def _run_once(self, command, cwd, env, stdin, quiet, hint, drop) -> tuple[int, str]:
-        process: subprocess.Popen | None = None
+    def _run_once(
+        self,
+        command: Sequence[str],
+        cwd: Path | str | None,
+        env: Mapping[str, str] | None,
+        stdin: str | None,
+        quiet: bool,
+        hint: str,
+        drop: re.Pattern[str] | None,
+    ) -> tuple[int, str]:
+        process: subprocess.Popen[str] | None = None
         try:
             # An interruption that lands while Popen starts the child would leave the child
             # running unseen (Popen has not returned it yet): hold it until `process` is set.
@@ -210,7 +219,13 @@ class Runner:
                 stop_process_group(process)
             raise
 
-    def _start(self, command, cwd, env, stdin) -> subprocess.Popen:
+    def _start(
+        self,
+        command: Sequence[str],
+        cwd: Path | str | None,
+        env: Mapping[str, str] | None,
+        stdin: str | None,
+    ) -> subprocess.Popen[str]:
         try:
             return subprocess.Popen(
                 [str(part) for part in command],
@@ -231,7 +246,15 @@ class Runner:
                 f"(model-cicd's docs/troubleshooting.md) or run `scripts/bootstrap`"
             ) from exc
 
-    def _finish(self, process, command, stdin, quiet, hint, drop) -> tuple[int, str]:
+    def _finish(
+        self,
+        process: subprocess.Popen[str],
+        command: Sequence[str],
+        stdin: str | None,
+        quiet: bool,
+        hint: str,
+        drop: re.Pattern[str] | None,
+    ) -> tuple[int, str]:
         expired = threading.Event()
 
         def stop_at_deadline() -> None:
@@ -358,7 +381,7 @@ def interruptions_deferred() -> Iterator[None]:
             signal.raise_signal(signum)  # runs the handler restored above
 
 
-def stop_process_group(process: subprocess.Popen, grace: float = KILL_GRACE) -> None:
+def stop_process_group(process: subprocess.Popen[str], grace: float = KILL_GRACE) -> None:
     """SIGTERM the process's group, SIGKILL it if it is still there after ``grace``."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
         try:

@@ -18,17 +18,20 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from invoke import Collection, Context, Exit, task
 
 from cicd.errors import SuiteError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+
     from cicd.context import Run
 
 
-def step(function=None, **task_options):
+def step(function: Callable[..., Any] | None = None, **task_options: Any) -> Any:
     """An invoke task that says in one line how it went, and whose user-fixable failures
     print one line and exit non-zero.
 
@@ -41,9 +44,9 @@ def step(function=None, **task_options):
     removed, the throwaway Docker config (with the registry login) is deleted.
     """
 
-    def decorate(body):
+    def decorate(body: Callable[..., Any]) -> Any:
         @functools.wraps(body)
-        def wrapper(c: Context, *args, **kwargs):
+        def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
             from cicd import steps
 
             signal.signal(signal.SIGTERM, _interrupt)
@@ -66,7 +69,7 @@ STEPS_DONE: list[tuple[str, float]] = []
 PROCESS_STARTED = datetime.datetime.now(datetime.UTC)  # the session's start, for provenance
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
@@ -94,7 +97,7 @@ def project_root(c: Context) -> Path:
     return Path(prefix).resolve() if prefix else Path.cwd().resolve()
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """invoke's config proxies -> plain dicts."""
     if hasattr(value, "keys"):
         return {key: _plain(value[key]) for key in value}
@@ -105,7 +108,7 @@ def _plain(value):
 
 
 @step(help={"target": "a file or stage to pull (default: everything)"})
-def pull(c, target=None):
+def pull(c: Context, target: str | None = None) -> None:
     """dvc pull: fetch data and pipeline outputs from the DVC remote."""
     from cicd import dvc
 
@@ -113,7 +116,7 @@ def pull(c, target=None):
 
 
 @step(help={"no_pull": "do not pull unchanged outputs first", "force": "rerun every stage"})
-def repro(c, no_pull=False, force=False):
+def repro(c: Context, no_pull: bool = False, force: bool = False) -> None:
     """dvc repro --pull: run the pipeline, taking unchanged stages' outputs from the remote."""
     from cicd import dvc
 
@@ -126,7 +129,7 @@ def repro(c, no_pull=False, force=False):
         "when_base_branch": "only when CI builds the base branch (the train session's rule)",
     }
 )
-def push_data(c, target=None, when_base_branch=False):
+def push_data(c: Context, target: str | None = None, when_base_branch: bool = False) -> None:
     """dvc push: send data and pipeline outputs to the DVC remote."""
     from cicd import dvc
 
@@ -134,7 +137,7 @@ def push_data(c, target=None, when_base_branch=False):
 
 
 @step
-def check_reproduced(c):
+def check_reproduced(c: Context) -> None:
     """Say what did not come out as dvc.lock records (a warning; in CI, an error)."""
     from cicd import dvc
 
@@ -145,7 +148,7 @@ def check_reproduced(c):
 
 
 @step
-def import_model(c):
+def import_model(c: Context) -> str:
     """bentoml models import of the .bentomodel; a model already in the store is fine."""
     from cicd import bento
 
@@ -153,7 +156,7 @@ def import_model(c):
 
 
 @step
-def bento(c):
+def bento(c: Context) -> str:
     """bentoml build from bentofile.yaml serving the workspace's model, versioned by the commit."""
     from cicd import bento
     from cicd.console import short_reference
@@ -162,7 +165,7 @@ def bento(c):
 
 
 @step
-def containerize(c):
+def containerize(c: Context) -> str:
     """bentoml containerize the commit's bento: <registry>/<image>:<sha> and :latest, labelled."""
     from cicd import console, image
 
@@ -170,7 +173,7 @@ def containerize(c):
 
 
 @step
-def build(c):
+def build(c: Context) -> str:
     """import-model + bento + containerize: the image of this commit, built locally."""
     from cicd import console, publish
 
@@ -178,7 +181,7 @@ def build(c):
 
 
 @step(help={"image": "image to test (default: this commit's tag)"})
-def smoke(c, image=None):
+def smoke(c: Context, image: str | None = None) -> str:
     """Run the image on 127.0.0.1, send it the smoke request, check its answer (suite.smoke)."""
     from cicd import smoke
 
@@ -188,7 +191,7 @@ def smoke(c, image=None):
 
 
 @step
-def login(c):
+def login(c: Context) -> None:
     """Log in to the registry (password through stdin, throwaway config dir), then log out."""
     from cicd import image
 
@@ -196,7 +199,7 @@ def login(c):
 
 
 @step
-def push(c):
+def push(c: Context) -> str:
     """Push this commit's image (login, SHA tag, latest, logout) and verify it in the registry."""
     from cicd import console, publish, steps
 
@@ -208,7 +211,7 @@ def push(c):
 
 
 @step
-def attest(c):
+def attest(c: Context) -> str:
     """Attach this commit's pushed image's SBOM and provenance, signed with SIGNING_KEY.
 
     CycloneDX SBOM of the image's packages, and SLSA provenance: commit, params, dvc.lock
@@ -231,7 +234,13 @@ def attest(c):
         "json": "print the checks as JSON",
     }
 )
-def verify(c, image=None, key=None, allow_unsigned=False, json=False):
+def verify(
+    c: Context,
+    image: str | None = None,
+    key: str | None = None,
+    allow_unsigned: bool = False,
+    json: bool = False,
+) -> None:
     """Check an image's signed SBOM and provenance against the image, the key and dvc.lock.
 
     One line per check: image digest, attestations attached, signatures (committed public
@@ -246,7 +255,7 @@ def verify(c, image=None, key=None, allow_unsigned=False, json=False):
 
 
 @step(help={"private_key": "where to write the new private key (outside the repository)"})
-def keygen(c, private_key=None):
+def keygen(c: Context, private_key: str | None = None) -> None:
     """Make an ed25519 signing key pair: the public key replaces signing/publish.pub.
 
     The private key is written (mode 0600) to --private-key FILE, never printed: store its
@@ -263,7 +272,7 @@ def keygen(c, private_key=None):
         "no_gates": "skip the metric gates (gates.yaml): printed loudly",
     }
 )
-def check_published(c, force=False, no_gates=False):
+def check_published(c: Context, force: bool = False, no_gates: bool = False) -> str:
     """End this run here (exit 0) when the registry has this commit's image with this model.
 
     The first step of `nox -s publish`: first the model's absolute metric gates (gates.yaml),
@@ -280,7 +289,7 @@ def check_published(c, force=False, no_gates=False):
 
 
 @step(help={"no_gates": "skip them (printed loudly): for symmetry with the sessions"})
-def check_gates(c, no_gates=False):
+def check_gates(c: Context, no_gates: bool = False) -> None:
     """Check the model's metrics (evaluation/metrics.json) against gates.yaml's absolute bounds.
 
     What `nox -s publish` checks first (check-published); `invoke report` also checks the
@@ -295,7 +304,7 @@ def check_gates(c, no_gates=False):
 
 
 @step(help={"json": "print JSON (every field, full digests) instead of the table"})
-def releases(c, json=False):
+def releases(c: Context, json: bool = False) -> None:
     """The images in the registry, newest first: revision, model, metrics, digest, size, tags.
 
     Read from the registry API (tags, manifests, config blobs): nothing is pulled.
@@ -314,7 +323,9 @@ def releases(c, json=False):
         "json": "print what moved as JSON",
     }
 )
-def promote(c, to=None, revision=None, json=False):
+def promote(
+    c: Context, to: str | None = None, revision: str | None = None, json: bool = False
+) -> None:
     """Point an environment tag at a published revision's image, by digest (a manifest PUT).
 
     No pull, no rebuild, no layer upload. Only an image pushed by the publish session (so
@@ -334,7 +345,7 @@ def promote(c, to=None, revision=None, json=False):
         "json": "print what moved as JSON",
     }
 )
-def rollback(c, tag=None, to=None, json=False):
+def rollback(c: Context, tag: str | None = None, to: str | None = None, json: bool = False) -> None:
     """Move an environment tag back to the revision it pointed at before (or --to REV).
 
     The tag's history is read from the registry (<TAG>.history), so any clone can roll back;
@@ -358,7 +369,7 @@ def _json_run(c: Context, as_json: bool) -> Run:
 
 
 @step(help={"stop": "stop the registry this task started", "status": "only say if it is up"})
-def registry(c, stop=False, status=False):
+def registry(c: Context, stop: bool = False, status: bool = False) -> None:
     """Start (or --stop) the embedded local registry, the default publishing target."""
     from cicd import local_registry
 
@@ -375,7 +386,7 @@ def registry(c, stop=False, status=False):
 
 
 @step(help={"port": "port on 127.0.0.1 (default 3000)"})
-def serve(c, port=3000):
+def serve(c: Context, port: int = 3000) -> None:
     """bentoml serve the workspace's model locally with reload, for development."""
     from cicd import bento
 
@@ -390,7 +401,13 @@ def serve(c, port=3000):
         "no_gates": "do not check the metric gates (gates.yaml): printed loudly",
     }
 )
-def report(c, base=None, publish=False, no_publish=False, no_gates=False):
+def report(
+    c: Context,
+    base: str | None = None,
+    publish: bool = False,
+    no_publish: bool = False,
+    no_gates: bool = False,
+) -> None:
     """Params, metrics, metric gates and plots of the workspace against the base branch.
 
     Writes report.md; in CI it is also posted (job summary, one pull-request comment kept up
@@ -402,7 +419,7 @@ def report(c, base=None, publish=False, no_publish=False, no_gates=False):
 
 
 @step
-def freeze(c):
+def freeze(c: Context) -> None:
     """Regenerate requirements-freeze.txt from requirements.txt (uv pip compile)."""
     setup(c).runner.run(
         [

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from cicd import attestations, image, provenance, signing
 from cicd.attestations import PROVENANCE, SBOM
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from cicd.context import Run
 
 SHA_TAG = re.compile(r"[0-9a-f]{40}")
+T = TypeVar("T")
 
 
 class VerificationFailed(SuiteError):
@@ -140,7 +141,11 @@ def checks(
 
     yield _signatures(run, envelopes, key_path, allow_unsigned)
 
-    statements = {kind: _statement(envelopes[kind], kind) for kind in attestations.KINDS}
+    # every kind is attached (checked above)
+    statements = {
+        kind: _statement(cast("dict[str, Any]", envelopes[kind]), kind)
+        for kind in attestations.KINDS
+    }
     for kind, statement in statements.items():
         subjects = provenance.subject_digests(statement)
         if digest not in subjects:
@@ -201,7 +206,7 @@ def _signatures(
             return Check("signature", True, "unsigned (accepted: --allow-unsigned)")
     path = key_path or run.settings.path(run.settings.signing_public_key)
     key = _read(lambda: signing.public_key(path), "signature")
-    keyids = set()
+    keyids: set[str] = set()
     for kind in attestations.KINDS:
         if signing.signed(envelopes[kind]):
             keyids.add(_read(lambda k=kind: signing.check_signature(envelopes[k], key, k.name),
@@ -217,7 +222,7 @@ def _predicate(statement: dict[str, Any], kind: attestations.Kind) -> dict[str, 
     return _read(lambda: provenance.predicate(statement, kind.predicate_type, kind.name), "subject")
 
 
-def _read(action, name: str):
+def _read(action: Callable[..., T], name: str) -> T:
     """``action()``, its typed errors turned into a failed check ``name``."""
     try:
         return action()

@@ -62,7 +62,7 @@ SIGNING_KEY_BASE64 = base64.b64encode(SIGNING_KEY.encode()).decode()
 SECRETS = (
     REGISTRY_PASSWORD, FORGE_TOKEN, AWS_SECRET, SIGNING_KEY_SECRET, SIGNING_KEY_BASE64,
 )  # fmt: skip
-# The checks job runs .ci/run, `nox -s lint tests`, on one small unit-test file: the outer
+# The checks job runs .ci/run, `nox -s lint docs tests`, on one small unit-test file: the outer
 # test run runs lint and every test itself; the job only has to be proven to work.
 ONE_TEST_FILE = "tests/unit/test_ci_outputs.py"
 
@@ -387,12 +387,19 @@ def open_pull_request(project: Project, change: str) -> str:
 ACTIONS = ROOT / "tests" / "ci" / "actions"
 
 
+def action_refs(workflow: Path) -> dict[str, str]:
+    """`actions/NAME` -> the ref the workflow uses it at (a commit SHA): act replaces an action
+    with a local stand-in only when the stand-in is given for that exact ref."""
+    return dict(re.findall(r"uses: actions/([\w-]+)@(\S+)", workflow.read_text()))
+
+
 def act(project: Project, label: str, event_name: str, event: dict, job: str | None) -> str:
     event_file = project.home.parent / f"{label}.json"
     event_file.write_text(json.dumps(event))
+    refs = action_refs(project.root / ".github" / "workflows" / "mlops.yaml")
     stand_ins = [
-        f"actions/{name}@{ref}={ACTIONS / name}"
-        for name, ref in (("setup-python", "v6"), ("cache", "v4"), ("upload-artifact", "v4"))
+        f"actions/{name}@{refs[name]}={ACTIONS / name}"
+        for name in ("setup-python", "cache", "upload-artifact")
     ]
     command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
     command += ["-P", "ubuntu-latest=-self-hosted", "--no-cache-server"]

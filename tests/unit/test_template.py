@@ -22,6 +22,7 @@ ANSWERS = yaml.safe_load((ROOT / ".copier-answers.yml").read_text())
 # The files this repository shares with every adopting repository: rendered, then compared.
 SHARED = {
     ".ci/run",
+    ".github/dependabot.yml",
     ".github/workflows/mlops.yaml",
     ".gitlab-ci.yml",
     "ci/requirements.txt",
