@@ -77,7 +77,6 @@ def test_the_repository_s_tasks_py_is_the_suite_s_collection():
 
 def test_the_version_is_single_sourced():
     import importlib.metadata
-
     import tomllib
 
     import yaml
