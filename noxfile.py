@@ -4,7 +4,8 @@ Each pipeline session is a list of invoke steps (tasks.py), run in that order in
 process, in an environment made by uv from requirements-freeze.txt. A failing step ends the
 session: that step is the one to run alone to debug it (`invoke smoke`). Arguments after
 `--` go to the first step (`nox -s train -- --no-pull`, `nox -s publish -- --force`,
-`nox -s promote -- --to production`).
+`nox -s promote -- --to production`), so they are refused when the run selects several
+pipeline sessions: each would give them to its own first step.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ VERIFY = ["verify"]
 # Environment tags move by digest, no build: `nox -s promote -- --to production [--revision REV]`.
 PROMOTE = ["promote"]
 ROLLBACK = ["rollback"]
+PIPELINE = ("train", "report", "publish", "verify", "promote", "rollback")
 
 
 def install(session: nox.Session) -> None:
@@ -44,6 +46,9 @@ def steps(session: nox.Session, names: list[str]) -> None:
 
     Quiet unless nox is verbose (`nox -s publish -v`): then the steps show every command,
     request and tool output too (suite.verbose)."""
+    refused = shared_arguments(selected(session), session.posargs)
+    if refused:
+        session.error(refused)
     install(session)
     env = {"INVOKE_SUITE_VERBOSE": "1"} if verbose(sys.argv) else {}
     session.run("invoke", *invoke_arguments(names, session.posargs), env=env)
@@ -54,6 +59,28 @@ def verbose(argv: list[str]) -> bool:
     command line says (up to `--`: what follows is the session's)."""
     own = argv[: argv.index("--")] if "--" in argv else argv
     return any(word in ("-v", "--verbose") for word in own)
+
+
+def selected(session: nox.Session) -> list[str]:
+    """The pipeline sessions this nox run selected (by -s, -k, -t or NOXSESSION). nox has no
+    documented way to ask; its manifest (what ``session.notify`` uses) knows every selected
+    session, run or to come. tests/unit/test_nox_arguments.py runs nox to keep this true."""
+    manifest = session._runner.manifest
+    return [name for name in PIPELINE if name in manifest]
+
+
+def shared_arguments(pipeline: list[str], posargs: list[str]) -> str:
+    """Why arguments after `--` are refused ("" when they are not): with several pipeline
+    sessions each would give them to its own first step (`repro --force` for train)."""
+    if len(pipeline) < 2 or not posargs:
+        return ""
+    given = " ".join(posargs)
+    *others, last = pipeline
+    return (
+        f"`-- {given}` would go to the first step of each of {', '.join(pipeline)}: give "
+        f"arguments to one session at a time, e.g. "
+        f"`{' && '.join(f'nox -s {name}' for name in others)} && nox -s {last} -- {given}`"
+    )
 
 
 def invoke_arguments(names: list[str], posargs: list[str]) -> list[str]:

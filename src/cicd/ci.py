@@ -90,16 +90,27 @@ def is_pull_request(environ: Mapping[str, str]) -> bool:
 
 
 def source_url(environ: Mapping[str, str], git_remote: str) -> str:
-    """The repository's web address for the image's ``source`` label, never with credentials."""
+    """The repository's web address for the image's ``source`` label, never with credentials.
+
+    Only a web address: CI's own, an http(s) remote, or an ssh remote in a forge's form
+    (``git@host:owner/repo.git``, ``ssh://git@host[:port]/owner/repo.git``) as https. Any
+    other remote (a filesystem path, ``file://``, none) gives "": no label rather than a
+    path of the machine that built it (the label is information, not evidence)."""
     if environ.get("GITHUB_REPOSITORY"):
         server = environ.get("GITHUB_SERVER_URL", "https://github.com")
         return f"{server}/{environ['GITHUB_REPOSITORY']}"
     if environ.get("CI_PROJECT_URL"):
         return environ["CI_PROJECT_URL"]
     url = git_remote.strip()
-    url = re.sub(r"^(\w+://)[^@/]+@", r"\1", url)  # https://user:token@host -> https://host
-    url = re.sub(r"^git@([^:]+):", r"https://\1/", url)  # scp-like ssh -> https
-    return url.removesuffix(".git")
+    forms = (
+        (r"^(https?://)(?:[^@/]+@)?([^/]+/.+)$", r"\1\2"),  # drops user:token@
+        (r"^ssh://(?:[^@/]+@)?([^/:]+)(?::\d+)?/(.+)$", r"https://\1/\2"),
+        (r"^[\w.-]+@([\w.-]+):(?!/)(.+)$", r"https://\1/\2"),  # scp-like git@host:owner/repo
+    )
+    for pattern, replacement in forms:
+        if re.match(pattern, url):
+            return re.sub(pattern, replacement, url).removesuffix("/").removesuffix(".git")
+    return ""
 
 
 @dataclass(frozen=True)

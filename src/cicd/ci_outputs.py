@@ -37,6 +37,8 @@ class Result:
     size: int | None = None  # bytes of the local image; None when it was not built here
     seconds: tuple[tuple[str, float], ...] = ()
     attested: str = ""  # e.g. "SBOM and provenance, signed"; empty until attest ran
+    embedded: str = ""  # the embedded registry's address when it was the target, else ""
+    throwaway: bool = False  # it ran in CI: inside a runner that is gone when the job ends
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -62,6 +64,25 @@ def dotenv(result: Result) -> str:
     return "".join(f"PUBLISH_{name.upper()}={value}\n" for name, value in outputs(result).items())
 
 
+# tasks.py's `registry --stop`, pasteable from the repository's root after `nox -s publish`
+STOP_REGISTRY = ".nox/publish/bin/invoke registry --stop"
+REGISTRY_VARIABLES = (
+    "CONTAINER_REGISTRY_HOST, CONTAINER_REGISTRY_USERNAME, CONTAINER_REGISTRY_PASSWORD"
+)
+
+
+def gone_warning(result: Result) -> str:
+    """The warning of a CI run that published to the embedded registry of its runner ("" for
+    any other run): the image went nowhere anyone can pull it from."""
+    if not (result.embedded and result.throwaway):
+        return ""
+    return (
+        f"WARNING: published to the embedded registry of this runner ({result.embedded}): "
+        f"it is gone when the job ends; set {REGISTRY_VARIABLES} (CI secrets) to publish "
+        "to a registry (docs/settings.md)"
+    )
+
+
 def rows(result: Result) -> list[tuple[str, tuple[str, ...], bool]]:
     """What a summary tells, the CI job's and the terminal's (one source): per row its
     label, its values, and whether they are literals (references, digests: code in Markdown)."""
@@ -74,6 +95,12 @@ def rows(result: Result) -> list[tuple[str, tuple[str, ...], bool]]:
     ]
     if result.attested:
         found.append(("attested", (result.attested,), False))
+    if result.embedded and result.throwaway:
+        where = "embedded in this CI runner: gone when the job ends (no registry secrets set)"
+        found.append(("registry", (where,), False))
+    elif result.embedded:
+        where = f"embedded, still running on {result.embedded}: stop it with `{STOP_REGISTRY}`"
+        found.append(("registry", (where,), False))
     return found
 
 
@@ -83,7 +110,10 @@ def title(result: Result) -> str:
 
 def summary(result: Result) -> str:
     """The job summary: what was published, and how long each step took."""
-    lines = [f"### {title(result)}: `{result.references[0]}`", "", "| | |", "|---|---|"]
+    lines = [f"### {title(result)}: `{result.references[0]}`", ""]
+    if gone_warning(result):
+        lines += [f"> [!WARNING]\n> {gone_warning(result).removeprefix('WARNING: ')}", ""]
+    lines += ["| | |", "|---|---|"]
     for label, values, literal in rows(result):
         shown = ", ".join(f"`{value}`" if literal else value for value in values)
         lines.append(f"| {label} | {shown} |")
@@ -152,7 +182,11 @@ def write_publish(
         skipped=not built,
         size=local_size(run.whales, goal.references[0]) if built else None,
         seconds=tuple(seconds),
+        embedded=run.settings.local_registry.address if run.settings.uses_local_registry else "",
+        throwaway=ci.in_ci(run.environ),
     )
+    if gone_warning(result):
+        run.runner.echo(gone_warning(result))
     write(run.runner, result, run.environ, run.settings.root)
     return result
 

@@ -162,6 +162,34 @@ def read_metrics(root: Path) -> dict[str, float]:
     }
 
 
+# scripts/build-base-image's mark on its local stand-in for the Python base image (older
+# stand-ins: their description says "made by scripts/build-base-image").
+STAND_IN_LABEL = "io.model-cicd.stand-in-for"
+STAND_IN_DESCRIPTION = "made by scripts/build-base-image"
+
+
+def stand_in_notice(run: Run) -> str:
+    """A warning when this engine's base image (``suite.base_image``) is the local stand-in
+    of scripts/build-base-image rather than the registry's image ("" otherwise, in a dry
+    run, or when the engine lacks it): the image being built stands on it."""
+    from python_on_whales.exceptions import DockerException
+
+    name = run.settings.base_image
+    if run.dry:
+        return ""
+    try:
+        found = whales(run.docker).image.inspect(name).config.labels or {}
+    except DockerException:
+        return ""
+    description = str(found.get("org.opencontainers.image.description", ""))
+    if STAND_IN_LABEL not in found and STAND_IN_DESCRIPTION not in description:
+        return ""
+    return (
+        f"WARNING: base image {name} is this engine's local stand-in (Debian python3.11 + uv, "
+        "made by scripts/build-base-image), not the registry's image: see docs/machines.md"
+    )
+
+
 def containerize(run: Run, goal: Target | None = None) -> Image:
     """``bentoml containerize`` this commit's bento into its image, tagged and labelled.
 
@@ -172,6 +200,9 @@ def containerize(run: Run, goal: Target | None = None) -> Image:
     layers. ``goal``: the commit's image when the caller has identified it (default: this
     commit)."""
     goal = goal or target(run)
+    notice = stand_in_notice(run)
+    if notice:
+        run.runner.echo(notice)
     metrics = read_metrics(run.settings.root)
     image_labels = labels(run.settings, goal.revision, goal.model, metrics)
     cache = cache_source(run, goal.repository)

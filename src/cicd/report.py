@@ -3,7 +3,11 @@
 Replaces the guide's shell "report" job (``dvc params diff`` / ``dvc metrics diff`` /
 ``dvc plots diff`` piped into ``report.md``). The comparisons are DVC's own: we run
 ``dvc params diff <base> --json``, ``dvc metrics diff <base> --json`` and
-``dvc plots diff <base> --json -o <images>`` and only render their JSON as Markdown.
+``dvc plots diff <base> --json -o <images>`` and only render their JSON as Markdown; the
+Vega plots of ``dvc.yaml``'s ``plots:`` are drawn as SVG line charts (:mod:`cicd.charts`).
+
+A metric's change says whether it is better or worse (:func:`directions`: which way is
+better comes from ``gates.yaml``'s ``better:`` mapping, else its bounds, else the name).
 
 Layout: ``report.md`` (default at the repository root) and the images it shows in a folder
 named like the report without ``.md`` (``report/``), linked relatively so that the report
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from cicd import charts as vega
 from cicd import ci
 from cicd import gates as metric_gates
 from cicd.errors import SuiteError
@@ -117,6 +122,11 @@ def build_report(
     results = gate_results(repo, metrics, base_rev) if gates else None
     metric_gates.show(runner, results or [])
     pairs, errors = collect_plot_images(plots, base_rev, out.parent)
+    drawn = []
+    for chart in vega.vega_charts(plots, base_rev):
+        images.mkdir(parents=True, exist_ok=True)
+        (images / chart.file_name).write_text(vega.svg(chart, base_rev), encoding="utf-8")
+        drawn.append((chart.name, _relative(str(images / chart.file_name), out.parent)))
     text = render_report(
         sha=sha,
         base=base_rev,
@@ -126,6 +136,8 @@ def build_report(
         plots=pairs,
         plot_errors=errors,
         gates=results,
+        charts=drawn,
+        directions=directions(repo, _metric_names(metrics)),
     )
     out.write_text(text, encoding="utf-8")
     runner.echo(f"Report written: {out} (images in {images}/)")
@@ -225,7 +237,7 @@ def collect_plot_images(
 ) -> tuple[list[PlotImages], list[str]]:
     """Image plots from ``dvc plots diff --json`` output, with paths relative to the report.
 
-    Non-image (Vega) plots are skipped: they have no static rendering here. DVC does not
+    Vega plots are not images: :mod:`cicd.charts` draws them (:func:`build_report`). DVC does not
     fail when a revision's plot cannot be loaded (not pushed to the remote, not produced):
     it reports ``errors``; we return them as readable lines.
     """
@@ -267,10 +279,14 @@ def render_report(
     plot_errors: Sequence[str] = (),
     base_sha: str = "",
     gates: Sequence[metric_gates.Result] | None = (),
+    charts: Sequence[tuple[str, str]] = (),
+    directions: Mapping[str, str] | None = None,
 ) -> str:
     """The whole report as Markdown, from DVC diff JSON (params, metrics) and plot images.
 
-    ``gates``: the metric gates' results (a section when any); None: they were not checked."""
+    ``gates``: the metric gates' results (a section when any); None: they were not checked.
+    ``charts``: the Vega plots drawn, as (name, relative path of the SVG); ``directions``:
+    metric -> "higher" or "lower" (which is better)."""
     against = _code(base) + (f" ({base_sha[:12]})" if base_sha else "")
     parts = [
         f"# Experiment Report ({_text(sha)})",
@@ -278,10 +294,10 @@ def render_report(
         f"## Params: workspace vs. {_code(base)}",
         render_params(params, base),
         f"## Metrics: workspace vs. {_code(base)}",
-        render_metrics(metrics, base),
+        render_metrics(metrics, base, directions),
         *render_gates(gates),
         f"## Plots: {_code(base)} vs. workspace",
-        render_plots(plots, base, plot_errors),
+        render_plots(plots, base, plot_errors, charts),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -298,24 +314,33 @@ def render_params(diff: Mapping[str, Any], base: str) -> str:
     return _table(["Param", f"{_code(base)}", "workspace"], rows)
 
 
-def render_metrics(diff: Mapping[str, Any], base: str) -> str:
-    """``dvc metrics diff --json`` as a table: metric, base value, workspace value, change."""
+def render_metrics(
+    diff: Mapping[str, Any], base: str, directions: Mapping[str, str] | None = None
+) -> str:
+    """``dvc metrics diff --json`` as a table: metric, base value, workspace value, change
+    (and whether it is better or worse), which way is better (``directions``: metric ->
+    "higher" / "lower"; :func:`directions`; no such column when none is known)."""
     rows = []
     olds = []
     for file, metrics in diff.items():
         for name, change in metrics.items():
             olds.append(change.get("old"))
+            better = (directions or {}).get(name, "")
             rows.append(
                 (
                     _param_name(file, name, diff),
                     _value(change.get("old")),
                     _value(change.get("new")),
-                    _change(change.get("diff")),
+                    _change(change.get("diff"), better),
+                    BETTER_SHOWN.get(better, MISSING),
                 )
             )
     if not rows:
         return f"No changes: metrics are the same as on {_code(base)}."
-    table = _table(["Metric", f"{_code(base)}", "workspace", "Change"], rows)
+    header = ["Metric", f"{_code(base)}", "workspace", "Change", "Better"]
+    if all(row[-1] == MISSING for row in rows):  # no metric's direction known: no column
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    table = _table(header, rows)
     if all(old is None for old in olds):
         return f"No baseline: {_code(base)} has no metrics yet; workspace values below.\n\n{table}"
     return table
@@ -343,18 +368,24 @@ def render_gates(results: Sequence[metric_gates.Result] | None) -> list[str]:
     return [f"## Metric gates ({_code(metric_gates.GATES_FILE)})", f"{summary}\n\n{table}"]
 
 
-def render_plots(plots: Sequence[PlotImages], base: str, errors: Sequence[str] = ()) -> str:
-    """Each image plot as a 2-column table: base image | workspace image."""
-    if not plots:
-        text = "No image plots found (`dvc plots diff` returned none)."
-    else:
-        sections = []
-        for plot in plots:
-            title = Path(plot.name).stem
-            cells = [_image(plot.base, f"{title} ({base})"), _image(plot.workspace, title)]
-            heading = f"### {_text(title)}\n\n"
-            sections.append(heading + _table([_code(base), "workspace"], [cells]))
-        text = "\n\n".join(sections)
+def render_plots(
+    plots: Sequence[PlotImages],
+    base: str,
+    errors: Sequence[str] = (),
+    charts: Sequence[tuple[str, str]] = (),
+) -> str:
+    """Each image plot as a 2-column table: base image | workspace image; then each Vega
+    plot's chart (``charts``: name, relative path), both revisions in one."""
+    sections = []
+    for plot in plots:
+        title = Path(plot.name).stem
+        cells = [_image(plot.base, f"{title} ({base})"), _image(plot.workspace, title)]
+        heading = f"### {_text(title)}\n\n"
+        sections.append(heading + _table([_code(base), "workspace"], [cells]))
+    for name, path in charts:
+        legend = f"Dashed: {_code(base)}; solid: workspace."
+        sections.append(f"### {_text(name)}\n\n{_image(path, name)}\n\n{legend}")
+    text = "\n\n".join(sections) or "No plots found (`dvc plots diff` returned none)."
     if errors:
         notes = "\n".join(f"- {_cell(_text(e))}" for e in errors)
         text += (
@@ -385,12 +416,61 @@ def _value(value: Any) -> str:
     return _text(json.dumps(value))
 
 
-def _change(delta: Any) -> str:
+def _change(delta: Any, better: str = "") -> str:
+    """``+0.01``, and ``better`` or ``worse`` when it is known which way is better."""
     if delta is None:
         return MISSING
     if isinstance(delta, int | float) and not isinstance(delta, bool):
-        return f"{delta:+.5g}"
+        verdict = ""
+        if better in BETTER_SHOWN and delta:
+            verdict = " better" if (delta > 0) == (better == "higher") else " worse"
+        return f"{delta:+.5g}{verdict}"
     return _value(delta)
+
+
+# --------------------------------------------------------------------------- directions
+
+BETTER_SHOWN = {"higher": "↑ higher", "lower": "↓ lower"}
+# A metric gates.yaml does not say anything about: its name says which way is better.
+LOWER_NAMES = re.compile(r"loss|err|mse|mae|rmse|perplexity|latency|duration|seconds", re.I)
+HIGHER_NAMES = re.compile(r"acc|precision|recall|f1|auc|score|iou|map|ndcg|r2", re.I)
+HIGHER_BOUNDS = {"min", "max_drop", "max_drop_pct"}  # a floor: higher is better
+LOWER_BOUNDS = {"max", "max_rise", "max_rise_pct"}  # a ceiling: lower is better
+
+
+def directions(repo: Path, names: Sequence[str]) -> dict[str, str]:
+    """Which way is better for each metric of ``names``: "higher" or "lower" (none when
+    unknown). From ``gates.yaml``'s ``better:`` mapping (``val_loss: lower``), else its
+    bounds of that metric (only a floor: higher; only a ceiling: lower), else the name
+    (loss, error, mse...: lower; accuracy, precision, recall, f1, auc, score...: higher)."""
+    import yaml
+
+    try:
+        gates = metric_gates.load(repo)
+        document = yaml.safe_load((repo / metric_gates.GATES_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError, metric_gates.GateError):
+        gates, document = {}, {}
+    explicit = document.get("better") if isinstance(document, dict) else None
+    explicit = explicit if isinstance(explicit, dict) else {}
+    found = {name: _direction(name, set(gates.get(name, {})), explicit) for name in names}
+    return {name: better for name, better in found.items() if better}
+
+
+def _direction(name: str, rules: set[str], explicit: Mapping[str, Any]) -> str:
+    said = str(explicit.get(name, "")).lower()
+    if said in BETTER_SHOWN:
+        return said
+    if rules and rules <= HIGHER_BOUNDS:
+        return "higher"
+    if rules and rules <= LOWER_BOUNDS:
+        return "lower"
+    if LOWER_NAMES.search(name):
+        return "lower"
+    return "higher" if HIGHER_NAMES.search(name) else ""
+
+
+def _metric_names(diff: Mapping[str, Any]) -> list[str]:
+    return [name for metrics in diff.values() for name in metrics]
 
 
 # -- escaping: params, metrics and plot names come from a branch anyone may push, and the

@@ -516,6 +516,14 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
         pushed = open_registry.manifest(IMAGE, sha)
         assert pushed is not None and open_registry.manifest(IMAGE, "latest") == pushed
         assert_quiet_with_a_summary(done, f"{address}/{IMAGE}", sha, pushed.digest)
+        # The embedded registry keeps running: the summary says how to stop it.
+        assert (
+            f"  registry    embedded, still running on {address}: stop it with "
+            "`.nox/publish/bin/invoke registry --stop`"
+        ) in done.stdout.splitlines()
+        # Built on scripts/build-base-image's stand-in (no Docker Hub): said once.
+        warning = "WARNING: base image python:3.11-slim is this engine's local stand-in"
+        assert done.stdout.count(warning) == (1 if engine_has_the_stand_in() else 0)
         labels = open_registry.labels(IMAGE, pushed)
         assert labels["model.digest"] == digest_of(project.path(ARCHIVE))
         assert project.invoke("registry", "--status").stdout.strip() == f"{address}: up"
@@ -534,6 +542,12 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
     finally:
         local_registry.stop_port(Runner(), port, storage)
         remove_images(f"{address}/")
+
+
+def engine_has_the_stand_in() -> bool:
+    """Is the engine's python:3.11-slim scripts/build-base-image's stand-in (its marks)?"""
+    found = docker("image", "inspect", "--format", "{{json .Config.Labels}}", "python:3.11-slim")
+    return "stand-in-for" in found.stdout or "made by scripts/build-base-image" in found.stdout
 
 
 def assert_quiet_with_a_summary(done, repository: str, sha: str, digest: str) -> None:

@@ -184,9 +184,10 @@ def test_feature_vs_main_has_params_metric_deltas_and_valid_images(project: Proj
     text = report.read_text()
     assert text.startswith("# Experiment Report (abc1234)")
     assert "| train.lr | 0.1 | 0.3 |" in text
-    assert "| val_acc | 0.2 | 0.6 | +0.4 |" in text
-    assert "| val_loss | 0.9 | 0.7 | -0.2 |" in text
-    assert "| recall | 0.1 | 0.3 | +0.2 |" in text
+    # which way is better: from the names here (no gates.yaml)
+    assert "| val_acc | 0.2 | 0.6 | +0.4 better | ↑ higher |" in text
+    assert "| val_loss | 0.9 | 0.7 | -0.2 better | ↓ lower |" in text
+    assert "| recall | 0.1 | 0.3 | +0.2 better | ↑ higher |" in text
     assert "precision" not in text  # unchanged metrics are not listed, as in `dvc metrics diff`
     links = image_links(report)
     assert len(links) == 6
@@ -216,6 +217,61 @@ def test_nothing_changed_says_no_changes(project: Project, tmp_path: Path):
         assert_png(link)
 
 
+HISTORY_PY = """\
+import json, pathlib, yaml
+lr = yaml.safe_load(open("params.yaml"))["train"]["lr"]
+rows = [{"epoch": e, "train_loss": lr / e, "val_loss": 2 * lr / e} for e in (1, 2, 3)]
+pathlib.Path("history.json").write_text(json.dumps(rows))
+"""
+
+VEGA_DVC_YAML = """\
+stages:
+  history:
+    cmd: python history.py
+    deps: [history.py]
+    params: [train]
+    outs:
+      - history.json:
+          cache: false
+plots:
+  - Loss:
+      template: linear
+      x: epoch
+      y:
+        history.json: [train_loss, val_loss]
+"""
+
+
+@pytest.mark.slow
+def test_the_vega_plots_of_dvc_yaml_are_drawn_as_svg_with_both_revisions(tmp_path: Path):
+    import xml.etree.ElementTree as ET
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh(repo, "git", "init", "-q", "-b", "main")
+    sh(repo, "dvc", "init", "-q")
+    (repo / "history.py").write_text(HISTORY_PY)
+    (repo / "dvc.yaml").write_text(VEGA_DVC_YAML)
+    set_lr(repo, 0.1)
+    sh(repo, "dvc", "repro", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "main")
+    sh(repo, "git", "checkout", "-qb", "feature")
+    set_lr(repo, 0.3)
+    sh(repo, "dvc", "repro", "-q")
+
+    text = write_report(Runner(out=io.StringIO()), repo, sha="s").read_text()
+
+    assert '### Loss\n\n![Loss](report/vega_loss.svg "Loss")' in text
+    assert "Dashed: `main`; solid: workspace." in text
+    drawing = ET.parse(repo / "report/vega_loss.svg").getroot()
+    lines = drawing.findall("{http://www.w3.org/2000/svg}polyline")
+    assert [line.get("stroke-dasharray") for line in lines] == ["6 4", "6 4", None, None]
+    legend = [t.text for t in drawing.findall("{http://www.w3.org/2000/svg}text")][-4:]
+    assert legend == ["main: train_loss", "main: val_loss", "workspace: train_loss",
+                      "workspace: val_loss"]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_base_without_metrics_is_no_baseline(tmp_path: Path):
     repo = tmp_path / "repo"
@@ -233,7 +289,7 @@ def test_base_without_metrics_is_no_baseline(tmp_path: Path):
     text = write_report(Runner(out=io.StringIO()), repo, sha="s").read_text()
 
     assert "No baseline: `main` has no metrics yet" in text
-    assert "| val_acc | — | 0.2 | — |" in text
+    assert "| val_acc | — | 0.2 | — | ↑ higher |" in text
     assert text.count("(not available)") == 3  # main has no plots; workspace ones are shown
     links = image_links(repo / "report.md")
     assert len(links) == 3
@@ -280,7 +336,7 @@ def test_base_plots_missing_from_the_remote_are_reported_not_fatal(
     assert text.count("(not available)") == 3
     assert "Some plots could not be loaded" in text
     assert "main:" in text
-    assert "| val_acc | 0.2 | 0.6 | +0.4 |" in text  # metrics are in git: still compared
+    assert "| val_acc | 0.2 | 0.6 | +0.4 better | ↑ higher |" in text  # in git: still compared
 
 
 def test_missing_base_is_a_clear_error(tmp_path: Path):

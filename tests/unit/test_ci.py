@@ -60,10 +60,17 @@ def test_pull_requests_are_recognised():
     [
         ("https://user:tok@github.com/o/r.git", "https://github.com/o/r"),
         ("git@gitlab.com:o/r.git", "https://gitlab.com/o/r"),
+        ("ssh://git@gitlab.example.org:2222/group/r.git", "https://gitlab.example.org/group/r"),
+        ("https://gitea.example.org/o/r", "https://gitea.example.org/o/r"),
         ("", ""),
+        # not a web address: no source label rather than a path of the building machine
+        ("/work/main", ""),
+        ("../celestial", ""),
+        ("file:///srv/git/r.git", ""),
+        ("C:/src/r", ""),
     ],
 )
-def test_source_url_never_carries_credentials(remote, expected):
+def test_source_url_is_a_web_address_without_credentials(remote, expected):
     assert ci.source_url({}, remote) == expected
 
 

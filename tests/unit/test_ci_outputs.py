@@ -1,5 +1,6 @@
 """Publish results for CI: GitHub step outputs and summary, GitLab dotenv report."""
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -77,3 +78,62 @@ def test_outside_ci_and_in_a_dry_run_nothing_is_written(tmp_path: Path):
     ci_outputs.write(Runner(dry=True, out=shown), RESULT, environ, tmp_path)
     assert list(tmp_path.iterdir()) == []
     assert "[dry-run] $ sh -c 'cat >> $GITHUB_OUTPUT'" in shown.getvalue()
+
+
+def _publish_to(environ, tmp_path):
+    """write_publish of an already published image, with this repository's settings."""
+    from types import SimpleNamespace
+
+    from cicd.settings import load
+
+    settings = load(Path(__file__).resolve().parents[2], environ)
+    out = io.StringIO()
+    run = SimpleNamespace(
+        runner=Runner(out=out),
+        settings=dataclasses.replace(settings, root=tmp_path),
+        environ=environ,
+    )
+    goal = SimpleNamespace(
+        repository=settings.repository, tags=BARE_TAGS, model=SimpleNamespace(tag="model:v1")
+    )
+    result = ci_outputs.write_publish(run, goal, DIGEST, [("push", 1.0)], built=False)
+    return result, out.getvalue()
+
+
+def test_a_ci_run_without_registry_secrets_says_the_image_is_gone_with_the_runner(tmp_path):
+    summary_file = tmp_path / "summary.md"
+    environ = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary_file)}
+    _, printed = _publish_to(environ, tmp_path)
+    warning = (
+        "WARNING: published to the embedded registry of this runner (127.0.0.1:5050): it is "
+        "gone when the job ends; set CONTAINER_REGISTRY_HOST, CONTAINER_REGISTRY_USERNAME, "
+        "CONTAINER_REGISTRY_PASSWORD (CI secrets) to publish to a registry (docs/settings.md)"
+    )
+    assert warning in printed.splitlines()
+    markdown = summary_file.read_text()
+    assert "> [!WARNING]\n> published to the embedded registry of this runner" in markdown
+    assert "| registry | embedded in this CI runner: gone when the job ends" in markdown
+
+
+def test_a_local_run_on_the_embedded_registry_says_how_to_stop_it(tmp_path):
+    result, printed = _publish_to({}, tmp_path)
+    assert "WARNING" not in printed
+    text = ci_outputs.terminal_summary(result, load_smoke())
+    assert (
+        "  registry    embedded, still running on 127.0.0.1:5050: stop it with "
+        "`.nox/publish/bin/invoke registry --stop`"
+    ) in text.splitlines()
+
+
+def test_a_configured_registry_gets_neither_note(tmp_path):
+    environ = {"GITHUB_ACTIONS": "true", "CONTAINER_REGISTRY_HOST": "ghcr.io/o"}
+    result, printed = _publish_to(environ, tmp_path)
+    assert "WARNING" not in printed
+    assert "registry" not in ci_outputs.terminal_summary(result, load_smoke()).split("Next:")[0]
+    assert "embedded" not in ci_outputs.summary(result)
+
+
+def load_smoke():
+    from cicd.settings import load
+
+    return load(Path(__file__).resolve().parents[2], {}).smoke

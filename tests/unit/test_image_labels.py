@@ -38,6 +38,15 @@ def test_labels_are_oci_plus_model_and_reproducible():
     assert image.labels(settings, revision, MODEL) == labels
 
 
+def test_a_clone_of_a_local_path_gets_no_source_label():
+    from cicd.ci import source_url
+
+    revision = Revision(SHA, timestamp=1, source_url=source_url({}, "/work/main"))
+    labels = image.labels(load(ROOT, {}), revision, MODEL)
+    assert "org.opencontainers.image.source" not in labels
+    assert labels["org.opencontainers.image.revision"] == SHA
+
+
 def test_metrics_are_labels_and_only_flat_numbers_are_read(tmp_path):
     (tmp_path / "evaluation").mkdir()
     (tmp_path / "evaluation/metrics.json").write_text(

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from cicd.charts import svg, vega_charts
 from cicd.errors import SuiteError
 from cicd.report import (
     PlotImages,
     collect_plot_images,
+    directions,
     parse_dvc_json,
     render_metrics,
     render_params,
@@ -60,9 +62,46 @@ def test_params_from_several_files_are_prefixed_and_odd_values_are_readable():
 
 def test_metrics_table_has_old_new_and_signed_change():
     rows = _rows(render_metrics(METRICS, "main"))
-    assert rows[0] == ["Metric", "`main`", "workspace", "Change"]
+    assert rows[0] == ["Metric", "`main`", "workspace", "Change"]  # no direction known
     assert ["val_loss", "0.9", "0.7", "-0.2"] in rows
     assert ["val_acc", "0.2", "0.6", "+0.4"] in rows
+
+
+def test_a_metric_change_says_better_or_worse():
+    directions = {"val_loss": "lower", "val_acc": "lower"}
+    rows = _rows(render_metrics(METRICS, "main", directions))
+    assert ["val_loss", "0.9", "0.7", "-0.2 better", "↓ lower"] in rows
+    assert ["val_acc", "0.2", "0.6", "+0.4 worse", "↓ lower"] in rows
+    rows = _rows(render_metrics(METRICS, "main", {"val_acc": "higher"}))
+    assert rows[0][-1] == "Better"
+    assert ["val_loss", "0.9", "0.7", "-0.2", "—"] in rows  # unknown: no verdict
+    assert ["val_acc", "0.2", "0.6", "+0.4 better", "↑ higher"] in rows
+
+
+def test_which_way_is_better_comes_from_gates_yaml_then_the_name(tmp_path: Path):
+    names = ["val_loss", "val_acc", "precision", "f1_score", "throughput", "margin"]
+    assert directions(tmp_path, names) == {  # no gates.yaml: the names
+        "val_loss": "lower",
+        "val_acc": "higher",
+        "precision": "higher",
+        "f1_score": "higher",
+    }
+    (tmp_path / "gates.yaml").write_text(
+        "gates:\n"
+        "  margin: {min: 0.1}\n"  # a floor: higher is better
+        "  val_acc: {min: 0.5, max: 0.99}\n"  # a range says nothing: the name does
+        "better:\n"
+        "  throughput: higher\n"
+        "  precision: lower\n"  # what gates.yaml says wins over the name
+    )
+    assert directions(tmp_path, names) == {
+        "val_loss": "lower",
+        "val_acc": "higher",
+        "precision": "lower",
+        "f1_score": "higher",
+        "throughput": "higher",
+        "margin": "higher",
+    }
 
 
 def test_metrics_without_baseline_say_so_and_show_workspace_values():
@@ -129,7 +168,7 @@ def test_whole_report_has_title_with_sha_and_all_sections():
     assert "`main` (ffffffffffff)" in text
     for heading in ("## Params", "## Metrics", "## Plots"):
         assert heading in text
-    assert "No image plots" in text
+    assert "No plots found" in text
 
 
 def test_parse_dvc_json_ignores_warnings_merged_from_stderr():
@@ -140,3 +179,65 @@ def test_parse_dvc_json_ignores_warnings_merged_from_stderr():
     assert parse_dvc_json(output) == {"m.json": {"a": {"old": None, "new": 1}}}
     with pytest.raises(SuiteError, match="no JSON"):
         parse_dvc_json("ERROR: something broke\n")
+
+
+def _vega(name: str, y: list[str], rows: list[tuple[str, int, dict[str, float]]]) -> dict:
+    """A Vega plot of `dvc plots diff --json` (DVC 3.x, linear template), data inlined."""
+    several = len(y) > 1
+    values = [
+        {"epoch": epoch, **row, "rev": rev}
+        | ({"field": field, "dvc_inferred_y_value": row[field]} if several else {})
+        for rev, epoch, row in rows
+        for field in (y if several else y[:1])
+    ]
+    y_field = "dvc_inferred_y_value" if several else y[0]
+    return {
+        "type": "vega",
+        "revisions": sorted({rev for rev, _, _ in rows}),
+        "content": {
+            "data": {"values": values},
+            "encoding": {"x": {"field": "epoch"}},
+            "layer": [{"encoding": {"y": {"field": y_field}}}],
+        },
+    }
+
+
+LOSS_ROWS = [
+    (rev, epoch, {"train_loss": 1.0 / epoch + shift, "val_loss": 1.2 / epoch + shift})
+    for rev, shift in (("main", 0.1), ("workspace", 0.0))
+    for epoch in (1, 2, 3)
+]
+
+
+def test_the_vega_plots_of_dvc_yaml_are_drawn_with_both_revisions(tmp_path: Path):
+    plots_json = {
+        "data": {
+            "Loss": [_vega("Loss", ["train_loss", "val_loss"], LOSS_ROWS)],
+            "Validation accuracy": [
+                _vega("Validation accuracy", ["val_acc"], [("workspace", 1, {"val_acc": 0.6})])
+            ],
+            "p.png": [{"type": "image", "revisions": ["main"], "url": f"{tmp_path}/m.png"}],
+        }
+    }
+    loss, accuracy = vega_charts(plots_json, "main")
+    assert [(s.revision, s.field) for s in loss.series] == [
+        ("main", "train_loss"),
+        ("main", "val_loss"),
+        ("workspace", "train_loss"),
+        ("workspace", "val_loss"),
+    ]
+    assert loss.series[0].points == ((1.0, 1.1), (2.0, 0.6), (3.0, 1.0 / 3 + 0.1))
+    assert (loss.file_name, accuracy.file_name) == ("vega_loss.svg", "vega_validation_accuracy.svg")
+    assert accuracy.y_title == "val_acc"
+
+    import xml.etree.ElementTree as ET
+
+    drawing = ET.fromstring(svg(loss, "main"))
+    lines = drawing.findall("{http://www.w3.org/2000/svg}polyline")
+    assert len(lines) == 4
+    assert [line.get("stroke-dasharray") for line in lines] == ["6 4", "6 4", None, None]
+    assert all(len(line.get("points").split()) == 3 for line in lines)
+
+    text = render_plots([], "main", charts=[("Loss", "report/vega_loss.svg")])
+    assert text.startswith('### Loss\n\n![Loss](report/vega_loss.svg "Loss")')
+    assert "Dashed: `main`; solid: workspace." in text
