@@ -320,7 +320,7 @@ def render_metrics(
     """``dvc metrics diff --json`` as a table: metric, base value, workspace value, change
     (and whether it is better or worse), which way is better (``directions``: metric ->
     "higher" / "lower"; :func:`directions`; no such column when none is known)."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     olds = []
     for file, metrics in diff.items():
         for name, change in metrics.items():
