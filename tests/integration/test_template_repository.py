@@ -1,7 +1,9 @@
 """A model repository adopts the suite: a new repository rendered from template/ (the iris
 model), the suite installed from a wheel built from this working tree, then its own
-`nox -s train`, `nox -s publish` (the embedded registry on a port the OS assigned) and
-`invoke verify`. Minutes: it builds a wheel, two session environments and an image."""
+`nox -s train`, `invoke keygen` (the rendered README's first-run step), a signed
+`nox -s publish` (the embedded registry on a port the OS assigned) and `nox -s verify`, which
+checks the signatures against the committed public key. Minutes: it builds a wheel, three
+session environments and an image."""
 
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 120
     return done.stdout
 
 
-def test_a_new_repository_trains_publishes_and_verifies_with_the_installed_suite(tmp_path):
+def test_a_new_repository_trains_publishes_signed_and_verifies_with_the_installed_suite(
+    tmp_path,
+):
     bin_dir = Path(sys.executable).parent  # nox, uv, invoke of the tests' environment
     env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
@@ -69,17 +73,32 @@ def test_a_new_repository_trains_publishes_and_verifies_with_the_installed_suite
         assert metrics["accuracy"] >= 0.8
         run([*git, "add", "-A"], repo, env)
         run([*git, "commit", "-qm", "Trained"], repo, env)
+
+        # The rendered README's first run with signatures: a key pair (the private key
+        # outside the repository), the public key committed, SIGNING_KEY set for publish.
+        readme = (repo / "README.md").read_text()
+        assert "invoke keygen --private-key" in readme and "SIGNING_KEY=" in readme
+        private = tmp_path / "keys" / "signing.pem"
+        made = run([str(repo / ".nox/train/bin/invoke"), "keygen", "--private-key",
+                    str(private)], repo, env)  # fmt: skip
+        keyid = re.search(r"key id ([0-9a-f]{16})…", made)
+        assert keyid and (repo / "signing" / "publish.pub").exists(), made
+        assert private.stat().st_mode & 0o077 == 0
+        run([*git, "add", "signing/publish.pub"], repo, env)
+        run([*git, "commit", "-qm", "The image signing key"], repo, env)
         sha = run(["git", "rev-parse", "HEAD"], repo, env).strip()
 
-        published = run([sys.executable, "-m", "nox", "-s", "publish"], repo, env)
+        signed_env = {**env, "SIGNING_KEY": private.read_text()}
+        published = run([sys.executable, "-m", "nox", "-s", "publish"], repo, signed_env)
         assert f"published {address}/{IMAGE}:{sha}" in published
+        assert "UNSIGNED" not in published and "SIGNING_KEY is not set" not in published
         # The smoke step's line (quiet by default): the JSON answer, checked by the function.
         assert re.search(r"✓ smoke +answers .*, as the model does", published), published
         assert RegistryClient(address).manifest(IMAGE, sha) is not None
 
-        verified = run(
-            [str(repo / ".nox/publish/bin/invoke"), "verify", "--allow-unsigned"], repo, env
-        )
+        # verify as CI runs it: no key in the environment, no --allow-unsigned.
+        verified = run([sys.executable, "-m", "nox", "-s", "verify"], repo, env)
+        assert f"ok    signature  signed by key {keyid[1]}… (publish.pub)" in verified, verified
         assert "ok    dvc.lock" in verified and "ok    model" in verified
     finally:
         local_registry.stop_port(Runner(), port, storage)

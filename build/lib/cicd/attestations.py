@@ -1,0 +1,307 @@
+"""The image's SBOM and provenance: made, signed and attached next to it in the registry.
+
+After the push (`invoke attest`, the publish session's last step), two in-toto statements
+about the pushed digest are made: the CycloneDX SBOM of the image (:mod:`cicd.sbom`) and the
+SLSA provenance (:mod:`cicd.provenance`). Each goes in a DSSE envelope, signed with
+``SIGNING_KEY`` when it is set (:mod:`cicd.signing`; unsigned, and said so, when not), and is
+stored as an OCI artifact in the image's repository:
+
+* where the registry has the OCI 1.1 referrers API: a manifest whose ``subject`` is the image,
+  found through ``/v2/<name>/referrers/<digest>``;
+* where it has not (Distribution 2.8, Debian's registry): the same manifest under the tag
+  ``sha256-<hex>.sbom`` / ``sha256-<hex>.att``, the scheme cosign uses.
+
+Either way any OCI client (oras, crane, cosign's tag lookups) can fetch them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cicd import ci, image, provenance, sbom, signing
+from cicd.docker import docker_call, whales
+from cicd.errors import SuiteError
+from cicd.provenance import BaseImage, BuildFacts
+from cicd.registry import Manifest, RegistryClient, content_digest
+
+if TYPE_CHECKING:
+    from cicd.context import Run
+    from cicd.image import Target
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+EMPTY_JSON = b"{}"
+PREDICATE_ANNOTATION = "in-toto.io/predicate-type"
+UNSIGNED_WARNING = (
+    "warning: SIGNING_KEY is not set: the SBOM and provenance are attached UNSIGNED "
+    "(`invoke verify` refuses them without --allow-unsigned); model-cicd's docs/verify.md"
+)
+
+
+class AttestationError(SuiteError):
+    """An attestation that cannot be made, stored or found."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One of the two documents attached to an image."""
+
+    name: str  # as the lines say it
+    suffix: str  # of the tag scheme: sha256-<hex><suffix>
+    artifact_type: str
+    predicate_type: str
+
+
+SBOM = Kind("SBOM", ".sbom", "application/vnd.cyclonedx+json", provenance.CYCLONEDX_BOM)
+PROVENANCE = Kind("provenance", ".att", "application/vnd.in-toto+json", provenance.SLSA_PROVENANCE)
+KINDS = (SBOM, PROVENANCE)
+
+
+def tag_for(digest: str, kind: Kind) -> str:
+    """``sha256-<hex><suffix>``: where a registry without the referrers API keeps it."""
+    return digest.replace(":", "-") + kind.suffix
+
+
+# --------------------------------------------------------------------------- making
+
+
+def attest(run: Run, goal: Target, started: dt.datetime | None = None) -> str:
+    """Make, sign and attach the SBOM and provenance of this commit's pushed image.
+
+    The image is the registry's (its SHA tag); the SBOM is read from the local copy when
+    it is that image, else from the image pulled by digest. Returns the image digest."""
+    started = started or now()
+    registry, repository = run.registry, run.settings.repository_path
+    pushed = registry.manifest(repository, goal.tags[0])
+    if pushed is None and not run.dry:
+        raise AttestationError(
+            f"{goal.references[0]} is not in the registry: publish it first (`nox -s publish`)"
+        )
+    digest = pushed.digest if pushed else "sha256:<pushed digest>"
+    key_signer = _signer(run)
+    with image_at(run, goal.repository, pushed) as reference:
+        bom = sbom.generate(run, reference)
+        facts = gather(run, goal, digest, reference, started)
+    statements = {
+        SBOM: provenance.sbom_statement(goal.repository, digest, bom or {"bomFormat": "dry"}),
+        PROVENANCE: provenance.provenance_statement(facts),
+    }
+    envelopes = {
+        kind: signing.envelope(statement, key_signer) for kind, statement in statements.items()
+    }
+    attach_all(run, digest, envelopes)
+    if not run.dry:
+        how = "signed" if key_signer else "UNSIGNED"
+        run.runner.echo(f"attested {goal.references[0]} ({digest}): SBOM and provenance, {how}")
+    return digest
+
+
+def missing(run: Run, digest: str) -> list[Kind]:
+    """The kinds of attestation the registry lacks for the image ``digest``."""
+    found = fetch(run.registry, run.settings.repository_path, digest)
+    return [kind for kind in KINDS if found.get(kind) is None]
+
+
+def _signer(run: Run) -> Any:
+    key = run.settings.signing_key
+    if not key:
+        run.runner.echo(UNSIGNED_WARNING)
+        return None
+    return signing.signer(key)
+
+
+@contextmanager
+def image_at(run: Run, repository: str, pushed: Manifest | None) -> Iterator[str]:
+    """A local reference to the pushed image: this commit's local tag when it is that image,
+    else the image pulled by digest (and removed afterwards)."""
+    local = f"{repository}:{run.revision.tag}"
+    if pushed is None or _local_id(run, local) == pushed.config_digest:
+        yield local
+        return
+    reference = f"{repository}@{pushed.digest}"
+    with image.logged_in(run) as (docker, base):
+        docker_call(
+            run.runner,
+            [*base, "pull", "--quiet", reference],
+            lambda: docker.pull(reference, quiet=True),  # type: ignore[attr-defined]
+            hint="check that the registry is up and that the user may pull",
+            retry_transient=True,
+        )
+    client = run.docker
+    try:
+        yield reference
+    finally:
+        docker_call(
+            run.runner,
+            [client.path, "image", "rm", reference],
+            lambda: whales(client).image.remove(reference),
+        )
+
+
+def _local_id(run: Run, reference: str) -> str | None:
+    from python_on_whales.exceptions import DockerException
+
+    try:
+        return whales(run.docker).image.inspect(reference).id
+    except DockerException:
+        return None
+
+
+def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.datetime) -> BuildFacts:
+    """What the provenance records, from the workspace, the engine and the image."""
+    settings = run.settings
+    names = [provenance.PARAMS_FILE, provenance.LOCK_FILE, image.METRICS_FILE]
+    return BuildFacts(
+        repository=goal.repository,
+        image_digest=digest,
+        commit=goal.revision.sha,
+        source_url=goal.revision.source_url,
+        tags=goal.tags,
+        model_tag=goal.model.tag,
+        model_digest=goal.model.digest,
+        model_path=str(settings.bentomodel),
+        base=base_image(run, reference),
+        versions=provenance.versions(_docker_version(run)),
+        builder_id=ci.places(run.environ).run_url or "urn:celestial-bodies:builder:local",
+        started=started,
+        finished=now(),
+        files=provenance.read_files(settings.root, names),
+        metrics=image.read_metrics(settings.root),
+        metrics_file=image.METRICS_FILE,
+    )
+
+
+def base_image(run: Run, reference: str) -> BaseImage:
+    """The local base image, checked to be the image's base: its layers start the image's.
+
+    Its name is the setting ``suite.base_image``, not the built bento's: attest also attaches
+    the documents of an image published without them, on a machine that never built its
+    bento. The service declares its base itself (BentoML 1.4: ``bentoml.images.Image``); a
+    test keeps the two equal in this repository, and this layer check catches any mismatch."""
+    base_name = run.settings.base_image
+    client = run.docker
+    docker = whales(client)
+    shown = [client.path, "image", "inspect", base_name, reference]
+    found = docker_call(
+        run.runner,
+        shown,
+        lambda: (docker.image.inspect(base_name), docker.image.inspect(reference)),
+        hint=f"the base image {base_name} must be on this machine: scripts/bootstrap",
+    )
+    if found is None:  # dry run
+        return BaseImage(base_name, "sha256:<base image>")
+    base, built = found
+    layers, built_layers = list(base.root_fs.layers), list(built.root_fs.layers)
+    if built_layers[: len(layers)] != layers:
+        raise AttestationError(
+            f"{reference} is not built on this machine's {base_name} ({base.id}): "
+            "attest it where it was built, or rebuild it here (`nox -s publish -- --force`)"
+        )
+    return BaseImage(base_name, base.id, tuple(base.repo_digests or ()))
+
+
+def _docker_version(run: Run) -> str:
+    client = run.docker
+    found = docker_call(
+        run.runner,
+        [client.path, "version", "--format", "{{.Server.Version}}"],
+        lambda: whales(client).version().server.version,  # type: ignore[union-attr]
+    )
+    return str(found or "<docker version>")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def artifact_manifest(
+    kind: Kind, subject: Manifest | None, envelope_digest: str, size: int
+) -> bytes:
+    """An OCI 1.1 artifact manifest: the empty config, one layer (the DSSE envelope), and
+    the image as its ``subject``."""
+    document: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": kind.artifact_type,
+        "config": {
+            "mediaType": EMPTY_CONFIG,
+            "digest": content_digest(EMPTY_JSON),
+            "size": len(EMPTY_JSON),
+        },
+        "layers": [
+            {
+                "mediaType": DSSE_ENVELOPE,
+                "digest": envelope_digest,
+                "size": size,
+                "annotations": {PREDICATE_ANNOTATION: kind.predicate_type},
+            }
+        ],
+    }
+    if subject is not None:
+        document["subject"] = {
+            "mediaType": subject.media_type or OCI_MANIFEST,
+            "digest": subject.digest,
+            "size": len(subject.raw),
+        }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def attach_all(run: Run, digest: str, envelopes: dict[Kind, dict[str, Any]]) -> None:
+    """Store each envelope as its kind's artifact about the image ``digest``: under its tag,
+    or by digest where the registry indexes referrers (asked once)."""
+    registry, repository = run.registry, run.settings.repository_path
+    subject = registry.manifest(repository, digest) if not run.dry else None
+    by_referrers = registry.referrers(repository, digest) is not None
+    registry.upload_blob(repository, EMPTY_JSON)  # the config every artifact shares
+    for kind, envelope in envelopes.items():
+        body = provenance.dumps(envelope)
+        layer = registry.upload_blob(repository, body)
+        raw = artifact_manifest(kind, subject, layer, len(body))
+        manifest = Manifest(content_digest(raw), content_digest(EMPTY_JSON), raw, OCI_MANIFEST)
+        where = manifest.digest if by_referrers else tag_for(digest, kind)
+        registry.put_manifest(repository, where, manifest)
+
+
+def fetch(
+    registry: RegistryClient, repository: str, digest: str
+) -> dict[Kind, dict[str, Any] | None]:
+    """The envelopes attached to the image ``digest`` (None for a kind not found)."""
+    found: dict[Kind, dict[str, Any] | None] = {}
+    listed = registry.referrers(repository, digest)
+    for kind in KINDS:
+        where = tag_for(digest, kind)
+        if listed is not None:
+            ours = [item for item in listed if item.get("artifactType") == kind.artifact_type]
+            where = str(ours[-1].get("digest")) if ours else ""
+        manifest = registry.manifest(repository, where) if where else None
+        found[kind] = _envelope(registry, repository, manifest, kind) if manifest else None
+    return found
+
+
+def _envelope(
+    registry: RegistryClient, repository: str, manifest: Manifest, kind: Kind
+) -> dict[str, Any]:
+    layers = json.loads(manifest.raw).get("layers") or []
+    envelopes = [layer for layer in layers if layer.get("mediaType") == DSSE_ENVELOPE]
+    if len(envelopes) != 1:
+        raise AttestationError(
+            f"the {kind.name} artifact of {repository} holds {len(envelopes)} DSSE envelopes, "
+            "not one: it was not attached by this suite"
+        )
+    body = registry.blob(repository, envelopes[0]["digest"], what=f"the {kind.name}")
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError:
+        raise AttestationError(f"the {kind.name} of {repository} is not JSON") from None
+    if not isinstance(document, dict):
+        raise AttestationError(f"the {kind.name} of {repository} is not a DSSE envelope")
+    return document

@@ -1,0 +1,179 @@
+"""BentoML steps: import the model archive, build the bento, serve it.
+
+Every action is shown as the BentoML command a user would type (the dry run prints it).
+Building and serving run that command; the import and the store checks run in this process
+through BentoML's Python API (a CLI process would pay BentoML's start-up, 1-3 s, each time).
+The archive is read directly (cicd.bentomodel) for the model's tag and digest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from cicd.bentomodel import ArchiveError, digest, import_bentomodel, read_tag
+from cicd.errors import SuiteError
+from cicd.settings import Settings
+from cicd.shell import tool
+
+if TYPE_CHECKING:
+    from cicd.context import Run
+
+# BentoML's CLI sends usage analytics unless told not to, and warns about its own duplicate
+# `--quiet` flag on every call: neither helps a CI log.
+BENTOML_ENV = {"BENTOML_DO_NOT_TRACK": "True", "PYTHONWARNINGS": "ignore::UserWarning"}
+
+MAKE_MODEL_HINT = (
+    "run `nox -s train` (or `invoke repro`) to make it, or `invoke pull` to fetch it "
+    "from the DVC remote"
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    tag: str  # name:version, as in the BentoML store
+    digest: str  # sha256 of the .bentomodel archive: what the image's label records
+
+
+def model_info(path: Path) -> ModelInfo:
+    """Tag and digest of a ``.bentomodel`` archive."""
+    if not path.is_file():
+        raise SuiteError(f"no model archive at {path}: {MAKE_MODEL_HINT}")
+    try:
+        return ModelInfo(tag=read_tag(path), digest=digest(path))
+    except ArchiveError as error:
+        raise SuiteError(f"{error}: {MAKE_MODEL_HINT}") from error
+
+
+def archived_model(run: Run) -> ModelInfo:
+    """The model of the workspace's archive; in a dry run a missing archive (its pull was
+    only shown) stands as a placeholder so that the rest of the dry run can be shown."""
+    settings = run.settings
+    archive = settings.path(settings.bentomodel)
+    if run.dry and not archive.exists():
+        return ModelInfo(f"<tag in {settings.bentomodel}>", "sha256:<digest>")
+    return model_info(archive)
+
+
+def import_model(run: Run, model: ModelInfo | None = None) -> ModelInfo:
+    """Import the ``.bentomodel`` into the BentoML store; a model already there is fine.
+
+    ``model``: the archive's tag and digest when the caller has already read them. The
+    import runs in this process (cicd.bentomodel, the pipeline's importer too), shown as the
+    equivalent `bentoml models import`: a CLI process would pay BentoML's start-up.
+    """
+    archive = run.settings.path(run.settings.bentomodel).resolve()
+    model = model or archived_model(run)
+
+    def run_import() -> bool:
+        from bentoml.exceptions import BentoMLException
+
+        try:
+            return import_bentomodel(archive)[1]
+        except (BentoMLException, ValueError, OSError) as error:
+            raise SuiteError(f"importing {archive} failed ({error}): {MAKE_MODEL_HINT}") from error
+
+    command = [tool("bentoml"), "models", "import", str(archive)]
+    if run.runner.call(command, run_import) is False:
+        run.runner.detail(f"model {model.tag} is already in the BentoML store")
+    return model
+
+
+def bento_in_store(tag: str) -> bool:
+    """Is the bento ``tag`` in the local BentoML store? A read-only check, in this process."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    try:
+        bentoml.get(tag)
+    except (BentoMLException, ValueError):  # not found; a dry run's placeholder is no tag
+        return False
+    return True
+
+
+def bento_tag(settings: Settings, version: str) -> str:
+    return f"{settings.bento_name}:{version}"
+
+
+def model_argument(model: ModelInfo) -> list[str]:
+    """The service's ``model_tag`` argument (src/serve.py): the exact model to serve."""
+    return ["--arg", f"model_tag={model.tag}"]
+
+
+def build_bento(run: Run, model: ModelInfo | None = None) -> str:
+    """Build the bento of this commit serving the workspace's model: one commit, one bento.
+
+    The bento is versioned by the revision's tag and records the model (bento.yaml: the
+    service's models and ``args``); it is checked against ``model`` after the build, and when
+    an earlier build is reused. ``model``: the archive's, when the caller has read it.
+    """
+    runner, settings = run.runner, run.settings
+    model = model or archived_model(run)
+    version = run.revision.tag
+    tag = bento_tag(settings, version)
+    if bento_in_store(tag):
+        runner.detail(f"bento {tag} is already built")
+    else:
+        runner.run(
+            [
+                tool("bentoml"),
+                "build",
+                "--bentofile",
+                str(settings.bentofile),
+                "--version",
+                version,
+                "--output=tag",  # the tag only: no banner, no BentoCloud advice
+                *model_argument(model),
+                str(settings.build_context),
+            ],
+            cwd=settings.root,
+            env=BENTOML_ENV,
+            hint="the model must be in the store first: run `invoke import-model`",
+        )
+    if not runner.dry:
+        check_bento_model(tag, model)
+    return tag
+
+
+def bento_models(tag: str) -> list[str]:
+    """The tags of the models a built bento carries (what `bentoml get` lists)."""
+    import bentoml
+
+    return sorted(str(info.tag) for info in bentoml.get(tag).info.all_models)
+
+
+def check_bento_model(tag: str, model: ModelInfo) -> None:
+    """The bento carries exactly the workspace's model, or one line says which is which."""
+    carried = bento_models(tag)
+    if carried != [model.tag]:
+        raise SuiteError(
+            f"bento {tag} carries model {', '.join(carried) or 'none'} but the workspace's "
+            f"archive is {model.tag}: delete it (`bentoml delete -y {tag}`) and build again"
+        )
+
+
+def serve(run: Run, port: int) -> None:
+    """``bentoml serve`` the workspace's model from the working tree, reloading on code changes.
+
+    The model is imported into the store first (a model already there is fine)."""
+    settings = run.settings
+    model = import_model(run)
+    service = yaml.safe_load(settings.path(settings.bentofile).read_text())["service"]
+    run.runner.run(
+        [
+            tool("bentoml"),
+            "serve",
+            service,
+            *model_argument(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload",
+        ],
+        cwd=settings.path(settings.build_context),
+        env=BENTOML_ENV,
+    )

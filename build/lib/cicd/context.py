@@ -1,0 +1,102 @@
+"""The run context: what one step runs with, built once per task.
+
+A :class:`Run` holds the runner (dry run, secrets to mask, deadlines), the settings and the
+environment, and gives what is derived from them, each made once and cached: the Docker
+client, the revision being built, the registry credentials and the registry client. Modules
+take a ``Run`` instead of the loose ``(runner, settings, client, environ)`` they need, as
+python-on-whales builds one ``DockerClient`` from one ``ClientConfig``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from cicd import ci
+from cicd import settings as settings_module
+from cicd.docker import Client, choose_client, require_engine
+from cicd.registry import Credentials, RegistryClient, credentials
+from cicd.settings import Settings
+from cicd.shell import Runner
+
+
+@dataclass
+class Run:
+    """The runner, the settings and the environment of one step, and what derives from them."""
+
+    runner: Runner
+    settings: Settings
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        config: Mapping[str, Any],
+        environ: Mapping[str, str],
+        *,
+        dry: bool = False,
+        verbose: bool = False,
+        command_timeout: float | None = None,
+    ) -> Run:
+        """From the ``suite`` section of invoke's config (``config``) and the environment.
+
+        ``verbose`` (invoke's ``--echo``) and ``command_timeout`` (its ``--command-timeout``)
+        override the settings' for this run."""
+        settings = settings_module.from_config(root, config, environ)
+        runner = Runner(
+            dry=dry,
+            command_timeout=command_timeout or settings.command_timeout,
+            verbose=verbose or settings.verbose,
+        )
+        runner.add_secret(settings.registry_password)
+        runner.add_secret(settings.signing_key)
+        return cls(runner, settings, environ)
+
+    @classmethod
+    def load(cls, root: Path, environ: Mapping[str, str], *, dry: bool = False) -> Run:
+        """From the repository's invoke.yaml: for code that does not run under invoke (bench)."""
+        return cls.create(root, settings_module.read_config(root), environ, dry=dry)
+
+    @property
+    def dry(self) -> bool:
+        return self.runner.dry
+
+    @property
+    def in_ci(self) -> bool:
+        return ci.in_ci(self.environ)
+
+    @cached_property
+    def docker(self) -> Client:
+        """The docker client that can build; the engine must answer (not checked in a dry run)."""
+        client = choose_client(self.settings.docker_client)
+        if not self.dry:
+            require_engine(client)
+        return client
+
+    def require_docker(self) -> Client:
+        """:attr:`docker`, now: a step that needs the engine says it is missing first thing."""
+        return self.docker
+
+    @cached_property
+    def revision(self) -> ci.Revision:
+        """The commit being built (a dirty tree is refused in CI)."""
+        return ci.revision(self.runner, self.settings.root, self.environ)
+
+    @cached_property
+    def credentials(self) -> Credentials | None:
+        return credentials(self.settings)
+
+    @cached_property
+    def registry(self) -> RegistryClient:
+        """The client of the target registry, its requests shown through the runner."""
+        return RegistryClient(
+            self.settings.registry_host,
+            self.credentials,
+            runner=self.runner,
+            timeout=self.settings.network_timeout,
+        )

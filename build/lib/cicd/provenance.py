@@ -1,0 +1,310 @@
+"""What an image was made from, as in-toto statements: SLSA provenance v1, and the SBOM's.
+
+The statements are built with the in-toto attestation framework's own bindings
+(``in_toto_attestation``: the ``Statement`` and ``ResourceDescriptor`` types and the SLSA
+provenance v1 protobuf), so their shape is the framework's, not a hand-written schema.
+
+The provenance's subject is the image's manifest digest. It records what only this project
+knows: the commit, ``params.yaml``, the hash of every stage's outputs in ``dvc.lock``, the
+metrics, the ``.bentomodel`` (tag and sha256), the base image, and the versions of the
+suite, BentoML and Docker that built the image. ``verify`` reads it back with the helpers
+at the end of this module (:func:`dependencies`, :func:`model_of`, :func:`commit_of`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import cicd
+from cicd.errors import SuiteError
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
+CYCLONEDX_BOM = "https://cyclonedx.org/bom"
+# What the build did, named once: `nox -s publish` of this suite (docs/verify.md).
+BUILD_TYPE = "https://github.com/celestial-bodies/mlops-suite/publish/v1"
+LOCK_FILE = "dvc.lock"
+PARAMS_FILE = "params.yaml"
+# ``role`` annotation of each resolved dependency: how verify finds them.
+SOURCE, PARAMS, LOCK, OUTPUT, MODEL, BASE_IMAGE = (
+    "source", "params", "dvc-lock", "dvc-output", "model", "base-image",
+)  # fmt: skip
+
+
+class ProvenanceError(SuiteError):
+    """A provenance that cannot be made, or read back."""
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    name: str  # as the Dockerfile names it, e.g. python:3.11-slim
+    id: str  # sha256 of its config (the local image id)
+    repo_digests: tuple[str, ...] = ()  # registry digests, when it was pulled
+
+
+@dataclass(frozen=True)
+class BuildFacts:
+    """Everything the provenance records, gathered by :mod:`cicd.attestations`."""
+
+    repository: str  # where the image is: the statement's subject name
+    image_digest: str  # sha256:... of its manifest: the subject
+    commit: str
+    source_url: str
+    tags: tuple[str, ...]
+    model_tag: str
+    model_digest: str  # sha256:... of the .bentomodel
+    model_path: str
+    base: BaseImage
+    versions: Mapping[str, str]  # suite, bentoml, docker, python
+    builder_id: str  # the CI run's page, or the machine's local builder
+    started: dt.datetime
+    finished: dt.datetime
+    files: Mapping[str, bytes] = field(repr=False, default_factory=dict)  # dvc.lock, params...
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    metrics_file: str = "evaluation/metrics.json"
+
+
+def lock_outputs(lock_text: str | bytes) -> dict[str, str]:
+    """``"<stage>:<path>" -> md5`` of every stage's outputs in a ``dvc.lock``: the one reader
+    of those hashes (provenance and verify)."""
+    try:
+        document = yaml.safe_load(lock_text) or {}
+        stages = document.get("stages") or {}
+        return {
+            f"{stage}:{out['path']}": str(out.get("md5") or out.get("hash"))
+            for stage, body in stages.items()
+            for out in (body or {}).get("outs") or []
+        }
+    except (yaml.YAMLError, AttributeError, TypeError, KeyError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ProvenanceError(f"{LOCK_FILE} cannot be read ({reason}): run `dvc repro`") from None
+
+
+def sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def _hex(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+def subject(repository: str, image_digest: str) -> Any:
+    from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+
+    return ResourceDescriptor(name=repository, digest={"sha256": _hex(image_digest)}).pb
+
+
+def statement(
+    repository: str, image_digest: str, predicate_type: str, predicate: Mapping[str, Any]
+) -> dict[str, Any]:
+    """An in-toto v1 statement about the image ``repository@image_digest``, validated."""
+    from google.protobuf import json_format
+    from in_toto_attestation.v1.statement import Statement
+
+    made = Statement([subject(repository, image_digest)], predicate_type, dict(predicate))
+    made.validate()
+    return json_format.MessageToDict(made.pb)
+
+
+def sbom_statement(repository: str, image_digest: str, bom: Mapping[str, Any]) -> dict[str, Any]:
+    """The CycloneDX SBOM as the predicate of a statement about the image (as `cosign attest
+    --type cyclonedx` makes it): signed and checked like the provenance."""
+    return statement(repository, image_digest, CYCLONEDX_BOM, bom)
+
+
+def provenance_statement(facts: BuildFacts) -> dict[str, Any]:
+    """The SLSA provenance v1 statement of the image that ``facts`` describe."""
+    from google.protobuf import json_format
+
+    predicate = json_format.MessageToDict(_provenance(facts))
+    return statement(facts.repository, facts.image_digest, SLSA_PROVENANCE, predicate)
+
+
+def _provenance(facts: BuildFacts) -> Any:
+    from google.protobuf import struct_pb2, timestamp_pb2
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2 as slsa
+
+    def struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+        made = struct_pb2.Struct()
+        made.update(values)
+        return made
+
+    def when(moment: dt.datetime) -> timestamp_pb2.Timestamp:
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(moment.astimezone(dt.UTC).replace(tzinfo=None))
+        return stamp
+
+    files = facts.files
+    params = yaml.safe_load(files.get(PARAMS_FILE, b"")) or {}
+    return slsa.Provenance(
+        build_definition=slsa.BuildDefinition(
+            build_type=BUILD_TYPE,
+            external_parameters=struct({
+                "source": {"uri": facts.source_url, "commit": facts.commit},
+                "image": {"repository": facts.repository, "tags": list(facts.tags)},
+                "params": params,
+                "model": {"tag": facts.model_tag, "digest": facts.model_digest},
+            }),
+            internal_parameters=struct({"versions": dict(facts.versions)}),
+            resolved_dependencies=_dependencies(facts),
+        ),
+        run_details=slsa.RunDetails(
+            builder=slsa.Builder(id=facts.builder_id, version=dict(facts.versions)),
+            metadata=slsa.BuildMetadata(
+                invocation_id=facts.builder_id,
+                started_on=when(facts.started),
+                finished_on=when(facts.finished),
+            ),
+            byproducts=[_metrics(facts)],
+        ),
+    )  # fmt: skip
+
+
+def _descriptor(role: str, **fields: Any) -> Any:
+    from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+
+    annotations = {"role": role, **fields.pop("annotations", {})}
+    made = ResourceDescriptor(annotations=annotations, **fields)
+    made.validate()
+    return made.pb
+
+
+def _dependencies(facts: BuildFacts) -> list[Any]:
+    files = facts.files
+    source = f"git+{facts.source_url}" if facts.source_url else "git+local"
+    found = [
+        _descriptor(SOURCE, uri=f"{source}@{facts.commit}", digest={"gitCommit": facts.commit}),
+        _descriptor(PARAMS, name=PARAMS_FILE, digest={"sha256": sha256(files[PARAMS_FILE])}),
+        _descriptor(LOCK, name=LOCK_FILE, digest={"sha256": sha256(files[LOCK_FILE])}),
+    ]
+    for name, md5 in lock_outputs(files[LOCK_FILE]).items():
+        found.append(_descriptor(OUTPUT, name=name, digest={"md5": md5}))
+    found.append(
+        _descriptor(
+            MODEL,
+            name=facts.model_path,
+            digest={"sha256": _hex(facts.model_digest)},
+            annotations={"model.tag": facts.model_tag},
+        )
+    )
+    found.append(
+        _descriptor(
+            BASE_IMAGE,
+            name=facts.base.name,
+            digest={"sha256": _hex(facts.base.id)},
+            annotations={"repoDigests": list(facts.base.repo_digests)},
+        )
+    )
+    return found
+
+
+def _metrics(facts: BuildFacts) -> Any:
+    content = facts.files.get(facts.metrics_file, b"")
+    return _descriptor(
+        "metrics",
+        name=facts.metrics_file,
+        digest={"sha256": sha256(content)},
+        annotations={"metrics": dict(facts.metrics)},
+    )
+
+
+def versions(docker_version: str) -> dict[str, str]:
+    """The versions of what builds the image: the suite (``cicd.__version__``), BentoML,
+    Docker, Python."""
+
+    def installed(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "suite": cicd.__version__,
+        "bentoml": installed("bentoml"),
+        "docker": docker_version,
+        "python": sys.version.split()[0],
+    }
+
+
+def read_files(root: Path, names: list[str]) -> dict[str, bytes]:
+    """The workspace files the provenance hashes; a missing one is one line."""
+    found = {}
+    for name in names:
+        path = root / name
+        if not path.is_file():
+            raise ProvenanceError(f"{name} is missing: run `nox -s train` (or `invoke pull`)")
+        found[name] = path.read_bytes()
+    return found
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def predicate(document: Mapping[str, Any], predicate_type: str, what: str) -> dict[str, Any]:
+    """The predicate of a statement, checked to be the expected kind."""
+    if document.get("_type") != STATEMENT_TYPE or document.get("predicateType") != predicate_type:
+        raise ProvenanceError(
+            f"the {what} is not an in-toto statement of type {predicate_type} "
+            f"(got {document.get('predicateType')!r})"
+        )
+    found = document.get("predicate")
+    if not isinstance(found, dict):
+        raise ProvenanceError(f"the {what} has no predicate")
+    return found
+
+
+def subject_digests(document: Mapping[str, Any]) -> list[str]:
+    """``sha256:...`` of each subject of a statement."""
+    return [
+        "sha256:" + str((item.get("digest") or {}).get("sha256", ""))
+        for item in document.get("subject") or []
+        if isinstance(item, dict)
+    ]
+
+
+def dependencies(provenance: Mapping[str, Any], role: str) -> list[dict[str, Any]]:
+    """The resolved dependencies of a provenance predicate with this ``role``."""
+    definition = provenance.get("buildDefinition") or {}
+    return [
+        item
+        for item in definition.get("resolvedDependencies") or []
+        if (item.get("annotations") or {}).get("role") == role
+    ]
+
+
+def recorded_outputs(provenance: Mapping[str, Any]) -> dict[str, str]:
+    """``"<stage>:<path>" -> md5`` as the provenance records them (cf. :func:`lock_outputs`)."""
+    return {
+        item.get("name", ""): (item.get("digest") or {}).get("md5", "")
+        for item in dependencies(provenance, OUTPUT)
+    }
+
+
+def model_of(provenance: Mapping[str, Any]) -> tuple[str, str]:
+    """(tag, ``sha256:...``) of the model the provenance records."""
+    models = dependencies(provenance, MODEL)
+    if len(models) != 1:
+        raise ProvenanceError(f"the provenance records {len(models)} models, not one")
+    model = models[0]
+    tag = str((model.get("annotations") or {}).get("model.tag", ""))
+    return tag, "sha256:" + str((model.get("digest") or {}).get("sha256", ""))
+
+
+def commit_of(provenance: Mapping[str, Any]) -> str:
+    sources = dependencies(provenance, SOURCE)
+    return str((sources[0].get("digest") or {}).get("gitCommit", "")) if sources else ""
+
+
+def dumps(document: Mapping[str, Any]) -> bytes:
+    """The bytes stored for a document: sorted keys, so the same content gives the same blob."""
+    return json.dumps(document, sort_keys=True, indent=1).encode()

@@ -1,0 +1,108 @@
+"""The publish session's own steps: ask the registry first, push last.
+
+`nox -s publish` runs these invoke steps in one process, in this order (noxfile.py):
+check-published -> import-model -> bento -> containerize -> smoke -> push -> attest. A
+failing step ends the run, so push is reached only by an image that passed its smoke test,
+and check-published ends it early, successfully, when the registry already holds this
+commit's image with this model (attaching its SBOM and provenance if they are missing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from cicd import attestations, bento, ci_outputs, image, local_registry
+from cicd import gates as metric_gates
+from cicd.ci_outputs import Result
+from cicd.context import Run
+from cicd.image import Image, Target
+from cicd.registry import CREATED_LABEL
+
+
+def check_published(run: Run, force: bool = False, gates: bool = True) -> Result | None:
+    """What the registry holds (:class:`ci_outputs.Result`: digest, tags) when it has this
+    commit's image with this model, else None (build, smoke test and push must follow).
+    The embedded registry is started first, a configured one must answer. ``force``: None
+    whatever the registry holds.
+
+    First of all, the model's absolute metric gates (gates.yaml): a model outside its bounds
+    is refused before anything is pulled, asked or built (``gates=False``: skipped, loudly).
+    """
+    started = time.monotonic()
+    check_gates(run, enabled=gates)
+    goal = image.target(run)
+    if run.settings.uses_local_registry:
+        local_registry.ensure_running(run)
+    else:
+        run.registry.ping()
+    digest = None if force else already_published(run, goal)
+    if digest:
+        run.runner.echo(
+            f"{goal.references[0]} is already published with model {goal.model.tag} "
+            f"({digest}): nothing to build or push (use --force to rebuild)"
+        )
+        lacking = attestations.missing(run, digest)
+        if lacking:
+            names = " and ".join(kind.name for kind in lacking)
+            run.runner.echo(f"its {names} missing: attaching them (no rebuild)")
+            attestations.attest(run, goal)
+        seconds = [("check-published", round(time.monotonic() - started, 1))]
+        return ci_outputs.write_publish(run, goal, digest, seconds, built=False)
+    return None
+
+
+def check_gates(run: Run, enabled: bool = True) -> None:
+    """The absolute metric gates against the workspace's evaluation/metrics.json (one line
+    per bound; :class:`gates.GateFailed` when one fails). ``enabled=False``: a loud warning."""
+    if not enabled:
+        run.runner.echo(metric_gates.NO_GATES_WARNING)
+        return
+    metrics = image.read_metrics(run.settings.root)
+    metric_gates.check_absolute(run.runner, run.settings.root, metrics)
+
+
+def already_published(run: Run, goal: Target) -> str | None:
+    """The digest of this commit's image when the registry holds it, with this model, under
+    both tags. A good SHA tag with a missing or stale ``latest`` (a push whose second half
+    failed) is completed by pointing ``latest`` at it: a manifest PUT, no rebuild."""
+    registry, repository = run.registry, run.settings.repository_path
+    commit_tag, *others = goal.tags
+    manifest = registry.manifest(repository, commit_tag)
+    if manifest is None:
+        return None
+    labels = registry.labels(repository, manifest)
+    if labels.get(image.MODEL_DIGEST_LABEL) != goal.model.digest:
+        return None
+    for tag in others:
+        if registry.promote(repository, tag, manifest, labels.get(CREATED_LABEL, "")):
+            run.runner.echo(
+                f"{tag} did not point at {goal.references[0]}: repaired (manifest PUT, no rebuild)"
+            )
+    return manifest.digest
+
+
+def build(run: Run) -> Image:
+    """import-model -> bento -> containerize: the image of this commit, labelled."""
+    goal = image.target(run)
+    bento.import_model(run, goal.model)
+    bento.build_bento(run, goal.model)
+    built = image.containerize(run, goal)
+    run.runner.echo(f"built {', '.join(built.references)} ({built.id})")
+    return built
+
+
+def push(run: Run, earlier_steps: Sequence[tuple[str, float]] = ()) -> Result | None:
+    """Push this commit's local image (login and logout around it), verify it in the
+    registry, and write the results where CI reads them (returned; None in a dry run).
+    ``earlier_steps``: the steps of this run before the push and their seconds, for the
+    summaries."""
+    started = time.monotonic()
+    goal = image.target(run)
+    digest = image.push(run, image.local_image(run, goal))
+    if run.dry:
+        run.runner.echo("dry run: nothing was pulled, built, run or pushed")
+        return None
+    run.runner.echo(f"published {', '.join(goal.references)} ({digest})")
+    seconds = [*earlier_steps, ("push", round(time.monotonic() - started, 1))]
+    return ci_outputs.write_publish(run, goal, digest, seconds, built=True)

@@ -1,0 +1,417 @@
+"""Releases: what the registry holds, and environment tags moved by digest.
+
+* :func:`list_releases` -- the images of the repository, newest first, with their revision,
+  model, metrics (the ``model.metrics.*`` labels), size and the tags that point at them; read
+  from the registry API alone (tags list, manifests, config blobs): nothing is pulled.
+* :func:`promote` -- point an environment tag (``staging``, ``production``) at the image of a
+  published revision, by a manifest PUT of the revision tag's manifest: no pull, no rebuild,
+  no layer upload.
+* :func:`rollback` -- move it back to the revision it pointed at before (or a named one).
+
+Only an image the publish session pushed can be promoted: its revision tag exists, its
+revision label names that commit, and it carries the suite's labels (model tag and digest,
+created); the publish session pushes only smoke-tested images.
+
+A tag's history lives in the registry, so that a rollback works from any clone or runner:
+an OCI artifact under the tag ``<TAG>.history`` in the same repository, whose config blob is
+the JSON record ``{"tag": ..., "entries": [{revision, digest, time, action}, ...]}``. Why an
+artifact rather than labels or one tag per move: labels belong to an image and cannot change
+without a new image (a new digest), while the history must change without touching the image;
+``history-<TAG>-<n>`` tags would be one manifest per move, cluttering ``tags/list`` and needing
+a scan to find the last. The artifact is one tag, one small blob (a few hundred bytes: never a
+layer of the image), readable by any OCI client (``oras``, ``crane``), and rewritten in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from cicd import image
+from cicd.errors import SuiteError
+from cicd.registry import CREATED_LABEL, REVISION_LABEL, Manifest, content_digest
+
+if TYPE_CHECKING:
+    from cicd.context import Run
+
+HISTORY_SUFFIX = ".history"
+HISTORY_TYPE = "application/vnd.celestial.tag-history.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+HISTORY_KEEP = 200  # the newest entries kept in a tag's history
+SHA_TAG = re.compile(r"[0-9a-f]{7,64}(-dirty-.*)?")
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# What the publish session's images carry (image.labels); without them it was not published
+# by the suite, so not smoke-tested.
+SUITE_LABELS = (REVISION_LABEL, CREATED_LABEL, image.MODEL_TAG_LABEL, image.MODEL_DIGEST_LABEL)
+
+
+class ReleaseError(SuiteError):
+    """A release cannot be listed, promoted or rolled back; the message says why."""
+
+
+class NotPublished(ReleaseError):
+    """The revision has no image in the registry."""
+
+
+class NotPromotable(ReleaseError):
+    """The revision's image is not one the publish session pushed, or its tag lies."""
+
+
+class BadTag(ReleaseError):
+    """The tag to move is not an environment tag."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One image of the repository, as the registry describes it."""
+
+    revision: str
+    created: str
+    model_tag: str
+    model_digest: str
+    metrics: dict[str, str]
+    digest: str
+    size: int  # bytes: the sum of the layers' sizes in the manifest (compressed)
+    tags: tuple[str, ...]  # every tag pointing at it, the revision tag included
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One move of a tag, as its history records it."""
+
+    revision: str
+    digest: str
+    time: str
+    action: str = "promote"
+
+
+@dataclass(frozen=True)
+class Move:
+    """What a promotion or rollback did (``moved`` False: the tag was already there)."""
+
+    tag: str
+    revision: str
+    digest: str
+    previous_revision: str = ""
+    previous_digest: str = ""
+    moved: bool = True
+
+    def line(self, repository: str) -> str:
+        if not self.moved:
+            return (
+                f"{repository}:{self.tag} already points at {self.revision[:12]} "
+                f"({self.digest}): nothing moved"
+            )
+        was = (
+            f"{self.previous_revision[:12] or '?'} ({self.previous_digest})"
+            if self.previous_digest
+            else "nothing (new tag)"
+        )
+        return (
+            f"{repository}:{self.tag} moved from {was} to {self.revision[:12]} ({self.digest}) "
+            "by a manifest PUT (no pull, no rebuild, no layer upload)"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def list_releases(run: Run) -> list[Release]:
+    """The repository's images that carry a revision label, newest first."""
+    registry, repository = run.registry, run.settings.repository_path
+    by_digest: dict[str, tuple[Manifest, list[str]]] = {}
+    for tag in sorted(registry.tags(repository)):
+        if tag.endswith(HISTORY_SUFFIX):
+            continue
+        manifest = registry.manifest(repository, tag)
+        if manifest is None:  # deleted meanwhile
+            continue
+        by_digest.setdefault(manifest.digest, (manifest, []))[1].append(tag)
+    releases = []
+    for digest, (manifest, tags) in by_digest.items():
+        labels = registry.labels(repository, manifest)
+        if REVISION_LABEL not in labels:
+            continue
+        metrics = {
+            name.removeprefix(image.METRICS_LABEL_PREFIX): value
+            for name, value in sorted(labels.items())
+            if name.startswith(image.METRICS_LABEL_PREFIX)
+        }
+        releases.append(
+            Release(
+                revision=labels[REVISION_LABEL],
+                created=labels.get(CREATED_LABEL, ""),
+                model_tag=labels.get(image.MODEL_TAG_LABEL, ""),
+                model_digest=labels.get(image.MODEL_DIGEST_LABEL, ""),
+                metrics=metrics,
+                digest=digest,
+                size=layers_size(manifest),
+                tags=tuple(sorted(tags, key=_tag_order)),
+            )
+        )
+    return sorted(releases, key=lambda r: (r.created, r.revision), reverse=True)
+
+
+def show_releases(run: Run, releases: list[Release], as_json: bool = False) -> None:
+    """The releases as the table, or as JSON (every field, full digests) on stdout."""
+    if as_json:
+        print(json.dumps([asdict(release) for release in releases], indent=2))
+    else:
+        print(run.runner.mask(render_releases(releases)))
+
+
+def show_move(run: Run, move: Move, as_json: bool = False) -> None:
+    """What moved (or, in a dry run, would have), as a line or as JSON on stdout."""
+    if run.dry:
+        run.runner.echo(
+            f"dry run: {run.settings.repository}:{move.tag} would point at "
+            f"{move.revision[:12]}; nothing was moved"
+        )
+    elif as_json:
+        print(json.dumps(move.as_json(), indent=2))
+    else:
+        run.runner.echo(move.line(run.settings.repository))
+
+
+def layers_size(manifest: Manifest) -> int:
+    """The sum of the layer sizes a manifest declares (what a pull downloads, compressed)."""
+    try:
+        document = json.loads(manifest.raw or b"{}")
+    except ValueError:
+        return 0
+    return sum(int(layer.get("size") or 0) for layer in document.get("layers") or [])
+
+
+def _tag_order(tag: str) -> tuple[int, str]:
+    return (2 if SHA_TAG.fullmatch(tag) else 0 if tag == "latest" else 1, tag)
+
+
+def render_releases(releases: list[Release]) -> str:
+    """The releases as a plain-text table for a terminal (full values: `--json`)."""
+    if not releases:
+        return "no published images in the registry"
+    header = ["revision", "created", "model", "model digest", "metrics", "image digest", "size",
+              "tags"]  # fmt: skip
+    rows = [
+        [
+            release.revision[:12],
+            release.created,
+            release.model_tag.rsplit(":", 1)[-1],
+            _short(release.model_digest),
+            " ".join(f"{name}={value}" for name, value in release.metrics.items()) or "—",
+            _short(release.digest),
+            _size(release.size),
+            ", ".join(t for t in release.tags if t != release.revision) or "—",
+        ]
+        for release in releases
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+             for row in [header, *rows]]  # fmt: skip
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _short(digest: str) -> str:
+    return digest[: len("sha256:") + 12] if digest else "—"
+
+
+def _size(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+# --------------------------------------------------------------------------- moving tags
+
+
+def check_tag(tag: str | None) -> str:
+    """``tag`` when it is an environment tag this step may move; else :class:`BadTag`."""
+    if not tag:
+        raise BadTag("name the environment tag to move (--to production, --tag production)")
+    if not TAG.fullmatch(tag):
+        raise BadTag(f"{tag!r} is not a valid tag: letters, digits, `_`, `.`, `-` (at most 128)")
+    if tag == "latest" or SHA_TAG.fullmatch(tag):
+        raise BadTag(
+            f"{tag!r} belongs to the publish session (latest and the commits' tags): "
+            "promote to an environment tag such as staging or production"
+        )
+    if tag.endswith(HISTORY_SUFFIX):
+        raise BadTag(f"{tag!r} names a tag's history record: choose another tag")
+    return tag
+
+
+def resolve(run: Run, revision: str | None) -> tuple[str, Manifest]:
+    """The revision tag of ``revision`` (default: this commit) and its manifest, when its
+    image is one the publish session pushed; else one line saying why not."""
+    registry, repository = run.registry, run.settings.repository_path
+    wanted = revision or run.revision.tag
+    tag = wanted
+    if revision and not SHA_TAG.fullmatch(revision):
+        raise NotPublished(f"{revision!r} is not a commit SHA: give the commit (7 to 40 hex)")
+    if revision and len(revision) < 40:
+        matches = [t for t in registry.tags(repository) if t.startswith(revision)]
+        matches = [t for t in matches if SHA_TAG.fullmatch(t) and "-dirty-" not in t]
+        if len(matches) > 1:
+            raise NotPublished(f"{revision!r} names {len(matches)} revisions: give more of it")
+        tag = matches[0] if matches else revision
+    if "-dirty-" in tag:
+        raise NotPromotable(
+            f"{tag} is the image of an uncommitted tree: commit, publish, then promote"
+        )
+    manifest = registry.manifest(repository, tag)
+    if run.dry and manifest is None:
+        return tag, Manifest(f"sha256:<digest of {tag[:12]}>", "sha256:<config>")
+    if manifest is None:
+        raise NotPublished(
+            f"revision {tag[:12]} was never published to {run.settings.repository}: "
+            "run the publish session on that commit first (nox -s publish)"
+        )
+    labels = registry.labels(repository, manifest)
+    missing = [name for name in SUITE_LABELS if not labels.get(name)]
+    if missing:
+        raise NotPromotable(
+            f"{run.settings.repository}:{tag[:12]} lacks the suite's labels ({', '.join(missing)})"
+            ": it was not pushed by the publish session, which pushes smoke-tested images only;"
+            " publish it with nox -s publish"
+        )
+    if labels[REVISION_LABEL] != tag:
+        raise NotPromotable(
+            f"{run.settings.repository}:{tag[:12]} holds the image of revision "
+            f"{labels[REVISION_LABEL][:12]}: the tag and the image disagree, so it is not "
+            "promoted; publish that commit again (nox -s publish -- --force)"
+        )
+    return tag, manifest
+
+
+def promote(run: Run, to: str | None, revision: str | None = None, action: str = "promote") -> Move:
+    """Point the environment tag ``to`` at the image of ``revision`` (default: this commit)
+    by a manifest PUT, and record the move in the tag's history."""
+    to = check_tag(to)
+    tag, manifest = resolve(run, revision)
+    return _move(run, to, tag, manifest, action)
+
+
+def rollback(run: Run, tag: str | None, to: str | None = None) -> Move:
+    """Move ``tag`` back to the revision it pointed at before the current one (or to ``to``),
+    with the checks of :func:`promote`."""
+    tag = check_tag(tag)
+    if to:
+        return promote(run, tag, to, action="rollback")
+    current, entries = _state(run, tag)
+    current_digest = current.digest if current else ""
+    previous = next((e for e in reversed(entries) if e.digest != current_digest), None)
+    if previous is None and not run.dry:
+        raise ReleaseError(
+            f"{run.settings.repository}:{tag} has no earlier revision in its history "
+            f"({len(entries)} recorded moves): name one with --to REV"
+        )
+    if previous is None:  # dry run: nothing was read
+        previous = Entry("<previous revision>", "sha256:<previous digest>", "")
+        manifest = Manifest(previous.digest, "")
+        return _move(run, tag, previous.revision, manifest, "rollback", (current, entries))
+    revision_tag, manifest = resolve(run, previous.revision)
+    if manifest.digest != previous.digest:
+        raise NotPromotable(
+            f"{run.settings.repository}:{revision_tag[:12]} now points at {manifest.digest}, "
+            f"not at {previous.digest} that {tag} held: the revision was republished; "
+            "name the revision to go to with --to REV"
+        )
+    return _move(run, tag, revision_tag, manifest, "rollback", (current, entries))
+
+
+def _state(run: Run, tag: str) -> tuple[Manifest | None, list[Entry]]:
+    """What ``tag`` points at now, and its recorded history."""
+    return run.registry.manifest(run.settings.repository_path, tag), read_history(run, tag)
+
+
+def _move(
+    run: Run,
+    to: str,
+    revision: str,
+    manifest: Manifest,
+    action: str,
+    state: tuple[Manifest | None, list[Entry]] | None = None,
+) -> Move:
+    """Point ``to`` at ``manifest`` and record it; ``state``: :func:`_state` of ``to`` when
+    the caller has read it already."""
+    registry, repository = run.registry, run.settings.repository_path
+    current, entries = state or _state(run, to)
+    previous_revision = ""
+    if current is not None:
+        previous_revision = registry.labels(repository, current).get(REVISION_LABEL, "")
+    moved = current is None or current.digest != manifest.digest
+    if moved:
+        registry.put_manifest(repository, to, manifest)
+    entry = Entry(revision, manifest.digest, _now(), action)
+    # Also when nothing moved but the history missed this state (a write that failed).
+    if moved or not entries or entries[-1].digest != manifest.digest:
+        entries = [*entries, entry][-HISTORY_KEEP:]
+        write_history(run, to, entries)
+    return Move(
+        to,
+        revision,
+        manifest.digest,
+        previous_revision,
+        current.digest if current else "",
+        moved,
+    )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- history
+
+
+def history_tag(tag: str) -> str:
+    return f"{tag}{HISTORY_SUFFIX}"
+
+
+def read_history(run: Run, tag: str) -> list[Entry]:
+    """The recorded moves of ``tag``, oldest first ([] when none were recorded)."""
+    registry, repository = run.registry, run.settings.repository_path
+    record = registry.manifest(repository, history_tag(tag))
+    if record is None:
+        return []
+    body = registry.blob(repository, record.config_digest, what=f"the history of {tag}")
+    try:
+        document = json.loads(body or b"{}")
+        return [Entry(**entry) for entry in document.get("entries", [])]
+    except (ValueError, TypeError, AttributeError):
+        raise ReleaseError(
+            f"{run.settings.repository}:{history_tag(tag)} is not a tag history this suite "
+            "wrote: delete that tag, or name the revision with --to REV"
+        ) from None
+
+
+def write_history(run: Run, tag: str, entries: list[Entry]) -> None:
+    """Store ``entries`` as the OCI artifact ``<tag>.history``: a blob upload of the JSON
+    record (a few hundred bytes) and a manifest PUT."""
+    registry, repository = run.registry, run.settings.repository_path
+    record = json.dumps(
+        {"tag": tag, "entries": [asdict(e) for e in entries]}, indent=1, sort_keys=True
+    ).encode()
+    digest = registry.upload_blob(repository, record)
+    manifest = history_manifest(digest, len(record))
+    registry.put_manifest(
+        repository,
+        history_tag(tag),
+        Manifest(content_digest(manifest), digest, manifest, OCI_MANIFEST),
+    )
+
+
+def history_manifest(config_digest: str, size: int) -> bytes:
+    """An OCI 1.1 artifact manifest whose config is the history record (no layers)."""
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": HISTORY_TYPE,
+        "config": {"mediaType": HISTORY_TYPE, "digest": config_digest, "size": size},
+        "layers": [],
+    }
+    return json.dumps(document, separators=(",", ":")).encode()

@@ -1,0 +1,305 @@
+"""Smoke test of an image: run it, wait until ready, ask one prediction, compare with the model.
+
+The request and the expected answer are settings (invoke.yaml, ``suite.smoke``): a file sent
+as a multipart field or a JSON body, and either a function of the repository computing the
+model's answer in this process, or a recorded answer. Numbers compare within a tolerance.
+
+The container listens on 127.0.0.1 only, on a host port Docker assigns (and keeps for the
+container's life: no probe-then-bind race with other jobs), and is always removed, failure
+included. An image that fails here is never pushed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import mimetypes
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cicd.docker import docker_call, whales
+from cicd.errors import SuiteError
+from cicd.settings import Settings, SmokeRequest
+from cicd.shell import Runner
+
+if TYPE_CHECKING:
+    from cicd.context import Run
+
+SERVICE_PORT = 3000
+DEFAULT_TOLERANCE = 1e-4  # suite.smoke.expect.tolerance's default
+
+
+class SmokeError(SuiteError):
+    """The image did not answer as the model does: it must not be published."""
+
+
+def smoke_test(run: Run, image: str | None = None) -> Any:
+    """Run ``image`` (default: this commit's), send the smoke request, and check that the
+    answer is the expected one (the local model's, or the recorded one)."""
+    from cicd import dvc
+    from cicd.image import target
+
+    runner, settings, client = run.runner, run.settings, run.docker
+    request = settings.smoke.request
+    image = image or target(run).references[0]
+    sample = None
+    if request.kind == "file":
+        assert request.path is not None  # settings: kind file has a path
+        dvc.pull_if_missing(run, request.path)
+        sample = settings.path(request.path)
+        if not sample.is_file() and not runner.dry:
+            raise SuiteError(
+                f"no file at {sample} for the smoke test: run `invoke repro` (the pipeline "
+                "makes it) or `invoke pull`, or set suite.smoke.request.path in invoke.yaml"
+            )
+    expected = expected_answer(run)
+    docker = whales(client)
+    publish = f"127.0.0.1::{SERVICE_PORT}"  # empty host port: Docker assigns one
+    # A name of our own: the container can be removed even when the step is interrupted
+    # before `docker run` has told us its id.
+    name = f"smoke-{uuid.uuid4().hex[:12]}"
+    command = [client.path, "run", "--detach", "--name", name, "--publish", publish, image]
+    container = None
+    try:
+        container = docker_call(
+            runner,
+            command,
+            lambda: docker.run(image, detach=True, name=name, publish=[(publish,)]),
+            hint="build the image first: `invoke build`",
+        )
+        url = f"http://127.0.0.1:{_host_port(container) if container is not None else '<port>'}"
+        runner.call(["GET", f"{url}/readyz"], lambda: _wait_ready(url, container, settings))
+        shown = f"{request.field}=@{sample}" if sample is not None else "<JSON body>"
+        answer = runner.call(
+            ["POST", f"{url}{settings.smoke.path}", shown],
+            lambda: _post(f"{url}{settings.smoke.path}", request, sample),
+        )
+        if runner.dry:
+            return None
+        expect = settings.smoke.expect
+        if expect is not None:
+            source = "the local model's" if expect.function else "the recorded answer"
+            check_answer(answer, expected, expect.tolerance, source)
+        runner.detail(
+            f"smoke test passed: {image} answers {_short(answer)} for {request.payload_source}"
+        )
+        return answer
+    except SmokeError:
+        # The error is one line; what the service said is above it, before the container goes.
+        if container is not None:
+            runner.echo(f"the container's last lines:\n{_logs_tail(container)}")
+        raise
+    finally:
+        _remove(runner, docker, [client.path, "rm", "--force", name], name)
+
+
+def expected_answer(run: Run) -> Any:
+    """The answer the image must give: the recorded one, or what the repository's function
+    computes in this process from the workspace's model and the request's payload. None:
+    nothing to compare with (no ``expect``, or a dry run, where the model may be absent)."""
+    settings = run.settings
+    expect = settings.smoke.expect
+    if expect is None:
+        return None
+    if expect.answer is not None:
+        return expect.answer
+    if run.dry:
+        return None
+    assert expect.function is not None  # settings: one of answer and function
+    function = load_function(expect.function, settings.path(settings.build_context))
+    request = settings.smoke.request
+    payload = settings.path(request.path).read_bytes() if request.path is not None else request.body
+    try:
+        return function(settings.path(settings.bentomodel), payload)
+    except Exception as error:  # the repository's code: say whose and what, in one line
+        raise SuiteError(
+            f"suite.smoke.expect.function {expect.function} failed on "
+            f"{request.payload_source}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def load_function(spec: str, build_context: Path) -> Any:
+    """``module:callable`` of the repository, imported from its build context (src/)."""
+    module_name, _, attribute = spec.partition(":")
+    added = str(build_context) not in sys.path
+    if added:
+        sys.path.insert(0, str(build_context))
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as error:
+        raise SuiteError(
+            f"suite.smoke.expect.function {spec} cannot be imported from {build_context} "
+            f"({error}): fix it in invoke.yaml"
+        ) from error
+    finally:
+        if added:
+            sys.path.remove(str(build_context))
+    if not callable(found):
+        raise SuiteError(f"suite.smoke.expect.function {spec} is not callable")
+    return found
+
+
+def _remove(runner: Runner, docker: Any, command: list[str], name: str) -> None:
+    """Remove the smoke container, if it was created; this never hides the step's error."""
+    from python_on_whales.exceptions import DockerException
+
+    def remove() -> None:
+        with contextlib.suppress(DockerException):  # never created: nothing to remove
+            docker.container.remove(name, force=True)
+
+    runner.call(command, remove, quiet=True)
+
+
+def check_answer(
+    answer: Any,
+    expected: Any,
+    tolerance: float = DEFAULT_TOLERANCE,
+    source: str = "the local model's",
+) -> None:
+    """The answer is the expected JSON: same keys, lists and texts; numbers within
+    ``tolerance``. ``expected`` None: any JSON answer passes (it came with HTTP 200).
+    ``source``: whose answer ``expected`` is, for the message."""
+    if expected is None:
+        return
+    differences = list(_differences(answer, expected, tolerance, "answer"))
+    if differences:
+        shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
+        raise SmokeError(
+            f"the image's answer differs from {source} (tolerance {tolerance:g}): "
+            f"{shown}: the image does not serve this model"
+        )
+
+
+def result_line(settings: Settings, answer: Any) -> str:
+    """The step's one-line result: what the image answered, and what that was checked against."""
+    expect = settings.smoke.expect
+    if expect is None:
+        return f"answers {_short(answer)} (no expected answer set: suite.smoke.expect)"
+    return f"answers {_short(answer)}, as {'the model does' if expect.function else 'recorded'}"
+
+
+def _short(answer: Any) -> str:
+    """An answer as the passing line shows it: its prediction when it has one."""
+    if isinstance(answer, dict) and isinstance(answer.get("prediction"), str):
+        return repr(answer["prediction"])
+    return repr(answer)[:80]
+
+
+def _differences(answer: Any, expected: Any, tolerance: float, where: str) -> Iterator[str]:
+    """Where ``answer`` and ``expected`` differ, as ``answer.key[0]: got X, expected Y``."""
+    if _is_number(expected) and _is_number(answer):
+        if not math.isclose(answer, expected, rel_tol=0.0, abs_tol=tolerance):
+            yield f"{where}: {answer!r} instead of {expected!r}"
+    elif isinstance(expected, dict) and isinstance(answer, dict):
+        for key in sorted(set(expected) | set(answer), key=str):
+            if key not in answer:
+                yield f"{where}.{key}: missing"
+            elif key not in expected:
+                yield f"{where}.{key}: not expected"
+            else:
+                yield from _differences(answer[key], expected[key], tolerance, f"{where}.{key}")
+    elif isinstance(expected, list) and isinstance(answer, list):
+        if len(answer) != len(expected):
+            yield f"{where}: {len(answer)} items instead of {len(expected)}"
+        else:
+            for i, (got, want) in enumerate(zip(answer, expected, strict=True)):
+                yield from _differences(got, want, tolerance, f"{where}[{i}]")
+    elif answer != expected or type(answer) is not type(expected):
+        yield f"{where}: {repr(answer)[:100]} instead of {repr(expected)[:100]}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _host_port(container: Any) -> int:
+    """The port of 127.0.0.1 that Docker mapped to the service's port."""
+    # python-on-whales leaves the mapping as Docker's JSON: {"3000/tcp": [{"HostPort": ...}]}
+    for binding in (container.network_settings.ports or {}).get(f"{SERVICE_PORT}/tcp") or []:
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
+    # No mapping: the container has already stopped (Docker drops the ports of a dead one).
+    container.reload()
+    raise _exited(container)
+
+
+def _exited(container: Any) -> SmokeError:
+    return SmokeError(
+        f"the container exited with code {container.state.exit_code} before it was ready: "
+        "its last lines, above, say why"
+    )
+
+
+def _wait_ready(url: str, container: Any, settings: Settings) -> None:
+    deadline = time.monotonic() + settings.smoke.timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        container.reload()
+        if not container.state.running:
+            raise _exited(container)
+        time.sleep(0.5)
+    raise SmokeError(
+        f"the container was not ready within {settings.smoke.timeout:g} s: its last lines are "
+        "above; if it is only slow, raise suite.smoke.timeout in invoke.yaml"
+    )
+
+
+def _logs_tail(container: Any, lines: int = 15) -> str:
+    try:
+        text = container.logs()
+    except Exception:  # the logs are a courtesy; the real error is raised by the caller
+        text = ""
+    return "\n".join(str(text).splitlines()[-lines:])
+
+
+def _post(url: str, request: SmokeRequest, sample: Path | None) -> Any:
+    """POST the smoke request: the file as a multipart field, or the JSON body."""
+    if request.kind == "file":
+        assert sample is not None
+        boundary = uuid.uuid4().hex
+        content_type = (
+            request.content_type
+            or mimetypes.guess_type(sample.name)[0]
+            or "application/octet-stream"
+        )
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{request.field}"; '
+                f'filename="{sample.name}"\r\nContent-Type: {content_type}\r\n\r\n'
+            ).encode()
+            + sample.read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    else:
+        body = json.dumps(request.body).encode()
+        headers = {"Content-Type": "application/json"}
+    path = urllib.parse.urlsplit(url).path
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, data=body, headers=headers), timeout=30
+        ) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise SmokeError(
+            f"POST {path} answered HTTP {error.code} ({error.read()[:200]!r}): the image's "
+            f"service fails on {request.payload_source}; its last lines are above"
+        ) from None
+    except (urllib.error.URLError, OSError, json.JSONDecodeError) as error:
+        raise SmokeError(f"POST {path} failed: {error}") from None

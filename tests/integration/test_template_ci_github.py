@@ -1,0 +1,168 @@
+"""The rendered repository's own GitHub workflow, run by act, with no line of the suite edited.
+
+A new repository rendered from template/ (the iris model), the suite from a wheel built from
+this working tree (its requirements.txt names the wheel, as a user's names a git URL or a
+version), its signing key pair made as its README says (the public half committed, the
+private half the secret SIGNING_KEY). Then, as on GitHub:
+  0. on the laptop: `nox -s train`, dvc.lock committed (the README's steps);
+  1. a push to main: `checks` (its .ci/run: its own lint and tests, never the suite's), then
+     `pipeline`: train, publish (to a registry with a password), verify (signed);
+  2. a pull request: `checks`, then train without secrets and the report comment.
+The runners' machinery is tests/support/ci_runners.py's (the recording forge, the wheelhouse
+of ci/requirements.txt, act's stand-in actions); the durations go to
+ci-template-github-times.txt and the terminal. Minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from cicd import signing
+from tests.support import ci_runners
+from tests.support.ci_runners import (
+    ACTIONS,
+    FORGE_TOKEN,
+    REGISTRY_PASSWORD,
+    SIGNING_KEY_DOTENV,
+    VENV_BIN,
+    Project,
+)  # fmt: skip
+from tests.support.project import ROOT, SIGNING_PUBLIC_KEY, USER
+
+copier = pytest.importorskip("copier")
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+IMAGE = "iris-demo"
+ORIGIN = "https://github.com/example/iris-demo.git"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, registry, leak_scan, pytestconfig) -> Iterator[Project]:
+    base = tmp_path_factory.mktemp("template-github")
+    subprocess.run(
+        ["uv", "build", "--quiet", "--wheel", "--out-dir", str(base / "dist"), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = (base / "dist").glob("model_cicd-*.whl")
+    template = base / "template"
+    shutil.copytree(ROOT / "template", template)  # the working tree's, not the last tag's
+    root, home = base / "clone", base / "home"
+    home.mkdir()
+    copier.run_copy(
+        str(template), root, defaults=True, quiet=True,
+        data={"project_name": IMAGE, "suite_requirement": f"model-cicd @ {wheel.as_uri()}"},
+    )  # fmt: skip
+    project = Project("template-github", root, home, ci_runners.machine_env(home), registry,
+                      base / "probe.jsonl")  # fmt: skip
+    project.job_variables = ci_runners.offline_pip(ci_runners.wheelhouse(base))
+    project.git("init", "-q", "-b", "main")
+    project.git("remote", "add", "origin", ORIGIN)
+    # The README's first run: `invoke keygen` writes signing/publish.pub (committed); its
+    # private half is the secret SIGNING_KEY (here the run's key, as the other CI tests).
+    (root / "signing").mkdir()
+    (root / "signing" / "publish.pub").write_text(SIGNING_PUBLIC_KEY)
+    project.git("add", "-A")
+    project.git("commit", "-qm", "From the model-cicd template")
+    # The README's next step: train on the laptop, commit dvc.lock (CI builds a commit and
+    # checks that its retrain reproduces it); the runner then starts from that commit alone.
+    project.run("nox-train", [str(VENV_BIN / "nox"), "-s", "train"], {})
+    project.git("add", "-A")
+    project.git("commit", "-qm", "Trained")
+    for local in (".nox", "model", "data/prepared", ".dvc/cache"):
+        shutil.rmtree(root / local)
+    project.git("update-ref", "refs/remotes/origin/main", "HEAD")
+    with ci_runners.forge("github") as server:
+        project.forge = server
+        leak_scan.add_project(project)
+        try:
+            yield project
+        finally:
+            ci_runners.write_times(project, base.parent, pytestconfig)
+
+
+def act(project: Project, label: str, event_name: str, event: dict, job: str | None) -> str:
+    """act as tests/support/ci_runners.py runs it, for a repository that is not the suite's
+    (no PYTEST_ADDOPTS: the repository's own tests run as they are)."""
+    event_file = project.home.parent / f"{label}.json"
+    event_file.write_text(json.dumps(event))
+    command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
+    command += ["-P", "ubuntu-latest=-self-hosted", "--no-cache-server", "--insecure-secrets"]
+    for name, ref in (("setup-python", "v6"), ("cache", "v4"), ("upload-artifact", "v4")):
+        command += ["--local-repository", f"actions/{name}@{ref}={ACTIONS / name}"]
+    assert project.forge is not None
+    variables = {"GITHUB_API_URL": f"{project.forge.url}/api", **project.job_variables}
+    for name, value in variables.items():
+        command += ["--env", f"{name}={value}"]
+    if job:
+        command += ["-j", job]
+    secrets_file = project.home.parent / "act.secrets"
+    secrets_file.touch(mode=0o600)
+    secrets_file.write_text(
+        f"CONTAINER_REGISTRY_HOST={project.registry.address}\n"
+        f"CONTAINER_REGISTRY_USERNAME={USER}\n"
+        f"CONTAINER_REGISTRY_PASSWORD={REGISTRY_PASSWORD}\n"
+        f"GITHUB_TOKEN={FORGE_TOKEN}\n"
+        f"SIGNING_KEY={SIGNING_KEY_DOTENV}\n"
+    )
+    try:
+        return project.run(label, [*command, "--secret-file", str(secrets_file)], {})
+    finally:
+        secrets_file.unlink()
+
+
+@pytest.fixture(scope="module")
+def main_push(rendered: Project) -> str:
+    event = {
+        "ref": "refs/heads/main",
+        "after": rendered.git("rev-parse", "HEAD"),
+        "repository": {"full_name": "example/iris-demo", "default_branch": "main"},
+    }
+    return act(rendered, "act-push-main", "push", event, job=None)
+
+
+@pytest.fixture(scope="module")
+def pull_request(rendered: Project, main_push: str) -> str:
+    rendered.git("checkout", "-qb", "feature")
+    params = rendered.root / "params.yaml"
+    params.write_text(params.read_text().replace("C: 1.0", "C: 0.5"))
+    rendered.git("commit", "-qam", "A weaker regularisation")
+    sha = rendered.git("rev-parse", "HEAD")
+    event = ci_runners.pr_event(sha)
+    event["repository"]["full_name"] = "example/iris-demo"
+    return act(rendered, "act-pull-request", "pull_request", event, job="pipeline")
+
+
+def test_the_rendered_workflow_on_a_push_to_main_publishes_a_signed_image(
+    rendered: Project, main_push: str
+):
+    for session in ("lint", "tests", "train", "publish", "verify"):
+        assert f"Session {session} was successful" in main_push
+    assert "tests/test_classifier.py" in main_push  # its own tests ran, not the suite's
+    assert "tests/unit/" not in main_push
+    keyid = signing.public_key(rendered.root / "signing" / "publish.pub").keyid
+    assert f"ok    signature  signed by key {keyid[:16]}… (publish.pub)" in main_push
+    sha = rendered.git("rev-parse", "main")
+    manifest = rendered.registry.client().manifest(IMAGE, sha)
+    assert manifest is not None and f"digest={manifest.digest}" in main_push
+
+
+def test_the_rendered_workflow_on_a_pull_request_trains_and_reports(
+    rendered: Project, pull_request: str
+):
+    for session in ("lint", "tests", "train", "report"):
+        assert f"Session {session} was successful" in pull_request
+    assert "Session publish" not in pull_request
+    assert "pull request comment created" in pull_request
+    assert rendered.forge is not None
+    (body,) = rendered.forge.comments.values()
+    assert f"Experiment Report ({rendered.git('rev-parse', 'HEAD')})" in body, body[:300]
+
+
+def test_no_secret_in_any_output_or_file_left_behind(rendered: Project, pull_request: str):
+    ci_runners.assert_no_secret_left(rendered)
