@@ -30,7 +30,8 @@ from cicd.errors import SuiteError
 from cicd.http import DEFAULT_TIMEOUT, Http, Response, origin
 from cicd.shell import Runner
 
-MARKER = "<!-- celestial-bodies-report -->"
+# The suite's, not a model's: the report comment of any repository that uses the suite.
+MARKER = "<!-- model-cicd-report -->"
 MAX_BODY = 60_000  # GitHub rejects comments over 65,536 characters; GitLab allows more
 PAGE_SIZE = 100  # GitHub's and GitLab's maximum per_page
 MAX_PAGES = 100  # 10,000 comments: more is a broken or hostile server

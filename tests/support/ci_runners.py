@@ -50,7 +50,7 @@ from tests.support.project import (
 VENV_BIN = Path(sys.executable).parent
 IMAGE = "celestial-bodies-classifier"
 # The report comment's hidden marker (src/cicd/forge.py), written here as a user's forge has it.
-REPORT_MARKER = "<!-- celestial-bodies-report -->"
+REPORT_MARKER = "<!-- model-cicd-report -->"
 # Made per run, so that they are in no file unless the suite or a runner leaks them.
 REGISTRY_PASSWORD = SENTINEL  # the test registry's (tests/conftest.py `registry`)
 FORGE_TOKEN = "forge-" + secrets.token_hex(12)
