@@ -3,13 +3,10 @@ exported model answers in this process for the smoke request's image, as src/ser
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
 import yaml
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ info lines
 
 
 def reference_answer(archive: Path, payload: bytes) -> dict:
