@@ -14,7 +14,8 @@
 #    `invoke verify` (signature required), `nox -s lint tests` (its own checks), then the
 #    published image fetched from the registry afresh and asked the smoke request again.
 # The embedded registry keeps running afterwards, as the suite leaves it: stop it with
-# `cd $WORK/repo && INVOKE_SUITE_LOCAL_REGISTRY_PORT=$PORT .nox/publish/bin/invoke registry --stop`.
+# `cd $WORK/repo && INVOKE_SUITE_LOCAL_REGISTRY_PORT=$PORT \
+#  INVOKE_SUITE_LOCAL_REGISTRY_STORAGE=$WORK/registry .nox/publish/bin/invoke registry --stop`.
 # Every command is timed; its output goes to $WORK/logs/<run>-<name>.log and one line per command
 # (run, name, seconds, output lines, load averages before and after, busiest processes) to
 # $WORK/timings.tsv. Re-running is safe: what exists is reused (the "warm" run).
