@@ -21,11 +21,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd import ci, image, provenance, sbom, signing
 from cicd.docker import docker_call
-from cicd.errors import SuiteError
+from cicd.errors import NotBuiltHere, SuiteError
 from cicd.provenance import BaseImage, BuildFacts
 from cicd.registry import Manifest, RegistryClient, content_digest
 
@@ -71,19 +72,24 @@ def tag_for(digest: str, kind: Kind) -> str:
 # --------------------------------------------------------------------------- making
 
 
-def attest(run: Run, goal: Target, started: dt.datetime | None = None) -> str:
-    """Make, sign and attach the SBOM and provenance of this commit's pushed image.
+def attest(
+    run: Run, goal: Target, started: dt.datetime | None = None, digest: str | None = None
+) -> str:
+    """Make, sign and attach the SBOM and provenance of this commit's image ``digest``.
 
-    The image is the registry's (its SHA tag); the SBOM is read from the local copy when
-    it is that image, else from the image pulled by digest. Returns the image digest."""
+    ``digest``: an image already trusted by its signed provenance (check-published, which
+    attaches a missing SBOM). Default: the digest this workspace pushed and recorded
+    (:func:`pushed_here`), signed only when the local image built here is that image; the
+    SHA tag is never looked up again. The SBOM is read from the local copy when it is that
+    image, else from the image pulled by digest. Returns the image digest."""
     started = started or now()
     registry, repository = run.registry, run.settings.repository_path
-    pushed = registry.manifest(repository, goal.tags[0])
+    digest = digest or pushed_here(run, goal)
+    pushed = registry.manifest(repository, digest) if not run.dry else None
     if pushed is None and not run.dry:
         raise AttestationError(
-            f"{goal.references[0]} is not in the registry: publish it first (`nox -s publish`)"
+            f"{goal.repository}@{digest} is not in the registry: publish it (`nox -s publish`)"
         )
-    digest = pushed.digest if pushed else "sha256:<pushed digest>"
     key_signer = _signer(run)
     with image_at(run, goal.repository, pushed) as reference:
         bom = sbom.generate(run, reference)
@@ -99,6 +105,58 @@ def attest(run: Run, goal: Target, started: dt.datetime | None = None) -> str:
     if not run.dry:
         how = "signed" if key_signer else "UNSIGNED"
         run.runner.echo(f"attested {goal.references[0]} ({digest}): SBOM and provenance, {how}")
+    return digest
+
+
+# --------------------------------------------------------------------------- the push record
+# What push hands to attest within a run: the digest it pushed and the local image it built
+# and smoke-tested, in the clone's git directory (never in the tree: a file there would make
+# it dirty), one file per commit tag.
+
+
+def _record_path(run: Run, tag: str) -> Path:
+    found = run.runner.run(
+        ["git", "rev-parse", "--absolute-git-dir"], cwd=run.settings.root, quiet=True, always=True
+    )
+    return Path(found.strip()) / "cicd-pushed" / f"{tag}.json"
+
+
+def record_push(run: Run, goal: Target, digest: str, image_id: str) -> None:
+    """Remember that this workspace pushed its image ``image_id`` of this commit as ``digest``."""
+    if run.dry:
+        return
+    path = _record_path(run, goal.revision.tag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"repository": goal.repository, "digest": digest, "image_id": image_id}
+    path.write_text(json.dumps(record) + "\n")
+
+
+def pushed_here(run: Run, goal: Target) -> str:
+    """The digest this workspace pushed for this commit, when the local image under its SHA
+    tag is still the one built and pushed (its ID is the pushed digest's config digest);
+    else :class:`NotBuiltHere`, one line saying what to run."""
+    reference = goal.references[0]
+    if run.dry:
+        return "sha256:<pushed digest>"
+    rebuild = "run `nox -s publish -- --force`, which builds, smoke-tests, pushes and signs it"
+    try:
+        record = json.loads(_record_path(run, goal.revision.tag).read_text())
+    except (OSError, ValueError):
+        record = {}
+    if not isinstance(record, dict) or record.get("repository") != goal.repository:
+        raise NotBuiltHere(
+            f"this workspace pushed no image of {reference}: not signing what it did not build "
+            f"and smoke-test; {rebuild}"
+        )
+    digest, image_id = str(record.get("digest")), str(record.get("image_id"))
+    pushed = run.registry.manifest(run.settings.repository_path, digest)
+    local = _local_id(run, reference)
+    if pushed is None or local != image_id or pushed.config_digest != image_id:
+        raise NotBuiltHere(
+            f"{goal.repository}@{digest} is not the image this workspace built under "
+            f"{reference} (local {local or 'none'}, pushed config "
+            f"{pushed.config_digest if pushed else 'none'}): not signing it; {rebuild}"
+        )
     return digest
 
 

@@ -36,6 +36,16 @@ class CommandError(SuiteError):
         return text
 
 
+class NotBuiltHere(SuiteError):
+    """attest was asked to sign an image this workspace did not build, smoke-test and push
+    (:func:`cicd.attestations.pushed_here`)."""
+
+
+class NotVerified(SuiteError):
+    """promote or rollback was asked to move a tag to an image that fails verify's checks
+    (:func:`cicd.releases.verified`): nothing moved."""
+
+
 def display(command: Sequence[str]) -> str:
     """The command as a user would type it (quoted where needed)."""
     import shlex

@@ -272,6 +272,15 @@ def subject_digests(document: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def subject_names(document: Mapping[str, Any]) -> list[str]:
+    """The name (the image's repository, ``host/path``) of each subject of a statement."""
+    return [
+        str(item.get("name", ""))
+        for item in document.get("subject") or []
+        if isinstance(item, dict) and item.get("name")
+    ]
+
+
 def dependencies(provenance: Mapping[str, Any], role: str) -> list[dict[str, Any]]:
     """The resolved dependencies of a provenance predicate with this ``role``."""
     definition = provenance.get("buildDefinition") or {}

@@ -4,7 +4,9 @@
 check-published -> import-model -> bento -> containerize -> smoke -> push -> attest. A
 failing step ends the run, so push is reached only by an image that passed its smoke test,
 and check-published ends it early, successfully, when the registry already holds this
-commit's image with this model (attaching its SBOM and provenance if they are missing).
+commit's image with this model, proven by a provenance signed by a trusted key (attaching
+its SBOM if it is missing). Push records the digest it pushed, and attest signs only that
+digest (:func:`attestations.pushed_here`): what is signed is what was built and smoke-tested.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from cicd import attestations, bento, ci_outputs, image, local_registry
+from cicd import attestations, bento, ci_outputs, image, local_registry, verify
 from cicd import gates as metric_gates
 from cicd.ci_outputs import Result
 from cicd.context import Run
 from cicd.image import Image, Target
-from cicd.registry import CREATED_LABEL
+from cicd.registry import CREATED_LABEL, Manifest
 
 
 def check_published(run: Run, force: bool = False, gates: bool = True) -> Result | None:
@@ -36,20 +38,30 @@ def check_published(run: Run, force: bool = False, gates: bool = True) -> Result
         local_registry.ensure_running(run)
     else:
         run.registry.ping()
-    digest = None if force else already_published(run, goal)
-    if digest:
+    manifest = None if force else run.registry.manifest(run.settings.repository_path, goal.tags[0])
+    if manifest is None:
+        return None
+    problem = verify.untrusted(run, goal, manifest)
+    if problem:
         run.runner.echo(
-            f"{goal.references[0]} is already published with model {goal.model.tag} "
-            f"({digest}): nothing to build or push (use --force to rebuild)"
+            f"{goal.references[0]} holds {manifest.digest} {problem}: not trusted, never signed "
+            "as it is; building, smoke-testing and pushing this commit's image over it"
         )
-        lacking = attestations.missing(run, digest)
-        if lacking:
-            names = " and ".join(kind.name for kind in lacking)
-            run.runner.echo(f"its {names} missing: attaching them (no rebuild)")
-            attestations.attest(run, goal)
-        seconds = [("check-published", round(time.monotonic() - started, 1))]
-        return ci_outputs.write_publish(run, goal, digest, seconds, built=False)
-    return None
+        return None
+    digest = already_published(run, goal, manifest)
+    if digest is None:
+        return None
+    run.runner.echo(
+        f"{goal.references[0]} is already published with model {goal.model.tag} "
+        f"({digest}, its provenance signed): nothing to build or push (use --force to rebuild)"
+    )
+    lacking = attestations.missing(run, digest)
+    if lacking:
+        names = " and ".join(kind.name for kind in lacking)
+        run.runner.echo(f"its {names} missing: attaching them (no rebuild)")
+        attestations.attest(run, goal, digest=digest)
+    seconds = [("check-published", round(time.monotonic() - started, 1))]
+    return ci_outputs.write_publish(run, goal, digest, seconds, built=False)
 
 
 def check_gates(run: Run, enabled: bool = True) -> None:
@@ -62,13 +74,15 @@ def check_gates(run: Run, enabled: bool = True) -> None:
     metric_gates.check_absolute(run.runner, run.settings.root, metrics)
 
 
-def already_published(run: Run, goal: Target) -> str | None:
-    """The digest of this commit's image when the registry holds it, with this model, under
-    both tags. A good SHA tag with a missing or stale ``latest`` (a push whose second half
-    failed) is completed by pointing ``latest`` at it: a manifest PUT, no rebuild."""
+def already_published(run: Run, goal: Target, manifest: Manifest | None = None) -> str | None:
+    """The digest of this commit's image ``manifest`` (default: what its SHA tag holds) when
+    it has this model, made to hold both tags: a missing or stale ``latest`` (a push whose
+    second half failed) is pointed at it by a manifest PUT, no rebuild. check-published calls
+    it only with an image its signed provenance proved (:func:`verify.untrusted`): labels
+    alone never move ``latest``."""
     registry, repository = run.registry, run.settings.repository_path
     commit_tag, *others = goal.tags
-    manifest = registry.manifest(repository, commit_tag)
+    manifest = manifest or registry.manifest(repository, commit_tag)
     if manifest is None:
         return None
     labels = registry.labels(repository, manifest)
@@ -99,7 +113,9 @@ def push(run: Run, earlier_steps: Sequence[tuple[str, float]] = ()) -> Result | 
     summaries."""
     started = time.monotonic()
     goal = image.target(run)
-    digest = image.push(run, image.local_image(run, goal))
+    local = image.local_image(run, goal)
+    digest = image.push(run, local)
+    attestations.record_push(run, goal, digest, local.id)  # what attest signs, and only that
     if run.dry:
         run.runner.echo("dry run: nothing was pulled, built, run or pushed")
         return None

@@ -3,14 +3,16 @@
 * :func:`list_releases` -- the images of the repository, newest first, with their revision,
   model, metrics (the ``model.metrics.*`` labels), size and the tags that point at them; read
   from the registry API alone (tags list, manifests, config blobs): nothing is pulled.
-* :func:`promote` -- point an environment tag (``staging``, ``production``) at the image of a
-  published revision, by a manifest PUT of the revision tag's manifest: no pull, no rebuild,
+* :func:`promote` -- point an environment tag (``staging``, ``production``) at an image
+  named by its digest (or a published revision, resolved once to a digest), after verify's
+  checks passed on that digest (:func:`verified`), by a manifest PUT: no pull, no rebuild,
   no layer upload.
 * :func:`rollback` -- move it back to the revision it pointed at before (or a named one).
 
-Only an image the publish session pushed can be promoted: its revision tag exists, its
-revision label names that commit, and it carries the suite's labels (model tag and digest,
-created); the publish session pushes only smoke-tested images.
+Only an image the publish session pushed and signed can be promoted: verify's checks pass on
+its digest (a provenance signed by the committed key, about that digest, naming the
+revision); the labels (revision, model, created) are read for the listing and the lines, and
+are never evidence on their own.
 
 A tag's history lives in the registry, so that a rollback works from any clone or runner:
 an OCI artifact under the tag ``<TAG>.history`` in the same repository, whose config blob is
@@ -30,8 +32,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from cicd import image
-from cicd.errors import SuiteError
+from cicd import image, verify
+from cicd.errors import NotVerified, SuiteError
 from cicd.registry import CREATED_LABEL, REVISION_LABEL, Manifest, content_digest
 
 if TYPE_CHECKING:
@@ -244,9 +246,51 @@ def check_tag(tag: str | None) -> str:
     return tag
 
 
+def resolve_digest(run: Run, digest: str, revision: str | None = None) -> tuple[str, Manifest]:
+    """The revision (its label) and manifest of the image ``digest``; one line when the
+    registry does not have it or it is not ``revision``'s."""
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise NotPublished(f"{digest!r} is not a sha256 digest (sha256:<64 hex>)")
+    registry, repository = run.registry, run.settings.repository_path
+    manifest = registry.manifest(repository, digest)
+    if run.dry and manifest is None:
+        return revision or "<revision>", Manifest(digest, "sha256:<config>")
+    if manifest is None:
+        raise NotPublished(f"{run.settings.repository}@{digest} is not in the registry")
+    label = registry.labels(repository, manifest).get(REVISION_LABEL, "")
+    if revision and not label.startswith(revision):
+        raise NotPromotable(
+            f"{run.settings.repository}@{digest} is labelled revision {label[:12] or 'none'}, "
+            f"not {revision[:12]}: give the digest alone, or the revision's own digest"
+        )
+    return label, manifest
+
+
+def verified(run: Run, revision: str, manifest: Manifest) -> None:
+    """verify's checks on the image ``manifest`` (by digest), against ``revision``: a
+    provenance signed by the committed key, about this digest in this repository, naming
+    that commit; :class:`NotVerified` (nothing moves) when one fails."""
+    settings = run.settings
+    if run.dry:  # nothing was read: there is no digest to check
+        run.runner.echo(f"dry run: verify's checks would run on {manifest.digest} first")
+        return
+    reference = f"{settings.registry_host}/{settings.repository_path}@{manifest.digest}"
+    expected = revision if re.fullmatch(r"[0-9a-f]{40}", revision) else None
+    try:
+        for _ in verify.checks(run, reference, None, False, expected):
+            pass
+    except verify.VerificationFailed as failure:
+        raise NotVerified(
+            f"{settings.repository}@{manifest.digest} ({revision[:12]}) fails verify, "
+            f"{failure}: nothing moved; publish that commit with SIGNING_KEY set "
+            "(`nox -s publish`), then promote the digest it prints"
+        ) from None
+
+
 def resolve(run: Run, revision: str | None) -> tuple[str, Manifest]:
-    """The revision tag of ``revision`` (default: this commit) and its manifest, when its
-    image is one the publish session pushed; else one line saying why not."""
+    """The revision tag of ``revision`` (default: this commit) and its manifest, read once:
+    what follows (verify, the PUT) uses that manifest's digest, never the tag again; one
+    line when it cannot be promoted."""
     registry, repository = run.registry, run.settings.repository_path
     wanted = revision or run.revision.tag
     tag = wanted
@@ -287,11 +331,19 @@ def resolve(run: Run, revision: str | None) -> tuple[str, Manifest]:
     return tag, manifest
 
 
-def promote(run: Run, to: str | None, revision: str | None = None, action: str = "promote") -> Move:
-    """Point the environment tag ``to`` at the image of ``revision`` (default: this commit)
-    by a manifest PUT, and record the move in the tag's history."""
+def promote(
+    run: Run,
+    to: str | None,
+    revision: str | None = None,
+    action: str = "promote",
+    digest: str | None = None,
+) -> Move:
+    """Point the environment tag ``to`` at the image ``digest`` (or of ``revision``, resolved
+    once to a digest; default: this commit) after verify's checks passed on that digest, by
+    a manifest PUT, and record the move in the tag's history."""
     to = check_tag(to)
-    tag, manifest = resolve(run, revision)
+    tag, manifest = resolve_digest(run, digest, revision) if digest else resolve(run, revision)
+    verified(run, tag, manifest)
     return _move(run, to, tag, manifest, action)
 
 
@@ -320,6 +372,7 @@ def rollback(run: Run, tag: str | None, to: str | None = None) -> Move:
             f"not at {previous.digest} that {tag} held: the revision was republished; "
             "name the revision to go to with --to REV"
         )
+    verified(run, revision_tag, manifest)
     return _move(run, tag, revision_tag, manifest, "rollback", (current, entries))
 
 

@@ -14,6 +14,7 @@ machines cannot reach: it would be another :class:`securesystemslib.signer.Signe
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 KEYGEN_HINT = "make a pair with `invoke keygen`"
+# What a first run needs, said where it fails (verify, attest): the three steps of a key.
+FIRST_KEY_STEPS = (
+    "run `invoke keygen --private-key ~/signing-key.pem`, commit the public key it writes "
+    "(signing/publish.pub), store the private key file's content as the CI secret "
+    "SIGNING_KEY (then delete the file), and publish again"
+)
 
 
 class SigningError(SuiteError):
@@ -74,6 +81,34 @@ def public_key(path: Path) -> Any:
         return SSlibKey.from_crypto(load_pem_public_key(path.read_bytes()))
     except (ValueError, TypeError, Exception) as error:  # unsupported key types raise others
         raise SigningError(f"{path} is not a PEM public key ({error}): {KEYGEN_HINT}") from None
+
+
+def trusted_keys(run: Run) -> list[Any]:
+    """The keys whose signature makes an image trusted for a publish: the committed public
+    key (when readable) and the public half of ``SIGNING_KEY`` (when set): a provenance
+    signed by the pipeline's own key is the pipeline's."""
+    settings = run.settings
+    keys = []
+    with contextlib.suppress(SigningError):  # no committed key yet: only SIGNING_KEY's
+        keys.append(public_key(settings.path(settings.signing_public_key)))
+    if settings.signing_key:
+        keys.append(signer(settings.signing_key).public_key)
+    return keys
+
+
+def signed_by_any(document: dict[str, Any], keys: list[Any], what: str) -> str:
+    """The key id of the first of ``keys`` whose signature of ``document`` verifies; else
+    :class:`SigningError` (the last key's reason, or that there is no trusted key)."""
+    if not keys:
+        raise SigningError(f"no trusted key to check the {what} with: {KEYGEN_HINT}")
+    reason: SigningError | None = None
+    for key in keys:
+        try:  # a copy each time: securesystemslib's Envelope.from_dict consumes its input
+            return check_signature(json.loads(json.dumps(document)), key, what)
+        except SigningError as error:
+            reason = error
+    assert reason is not None
+    raise reason
 
 
 def public_pem_of(private_pem: str) -> str:

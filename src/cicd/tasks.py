@@ -212,9 +212,11 @@ def push(c: Context) -> str:
 
 @step
 def attest(c: Context) -> str:
-    """Attach this commit's pushed image's SBOM and provenance, signed with SIGNING_KEY.
+    """Attach the SBOM and provenance of the image this workspace built and pushed, signed.
 
-    CycloneDX SBOM of the image's packages, and SLSA provenance: commit, params, dvc.lock
+    Signs only the digest that push recorded, and only while the local image under this
+    commit's tag is that image (built and smoke-tested here); anything else is refused in
+    one line. CycloneDX SBOM of the image's packages, and SLSA provenance: commit, params, dvc.lock
     output hashes, metrics, model, base image, tool versions. Each is an in-toto statement
     in a DSSE envelope, stored next to the image (sha256-<digest>.sbom / .att, or the
     referrers API). Without SIGNING_KEY they are attached unsigned, with a warning.
@@ -232,6 +234,7 @@ def attest(c: Context) -> str:
         "key": "PEM public key to check signatures with (default: signing/publish.pub)",
         "allow_unsigned": "accept attestations without a signature (still checks the rest)",
         "json": "print the checks as JSON",
+        "revision": "the commit the image must be of (default: a SHA tag's, else this one)",
     }
 )
 def verify(
@@ -240,6 +243,7 @@ def verify(
     key: str | None = None,
     allow_unsigned: bool = False,
     json: bool = False,
+    revision: str | None = None,
 ) -> None:
     """Check an image's signed SBOM and provenance against the image, the key and dvc.lock.
 
@@ -251,7 +255,8 @@ def verify(
 
     run = setup(c)
     run.runner.out = sys.stderr  # stdout: the checks (lines or JSON); stderr: the requests
-    verify.verify(run, image, Path(key) if key else None, allow_unsigned, as_json=json)
+    key_path = Path(key) if key else None
+    verify.verify(run, image, key_path, allow_unsigned, as_json=json, revision=revision)
 
 
 @step(help={"private_key": "where to write the new private key (outside the repository)"})
@@ -273,7 +278,8 @@ def keygen(c: Context, private_key: str | None = None) -> None:
     }
 )
 def check_published(c: Context, force: bool = False, no_gates: bool = False) -> str:
-    """End this run here (exit 0) when the registry has this commit's image with this model.
+    """End this run here (exit 0) when the registry has this commit's image with this model,
+    proven by a provenance signed by a trusted key (labels alone prove nothing).
 
     The first step of `nox -s publish`: first the model's absolute metric gates (gates.yaml),
     then the registry; the steps after it (build, smoke test, push) run only when the image
@@ -320,22 +326,28 @@ def releases(c: Context, json: bool = False) -> None:
     help={
         "to": "the environment tag to move, e.g. staging or production (not latest, not a SHA)",
         "revision": "the published commit to point it at (default: this commit)",
+        "digest": "the image digest to point it at (sha256:...: what publish printed)",
         "json": "print what moved as JSON",
     }
 )
 def promote(
-    c: Context, to: str | None = None, revision: str | None = None, json: bool = False
+    c: Context,
+    to: str | None = None,
+    revision: str | None = None,
+    digest: str | None = None,
+    json: bool = False,
 ) -> None:
-    """Point an environment tag at a published revision's image, by digest (a manifest PUT).
+    """Point an environment tag at an image by digest (a manifest PUT), verified first.
 
-    No pull, no rebuild, no layer upload. Only an image pushed by the publish session (so
-    smoke-tested) whose revision tag and label agree is promoted; the move is recorded in
-    the registry (<TAG>.history), for `invoke rollback`.
+    --digest, or a revision resolved once to its digest. verify's checks run on that digest
+    first (signed provenance, subject, model, commit); a failure moves nothing. No pull, no
+    rebuild, no layer upload; the move is recorded in the registry (<TAG>.history), for
+    `invoke rollback`.
     """
     from cicd import releases
 
     run = _json_run(c, json)
-    releases.show_move(run, releases.promote(run, to, revision), as_json=json)
+    releases.show_move(run, releases.promote(run, to, revision, digest=digest), as_json=json)
 
 
 @step(

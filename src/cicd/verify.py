@@ -5,11 +5,14 @@ One check per line, in order; the first that fails ends the run (exit non-zero):
 1. image        the reference resolves to a digest in the registry
 2. attached     the SBOM and the provenance are attached to that digest
 3. signature    each is signed by the committed public key (or --key FILE)
-4. subject      each statement is about that digest
+4. subject      each statement is about that digest, in that repository
 5. model        the image's ``model.digest`` label is the provenance's model
-6. commit       the image's revision label (and a SHA tag) is the provenance's commit
-7. dvc.lock     in a repository: every stage output hash the provenance records is the one
-                this commit's dvc.lock has
+6. commit       the image's revision label is the provenance's commit, and so is the commit
+                it is checked against: ``--revision``, else a SHA tag, else (in a repository)
+                this commit; with none of them it says it did not compare
+7. dvc.lock     every stage output hash the provenance records is the one that commit's
+                dvc.lock has; when that dvc.lock cannot be read (outside a repository, a
+                commit not in this clone) the line says ``skip``: not checked, not passed
 8. sbom         the SBOM is a CycloneDX document that lists packages
 """
 
@@ -25,10 +28,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 from cicd import attestations, image, provenance, signing
 from cicd.attestations import PROVENANCE, SBOM
 from cicd.errors import CommandError, SuiteError
-from cicd.registry import REVISION_LABEL, RegistryClient
+from cicd.registry import REVISION_LABEL, Manifest, RegistryClient
 
 if TYPE_CHECKING:
     from cicd.context import Run
+    from cicd.image import Target
 
 SHA_TAG = re.compile(r"[0-9a-f]{40}")
 T = TypeVar("T")
@@ -47,9 +51,11 @@ class Check:
     name: str
     ok: bool
     detail: str
+    skipped: bool = False  # not checked (and so not passed): the detail says why
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name:<10} {self.detail}"
+        status = "skip" if self.skipped else "ok  " if self.ok else "FAIL"
+        return f"{status}  {self.name:<10} {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -88,12 +94,14 @@ def verify(
     key_path: Path | None = None,
     allow_unsigned: bool = False,
     as_json: bool = False,
+    revision: str | None = None,
 ) -> list[Check]:
     """Run the checks and print them (a line each, or JSON with ``as_json``);
-    :class:`VerificationFailed` at the first failure, after printing what passed."""
+    :class:`VerificationFailed` at the first failure, after printing what passed.
+    ``revision``: the commit the image must be of (default: a SHA tag's, else this one)."""
     done: list[Check] = []
     try:
-        for check in checks(run, reference, key_path, allow_unsigned):
+        for check in checks(run, reference, key_path, allow_unsigned, revision):
             done.append(check)
             if not as_json:
                 print(run.runner.mask(check.line()), flush=True)
@@ -107,10 +115,15 @@ def verify(
 
 
 def checks(
-    run: Run, text: str | None, key_path: Path | None, allow_unsigned: bool
+    run: Run,
+    text: str | None,
+    key_path: Path | None,
+    allow_unsigned: bool,
+    revision: str | None = None,
 ) -> Iterator[Check]:
     settings = run.settings
     ref = parse_reference(text) if text else _this_commit(run)
+    expected, against = _expected_commit(run, ref, revision, default=text is None)
     registry = (
         run.registry
         if ref.host == settings.registry_host
@@ -134,8 +147,9 @@ def checks(
             fail(
                 "attached",
                 f"no {kind.name} attached to {ref} ({digest}; looked for the referrers API and "
-                f"the tag {attestations.tag_for(digest, kind)}): publish attaches them "
-                "(`invoke attest` in the image's commit, for an image already pushed)",
+                f"the tag {attestations.tag_for(digest, kind)}): only the publish session "
+                "attaches them, to the image it built and smoke-tested; an image it did not "
+                "build is never signed: publish the commit (`nox -s publish -- --force`)",
             )
     yield Check("attached", True, "SBOM and provenance (DSSE envelopes)")
 
@@ -154,7 +168,16 @@ def checks(
                 f"the {kind.name} is about {', '.join(subjects) or 'nothing'}, not about "
                 f"{digest}: the image under {ref} is not the one attested",
             )
-    yield Check("subject", True, f"both statements are about {digest}")
+    name = f"{ref.host}/{ref.repository}"
+    for kind, statement in statements.items():
+        names = provenance.subject_names(statement)
+        if name not in names:
+            fail(
+                "subject",
+                f"the {kind.name} is about an image of {', '.join(names) or 'no repository'}, "
+                f"not of {name}: a signed image copied from another repository is not this one",
+            )
+    yield Check("subject", True, f"both statements are about {digest} in {name}")
 
     predicate = _predicate(statements[PROVENANCE], PROVENANCE)
     labels = registry.labels(ref.repository, manifest)
@@ -175,9 +198,21 @@ def checks(
              f"records commit {commit or 'none'}")  # fmt: skip
     if SHA_TAG.fullmatch(ref.tag) and ref.tag != commit:
         fail("commit", f"the tag {ref.tag} holds the image of commit {commit}")
-    yield Check("commit", True, commit)
+    if expected and expected != commit:
+        fail(
+            "commit",
+            f"{ref} holds the image of commit {commit}, not of {expected} ({against}): an "
+            f"older or another release; pass --revision {commit} if it is the one you mean",
+        )
+    if expected:
+        yield Check("commit", True, f"{commit} ({against})")
+    else:
+        yield Check(
+            "commit", False, f"{commit}: not compared with any commit (give --revision REV)",
+            skipped=True,
+        )  # fmt: skip
 
-    yield _lock(run, predicate)
+    yield _lock(run, predicate, commit)
     yield _sbom(statements[SBOM])
 
 
@@ -191,6 +226,38 @@ def _this_commit(run: Run) -> Reference:
     return Reference(settings.registry_host, repository, run.revision.tag)
 
 
+def _expected_commit(
+    run: Run, ref: Reference, revision: str | None, default: bool
+) -> tuple[str, str]:
+    """The commit the image must be of, and where that comes from: ``--revision`` (a full
+    SHA, or anything git resolves here), a SHA tag, this commit (verify's default image, or
+    an environment tag checked inside a repository); ("", "") when there is none."""
+    if revision:
+        if SHA_TAG.fullmatch(revision):
+            return revision, "--revision"
+        resolved = _git(run, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+        if not resolved:
+            raise SuiteError(
+                f"--revision {revision!r} is not a commit here: give the full 40-character SHA"
+            )
+        return resolved, f"--revision {revision}"
+    if SHA_TAG.fullmatch(ref.tag):
+        return ref.tag, "its SHA tag"
+    try:
+        head = run.revision.sha
+    except SuiteError:
+        return "", ""
+    return head, "this commit" if default else "this checkout's commit"
+
+
+def _git(run: Run, *args: str) -> str | None:
+    try:
+        found = run.runner.run(["git", *args], cwd=run.settings.root, quiet=True, always=True)
+    except CommandError:
+        return None
+    return found.strip() or None
+
+
 def _signatures(
     run: Run, envelopes: dict[Any, Any], key_path: Path | None, allow_unsigned: bool
 ) -> Check:
@@ -200,11 +267,13 @@ def _signatures(
             fail(
                 "signature",
                 f"the {' and '.join(unsigned)} {'is' if len(unsigned) == 1 else 'are'} "
-                "unsigned: publish with SIGNING_KEY set, or pass --allow-unsigned",
+                f"unsigned (published without SIGNING_KEY): {signing.FIRST_KEY_STEPS}",
             )
         if len(unsigned) == len(attestations.KINDS):
             return Check("signature", True, "unsigned (accepted: --allow-unsigned)")
     path = key_path or run.settings.path(run.settings.signing_public_key)
+    if not path.is_file():
+        fail("signature", f"no public key at {path}: {signing.FIRST_KEY_STEPS}")
     key = _read(lambda: signing.public_key(path), "signature")
     keyids: set[str] = set()
     for kind in attestations.KINDS:
@@ -232,10 +301,18 @@ def _read(action: Callable[..., T], name: str) -> T:
         fail(name, str(error))
 
 
-def _lock(run: Run, predicate: dict[str, Any]) -> Check:
-    committed = _git_show(run, f"HEAD:{provenance.LOCK_FILE}")
+def _lock(run: Run, predicate: dict[str, Any], commit: str) -> Check:
+    committed = _git_show(run, f"{commit}:{provenance.LOCK_FILE}") if commit else None
     if committed is None:
-        return Check("dvc.lock", True, "skipped: not inside the model's repository")
+        where = (
+            f"commit {commit[:12]} is not in this clone (fetch it)"
+            if _git(run, "rev-parse", "--git-dir")
+            else "not inside the model's repository"
+        )
+        return Check(
+            "dvc.lock", False, f"NOT CHECKED: {where}; run verify in a clone that has it",
+            skipped=True,
+        )  # fmt: skip
     here = provenance.lock_outputs(committed)
     recorded = provenance.recorded_outputs(predicate)
     for name in sorted(set(here) | set(recorded)):
@@ -244,9 +321,9 @@ def _lock(run: Run, predicate: dict[str, Any]) -> Check:
                 "dvc.lock",
                 f"{name} is {here.get(name) or 'absent'} in this commit's dvc.lock, "
                 f"{recorded.get(name) or 'absent'} in the provenance: the image was not built "
-                "from this commit's data and model",
+                f"from the data and model of {commit[:12]}",
             )
-    return Check("dvc.lock", True, f"{len(here)} stage outputs match this commit's dvc.lock")
+    return Check("dvc.lock", True, f"{len(here)} stage outputs match the dvc.lock of {commit[:12]}")
 
 
 def _git_show(run: Run, what: str) -> str | None:
@@ -273,3 +350,39 @@ def _sbom(statement: dict[str, Any]) -> Check:
         fail("sbom", "the SBOM lists no packages")
     counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
     return Check("sbom", True, f"CycloneDX {bom.get('specVersion', '?')}: {counts}")
+
+
+# --------------------------------------------------------------------------- for publish
+
+
+def untrusted(run: Run, goal: Target, manifest: Manifest) -> str:
+    """Why the image ``manifest`` (under this commit's SHA tag) is not trusted as this
+    commit's published image, in a few words; "" when it is.
+
+    Trusted only with a provenance signed by a trusted key (:func:`signing.trusted_keys`)
+    that is about this digest in this repository and names this commit and this model (the
+    digest of the model archive). Labels are never evidence: anyone who can push sets them."""
+    registry, repository = run.registry, run.settings.repository_path
+    digest = manifest.digest
+    try:
+        envelope = attestations.fetch(registry, repository, digest).get(PROVENANCE)
+        if envelope is None:
+            return "with no provenance"
+        if not signing.signed(envelope):
+            return "with an unsigned provenance"
+        signing.signed_by_any(envelope, signing.trusted_keys(run), "provenance")
+        statement = signing.statement_of(envelope, "provenance")
+        predicate = provenance.predicate(statement, PROVENANCE.predicate_type, "provenance")
+        model = provenance.model_of(predicate)[1]
+    except SuiteError as error:
+        return f"whose provenance does not hold ({error})"
+    if digest not in provenance.subject_digests(statement):
+        return "whose signed provenance is about another image"
+    if goal.repository not in provenance.subject_names(statement):
+        return "whose signed provenance is about an image of another repository"
+    commit = provenance.commit_of(predicate)
+    if commit != goal.revision.sha:
+        return f"whose signed provenance names commit {commit[:12] or 'none'}, not this one"
+    if model != goal.model.digest:
+        return f"whose signed provenance names model {model[:19]}…, not this one"
+    return ""

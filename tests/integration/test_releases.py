@@ -2,23 +2,33 @@
 
 Two tiny images (``python:3.11-slim`` plus the labels the suite gives, metrics included) stand
 for two published commits, A then B, pushed under their SHA tags as the publish session
-does. The steps run as a user runs them, `invoke releases|promote|rollback` in a clone of the
-working tree, and what they did is read back through the registry's API and access log.
+does, each with an SBOM and a provenance signed by the tests' key (the project trusts its
+public half, as a repository trusts its committed key): promote verifies them first. The
+steps run as a user runs them, `invoke releases|promote|rollback` in a clone of the working
+tree, and what they did is read back through the registry's API and access log.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import subprocess
 
 import pytest
 
-from cicd import image
+from cicd import attestations, image, provenance, signing
 from cicd.ci import Revision
-from cicd.registry import CREATED_LABEL
+from cicd.registry import CREATED_LABEL, Manifest, content_digest
 from tests.integration.test_faults import MODEL, NEWER, OLDER, goal, push, settings
-from tests.support.project import Project, Registry, docker_client_path
+from tests.support.project import (
+    ROOT,
+    SIGNING_KEY,
+    SIGNING_PUBLIC_KEY,
+    Project,
+    Registry,
+    docker_client_path,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -46,19 +56,57 @@ def build(registry: Registry, repository: str, revision: Revision, labels=None, 
     return reference
 
 
+def attest(registry: Registry, revision: Revision, digest: str) -> None:
+    """A signed SBOM and provenance of ``revision``'s image ``digest``, attached as the
+    publish session attaches them (the tag scheme of a registry without referrers)."""
+    name, client = f"{registry.address}/{REPOSITORY}", registry.client()
+    now = dt.datetime.now(dt.UTC)
+    facts = provenance.BuildFacts(
+        repository=name, image_digest=digest, commit=revision.sha, source_url="",
+        tags=(revision.sha, "latest"), model_tag=MODEL.tag, model_digest=MODEL.digest,
+        model_path="model/model.bentomodel",
+        base=provenance.BaseImage("python:3.11-slim", "sha256:" + "0" * 64),
+        versions={"suite": "tests"}, builder_id="urn:tests", started=now, finished=now,
+        files={n: (ROOT / n).read_bytes() for n in ("params.yaml", "dvc.lock")},
+    )  # fmt: skip
+    bom = {"bomFormat": "CycloneDX", "specVersion": "1.6",
+           "components": [{"type": "library", "name": "x", "purl": "pkg:pypi/x@1"}]}  # fmt: skip
+    statements = {
+        attestations.SBOM: provenance.sbom_statement(name, digest, bom),
+        attestations.PROVENANCE: provenance.provenance_statement(facts),
+    }
+    subject = client.manifest(REPOSITORY, digest)
+    client.upload_blob(REPOSITORY, attestations.EMPTY_JSON)
+    for kind, statement in statements.items():
+        body = provenance.dumps(signing.envelope(statement, signing.signer(SIGNING_KEY)))
+        layer = client.upload_blob(REPOSITORY, body)
+        raw = attestations.artifact_manifest(kind, subject, layer, len(body))
+        config = content_digest(attestations.EMPTY_JSON)
+        manifest = Manifest(content_digest(raw), config, raw, attestations.OCI_MANIFEST)
+        client.put_manifest(REPOSITORY, attestations.tag_for(digest, kind), manifest)
+
+
 @pytest.fixture(scope="module")
 def published(registry: Registry) -> dict[Revision, str]:
-    """A and B under their SHA tags (and latest on B): their manifest digests."""
+    """A and B under their SHA tags (and latest on B), signed: their manifest digests."""
     for revision in (OLDER, NEWER):
         push(registry, build(registry, REPOSITORY, revision))
     push(registry, goal(settings(registry, REPOSITORY), NEWER).references[0], tag_as="latest")
     client = registry.client()
-    return {r: client.manifest(REPOSITORY, r.sha).digest for r in (OLDER, NEWER)}
+    digests = {r: client.manifest(REPOSITORY, r.sha).digest for r in (OLDER, NEWER)}
+    for revision, digest in digests.items():
+        attest(registry, revision, digest)
+    return digests
 
 
 @pytest.fixture(scope="module")
-def project(new_project, registry: Registry) -> Project:
-    made = new_project("releases", registry, env={"IMAGE_NAME": REPOSITORY})
+def project(new_project, registry: Registry, tmp_path_factory) -> Project:
+    key = tmp_path_factory.mktemp("releases-key") / "tests.pub"
+    key.write_text(SIGNING_PUBLIC_KEY)
+    made = new_project(
+        "releases", registry,
+        env={"IMAGE_NAME": REPOSITORY, "INVOKE_SUITE_SIGNING_PUBLIC_KEY": str(key)},
+    )  # fmt: skip
     made.env["PYTHONPATH"] = str(made.root / "src")  # the clone's suite, whatever is installed
     return made
 
@@ -155,6 +203,34 @@ def test_what_cannot_be_promoted_is_one_line_and_moves_nothing(registry, publish
     requests = registry.requests()[mark:]
     assert requests, "the refusals asked the registry nothing: the log is not being read"
     assert not any(re.search(r'"(PUT|POST|PATCH|DELETE) ', line) for line in requests)
+
+
+def test_an_unsigned_image_under_a_revision_tag_is_refused_by_promote(registry, published, project):
+    """Finding 5 of issue 23: promote runs verify's checks on the digest before any PUT. An
+    image with every label of the suite but no signed provenance moves nothing."""
+    unsigned = Revision("f" * 40, timestamp=OLDER.timestamp)
+    push(registry, build(registry, REPOSITORY, unsigned))
+    digest = registry.client().manifest(REPOSITORY, unsigned.sha).digest
+    mark = len(registry.requests())
+    for how in (("--revision", unsigned.sha), ("--digest", digest)):
+        line = refused(project, "promote", "--to", "production", *how)
+        assert line.startswith(
+            f"error: {registry.address}/{REPOSITORY}@{digest} ({unsigned.sha[:12]}) fails verify, "
+            f"attached: no SBOM attached to {registry.address}/{REPOSITORY}@{digest}"
+        ), line
+        assert line.endswith(
+            "nothing moved; publish that commit with SIGNING_KEY set (`nox -s publish`), then "
+            "promote the digest it prints"
+        ), line
+    requests = registry.requests()[mark:]
+    assert not any(re.search(r'"(PUT|POST|PATCH|DELETE) ', line) for line in requests)
+
+
+def test_promote_by_digest_moves_the_tag_to_that_digest(registry, published, project):
+    done = project.invoke("promote", "--to", "by-digest", "--digest", published[OLDER], "--json")
+    moved = json.loads(done.stdout)
+    assert (moved["digest"], moved["revision"]) == (published[OLDER], OLDER.sha)
+    assert registry.client().manifest(REPOSITORY, "by-digest").digest == published[OLDER]
 
 
 def test_a_dry_run_shows_the_manifest_put_and_moves_nothing(registry, published, project):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 
 from cicd import signing
 from cicd.registry import Manifest, content_digest
+from tests.integration.test_faults import push as push_image
 from tests.integration.test_sbom_image import HOST_ONLY
 from tests.support.project import (
     IMAGE,
@@ -29,6 +31,8 @@ from tests.support.project import (
     Project,
     Registry,
     docker,
+    docker_client_path,
+    remove_images,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -180,7 +184,7 @@ def test_verify_proves_the_chain_from_dvc_lock_to_the_image(published):
     lines = done.stdout.strip().splitlines()
     assert [line.split()[1] for line in lines] == CHECKS
     assert all(line.startswith("ok ") for line in lines)
-    assert "8 stage outputs match this commit's dvc.lock" in done.stdout
+    assert f"8 stage outputs match the dvc.lock of {published.sha[:12]}" in done.stdout
     sbom_line = lines[-1]
     assert " deb" in sbom_line and " pypi" in sbom_line
     as_json = json.loads(verify(published, "--json", check=True).stdout)
@@ -333,20 +337,25 @@ def test_a_missing_attestation_is_caught_and_publish_attaches_it_again(published
     verify(published, check=True)
 
 
-def test_a_commit_whose_dvc_lock_differs_from_the_provenance_is_caught(published):
-    lock = published.path("dvc.lock")
-    text = lock.read_text()
-    model_hash = next(line for line in text.splitlines() if ".dir" in line and "md5:" in line)
-    lock.write_text(text.replace(model_hash, model_hash.replace("md5: ", "md5: 0"), 1))
-    identity = ("-c", "user.name=tests", "-c", "user.email=tests@localhost")
-    published.run("git", *identity, "commit", "-qam", "a dvc.lock the image was not built from")
-    try:
-        reference = f"{published.registry.address}/{IMAGE}:{published.sha}"
-        line = failure(verify(published, "--image", reference))
-    finally:
-        published.run("git", "reset", "-q", "--hard", published.sha)
-    assert line.startswith("error: dvc.lock: "), line
-    assert "in this commit's dvc.lock" in line and "the image was not built from" in line
+def with_output_hash(statement: dict, md5: str) -> dict:
+    edited = json.loads(json.dumps(statement))
+    for item in edited["predicate"]["buildDefinition"]["resolvedDependencies"]:
+        if item["annotations"]["role"] == "dvc-output" and item["name"].startswith("train:"):
+            item["digest"]["md5"] = md5
+    return edited
+
+
+def test_a_provenance_whose_outputs_differ_from_the_commits_dvc_lock_is_caught(published, registry):
+    """The dvc.lock of the image's commit (its SHA tag's), not of whatever is checked out."""
+    image = digest_of(registry, published.sha).digest
+    manifest, _, statement = provenance_parts(registry, image)
+    resigned = signing.envelope(with_output_hash(statement, "0" * 32), signing.signer(SIGNING_KEY))
+    with replaced(
+        registry, artifact_tag(image, ".att"), with_envelope(registry, manifest, resigned)
+    ):
+        line = failure(verify(published))
+    assert line.startswith("error: dvc.lock: train:"), line
+    assert "in the provenance: the image was not built from the data and model of " in line
 
 
 def test_unsigned_attestations_are_refused_unless_allowed(published):
@@ -354,12 +363,157 @@ def test_unsigned_attestations_are_refused_unless_allowed(published):
     assert "SIGNING_KEY is not set: the SBOM and provenance are attached UNSIGNED" in attest.stdout
     try:
         line = failure(verify(published))
-        assert line == (
-            "error: signature: the SBOM and provenance are unsigned: publish with SIGNING_KEY "
-            "set, or pass --allow-unsigned"
+        assert line.startswith(
+            "error: signature: the SBOM and provenance are unsigned (published without "
+            "SIGNING_KEY): run `invoke keygen"
         ), line
         allowed = verify(published, "--allow-unsigned", check=True)
         assert "unsigned (accepted: --allow-unsigned)" in allowed.stdout
     finally:
         published.invoke("attest")  # signed again
+    verify(published, check=True)
+
+
+# --------------------------------------------------------------------------- trust by digest
+
+
+def with_subject_name(statement: dict, name: str) -> dict:
+    edited = json.loads(json.dumps(statement))
+    edited["subject"][0]["name"] = name
+    return edited
+
+
+def test_a_signed_provenance_of_another_repository_fails_the_subject_check(published, registry):
+    """A signed image copied from another repository (its provenance names that one)."""
+    image = digest_of(registry, published.sha).digest
+    manifest, _, statement = provenance_parts(registry, image)
+    other = f"{registry.address}/another-model"
+    resigned = signing.envelope(with_subject_name(statement, other), signing.signer(SIGNING_KEY))
+    with replaced(
+        registry, artifact_tag(image, ".att"), with_envelope(registry, manifest, resigned)
+    ):
+        line = failure(verify(published))
+    assert line.startswith(f"error: subject: the provenance is about an image of {other}, "), line
+
+
+def test_an_older_release_under_an_environment_tag_is_not_this_commit(published, registry):
+    """Downgrade: a genuine, signed release under `latest` (or `production`) is checked
+    against the commit verify checks against: this checkout's, or --revision."""
+    identity = ("-c", "user.name=tests", "-c", "user.email=tests@localhost")
+    published.run("git", *identity, "commit", "-q", "--allow-empty", "-m", "a newer commit")
+    newer = published.head()
+    try:
+        line = failure(verify(published, "--image", f"{registry.address}/{IMAGE}:latest"))
+        assert line == (
+            f"error: commit: {registry.address}/{IMAGE}:latest holds the image of commit "
+            f"{published.sha}, not of {newer} (this checkout's commit): an older or another "
+            f"release; pass --revision {published.sha} if it is the one you mean"
+        ), line
+        line = failure(verify(published, "--image", f"{registry.address}/{IMAGE}:latest",
+                              "--revision", "d" * 40))  # fmt: skip
+        assert f"not of {'d' * 40} (--revision)" in line, line
+        done = verify(published, "--image", f"{registry.address}/{IMAGE}:latest",
+                      "--revision", published.sha, check=True)  # fmt: skip
+        assert f"ok    commit     {published.sha} (--revision)" in done.stdout
+    finally:
+        published.run("git", "reset", "-q", "--hard", published.sha)
+
+
+def test_outside_a_repository_the_dvc_lock_check_is_not_counted_as_passed(
+    published, registry, tmp_path
+):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("tasks.py", "invoke.yaml"):
+        (outside / name).write_text(published.path(name).read_text())
+    reference = f"{registry.address}/{IMAGE}:{published.sha}"
+    done = published.invoke("verify", "--key", str(published.key), "--image", reference,
+                            cwd=outside)  # fmt: skip
+    lock = next(line for line in done.stdout.splitlines() if line.split()[1] == "dvc.lock")
+    assert lock.startswith("skip  dvc.lock   NOT CHECKED: not inside the model's repository"), lock
+    assert json.loads(
+        published.invoke(
+            "verify", "--key", str(published.key), "--image", reference, "--json", cwd=outside
+        ).stdout
+    )[6] == {"name": "dvc.lock", "ok": False, "skipped": True, "detail": lock.split(None, 2)[2]}
+
+
+def test_verify_says_exactly_what_a_first_run_without_a_key_needs(published, registry):
+    """The first pipeline on main, before any key: unsigned documents (no SIGNING_KEY)."""
+    image = digest_of(registry, published.sha).digest
+    parts = {suffix: provenance_parts(registry, image, suffix) for suffix in (".sbom", ".att")}
+    unsigned = {
+        suffix: with_envelope(registry, manifest, {**envelope, "signatures": []})
+        for suffix, (manifest, envelope, _) in parts.items()
+    }
+    with (
+        replaced(registry, artifact_tag(image, ".sbom"), unsigned[".sbom"]),
+        replaced(registry, artifact_tag(image, ".att"), unsigned[".att"]),
+    ):
+        line = failure(verify(published))
+    assert line == (
+        "error: signature: the SBOM and provenance are unsigned (published without "
+        "SIGNING_KEY): run `invoke keygen --private-key ~/signing-key.pem`, commit the public "
+        "key it writes (signing/publish.pub), store the private key file's content as the CI "
+        "secret SIGNING_KEY (then delete the file), and publish again"
+    ), line
+
+
+def attacker_image(published: Project, registry: Registry) -> str:
+    """The genuine image plus one layer of the attacker's (every label inherited), pushed
+    under this commit's SHA tag; its digest."""
+    genuine = f"{registry.address}/{IMAGE}@{digest_of(registry, published.sha).digest}"
+    attacker = f"{registry.address}/{IMAGE}:attacker"
+    subprocess.run(
+        [docker_client_path(), "build", "--quiet", "--tag", attacker, "-"],
+        input=f"FROM {genuine}\nRUN echo owned > /tmp/owned\n", text=True, check=True,
+        capture_output=True, timeout=300,
+    )  # fmt: skip
+    try:
+        push_image(registry, attacker)
+    finally:
+        remove_images(attacker)
+    manifest = digest_of(registry, "attacker")
+    registry.client().put_manifest(IMAGE, published.sha, manifest)
+    assert digest_of(registry, published.sha).digest == manifest.digest
+    return manifest.digest
+
+
+def test_an_attackers_image_under_the_sha_tag_is_rebuilt_never_signed(
+    published, registry, new_project
+):
+    """Finding 1 of issue 23: an image pushed under the commit's tag before publish (the
+    genuine one plus a layer, labels inherited) is neither signed nor made `latest`; publish
+    rebuilds, smoke-tests, pushes over it and signs the genuine digest; `invoke attest` alone
+    in a workspace that did not build it refuses."""
+    evil = attacker_image(published, registry)
+    elsewhere = new_project(
+        "attest-elsewhere", registry, dvc_remote=published.dvc_remote, source=published.root
+    )
+    assert elsewhere.head() == published.sha
+    refused = elsewhere.invoke("attest", check=False)
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: this workspace pushed no image of {registry.address}/{IMAGE}:{published.sha}: "
+        "not signing what it did not build and smoke-test; run `nox -s publish -- --force`, "
+        "which builds, smoke-tests, pushes and signs it"
+    )
+    tags = registry.tags()
+    assert artifact_tag(evil, ".att") not in tags and artifact_tag(evil, ".sbom") not in tags
+
+    again = published.session("publish")
+    output = again.stdout + again.stderr
+    assert (
+        f"{registry.address}/{IMAGE}:{published.sha} holds {evil} with no provenance: not "
+        "trusted, never signed as it is; building, smoke-testing and pushing this commit's "
+        "image over it"
+    ) in output, output
+    assert "already published" not in output
+    tags = registry.tags()
+    assert artifact_tag(evil, ".att") not in tags and artifact_tag(evil, ".sbom") not in tags
+    assert digest_of(registry, "latest").digest != evil
+    rebuilt = digest_of(registry, published.sha)
+    assert rebuilt.digest != evil
+    assert digest_of(registry, "latest").digest == rebuilt.digest
+    assert f"attested {registry.address}/{IMAGE}:{published.sha} ({rebuilt.digest})" in output
     verify(published, check=True)

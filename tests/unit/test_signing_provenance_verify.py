@@ -314,3 +314,30 @@ def test_a_failed_check_is_its_own_line():
     failure = verify.VerificationFailed("subject", "the SBOM is about sha256:00, not sha256:11")
     assert str(failure) == "subject: the SBOM is about sha256:00, not sha256:11"
     assert verify.Check("image", True, "x is y").line() == "ok    image      x is y"
+
+
+# --------------------------------------------------------------------------- trust by digest
+
+
+def test_a_statement_names_the_repository_of_its_subject():
+    statement = provenance.provenance_statement(facts())
+    assert provenance.subject_names(statement) == ["127.0.0.1:5050/celestial-bodies-classifier"]
+    assert provenance.subject_digests(statement) == [DIGEST]
+
+
+def test_any_trusted_key_verifies_and_none_is_one_line(key_pair):
+    private, _ = key_pair
+    envelope = signing.envelope(provenance.provenance_statement(facts()), signing.signer(private))
+    other = signing.signer(signing.generate_private_pem()).public_key
+    mine = signing.signer(private).public_key
+    assert signing.signed_by_any(envelope, [other, mine], "provenance") == mine.keyid
+    with pytest.raises(SigningError, match="signed by another key"):
+        signing.signed_by_any(envelope, [other], "provenance")
+    with pytest.raises(SigningError, match="no trusted key to check the provenance with"):
+        signing.signed_by_any(envelope, [], "provenance")
+
+
+def test_a_check_not_made_says_skip_and_is_not_passed():
+    check = verify.Check("dvc.lock", False, "NOT CHECKED: not inside the model's repository", True)
+    assert check.line() == "skip  dvc.lock   NOT CHECKED: not inside the model's repository"
+    assert not check.ok
