@@ -69,7 +69,12 @@ class _Transient(Exception):
 
 class NotReplayed(SuiteError):
     """A request that may have taken effect failed after it was sent, and is not sent again
-    (a POST; an upload PUT, whose session a first arrival closes)."""
+    (a POST; an upload PUT, whose session a first arrival closes). ``reason``: what failed,
+    without the URL (an upload's URL carries its session's state)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def loopback(url: str) -> bool:
@@ -148,7 +153,8 @@ class Http:
                 if not replayable:
                     raise NotReplayed(
                         f"{self.name}: {method} {url} failed after it was sent ({failure}); not "
-                        "retried since it may have taken effect: check, then run again"
+                        "retried since it may have taken effect: check, then run again",
+                        str(failure),
                     ) from None
                 raise Transient(str(failure)) from None
             if response.status != 429 and response.status < 500:
@@ -157,7 +163,8 @@ class Http:
             if not replayable and response.status not in NOT_DONE:
                 raise NotReplayed(
                     f"{self.name}: {method} {url} answered {reason} after it was sent; not "
-                    "retried since it may have taken effect: check, then run again"
+                    "retried since it may have taken effect: check, then run again",
+                    reason,
                 )
             retry_after = _retry_after(response.headers.get("retry-after"))
             raise Transient(reason, wait_at_least=retry_after)

@@ -222,7 +222,7 @@ class RegistryClient:
                     ),
                 )  # fmt: skip
             except NotReplayed as failure:
-                lost = str(failure)
+                lost = failure.reason  # not its message: the URL holds the session's state
             else:
                 assert put is not None
                 if put.status == 201:

@@ -131,6 +131,8 @@ def test_an_upload_put_whose_answer_is_lost_is_never_replayed(registry):
     out = io.StringIO()
     assert client(registry, out).upload_blob("org/app", CONTENT) == DIGEST
     assert registry.hits("/upload/1") == 1, "the closed session's PUT was replayed"
+    assert f"retry 1/3 of upload of {DIGEST} to org/app" in out.getvalue()
+    assert "/upload/1" not in out.getvalue(), "an upload's URL (its state) is not shown"
     assert registry.hits("/upload/2") == 1 and registry.hits(UPLOADS) == 2
     assert all(r["body"] == CONTENT for r in registry.requests if r["path"].startswith("/upload/"))
 
@@ -195,3 +197,14 @@ def test_the_deadline_covers_the_reads_of_the_body(registry):
     # Today each read may wait a whole deadline: gave up after about 3.8 s.
     assert time.monotonic() - started < 3.2
     assert "2 s deadline" in one_line(error)
+
+
+def test_an_upload_never_confirmed_is_one_line_after_the_policys_sessions(registry):
+    registry.script[UPLOADS] = [upload_session(n) for n in range(1, 5)]
+    for n in range(1, 5):
+        registry.script[f"/upload/{n}"] = [hang_up]
+    with pytest.raises(SuiteError) as error:
+        client(registry, io.StringIO()).upload_blob("org/app", CONTENT)
+    assert "did not confirm the upload" in one_line(error)
+    assert registry.hits(UPLOADS) == 4  # the policy's 4 attempts: 4 sessions, 1 PUT each
+    assert all(registry.hits(f"/upload/{n}") == 1 for n in range(1, 5))
