@@ -11,9 +11,13 @@ Every failure is a one-line :class:`SuiteError` that says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import ipaddress
 import json
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,6 +67,27 @@ class _Transient(Exception):
     """A failure worth another attempt (reset, truncated body, timeout)."""
 
 
+class NotReplayed(SuiteError):
+    """A request that may have taken effect failed after it was sent, and is not sent again
+    (a POST; an upload PUT, whose session a first arrival closes). ``reason``: what failed,
+    without the URL (an upload's URL carries its session's state)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (localhost, 127.0.0.0/8, ::1): never via a proxy."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def origin(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of ``url``: what the browser same-origin rule compares."""
     parts = urlsplit(url)
@@ -90,7 +115,7 @@ class Http:
         self.timeout = timeout
         self.policy = policy
         self.unreachable_hint = unreachable_hint
-        self._client: httpx.Client | None = None
+        self._clients: dict[bool, httpx.Client] = {}  # by "direct" (no proxy)
 
     def note(self, method: str) -> str:
         """What the echo of a request adds, so that it (and a dry run) says which retries
@@ -107,9 +132,17 @@ class Http:
         headers: Mapping[str, str] | None = None,
         credentials: Mapping[str, str] | None = None,
         content: bytes | None = None,
+        deadline: float | None = None,
+        replay: bool | None = None,
     ) -> Response:
-        """One request with its retries; ``credentials`` are headers for ``url``'s origin only."""
-        deadline = time.monotonic() + self.timeout
+        """One request with its retries; ``credentials`` are headers for ``url``'s origin only.
+
+        ``deadline`` (a ``time.monotonic()`` time): the caller's, when the call is one of several
+        under one deadline (a token round trip); else ``timeout`` from now. ``replay``: whether
+        the request may be sent again after it was sent (by default: idempotent methods); an
+        upload PUT may not, its session closes on its first arrival."""
+        deadline = deadline if deadline is not None else time.monotonic() + self.timeout
+        replayable = method in IDEMPOTENT if replay is None else replay
 
         def attempt() -> Response:
             try:
@@ -117,19 +150,21 @@ class Http:
                     method, url, headers or {}, credentials or {}, content, deadline
                 )
             except _Transient as failure:
-                if method not in IDEMPOTENT:
-                    raise SuiteError(
+                if not replayable:
+                    raise NotReplayed(
                         f"{self.name}: {method} {url} failed after it was sent ({failure}); not "
-                        "retried since it may have taken effect: check, then run again"
+                        "retried since it may have taken effect: check, then run again",
+                        str(failure),
                     ) from None
                 raise Transient(str(failure)) from None
             if response.status != 429 and response.status < 500:
                 return response
             reason = f"HTTP {response.status}"
-            if method not in IDEMPOTENT and response.status not in NOT_DONE:
-                raise SuiteError(
+            if not replayable and response.status not in NOT_DONE:
+                raise NotReplayed(
                     f"{self.name}: {method} {url} answered {reason} after it was sent; not "
-                    "retried since it may have taken effect: check, then run again"
+                    "retried since it may have taken effect: check, then run again",
+                    reason,
                 )
             retry_after = _retry_after(response.headers.get("retry-after"))
             raise Transient(reason, wait_at_least=retry_after)
@@ -218,21 +253,35 @@ class Http:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise self._late(method, url, "no time left")
+        expired, done, lock = threading.Event(), threading.Event(), threading.Lock()
         try:
-            with self._http().stream(
+            with self._http(url).stream(
                 method, url, headers=dict(headers), content=content, timeout=remaining
             ) as answer:
-                chunks, size = [], 0
-                for chunk in answer.iter_bytes():
-                    size += len(chunk)
-                    if size > MAX_BODY:
-                        raise SuiteError(
-                            f"{self.name} answered {method} {url} with over {MAX_BODY} bytes: "
-                            "not an answer of this API; check the address"
-                        )
-                    if time.monotonic() > deadline:
-                        raise _Transient("the answer did not end within the deadline")
-                    chunks.append(chunk)
+                # Each read of the body may wait `remaining` (httpx's timeouts are per read):
+                # at the deadline, the connection is cut, so the whole call ends by then.
+                watchdog = threading.Timer(
+                    max(0.0, deadline - time.monotonic()),
+                    _cut, (answer, expired, done, lock),
+                )  # fmt: skip
+                watchdog.daemon = True
+                watchdog.start()
+                try:
+                    chunks, size = [], 0
+                    for chunk in answer.iter_bytes():
+                        size += len(chunk)
+                        if size > MAX_BODY:
+                            raise SuiteError(
+                                f"{self.name} answered {method} {url} with over {MAX_BODY} "
+                                "bytes: not an answer of this API; check the address"
+                            )
+                        if time.monotonic() > deadline:
+                            raise _Transient("the answer did not end within the deadline")
+                        chunks.append(chunk)
+                finally:
+                    with lock:
+                        done.set()
+                    watchdog.cancel()
                 return Response(method, url, answer.status_code, answer.headers, b"".join(chunks))
         except httpx.ConnectTimeout:
             raise _Transient("connection timed out") from None
@@ -250,6 +299,8 @@ class Http:
         except httpx.TimeoutException:
             raise _Transient("timed out") from None
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
+            if expired.is_set():
+                raise _Transient("the answer did not end within the deadline") from None
             raise _Transient(f"connection broken: {str(error) or type(error).__name__}") from None
         except httpx.HTTPError as error:
             raise SuiteError(
@@ -258,18 +309,39 @@ class Http:
 
     def close(self) -> None:
         """Close the connections (a client made per call must not leave sockets behind)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
 
-    def _http(self) -> httpx.Client:
-        if self._client is None:
+    def _http(self, url: str) -> httpx.Client:
+        """The client for ``url``: through the environment's proxy (HTTP_PROXY, NO_PROXY...),
+        except for this machine, which is always reached directly: a proxy in between would
+        see a local registry's Basic credential in clear."""
+        direct = loopback(url)
+        if direct not in self._clients:
             # The system's CA store (not certifi's): machines behind a TLS-intercepting proxy
             # trust its CA there, as urllib and the docker client do. OpenSSL reads
             # SSL_CERT_FILE / SSL_CERT_DIR here: a registry with a private CA is trusted by
             # pointing SSL_CERT_FILE at a bundle that includes that CA (docs/settings.md).
-            self._client = httpx.Client(verify=ssl.create_default_context(), follow_redirects=False)
-        return self._client
+            self._clients[direct] = httpx.Client(
+                verify=ssl.create_default_context(), follow_redirects=False, trust_env=not direct
+            )
+        return self._clients[direct]
+
+
+def _cut(
+    answer: httpx.Response, expired: threading.Event, done: threading.Event, lock: threading.Lock
+) -> None:
+    """At the deadline, shut the answer's connection down: a read blocked on it returns."""
+    with lock:
+        if done.is_set():
+            return
+        expired.set()
+        stream = answer.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _retry_after(value: str | None) -> float:

@@ -14,13 +14,14 @@ import hashlib
 import ipaddress
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from cicd.errors import SuiteError
-from cicd.http import DEFAULT_TIMEOUT, Http, Response, origin
-from cicd.retry import REQUESTS, RetryPolicy
+from cicd.http import DEFAULT_TIMEOUT, Http, NotReplayed, Response, origin
+from cicd.retry import REQUESTS, RetryPolicy, Transient
 from cicd.settings import Settings
 from cicd.shell import Runner
 
@@ -32,6 +33,8 @@ MANIFEST_TYPES = ", ".join(
 )
 CREATED_LABEL = "org.opencontainers.image.created"
 REVISION_LABEL = "org.opencontainers.image.revision"
+TAGS_PER_PAGE = 1000
+MAX_PAGES = 100  # of tags (100,000 tags): a longer list is a server's loop, not a repository
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,11 @@ class RegistryClient:
                 "this suite pushes single-platform images"
             )
         digest = content_digest(response.body)
+        if _is_digest(reference) and digest != reference:
+            raise SuiteError(
+                f"registry {self.host} sent a manifest of {repository}@{reference} whose content "
+                f"does not match the digest asked ({digest}): something in between altered it"
+            )
         claimed = response.headers.get("Docker-Content-Digest")
         if claimed and claimed != digest:
             raise SuiteError(
@@ -150,9 +158,11 @@ class RegistryClient:
     def tags(self, repository: str) -> list[str]:
         """The tags of ``repository`` (``/v2/<name>/tags/list``, every page); [] when it has
         none or does not exist, and in a dry run."""
-        path = f"/v2/{repository}/tags/list?n=1000"
+        path = f"/v2/{repository}/tags/list?n={TAGS_PER_PAGE}"
         found: list[str] = []
+        fetched: set[str] = set()
         while path:
+            fetched.add(path)
             response = self._show("GET", path, lambda p=path: self._request("GET", p, repository))
             if response is None or response.status == 404:
                 return found
@@ -164,40 +174,86 @@ class RegistryClient:
             document = response.json(f"registry {self.host}")
             found += list((document if isinstance(document, dict) else {}).get("tags") or [])
             path = _next_page(response.headers.get("Link", ""))
+            if path and path in fetched:
+                raise SuiteError(
+                    f"registry {self.host} names {path} as the next page of the tags of "
+                    f"{repository}, a page already read: a broken server or proxy; stopped"
+                )
+            if path and len(fetched) >= MAX_PAGES:
+                raise SuiteError(
+                    f"registry {self.host} lists over {MAX_PAGES} pages of tags of {repository} "
+                    f"({MAX_PAGES * TAGS_PER_PAGE} tags): stopped, a server's loop is likelier"
+                )
         return found
 
     def upload_blob(self, repository: str, content: bytes) -> str:
         """Upload ``content`` as a blob (POST then PUT, monolithic); return its digest.
 
-        Only for the suite's small records (a tag's history): images go by `docker push`."""
+        The PUT is never sent twice: the registry closes the upload session when it arrives,
+        so a replay after a lost answer meets a 404. When its answer is lost (or an error),
+        the blob is looked up: there, the upload is done; else a new session (POST) starts,
+        as the retry policy allows. Only for the suite's small records (a tag's history):
+        images go by `docker push`."""
         digest = content_digest(content)
         start = f"/v2/{repository}/blobs/uploads/"
-        response = self._show("POST", start, lambda: self._request("POST", start, repository))
-        if response is None:
-            self._show("PUT", f"{start}<upload>?digest={digest}", lambda: None)
+        shown = f"{start}<upload>?digest={digest}"  # the upload's own URL: an opaque token
+        if self.runner is not None and self.runner.dry:
+            self._show("POST", start, lambda: None)
+            self._show("PUT", shown, lambda: None)
             return digest
-        location = response.headers.get("Location")
-        if response.status != 202 or not location:
-            raise SuiteError(
-                f"registry {self.host} answered HTTP {response.status} to POST {start}: "
-                "check that the user may push"
+
+        def attempt() -> str:
+            response = self._show("POST", start, lambda: self._request("POST", start, repository))
+            assert response is not None
+            location = response.headers.get("Location")
+            if response.status != 202 or not location:
+                raise SuiteError(
+                    f"registry {self.host} answered HTTP {response.status} to POST {start}: "
+                    "check that the user may push"
+                )
+            url = urljoin(self.base + start, location)
+            url += ("&" if "?" in url else "?") + urlencode({"digest": digest})
+            try:
+                put = self._show(
+                    "PUT", shown,
+                    lambda: self._request(
+                        "PUT", url, repository, content=content,
+                        content_type="application/octet-stream", replay=False,
+                    ),
+                )  # fmt: skip
+            except NotReplayed as failure:
+                lost = failure.reason  # not its message: the URL holds the session's state
+            else:
+                assert put is not None
+                if put.status == 201:
+                    return digest
+                if put.status in (401, 403):
+                    raise SuiteError(
+                        f"registry {self.host} answered HTTP {put.status} to the upload of "
+                        f"{digest}: check that the user may push"
+                    )
+                lost = f"HTTP {put.status}"
+            if self._has_blob(repository, digest):
+                return digest  # it arrived; only its answer was lost
+            refused = SuiteError(
+                f"registry {self.host} did not confirm the upload of {digest} ({lost}); it is "
+                "not in the registry: run again later"
             )
-        url = urljoin(self.base + start, location)
-        url += ("&" if "?" in url else "?") + urlencode({"digest": digest})
-        put = self._show(
-            "PUT",
-            f"{start}<upload>?digest={digest}",  # the upload's own URL: an opaque state token
-            lambda: self._request(
-                "PUT", url, repository, content=content,
-                content_type="application/octet-stream",
-            ),
-        )  # fmt: skip
-        if put is not None and put.status != 201:
-            raise SuiteError(
-                f"registry {self.host} answered HTTP {put.status} to the upload of {digest}: "
-                "check that the user may push"
-            )
-        return digest
+            raise Transient(f"upload not confirmed: {lost}", refused)
+
+        return self.http.runner.retry(
+            attempt, policy=self.http.policy, what=f"upload of {digest} to {repository}"
+        )
+
+    def _has_blob(self, repository: str, digest: str) -> bool:
+        """Whether blob ``digest`` is in ``repository``, with the right content."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        response = self._show("GET", path, lambda: self._request("GET", path, repository))
+        return (
+            response is not None
+            and response.status == 200
+            and content_digest(response.body) == digest
+        )
 
     def referrers(self, repository: str, digest: str) -> list[dict[str, Any]] | None:
         """The manifests whose ``subject`` is ``digest`` (OCI 1.1 referrers API), or None
@@ -275,7 +331,10 @@ class RegistryClient:
         accept: str = "*/*",
         content: bytes | None = None,
         content_type: str = "",
+        replay: bool | None = None,
     ) -> Response:
+        """One call, under one deadline: the request, a token round trip, the request again."""
+        deadline = time.monotonic() + self.http.timeout
         actions = "pull" if method in ("GET", "HEAD") else "pull,push"
         scope = f"repository:{repository}:{actions}" if repository else ""
         headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
@@ -287,12 +346,12 @@ class RegistryClient:
         def send() -> Response:
             return self.http.send(
                 method, url, headers=headers, credentials=self._auth(scope) if ours else {},
-                content=content,
+                content=content, deadline=deadline, replay=replay,
             )  # fmt: skip
 
         response = send()
         if response.status == 401 and self._authenticate(
-            response.headers.get("WWW-Authenticate", ""), scope
+            response.headers.get("WWW-Authenticate", ""), scope, deadline
         ):
             response = send()
         if response.status == 401:
@@ -315,7 +374,7 @@ class RegistryClient:
             return {"Authorization": f"Bearer {self._tokens[scope]}"}
         return {"Authorization": _basic(self.credentials)} if self.credentials else {}
 
-    def _authenticate(self, challenge: str, scope: str) -> bool:
+    def _authenticate(self, challenge: str, scope: str, deadline: float | None = None) -> bool:
         """Bearer-token flow: ask the challenge's realm for a token, if the realm is safe."""
         if not challenge.lower().startswith("bearer"):
             return False
@@ -338,8 +397,9 @@ class RegistryClient:
         url = realm + ("&" if "?" in realm else "?") + urlencode(query)
         credentials = {"Authorization": _basic(self.credentials)} if self.credentials else {}
         response = self.http.send(
-            "GET", url, headers={"Accept": "application/json"}, credentials=credentials
-        )
+            "GET", url, headers={"Accept": "application/json"}, credentials=credentials,
+            deadline=deadline,
+        )  # fmt: skip
         if response.status in (401, 403):
             return False
         what = f"the token service of registry {self.host}"
@@ -396,6 +456,11 @@ def _next_page(link: str) -> str:
         return ""
     parts = urlsplit(match.group(1))
     return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _is_digest(reference: str) -> bool:
+    """Whether a manifest reference is a digest (``algorithm:hex``) rather than a tag."""
+    return re.fullmatch(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}", reference) is not None
 
 
 def _manifest_path(repository: str, reference: str) -> str:

@@ -31,12 +31,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cicd.docker import docker_call
 from cicd.errors import CommandError, SuiteError, display
@@ -64,6 +65,16 @@ INSTALLED = "install ok installed"
 IMAGE_ID_PROPERTY = "oci:image:id"
 LABEL_PROPERTY_PREFIX = "oci:image:label:"
 BUILD_HINT = "build it first (`invoke build`), or give the reference of a local image"
+# Limits on what the image (data, never trusted) can make the host hold. A large BentoML
+# image's metadata tar is a few MB: dist-infos, a 1-3 MB dpkg status.
+MAX_ARCHIVE = 256 * 1024 * 1024  # the container's stdout: the tar of the metadata
+MAX_STATUS = 32 * 1024 * 1024  # /var/lib/dpkg/status, read whole into memory
+MAX_MEMBER = 64 * 1024 * 1024  # one file of a dist-info (a RECORD, a LICENSE)
+MAX_UNPACKED = 512 * 1024 * 1024  # all the files written into the scratch site-packages
+MAX_MEMBERS = 200_000  # entries of the tar
+# The throwaway container: a shell and tar, nothing that needs more (a fork bomb or a
+# runaway process of the image stops at these).
+CONTAINER_LIMITS = ("--pids-limit", "64", "--memory", "512m")
 
 
 class SbomError(SuiteError):
@@ -115,8 +126,9 @@ def generate(run: Run, image_ref: str) -> dict[str, Any] | None:
             _stream(
                 run,
                 [
-                    client.path, "run", "--rm", "--name", name, "--network", "none",
-                    "--pull", "never", "--entrypoint", "sh", image_ref, "-c", EXTRACT_SCRIPT,
+                    client.path, "run", "--rm", "--name", name, *CONTAINER_LIMITS,
+                    "--network", "none", "--pull", "never", "--entrypoint", "sh", image_ref,
+                    "-c", EXTRACT_SCRIPT,
                 ],
                 archive,
             )  # fmt: skip
@@ -296,40 +308,79 @@ def _scratch(run: Run) -> Iterator[Path]:
 
 
 def _stream(run: Run, command: list[str], archive: Path) -> None:
-    """Run ``command`` with its (binary) standard output into ``archive``: shown through the
-    runner, run with its deadline; a failure is one line with docker's own reason."""
-    timeout = run.runner.command_timeout
+    """Run ``command`` with its (binary) standard output into ``archive``, at most ``limit``
+    bytes: shown through the runner, run with its deadline; a failure is one line with
+    docker's own reason."""
+    timeout, limit = run.runner.command_timeout, MAX_ARCHIVE
 
     def write() -> None:
         with archive.open("wb") as out:
+            process = subprocess.Popen(
+                [str(part) for part in command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=run.runner.child_env(None),
+            )
+            expired = threading.Event()
+
+            def stop() -> None:
+                expired.set()
+                process.kill()
+
+            timer = threading.Timer(timeout, stop) if timeout else None
+            errors: list[bytes] = []
+            drain = threading.Thread(  # stderr, alongside, so that neither pipe fills up
+                target=lambda: errors.append(_read_capped(process.stderr)), daemon=True
+            )
             try:
-                done = subprocess.run(
-                    [str(part) for part in command],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.PIPE,
-                    env=run.runner.child_env(None),
-                    timeout=timeout,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                raise SbomError(
-                    f"`{display(command)}` did not finish within {timeout:.0f} s and was "
-                    "stopped (suite.command_timeout in invoke.yaml)"
-                ) from None
-        if done.returncode != 0:
-            reason = run.runner.mask(done.stderr.decode(errors="replace"))
+                if timer:
+                    timer.start()
+                drain.start()
+                assert process.stdout is not None
+                written = 0
+                while chunk := process.stdout.read(1024 * 1024):
+                    written += len(chunk)
+                    if written > limit:
+                        raise SbomError(
+                            f"the image's package metadata is over {limit // 2**20} MiB "
+                            f"(sbom.MAX_ARCHIVE): refused, it is not a service image's metadata"
+                        )
+                    out.write(chunk)
+                process.wait()
+                drain.join()
+            finally:
+                if timer:
+                    timer.cancel()
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        if expired.is_set():
+            raise SbomError(
+                f"`{display(command)}` did not finish within {timeout:.0f} s and was "
+                "stopped (suite.command_timeout in invoke.yaml)"
+            )
+        if process.returncode != 0:
+            reason = run.runner.mask(b"".join(errors).decode(errors="replace"))
             missing = re.findall(r"tar: (\S+): Cannot stat", reason)
             if missing:
                 raise SbomError(
                     f"the image has no /{', /'.join(missing)}: it is not a BentoML service image "
                     f"(a Python environment in /app/.venv, Debian's dpkg); {BUILD_HINT}"
                 )
-            raise CommandError(command, done.returncode, reason, BUILD_HINT)
+            raise CommandError(command, process.returncode, reason, BUILD_HINT)
 
     run.runner.call(
         command, write, note=f"stdout: a tar of the image's package metadata > {archive}"
     )
+
+
+def _read_capped(stream: IO[bytes] | None, cap: int = 64 * 1024) -> bytes:
+    """The first ``cap`` bytes of ``stream``, the rest read and dropped (docker's errors)."""
+    kept = stream.read(cap) if stream else b""
+    while stream and stream.read(cap):
+        pass
+    return kept
 
 
 def _remove_container(run: Run, docker: Any, command: list[str], name: str) -> None:
@@ -349,20 +400,57 @@ def _unpack(archive: Path, site: Path) -> tuple[str, str]:
 
     The image is data here, never code: only regular files and folders under a
     ``*.dist-info`` name are written (tarfile's ``data`` filter refuses links out, absolute
-    paths, devices), no ``.pth`` or module of the image comes along.
+    paths, devices), no ``.pth`` or module of the image comes along. The tar is read as
+    what ``tar -c`` writes, uncompressed (a compressed stream is refused, never inflated);
+    sparse members (a few bytes that expand to any size) are refused, and sizes are capped
+    (:data:`MAX_STATUS`, :data:`MAX_MEMBER`, :data:`MAX_UNPACKED`, :data:`MAX_MEMBERS`).
     """
     texts: dict[str, str] = {}
-    with tarfile.open(archive) as tar:
-        for member in tar:
+    unpacked = 0
+    try:
+        # Uncompressed only ("r:"): no xz/gz/bz2 bomb is inflated. Closed by `with tar` below.
+        tar = tarfile.open(archive, "r:")  # noqa: SIM115
+    except tarfile.ReadError as error:
+        raise SbomError(
+            f"the image's package metadata is not an uncompressed tar ({error}): refused"
+        ) from None
+    with tar:
+        for count, member in enumerate(tar, start=1):
+            if count > MAX_MEMBERS:
+                raise SbomError(
+                    f"the image's package metadata has over {MAX_MEMBERS} entries "
+                    "(sbom.MAX_MEMBERS): refused"
+                )
             path = PurePosixPath(member.name).as_posix()
+            if member.issparse() or member.type in (tarfile.GNUTYPE_SPARSE, b"S"):
+                raise SbomError(
+                    f"/{path} of the image is a sparse file in its tar (a few bytes that "
+                    "expand to any size): refused"
+                )
             if path in (DPKG_STATUS, *OS_RELEASE):
+                if member.isfile() and member.size > MAX_STATUS:
+                    raise SbomError(
+                        f"/{path} of the image is {member.size} bytes, over "
+                        f"{MAX_STATUS // 2**20} MiB (sbom.MAX_STATUS): refused"
+                    )
                 extracted = tar.extractfile(member) if member.isfile() else None  # not a link
                 if extracted is not None:
-                    texts[path] = extracted.read().decode("utf-8", errors="replace")
+                    texts[path] = extracted.read(MAX_STATUS).decode("utf-8", errors="replace")
                 continue
             match = DIST_INFO.match(path)
             if not match or not (member.isfile() or member.isdir()) or ".." in path.split("/"):
                 continue
+            if member.size > MAX_MEMBER:
+                raise SbomError(
+                    f"/{path} of the image is {member.size} bytes, over "
+                    f"{MAX_MEMBER // 2**20} MiB (sbom.MAX_MEMBER): not package metadata; refused"
+                )
+            unpacked += member.size
+            if unpacked > MAX_UNPACKED:
+                raise SbomError(
+                    f"the image's dist-info folders are over {MAX_UNPACKED // 2**20} MiB "
+                    "(sbom.MAX_UNPACKED): refused"
+                )
             member.name = match.group(1)
             tar.extract(member, site, filter="data")
     if DPKG_STATUS not in texts:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,10 @@ TRANSIENT = re.compile(
 )
 NETWORK_ERRORS = "network errors"  # what the retry note says commands are retried on
 KILL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL for a command past its deadline
+# Set in each command's environment, with a value of its own: its descendants inherit it,
+# so a deadline finds them in /proc even when they left its process group (setsid, a
+# daemon) or were orphaned, which killpg alone misses.
+COMMAND_MARK = "CICD_COMMAND_ID"
 HELD = (signal.SIGINT, signal.SIGTERM)  # what interruptions_deferred holds back
 
 
@@ -208,15 +213,16 @@ class Runner:
         drop: re.Pattern[str] | None,
     ) -> tuple[int, str]:
         process: subprocess.Popen[str] | None = None
+        mark = uuid.uuid4().hex
         try:
             # An interruption that lands while Popen starts the child would leave the child
             # running unseen (Popen has not returned it yet): hold it until `process` is set.
             with interruptions_deferred():
-                process = self._start(command, cwd, env, stdin)
-            return self._finish(process, command, stdin, quiet, hint, drop)
+                process = self._start(command, cwd, {**(env or {}), COMMAND_MARK: mark}, stdin)
+            return self._finish(process, command, stdin, quiet, hint, drop, mark)
         except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave nothing running
             if process is not None:
-                stop_process_group(process)
+                stop_process_group(process, mark=mark)
             raise
 
     def _start(
@@ -254,12 +260,13 @@ class Runner:
         quiet: bool,
         hint: str,
         drop: re.Pattern[str] | None,
+        mark: str | None = None,
     ) -> tuple[int, str]:
         expired = threading.Event()
 
         def stop_at_deadline() -> None:
             expired.set()
-            stop_process_group(process)
+            stop_process_group(process, mark=mark)
 
         timer = None
         if self.command_timeout:
@@ -381,20 +388,49 @@ def interruptions_deferred() -> Iterator[None]:
             signal.raise_signal(signum)  # runs the handler restored above
 
 
-def stop_process_group(process: subprocess.Popen[str], grace: float = KILL_GRACE) -> None:
-    """SIGTERM the process's group, SIGKILL it if it is still there after ``grace``."""
+def stop_process_group(
+    process: subprocess.Popen[str], grace: float = KILL_GRACE, mark: str | None = None
+) -> None:
+    """SIGTERM the process's group, SIGKILL it if it is still there after ``grace``.
+
+    With ``mark`` (the value of :data:`COMMAND_MARK` in the command's environment), its
+    descendants that left the group (``setsid``) or were orphaned get the same signals."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        strays = marked(mark) if mark else []
         try:
             os.killpg(process.pid, sig)
+            group = True
         except (ProcessLookupError, PermissionError):
+            group = False
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        if wait is None or not (group or strays):
             return
-        if wait is None:
-            return
+        end = time.monotonic() + wait
         try:
             process.wait(timeout=wait)
-            return
         except subprocess.TimeoutExpired:
             continue
+        while mark and marked(mark) and time.monotonic() < end:
+            time.sleep(0.05)
+        if not (mark and marked(mark)):
+            return
+
+
+def marked(mark: str) -> list[int]:
+    """The processes whose environment holds ``COMMAND_MARK=mark`` (Linux's /proc; none
+    elsewhere): a command's descendants, wherever they went. Zombies have no environment."""
+    needle = f"{COMMAND_MARK}={mark}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
 
 
 def _base64_forms(value: str) -> set[str]:

@@ -334,7 +334,8 @@ def _mock(handler: Callable[[httpx.Request], httpx.Response]) -> tuple[Http, lis
         return handler(request)
 
     http = Http(Runner(out=io.StringIO()), "registry example", policy=FAST)
-    http._client = httpx.Client(transport=httpx.MockTransport(record))
+    mocked = httpx.Client(transport=httpx.MockTransport(record))
+    http._clients = {False: mocked, True: mocked}  # through a proxy or direct: the mock
     return http, seen
 
 

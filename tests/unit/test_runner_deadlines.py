@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -148,3 +149,28 @@ def test_interruptions_are_held_then_delivered():
         signal.raise_signal(signal.SIGINT)
         held_until_here = True
     assert held_until_here
+
+
+@pytest.mark.parametrize("stdio", ["> /dev/null 2>&1", ""], ids=["daemonized", "holding-stdout"])
+def test_a_deadline_stops_a_descendant_that_left_the_process_group(tmp_path, stdio):
+    """setsid: a new session and group, out of reach of killpg; still the command's. Whether
+    it lets go of the output pipe (a daemon) or holds it, it is stopped at the deadline."""
+    pid_file = tmp_path / "pid"
+    escape = (
+        "import os, time, pathlib; os.setsid(); "
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(40)"
+    )
+    script = f"{sys.executable} -c {escape!r} {stdio} & wait"
+    runner = Runner(out=io.StringIO(), command_timeout=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(SuiteError, match=r"did not finish within 1 s"):
+            runner.run(["sh", "-c", script])
+        gave_up_after = time.monotonic() - started
+        time.sleep(0.2)
+        survived = alive(int(pid_file.read_text()))
+    finally:
+        if pid_file.exists() and alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert not survived, "a descendant in its own session outlived the command's deadline"
+    assert gave_up_after < 20, "the run waited for the descendant instead of its deadline"

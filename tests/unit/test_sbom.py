@@ -287,3 +287,75 @@ def test_an_interrupted_extraction_removes_its_container(monkeypatch, tmp_path):
         sbom.generate(run, "registry.example/app:1")
     assert removed == started and len(started) == 1
     assert list(tmp_path.iterdir()) == [], "the scratch directory must be removed"
+
+
+# -- limits: the image is data, and hostile data must not exhaust the host ------------------
+
+SITE = "app/.venv/lib/python3.11/site-packages"
+
+
+def test_a_sparse_member_is_refused_before_anything_is_written(tmp_path):
+    source = tmp_path / "src"
+    holes = source / SITE / "evil-1.0.dist-info" / "RECORD"
+    holes.parent.mkdir(parents=True)
+    subprocess.run(["truncate", "-s", "1G", holes], check=True)  # no block on disk
+    (source / "var/lib/dpkg").mkdir(parents=True)
+    (source / "var/lib/dpkg/status").write_text(STATUS)
+    archive = tmp_path / "image.tar"
+    subprocess.run(["tar", "--sparse", "-cf", archive, "-C", source, "var", "app"], check=True)
+    assert archive.stat().st_size < 64 * 1024, "a sparse member: a few KiB for 1 GiB"
+    target = tmp_path / "site-packages"
+    target.mkdir()
+    with pytest.raises(sbom.SbomError, match="sparse file") as raised:
+        sbom._unpack(archive, target)
+    assert "\n" not in str(raised.value)
+    assert sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) == 0
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:xz", "w:bz2"])
+def test_a_compressed_archive_is_refused_not_inflated(tmp_path, mode):
+    plain = image_tar(tmp_path / "plain.tar", {"var/lib/dpkg/status": STATUS.encode()}, {})
+    archive = tmp_path / "image.tar"
+    with tarfile.open(plain) as source, tarfile.open(archive, mode) as packed:
+        for member in source:
+            packed.addfile(member, source.extractfile(member))
+    with pytest.raises(sbom.SbomError, match="not an uncompressed tar"):
+        sbom._unpack(archive, tmp_path)
+
+
+def test_an_oversized_dpkg_status_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(sbom, "MAX_STATUS", 4096, raising=False)
+    archive = image_tar(tmp_path / "image.tar", {"var/lib/dpkg/status": b"x" * 8192}, {})
+    with pytest.raises(sbom.SbomError, match=r"var/lib/dpkg/status of the image is 8192 bytes"):
+        sbom._unpack(archive, tmp_path)
+
+
+def test_an_oversized_dist_info_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(sbom, "MAX_MEMBER", 4096, raising=False)
+    archive = image_tar(
+        tmp_path / "image.tar",
+        {"var/lib/dpkg/status": STATUS.encode(), f"{SITE}/a-1.dist-info/RECORD": b"x" * 8192},
+        {},
+    )
+    target = tmp_path / "site-packages"
+    target.mkdir()
+    with pytest.raises(sbom.SbomError, match="MAX_MEMBER"):
+        sbom._unpack(archive, target)
+    assert list(target.rglob("RECORD")) == []
+
+
+def test_the_containers_output_is_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(sbom, "MAX_ARCHIVE", 1024 * 1024)
+    archive = tmp_path / "image.tar"
+    floods = ["sh", "-c", "head -c 8388608 /dev/zero"]  # 8 MiB where 1 MiB is allowed
+    with pytest.raises(sbom.SbomError, match="MAX_ARCHIVE") as raised:
+        sbom._stream(a_run(False, io.StringIO()), floods, archive)
+    assert "\n" not in str(raised.value)
+    assert archive.stat().st_size <= 1024 * 1024
+
+
+def test_the_container_runs_with_a_pid_and_a_memory_limit(monkeypatch):
+    monkeypatch.setattr(subprocess, "Popen", None)
+    out = io.StringIO()
+    sbom.generate(a_run(True, out), "registry.example/app:1")
+    assert "--pids-limit 64 --memory 512m --network none" in out.getvalue().splitlines()[1]
