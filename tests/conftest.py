@@ -9,6 +9,8 @@
   source=ROOT, trained=None)`` makes a :class:`tests.support.project.Project`, a clone of the
   working tree (uncommitted changes included) with its own HOME, BentoML store and DVC remote;
   with ``trained``, a clone of the trained one whose remote already has every output.
+* every process the tests start (registries, moto, services, runners) is killed when the
+  test process ends, even by ``kill -9`` (``tests/support/reaper.py``, armed at configure).
 * ``leak_scan`` (session): every project and registry the two fixtures above make is
   registered with it; when the session ends it searches all of them for the sentinel
   password (see ``tests/support/leaks.py``) and fails if it is anywhere. Being a session
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import reaper
 from tests.support.leaks import LeakScan
 from tests.support.project import (
     ROOT,
@@ -54,6 +57,11 @@ def leak_scan() -> Iterator[LeakScan]:
         "command outputs, "
         f"{scan.files_checked} files, {scan.images_inspected} pushed images (by digest)"
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every process a test starts dies with this one, a killed run too (tests/support/reaper.py).
+    reaper.arm()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

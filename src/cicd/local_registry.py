@@ -11,6 +11,12 @@ Two ways to run it, chosen by :func:`start`:
 * otherwise Debian's ``docker-registry`` binary (package ``docker-registry``, Distribution
   2.8) as a background process with a config file generated in the state directory.
 
+Port 0 (``suite.local_registry.port: 0``) lets the OS or the engine choose a free port and
+keep it: the binary binds ``host:0`` and logs the port it got, the container publishes
+``host::5000`` and ``docker port`` tells; the port in use is recorded in
+``<storage>/run-0/port``, where :func:`recorded_port` (and so the settings' address) reads
+it back. No port is probed, released and then bound by someone else.
+
 It has no TLS, so it listens on loopback only; with ``suite.local_registry.auth`` it asks for
 the configured registry user and password (basic auth, a bcrypt htpasswd file). Its data live
 outside git's view: ``<storage>/data`` holds the blobs, ``<storage>/run-<port>/`` the config,
@@ -28,6 +34,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -56,6 +63,8 @@ DOCKER_TIMEOUT = 30.0  # deadline of `docker image inspect`: a hung engine means
 # listens must answer "nothing" at once, not after the client's retries.
 PROBE_TIMEOUT = 2.0
 PROBE_POLICY = RetryPolicy(attempts=1)
+
+AUTO = 0  # suite.local_registry.port: let the OS (binary) or the engine (container) choose
 
 # The docker client, asked for only when the image is run or removed (the binary needs none).
 DockerChoice = Callable[[], "Client | None"]
@@ -156,7 +165,35 @@ def stop(run: Run) -> bool:
 def is_up(run: Run) -> bool:
     """True when a registry answers on the embedded registry's address."""
     registry = run.settings.local_registry
-    return answers(_url(registry.host, registry.port))
+    port = recorded_port(registry.storage, registry.port)
+    return port != AUTO and answers(_url(registry.host, port))
+
+
+def recorded_port(storage: Path, port: int) -> int:
+    """The port the embedded registry of ``port`` uses: ``port`` itself, or for
+    :data:`AUTO` the one its last start recorded (0 when none is recorded)."""
+    if port != AUTO:
+        return port
+    record = Path(storage).expanduser() / f"run-{AUTO}" / "port"
+    try:
+        return int(record.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return AUTO
+
+
+def logged_port(log: Path, host: str, timeout: float, alive: Callable[[], bool]) -> int:
+    """The port the binary, told port 0, got from the OS: its log says ``listening on
+    HOST:PORT``. RegistryError after ``timeout`` seconds or once ``alive()`` is False."""
+    deadline = time.monotonic() + timeout
+    pattern = re.compile(rf"listening on {re.escape(host)}:(\d+)")
+    while time.monotonic() < deadline:
+        found = pattern.search(log.read_text(errors="replace")) if log.exists() else None
+        if found:
+            return int(found.group(1))
+        if not alive():
+            break
+        time.sleep(0.05)
+    raise RegistryError(f"the registry logged no port within {timeout:.0f} s: see {log}")
 
 
 def _docker(run: Run) -> Client | None:
@@ -236,13 +273,18 @@ def start(
     registry not answering within :data:`START_TIMEOUT` seconds.
     """
     storage = Path(storage).expanduser()
-    url, run_dir = _url(host, port), storage / f"run-{port}"
+    run_dir = storage / f"run-{port}"
     with _locked(storage, skip=runner.dry):  # a dry run writes nothing, not even the lock file
-        status = probe(url)
+        if port == AUTO:
+            found = _recorded_auto(runner, host, storage)
+            if found is not None:
+                return found
+        url = _url(host, port)
+        status = probe(url) if port != AUTO else None
         if status in (200, 401):
             runner.echo(f"local registry: already up at {url} (/v2/ -> {status})")
             return _recorded(host, port, run_dir)
-        if status is not None or _port_taken(host, port):
+        if port != AUTO and (status is not None or _port_taken(host, port)):
             raise RegistryError(
                 f"port {port} on {host} is used by something that is not a registry "
                 f"(/v2/ -> {abs(status) if status else 'no HTTP answer'}): pick another port"
@@ -258,11 +300,31 @@ def start(
             raise RegistryError(f"{REGISTRY_BINARY} missing: {INSTALL_HINT}")
         if runner.dry:
             what = f"{image} container" if use_image else REGISTRY_BINARY
-            runner.echo(f"[dry-run] would start {what} on {url} (data: {storage / 'data'})")
+            where = f"http://{host}:<a port the OS assigns>" if port == AUTO else url
+            runner.echo(f"[dry-run] would start {what} on {where} (data: {storage / 'data'})")
             return RegistryProcess(host, port, "dry-run", run_dir)
         return _launch(
             runner, client if use_image else None, host, port, storage, credentials, image
         )
+
+
+def _recorded_auto(runner: Runner, host: str, storage: Path) -> RegistryProcess | None:
+    """The registry an earlier start with port 0 left running, if it still answers and is
+    ours (its pid or container recorded); None means: start one."""
+    run_dir = storage / f"run-{AUTO}"
+    port = recorded_port(storage, AUTO)
+    if port == AUTO:
+        return None
+    status = probe(_url(host, port))
+    found = _recorded(host, port, run_dir)
+    if status in (200, 401) and found.kind != "existing":
+        runner.echo(f"local registry: already up at {found.url} (/v2/ -> {status})")
+        return found
+    # Gone (or its port now someone else's): forget it; a new start gets a new port.
+    if not runner.dry:
+        for stale in ("port", "pid", "container-id"):
+            (run_dir / stale).unlink(missing_ok=True)
+    return None
 
 
 def _launch(
@@ -275,10 +337,11 @@ def _launch(
     image: str = REGISTRY_IMAGE,
 ) -> RegistryProcess:
     """Start the container (with ``image_client``) or the binary, and wait for its ``/v2/``."""
-    url, run_dir, data_dir = _url(host, port), storage / f"run-{port}", storage / "data"
+    run_dir, data_dir = storage / f"run-{port}", storage / "data"
+    url = _url(host, port)
     private_dir(data_dir)
     private_dir(run_dir)
-    for stale in ("pid", "container-id"):
+    for stale in ("pid", "container-id", "port"):
         (run_dir / stale).unlink(missing_ok=True)
     log_file = run_dir / "registry.log"
     if image_client is not None:
@@ -289,9 +352,15 @@ def _launch(
             htpasswd = run_dir / "htpasswd"
             write_htpasswd(runner, htpasswd, credentials)
             config["auth"] = {"htpasswd": {"realm": "celestial-bodies", "path": str(htpasswd)}}
+        if port == AUTO:
+            log_file.unlink(missing_ok=True)  # the port is read from this run's log
         pid = serve(runner, run_dir, config)
         reg = RegistryProcess(host, port, "binary", run_dir, pid=pid)
     try:
+        if port == AUTO:  # the port the OS or the engine gave, recorded for the next calls
+            reg = dataclasses.replace(reg, port=_assigned_port(runner, reg, image_client, log_file))
+            (run_dir / "port").write_text(f"{reg.port}\n")
+            url = reg.url
         wait_until_up(url, START_TIMEOUT, alive=lambda: reg.pid is None or _pid_alive(reg.pid))
     except RegistryError:
         # The binary's last words (the container logs elsewhere).
@@ -303,6 +372,24 @@ def _launch(
         ) from None
     runner.echo(f"local registry: started ({reg.kind}) at {url}")
     return reg
+
+
+def _assigned_port(
+    runner: Runner, reg: RegistryProcess, client: Client | None, log_file: Path
+) -> int:
+    """The port a registry started on port 0 got: from the binary's log, or the engine."""
+    if reg.pid is not None:
+        return logged_port(log_file, reg.host, START_TIMEOUT, alive=lambda: _pid_alive(reg.pid))
+    assert client is not None and reg.container_id is not None
+    try:
+        output = runner.run([client.path, "port", reg.container_id, "5000/tcp"], quiet=True)
+    except CommandError as error:
+        raise RegistryError(f"docker port failed: {error.output.strip()}") from None
+    for line in output.splitlines():  # e.g. 127.0.0.1:49153
+        host, _, port = line.strip().rpartition(":")
+        if host == reg.host and port.isdigit():
+            return int(port)
+    raise RegistryError(f"the registry container publishes no port on {reg.host}: {output!r}")
 
 
 def binary_config(host: str, port: int, data_dir: Path) -> dict[str, Any]:
@@ -355,9 +442,12 @@ def _start_container(
 ) -> RegistryProcess:
     """``image`` serves the registry API on port 5000, its data in /var/lib/registry (as
     ``registry:2`` does)."""
-    name, published = f"celestial-registry-{port}", f"{host}:{port}:5000"
+    # Port 0: the engine chooses (`-p host::5000`) and keeps it; no fixed name, which two
+    # state directories with port 0 would both want.
+    published = f"{host}:{port or ''}:5000"
     volume = f"{data_dir}:/var/lib/registry"
-    command = [docker.path, "run", "-d", "--rm", "--name", name, "-p", published, "-v", volume]
+    named = ["--name", f"celestial-registry-{port}"] if port != AUTO else []
+    command = [docker.path, "run", "-d", "--rm", *named, "-p", published, "-v", volume]
     try:
         output = runner.run([*command, image])
     except CommandError as error:
@@ -412,8 +502,13 @@ def _stop(runner: Runner, port: int, storage: Path, docker: DockerChoice | None)
             stopped = True
         if not runner.dry:
             cid_file.unlink(missing_ok=True)
+    if port == AUTO and not runner.dry:
+        shown = recorded_port(storage, port)
+        (run_dir / "port").unlink(missing_ok=True)
+    else:
+        shown = port
     if stopped:
-        runner.echo(f"local registry: stopped (port {port})")
+        runner.echo(f"local registry: stopped (port {shown})")
     return stopped
 
 

@@ -42,7 +42,11 @@ class LocalRegistry:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """``host:port``; for port 0 (the OS or the engine chooses) the port its running
+        registry recorded, ``host:0`` while none is."""
+        from cicd.local_registry import recorded_port  # a file read; no import cycle
+
+        return f"{self.host}:{recorded_port(self.storage, self.port)}"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The report comment lookup pages as GitHub's and GitLab's APIs do (tests/support/paging_forge.py).
+"""The report comment lookup pages as GitHub's and GitLab's APIs do (tests/support/fake_forge.py).
 
 tests/integration/test_report.py covers a server without paging headers (pages by number while
 full); here the pages say what comes next (``Link: rel="next"``, GitLab's ``X-Next-Page``), as
@@ -8,7 +8,6 @@ the real APIs do, and some servers lie about it.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,7 +16,7 @@ import pytest
 from cicd.errors import SuiteError
 from cicd.forge import MARKER, MAX_PAGES, publish_report
 from cicd.shell import Runner
-from tests.support.paging_forge import BOT, REPO_ID, PagingForge, serving
+from tests.support.fake_forge import BOT, REPO_ID, PagingForge, github_env, gitlab_env, serving
 
 pytestmark = pytest.mark.slow
 
@@ -36,38 +35,6 @@ def ours(comment: dict) -> dict:
             "author": {"id": BOT["id"]}}  # fmt: skip
 
 
-@pytest.fixture
-def report_md(tmp_path: Path) -> Path:
-    path = tmp_path / "report.md"
-    path.write_text("# Experiment Report\n\n| train.lr | 0.1 | 0.3 |\n")
-    return path
-
-
-def github_env(forge: PagingForge, tmp_path: Path) -> dict[str, str]:
-    event = tmp_path / "event.json"
-    event.write_text(json.dumps({"pull_request": {"number": 7}}))
-    return {
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_API_URL": f"{forge.url}/api",
-        "GITHUB_SERVER_URL": "https://github.example",
-        "GITHUB_REPOSITORY": "owner/proj",
-        "GITHUB_RUN_ID": "99",
-        "GITHUB_EVENT_PATH": str(event),
-        "GITHUB_TOKEN": TOKEN,
-    }
-
-
-def gitlab_env(forge: PagingForge) -> dict[str, str]:
-    return {
-        "GITLAB_CI": "true",
-        "CI_API_V4_URL": f"{forge.url}/api/v4",
-        "CI_PROJECT_ID": "42",
-        "CI_MERGE_REQUEST_IID": "3",
-        "CI_JOB_URL": "https://gitlab.example/g/p/-/jobs/5",
-        "GITLAB_TOKEN": TOKEN,
-    }
-
-
 def publish(environ: dict[str, str], report_md: Path) -> tuple[str, str]:
     out = io.StringIO()
     result = publish_report(Runner(out=out), report_md, environ)
@@ -78,7 +45,7 @@ def test_github_follows_link_next_to_our_comment_on_page_3_of_3(tmp_path, report
     comments = chatter(250)
     comments[240] = ours(comments[240])  # id 241, on page 3
     with serving(PagingForge("github", comments)) as forge:
-        result, out = publish(github_env(forge, tmp_path), report_md)
+        result, out = publish(github_env(forge, tmp_path, TOKEN), report_md)
     assert "comment updated" in result
     # Page 1 where the suite asked; pages 2 and 3 where GitHub's Link said (by repository id).
     gets = forge.gets()
@@ -99,7 +66,7 @@ def test_github_pages_shorter_than_asked_are_followed_while_there_is_a_next(tmp_
     comments = chatter(75)
     comments[70] = ours(comments[70])  # page 3 of 3
     with serving(PagingForge("github", comments, cap=30)) as forge:
-        result, _ = publish(github_env(forge, tmp_path), report_md)
+        result, _ = publish(github_env(forge, tmp_path, TOKEN), report_md)
     assert "comment updated" in result
     assert forge.page_requests() == [1, 2, 3]
     assert len(forge.comments) == 75  # nothing added
@@ -107,7 +74,7 @@ def test_github_pages_shorter_than_asked_are_followed_while_there_is_a_next(tmp_
 
 def test_github_stops_after_the_last_page_and_creates_one_comment(tmp_path, report_md):
     with serving(PagingForge("github", chatter(300))) as forge:  # exactly 3 full pages
-        result, _ = publish(github_env(forge, tmp_path), report_md)
+        result, _ = publish(github_env(forge, tmp_path, TOKEN), report_md)
     assert "comment created" in result
     assert forge.page_requests() == [1, 2, 3]  # page 3 has no next: no page 4
     assert [r["method"] for r in forge.requests] == ["GET"] * 3 + ["POST"]
@@ -118,7 +85,7 @@ def test_gitlab_finds_our_note_on_page_3_of_3(report_md, hostile):
     comments = chatter(300)
     comments[299] = ours(comments[299])  # the last note of page 3
     with serving(PagingForge("gitlab", comments, hostile=hostile)) as forge:
-        result, _ = publish(gitlab_env(forge), report_md)
+        result, _ = publish(gitlab_env(forge, TOKEN), report_md)
     assert "merge request comment updated" in result
     assert forge.page_requests() == [1, 2, 3]
     assert [r["method"] for r in forge.requests] == ["GET"] * 4 + ["PUT"]
@@ -130,7 +97,7 @@ def test_gitlab_finds_our_note_on_page_3_of_3(report_md, hostile):
 @pytest.mark.parametrize("hostile", ["", "gitlab-no-link"])
 def test_gitlab_stops_when_there_is_no_next_page(report_md, hostile):
     with serving(PagingForge("gitlab", chatter(300), hostile=hostile)) as forge:
-        result, _ = publish(gitlab_env(forge), report_md)
+        result, _ = publish(gitlab_env(forge, TOKEN), report_md)
     assert "comment created" in result
     assert forge.page_requests() == [1, 2, 3]  # X-Next-Page "" on page 3
 
@@ -138,7 +105,9 @@ def test_gitlab_stops_when_there_is_no_next_page(report_md, hostile):
 @pytest.mark.parametrize("kind", ["github", "gitlab"])
 def test_a_next_link_back_to_a_page_already_read_stops_with_one_line(tmp_path, report_md, kind):
     with serving(PagingForge(kind, chatter(300), hostile="loop")) as forge:
-        environ = github_env(forge, tmp_path) if kind == "github" else gitlab_env(forge)
+        environ = (
+            github_env(forge, tmp_path, TOKEN) if kind == "github" else gitlab_env(forge, TOKEN)
+        )
         with pytest.raises(SuiteError, match="a page already read") as error:
             publish(environ, report_md)
     assert "\n" not in str(error.value)
@@ -154,7 +123,7 @@ def test_endless_pages_stop_at_the_cap(tmp_path, report_md):
         serving(PagingForge("github", [], hostile="endless")) as forge,
         pytest.raises(SuiteError, match=f"over {MAX_PAGES} pages") as error,
     ):
-        publish(github_env(forge, tmp_path), report_md)
+        publish(github_env(forge, tmp_path, TOKEN), report_md)
     assert "\n" not in str(error.value)
     assert forge.page_requests() == list(range(1, MAX_PAGES + 1))
     assert {r["method"] for r in forge.requests} == {"GET"}
@@ -167,7 +136,7 @@ def test_a_next_page_on_another_host_is_refused_and_gets_no_token(tmp_path, repo
     ):
         forge.elsewhere = other.url.replace("127.0.0.1", "localhost")
         with pytest.raises(SuiteError, match="on another host") as error:
-            publish(github_env(forge, tmp_path), report_md)
+            publish(github_env(forge, tmp_path, TOKEN), report_md)
     assert "\n" not in str(error.value)
     assert other.requests == []
     assert forge.page_requests() == [1]

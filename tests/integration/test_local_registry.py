@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 from cicd import local_registry
 from cicd import settings as settings_module
 from cicd.context import Run
-from cicd.local_registry import RegistryError
+from cicd.local_registry import AUTO, RegistryError
 from cicd.settings import LocalRegistry
 from cicd.shell import Runner
 from tests.support import registry_process
@@ -163,8 +164,7 @@ def test_state_is_private(registry: local_registry.RegistryProcess, tmp_path: Pa
 
 
 def test_the_embedded_registrys_state_is_private_too(tmp_path: Path) -> None:
-    with refused_port() as port:
-        pass  # a port nobody listens on, released for the registry
+    port = AUTO  # the OS assigns one and the registry keeps it
     reg = local_registry.start(Runner(), "127.0.0.1", port, tmp_path)  # Debian's binary
     try:
         for directory in (tmp_path, tmp_path / "data", reg.run_dir):
@@ -178,16 +178,14 @@ def test_the_embedded_registrys_state_is_private_too(tmp_path: Path) -> None:
 def test_a_registry_that_dies_at_start_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
     # Its cleanup runs under the start's lock: it must not wait for that lock itself.
     monkeypatch.setattr(local_registry, "REGISTRY_BINARY", shutil.which("false"))
-    with refused_port() as port:
-        pass
+    port = AUTO
     with pytest.raises(RegistryError, match="did not come up"):
         local_registry.start(Runner(), "127.0.0.1", port, tmp_path)
     assert not (tmp_path / f"run-{port}" / "pid").exists()
 
 
 def test_the_embedded_registry_asks_for_the_configured_user_when_auth_is_on(tmp_path: Path):
-    with refused_port() as port:
-        pass
+    port = AUTO
     with pytest.raises(RegistryError, match="auth is on but no user is set"):
         local_registry.ensure_running(embedded(tmp_path, port, auth=True))
     run = embedded(tmp_path, port, auth=True, user=(USER, PASSWORD))
@@ -211,22 +209,21 @@ def test_the_embedded_registry_asks_for_the_configured_user_when_auth_is_on(tmp_
 
 
 def test_an_open_embedded_registry_is_refused_when_auth_is_on(tmp_path: Path):
-    with refused_port() as port:
-        pass
-    reg = local_registry.ensure_running(embedded(tmp_path, port))  # started without auth
+    port = AUTO
+    local_registry.ensure_running(embedded(tmp_path, port))  # started without auth
     try:
         with pytest.raises(RegistryError, match="runs without a password"):
             local_registry.ensure_running(
                 embedded(tmp_path, port, auth=True, user=(USER, PASSWORD))
             )
     finally:
-        assert local_registry.stop_port(Runner(), reg.port, tmp_path) is True
+        assert local_registry.stop_port(Runner(), port, tmp_path) is True
 
 
 def test_the_embedded_registry_listens_on_loopback_only(tmp_path: Path) -> None:
     for host in ("0.0.0.0", "192.168.1.10", "127.evil.example"):
         with pytest.raises(RegistryError, match="not a loopback address"):
-            local_registry.ensure_running(embedded(tmp_path, 5999, host=host))
+            local_registry.ensure_running(embedded(tmp_path, AUTO, host=host))
     assert not list(tmp_path.iterdir()), "nothing is started or written for a refused host"
 
 
@@ -242,8 +239,7 @@ def test_a_registry_the_suite_did_not_start_is_not_taken_as_ours(
 
 
 def test_concurrent_starts_make_one_registry_that_stop_stops(tmp_path: Path) -> None:
-    with refused_port() as port:
-        pass  # a port nobody listens on (released: the two starts race for it below)
+    port = AUTO  # the two starts race for the state directory's lock, not for a port
     program = (
         "import sys; from pathlib import Path; from cicd import local_registry as r; "
         "from cicd.shell import Runner; "
@@ -259,3 +255,26 @@ def test_concurrent_starts_make_one_registry_that_stop_stops(tmp_path: Path) -> 
     finally:
         assert local_registry.stop(embedded(tmp_path, port)) is True
     assert not local_registry.answers(f"http://127.0.0.1:{port}")
+
+
+def test_port_0_lets_the_os_choose_and_the_settings_read_it_back(tmp_path: Path) -> None:
+    """suite.local_registry.port 0: the binary binds a port the OS assigns and keeps it (no
+    probe-then-release); the port is recorded where the settings' address reads it."""
+    run = embedded(tmp_path, AUTO)
+    assert run.settings.local_registry.address == "127.0.0.1:0"  # nothing recorded yet
+    assert not local_registry.is_up(run)
+    reg = local_registry.ensure_running(run)
+    try:
+        assert reg.kind == "binary" and reg.port > 0
+        assert run.settings.local_registry.address == reg.address
+        assert (tmp_path / "run-0" / "port").read_text().strip() == str(reg.port)
+        assert local_registry.is_up(run) and _get_v2(reg.url) == 200
+        config = json.loads((reg.run_dir / "config.yml").read_text())
+        assert config["http"]["addr"] == "127.0.0.1:0"  # the OS chose, not this suite
+        again = local_registry.ensure_running(run)  # adopted through the record
+        assert (again.pid, again.port) == (reg.pid, reg.port)
+    finally:
+        assert local_registry.stop(run) is True
+    assert not (tmp_path / "run-0" / "port").exists()
+    assert run.settings.local_registry.address == "127.0.0.1:0"
+    assert not local_registry.is_up(run) and local_registry.stop(run) is False

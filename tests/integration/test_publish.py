@@ -482,16 +482,6 @@ def test_missing_model_names_the_command_that_makes_it(new_project, registry):
     assert "nox -s train" in done.stderr and "Traceback" not in done.stderr
 
 
-def unused_port() -> int:
-    """A port nothing listens on now, released for a server that takes its port as a setting.
-
-    The one probe-then-release port of these tests: the embedded registry's port is a number
-    in invoke.yaml, and choosing that number is the path under test.
-    """
-    with refused_port() as port:
-        return port
-
-
 # What the quick start's publish may print, quiet: `nox -s train publish` must stay within 60
 # lines, and nox's own (about 6 a session) and train's steps (about 5) come on top.
 QUIET_PUBLISH_LINES = 40
@@ -501,8 +491,9 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
     """No registry settings, no credentials: publish starts the embedded registry and pushes.
 
     Quiet, as a new user runs it: a line per step, and a summary at the end; `invoke -e`
-    shows the commands and the registry requests."""
-    port, storage = unused_port(), tmp_path / "embedded-registry"
+    shows the commands and the registry requests. Port 0: the OS gives the embedded registry a
+    port it keeps (no port chosen here, released, then taken by someone else)."""
+    port, storage = local_registry.AUTO, tmp_path / "embedded-registry"
     settings = {  # suite.local_registry.port/storage of invoke.yaml, through invoke's environment
         "INVOKE_SUITE_LOCAL_REGISTRY_PORT": str(port),
         "INVOKE_SUITE_LOCAL_REGISTRY_STORAGE": str(storage),
@@ -511,12 +502,13 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
     project = new_project(
         "embedded", None, dvc_remote=published.dvc_remote, env=settings, source=published.root
     )
-    address, sha = f"127.0.0.1:{port}", project.head()
-    open_registry = RegistryClient(address)  # no credentials: the embedded registry has none
+    sha, addresses = project.head(), []
     try:
-        assert project.invoke("registry", "--status").stdout.strip() == f"{address}: down"
+        assert project.invoke("registry", "--status").stdout.strip() == "127.0.0.1:0: down"
         done = project.session("publish")
-        assert f"local registry: started (binary) at http://{address}" in done.stdout
+        address = started_at(done.stdout)  # the port the OS gave, as the suite recorded it
+        addresses.append(address)
+        open_registry = RegistryClient(address)  # no credentials: the embedded one has none
         assert " login " not in done.stdout, "logged in without credentials"
         assert f"published {address}/{IMAGE}:{sha}" in done.stdout
         pushed = open_registry.manifest(IMAGE, sha)
@@ -535,8 +527,10 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
         assert project.invoke("registry", "--status").stdout.strip() == f"{address}: up"
 
         assert "local registry: stopped" in project.invoke("registry", "--stop").stdout
-        assert project.invoke("registry", "--status").stdout.strip() == f"{address}: down"
-        assert "local registry: started" in project.invoke("registry").stdout
+        assert project.invoke("registry", "--status").stdout.strip() == "127.0.0.1:0: down"
+        address = started_at(project.invoke("registry").stdout)  # a new port, the same data
+        addresses.append(address)
+        open_registry = RegistryClient(address)
         assert open_registry.manifest(IMAGE, sha) == pushed, "the registry lost its data"
         again = project.invoke("-e", *noxfile.invoke_arguments(noxfile.PUBLISH, []))
         # No SIGNING_KEY: nothing is trusted, so the same commit is built and pushed again.
@@ -548,7 +542,15 @@ def test_the_quick_start_publishes_to_the_embedded_registry(published, new_proje
         assert "gate pass: val_acc" in again.stdout  # a detail: shown with -e only
     finally:
         local_registry.stop_port(Runner(), port, storage)
-        remove_images(f"{address}/")
+        for given in addresses:
+            remove_images(f"{given}/")
+
+
+def started_at(output: str) -> str:
+    """``127.0.0.1:PORT`` of the embedded registry a step says it started (binary)."""
+    found = re.search(r"local registry: started \(binary\) at http://(127\.0\.0\.1:\d+)", output)
+    assert found, output
+    return found.group(1)
 
 
 def engine_has_the_stand_in() -> bool:

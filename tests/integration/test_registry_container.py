@@ -62,34 +62,37 @@ def container_ids(image: str) -> list[str]:
 
 def test_the_image_of_the_setting_serves_keeps_its_data_and_stops(image: str, tmp_path: Path):
     runner = RecordingRunner()
-    with registry_image.held_port() as port:
-        run = embedded(tmp_path, port, image, runner)
-        first = local_registry.ensure_running(run)
-        try:
-            assert first.kind == "container" and first.container_id
-            assert container_ids(image) == [first.container_id]
-            assert local_registry.probe(first.url) == 200  # /v2/ of the registry API
-            # Published on 127.0.0.1 only: the engine's own record of it.
-            inspected = json.loads(registry_image.docker("inspect", first.container_id).stdout)
-            bindings = inspected[0]["HostConfig"]["PortBindings"]["5000/tcp"]
-            assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
-            client = RegistryClient(first.address)
-            digest = client.upload_blob("kept/across-restarts", b"a record that must survive\n")
-            # Adopted, not started twice.
-            assert local_registry.ensure_running(run).container_id == first.container_id
-        finally:
-            assert local_registry.stop(run) is True
-        assert container_ids(image) == []  # removed, not only stopped
-        assert local_registry.probe(first.url) is None
-        assert local_registry.stop(run) is False  # nothing left to stop
+    # Port 0: the engine assigns the port (`-p 127.0.0.1::5000`) and keeps it.
+    run = embedded(tmp_path, local_registry.AUTO, image, runner)
+    first = local_registry.ensure_running(run)
+    try:
+        assert first.kind == "container" and first.container_id and first.port > 0
+        assert run.settings.local_registry.address == first.address  # recorded, read back
+        assert container_ids(image) == [first.container_id]
+        assert local_registry.probe(first.url) == 200  # /v2/ of the registry API
+        # Published on 127.0.0.1 only, on a port the engine chose: its own record of it.
+        inspected = json.loads(registry_image.docker("inspect", first.container_id).stdout)
+        bindings = inspected[0]["HostConfig"]["PortBindings"]["5000/tcp"]
+        assert bindings == [{"HostIp": "127.0.0.1", "HostPort": ""}]
+        published = inspected[0]["NetworkSettings"]["Ports"]["5000/tcp"]
+        assert published == [{"HostIp": "127.0.0.1", "HostPort": str(first.port)}]
+        client = RegistryClient(first.address)
+        digest = client.upload_blob("kept/across-restarts", b"a record that must survive\n")
+        # Adopted, not started twice.
+        assert local_registry.ensure_running(run).container_id == first.container_id
+    finally:
+        assert local_registry.stop(run) is True
+    assert container_ids(image) == []  # removed, not only stopped
+    assert local_registry.probe(first.url) is None
+    assert local_registry.stop(run) is False  # nothing left to stop
 
-        second = local_registry.ensure_running(run)
-        try:
-            assert second.kind == "container" and second.container_id != first.container_id
-            again = RegistryClient(second.address)
-            assert again.blob("kept/across-restarts", digest) == b"a record that must survive\n"
-        finally:
-            assert local_registry.stop(run) is True
+    second = local_registry.ensure_running(run)
+    try:
+        assert second.kind == "container" and second.container_id != first.container_id
+        again = RegistryClient(second.address)
+        assert again.blob("kept/across-restarts", digest) == b"a record that must survive\n"
+    finally:
+        assert local_registry.stop(run) is True
     assert not any("pull" in command for command in runner.commands), runner.commands
     assert (tmp_path / "data" / "docker" / "registry" / "v2" / "blobs").is_dir()
 

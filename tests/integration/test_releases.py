@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 REPOSITORY = "releases-flow"
 METRICS = {OLDER: {"val_acc": 0.71, "val_loss": 0.9}, NEWER: {"val_acc": 0.74, "val_loss": 0.8}}
 NEVER = "c" * 40
+REFUSALS = "releases-refusals"  # the refusals' own repository: no test sees another's images
 
 
 def build(registry: Registry, repository: str, revision: Revision, labels=None, tag=None) -> str:
@@ -177,7 +178,9 @@ def test_promote_then_promote_then_roll_back(registry, published, project):
 
 
 def refused(project: Project, *args: str) -> str:
-    done = project.invoke(*args, check=False)
+    # Its own repository: the images pushed for the refusals would otherwise join the
+    # releases listed by test_promote_then_promote_then_roll_back (if run after it).
+    done = project.invoke(*args, check=False, env={"IMAGE_NAME": REFUSALS})
     assert done.returncode != 0, done.stdout
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     return done.stderr.strip()
@@ -186,8 +189,9 @@ def refused(project: Project, *args: str) -> str:
 def test_what_cannot_be_promoted_is_one_line_and_moves_nothing(registry, published, project):
     # A's image pushed under another commit's tag: the tag and the revision label disagree;
     # an image without the suite's labels did not come through the publish session.
-    push(registry, build(registry, REPOSITORY, OLDER, tag="d" * 40))
-    push(registry, build(registry, REPOSITORY, OLDER, labels={}, tag="e" * 40))
+    push(registry, build(registry, REFUSALS, OLDER))
+    push(registry, build(registry, REFUSALS, OLDER, tag="d" * 40))
+    push(registry, build(registry, REFUSALS, OLDER, labels={}, tag="e" * 40))
     mark = len(registry.requests())  # from here on, every refusal must write nothing
     assert f"revision {NEVER[:12]} was never published" in refused(
         project, "promote", "--to", "production", "--revision", NEVER

@@ -9,17 +9,13 @@ mimics the GitHub / GitLab comment endpoints and records every request.
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
@@ -29,7 +25,14 @@ from cicd.errors import SuiteError
 from cicd.forge import MARKER, ci_context, comment_body, publish_report
 from cicd.report import write_report
 from cicd.shell import Runner, tool
-from tests.support.fake_http import JsonHandler
+from tests.support.fake_forge import (
+    BOT,
+    REPORT_TEXT,
+    PagingForge,
+    github_env,
+    gitlab_env,
+    serving,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("training_history", "pred_preview", "confusion_matrix")
@@ -369,128 +372,20 @@ def test_dry_run_shows_fetch_and_dvc_commands_and_writes_nothing(project: Projec
 # --------------------------------------------------------------------------- publishing
 
 
-class FakeForge(ThreadingHTTPServer):
-    """Remembers requests and keeps comments, like GitHub issue comments / GitLab notes."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[dict[str, Any]] = []
-        self.comments: list[dict[str, Any]] = [{"id": 1, "body": "LGTM, a human"}]
-        self.next_id = 100
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def marked(self) -> list[dict[str, Any]]:
-        return [c for c in self.comments if MARKER in c["body"]]
-
-
-class _Handler(JsonHandler):
-    server: FakeForge
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
-        self.server.requests.append(
-            {
-                "method": self.command,
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},  # case-insensitive
-                "body": body,
-            }
-        )
-        token = self.headers.get("Authorization", "") + self.headers.get("PRIVATE-TOKEN", "")
-        if "forbidden" in token:
-            # Echo the credential back, as a careless proxy might: it must still be masked.
-            return self.reply(403, {"message": f"Resource not accessible with {token}"})
-        url = urlsplit(self.path)
-        last = url.path.rstrip("/").rsplit("/", 1)[-1]
-        if last == "user" and self.command == "GET":  # whose token: the author of our comments
-            return self.reply(200, {"login": BOT["login"], "id": BOT["id"]})
-        if last in ("comments", "notes") and self.command == "GET":
-            query = parse_qs(url.query)
-            size, page = int(query["per_page"][0]), int(query["page"][0])
-            return self.reply(200, self.server.comments[(page - 1) * size : page * size])
-        if last in ("comments", "notes") and self.command == "POST":
-            comment = {
-                "id": self.server.next_id,
-                "body": body["body"],
-                "html_url": f"{self.server.url}/c/{self.server.next_id}",
-                "user": {"login": BOT["login"]},  # GitHub's author field
-                "author": {"id": BOT["id"]},  # GitLab's
-            }
-            self.server.next_id += 1
-            self.server.comments.append(comment)
-            return self.reply(201, comment)
-        if self.command in ("PATCH", "PUT") and last.isdigit():
-            for comment in self.server.comments:
-                if comment["id"] == int(last):
-                    comment["body"] = body["body"]
-                    return self.reply(200, comment)
-        return self.reply(404, {"message": "Not Found"})
-
-    do_GET = do_POST = do_PATCH = do_PUT = _handle
-
-
 @pytest.fixture
-def forge() -> Iterator[FakeForge]:
-    server = FakeForge()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def forge() -> Iterator[PagingForge]:
+    """A forge that pages by number without paging headers, one human comment on it."""
+    with serving(PagingForge("plain", [{"id": 1, "body": "LGTM, a human"}], next_id=100)) as f:
+        yield f
 
 
 TOKEN = "ghs_s3cretTOKENvalue123"
-BOT = {"login": "ci-bot", "id": 7}  # the token's identity (GET /user)
-REPORT_TEXT = (
-    "# Experiment Report (abc)\n\n| train.lr | 0.1 | 0.3 |\n\n"
-    '| ![t (main)](report/main_t.png "t (main)") | ![t](report/workspace_t.png "t") |\n'
-)
-
-
-@pytest.fixture
-def report_md(tmp_path: Path) -> Path:
-    path = tmp_path / "report.md"
-    path.write_text(REPORT_TEXT)
-    return path
-
-
-def github_env(forge: FakeForge, tmp_path: Path, **extra: str) -> dict[str, str]:
-    event = tmp_path / "event.json"
-    event.write_text(json.dumps({"pull_request": {"number": 7}}))
-    return {
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_API_URL": f"{forge.url}/api",
-        "GITHUB_SERVER_URL": "https://github.example",
-        "GITHUB_REPOSITORY": "owner/proj",
-        "GITHUB_RUN_ID": "99",
-        "GITHUB_EVENT_PATH": str(event),
-        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
-        "GITHUB_TOKEN": TOKEN,
-        **extra,
-    }
-
-
-def gitlab_env(forge: FakeForge, **extra: str) -> dict[str, str]:
-    return {
-        "GITLAB_CI": "true",
-        "CI_API_V4_URL": f"{forge.url}/api/v4",
-        "CI_PROJECT_ID": "42",
-        "CI_MERGE_REQUEST_IID": "3",
-        "CI_JOB_URL": "https://gitlab.example/g/p/-/jobs/5",
-        "GITLAB_TOKEN": TOKEN,
-        **extra,
-    }
 
 
 def test_github_creates_one_comment_then_updates_it(
-    forge: FakeForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
+    forge: PagingForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
 ):
-    environ = github_env(forge, tmp_path)
+    environ = github_env(forge, tmp_path, TOKEN)
 
     first = publish_report(Runner(verbose=True), report_md, environ)
     second = publish_report(Runner(verbose=True), report_md, environ)
@@ -524,9 +419,9 @@ def test_github_creates_one_comment_then_updates_it(
 
 
 def test_github_pr_number_from_ref_and_repo_token(
-    forge: FakeForge, tmp_path: Path, report_md: Path
+    forge: PagingForge, tmp_path: Path, report_md: Path
 ):
-    environ = github_env(forge, tmp_path, GITHUB_REF="refs/pull/12/merge")
+    environ = github_env(forge, tmp_path, TOKEN, GITHUB_REF="refs/pull/12/merge")
     del environ["GITHUB_EVENT_PATH"], environ["GITHUB_TOKEN"]
     environ["REPO_TOKEN"] = "other-token"
     publish_report(Runner(out=io.StringIO()), report_md, environ)
@@ -534,19 +429,21 @@ def test_github_pr_number_from_ref_and_repo_token(
     assert forge.requests[-1]["headers"]["authorization"] == "Bearer other-token"
 
 
-def test_marked_comment_on_a_later_page_is_found(forge: FakeForge, tmp_path: Path, report_md: Path):
+def test_marked_comment_on_a_later_page_is_found(
+    forge: PagingForge, tmp_path: Path, report_md: Path
+):
     forge.comments = [{"id": i, "body": f"chatter {i}"} for i in range(1, 151)]
     forge.comments[120].update(body=f"{MARKER}\nold report", user={"login": BOT["login"]})
-    publish_report(Runner(out=io.StringIO()), report_md, github_env(forge, tmp_path))
+    publish_report(Runner(out=io.StringIO()), report_md, github_env(forge, tmp_path, TOKEN))
     assert [r["method"] for r in forge.requests] == ["GET", "GET", "GET", "PATCH"]
     assert forge.requests[-1]["path"].endswith("/issues/comments/121")
     assert len(forge.marked()) == 1 and "train.lr" in forge.marked()[0]["body"]
 
 
 def test_gitlab_creates_then_updates_the_merge_request_note(
-    forge: FakeForge, report_md: Path, capsys: pytest.CaptureFixture[str]
+    forge: PagingForge, report_md: Path, capsys: pytest.CaptureFixture[str]
 ):
-    environ = gitlab_env(forge)
+    environ = gitlab_env(forge, TOKEN)
     publish_report(Runner(), report_md, environ)
     result = publish_report(Runner(), report_md, environ)
 
@@ -571,13 +468,13 @@ def test_gitlab_creates_then_updates_the_merge_request_note(
 
 
 def test_no_token_is_a_clear_error_and_sends_nothing(
-    forge: FakeForge, tmp_path: Path, report_md: Path
+    forge: PagingForge, tmp_path: Path, report_md: Path
 ):
-    environ = github_env(forge, tmp_path)
+    environ = github_env(forge, tmp_path, TOKEN)
     del environ["GITHUB_TOKEN"]
     with pytest.raises(SuiteError, match=r"set GITHUB_TOKEN \(or REPO_TOKEN\)"):
         publish_report(Runner(out=io.StringIO()), report_md, environ)
-    gitlab = gitlab_env(forge)
+    gitlab = gitlab_env(forge, TOKEN)
     del gitlab["GITLAB_TOKEN"]
     with pytest.raises(SuiteError, match="set GITLAB_TOKEN"):
         publish_report(Runner(out=io.StringIO()), report_md, gitlab)
@@ -585,10 +482,10 @@ def test_no_token_is_a_clear_error_and_sends_nothing(
 
 
 def test_forbidden_token_error_is_readable_and_masked(
-    forge: FakeForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
+    forge: PagingForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
 ):
     secret = "forbidden-" + TOKEN
-    environ = github_env(forge, tmp_path, GITHUB_TOKEN=secret)
+    environ = github_env(forge, tmp_path, TOKEN, GITHUB_TOKEN=secret)
     with pytest.raises(SuiteError) as error:
         publish_report(Runner(), report_md, environ)
     assert "HTTP 403" in str(error.value)
@@ -597,10 +494,10 @@ def test_forbidden_token_error_is_readable_and_masked(
 
 
 def test_not_in_ci_or_no_pull_request_posts_no_comment(
-    forge: FakeForge, tmp_path: Path, report_md: Path
+    forge: PagingForge, tmp_path: Path, report_md: Path
 ):
     assert publish_report(Runner(), report_md, {}) == "not in CI: nothing posted"
-    push = github_env(forge, tmp_path)
+    push = github_env(forge, tmp_path, TOKEN)
     del push["GITHUB_EVENT_PATH"], push["GITHUB_TOKEN"]  # a push to main: no PR, no token
     result = publish_report(Runner(out=io.StringIO()), report_md, push)
     assert "no comment" in result
@@ -609,9 +506,9 @@ def test_not_in_ci_or_no_pull_request_posts_no_comment(
 
 
 def test_dry_run_shows_requests_and_sends_none(
-    forge: FakeForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
+    forge: PagingForge, tmp_path: Path, report_md: Path, capsys: pytest.CaptureFixture[str]
 ):
-    result = publish_report(Runner(dry=True), report_md, github_env(forge, tmp_path))
+    result = publish_report(Runner(dry=True), report_md, github_env(forge, tmp_path, TOKEN))
     shown = capsys.readouterr().out
     assert result.endswith("dry-run: nothing posted")
     assert "[dry-run] $ curl --request GET" in shown

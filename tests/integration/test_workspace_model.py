@@ -81,6 +81,15 @@ def two_models(new_project, training):
     remove_images(f"{namespace}/")
 
 
+@pytest.fixture(scope="module")
+def built(two_models) -> str:
+    """The image of the workspace's commit, built here: every test that needs it asks this
+    fixture, not an earlier test (each passes alone with -k, in any order)."""
+    clone, _, _ = two_models
+    clone.invoke("build")
+    return f"{clone.env['CONTAINER_REGISTRY_HOST']}/celestial-bodies-classifier:{clone.head()}"
+
+
 def image_bento(reference: str) -> dict:
     """The bento.yaml inside an image: what the service there was built to serve."""
     inside = docker("run", "--rm", "--entrypoint", "cat", reference, BENTO_YAML)
@@ -99,11 +108,10 @@ def test_the_store_latest_is_not_the_workspace_model(two_models):
     assert model_tag(clone) == model_a
 
 
-def test_the_image_serves_and_names_the_workspace_model(two_models):
+def test_the_image_serves_and_names_the_workspace_model(two_models, built):
     clone, model_a, _ = two_models
-    clone.invoke("build")
-    sha = clone.run("git", "rev-parse", "HEAD").stdout.strip()
-    reference = f"{clone.env['CONTAINER_REGISTRY_HOST']}/celestial-bodies-classifier:{sha}"
+    reference = built
+    assert reference.endswith(":" + clone.run("git", "rev-parse", "HEAD").stdout.strip())
     bento = image_bento(reference)
     carried = [model["tag"] for service in bento["services"] for model in service["models"]]
     assert carried == [model_a]
@@ -113,8 +121,9 @@ def test_the_image_serves_and_names_the_workspace_model(two_models):
     assert "smoke test passed" in smoke.stdout
 
 
-def test_a_bento_that_carries_another_model_is_refused(two_models, tmp_path):
-    # The commit's bento (model A) exists; the workspace's archive is swapped for B without
+def test_a_bento_that_carries_another_model_is_refused(two_models, built, tmp_path):
+    # The commit's bento (model A) exists (``built`` made it: alone, this test once built a
+    # bento of B and passed nothing); the workspace's archive is swapped for B without
     # `dvc checkout` (git status stays clean: model/ is DVC's). One line says which is which.
     clone, model_a, model_b = two_models
     archive = clone.path(ARCHIVE)
@@ -171,11 +180,9 @@ def port_of(server: subprocess.Popen, timeout: float = 300) -> int:
         time.sleep(0.5)
 
 
-def test_the_image_carries_what_serving_needs_and_nothing_of_training(two_models):
+def test_the_image_carries_what_serving_needs_and_nothing_of_training(built):
     # README, Image: no scikit-learn, skl2onnx, matplotlib or dvc in the image.
-    clone, _, _ = two_models
-    sha = clone.head()
-    reference = f"{clone.env['CONTAINER_REGISTRY_HOST']}/celestial-bodies-classifier:{sha}"
+    reference = built
     probe = (
         "import importlib.util as u, json; print(json.dumps({m: bool(u.find_spec(m)) for m in "
         "['sklearn', 'skl2onnx', 'matplotlib', 'dvc', 'bentoml', 'onnxruntime', 'PIL']}))"

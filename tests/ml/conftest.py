@@ -1,19 +1,17 @@
 """Shared fixtures for the ML tests: a small data set and model, made once per session.
 
-BENTOML_HOME is pointed at a fresh temp dir before anything imports BentoML, so the tests
-never touch the shared ~/bentoml store.
+``bentoml_home`` gives the tests that use a BentoML store their own (a temporary folder),
+for the processes they start (BENTOML_HOME) and for BentoML in this process, and undoes both
+at the end: nothing is set at import, so no other test of the session sees it and none
+touches the shared ~/bentoml store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-
-os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="bentoml-home-ml-tests-")
-os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 import numpy as np
 import pytest
@@ -33,8 +31,27 @@ SMALL_TRAIN = {
 
 
 @pytest.fixture(scope="session")
-def bentoml_home() -> Path:
-    return Path(os.environ["BENTOML_HOME"])
+def bentoml_home(tmp_path_factory) -> Iterator[Path]:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models.model import ModelStore
+
+    home = tmp_path_factory.mktemp("bentoml-home")
+    for folder in ("models", "bentos", "envs", "tmp"):
+        (home / folder).mkdir()
+    container = BentoMLContainer
+    with contextlib.ExitStack() as undo, pytest.MonkeyPatch.context() as env:
+        env.setenv("BENTOML_HOME", str(home))  # the processes the tests start
+        env.setenv("BENTOML_DO_NOT_TRACK", "True")
+        # BentoML in this process caches its home and stores at first use: set them too.
+        for provider, value in (
+            (container.bentoml_home, str(home)),
+            (container.model_store_dir, str(home / "models")),
+            (container.bento_store_dir, str(home / "bentos")),
+            (container.model_store, ModelStore(str(home / "models"))),
+        ):
+            provider.set(value)
+            undo.callback(provider.reset)
+        yield home
 
 
 @pytest.fixture(scope="session")

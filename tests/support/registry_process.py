@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import tempfile
-import time
 from pathlib import Path
 
 from cicd import local_registry
-from cicd.local_registry import RegistryError, RegistryProcess
+from cicd.local_registry import RegistryProcess
 from cicd.registry import Credentials
 from cicd.shell import Runner
 
@@ -45,7 +43,7 @@ def start(state: Path, credentials: tuple[str, str] | None = None) -> RegistryPr
     pid = local_registry.serve(runner, run_dir, config)
     log = run_dir / "registry.log"
     try:
-        port = _logged_port(log)
+        port = local_registry.logged_port(log, HOST, TIMEOUT, alive=lambda: _alive(pid))
         _link(state / f"run-{port}", run_dir)
         url = f"http://{HOST}:{port}"
         local_registry.wait_until_up(url, TIMEOUT)
@@ -57,20 +55,13 @@ def start(state: Path, credentials: tuple[str, str] | None = None) -> RegistryPr
     return RegistryProcess(HOST, port, "binary", run_dir, pid=pid)
 
 
+def _alive(pid: int) -> bool:
+    return local_registry._pid_alive(pid)
+
+
 def stop(state: Path, port: int) -> bool:
     """Stop the registry started on ``port`` with state directory ``state``; True if it ran."""
     return local_registry.stop_port(Runner(), port, state)
-
-
-def _logged_port(log: Path) -> int:
-    """The port the binary was given by the OS, from its log (``listening on HOST:PORT``)."""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        found = re.search(rf"listening on {re.escape(HOST)}:(\d+)", log.read_text(errors="replace"))
-        if found:
-            return int(found.group(1))
-        time.sleep(0.1)
-    raise RegistryError(f"the test registry logged no port within {TIMEOUT:.0f} s: see {log}")
 
 
 def _link(link: Path, run_dir: Path) -> None:

@@ -325,7 +325,8 @@ def start_registry(state: Path, pki: Pki, realm: str) -> RegistryProcess:
     run_dir = Path(tempfile.mkdtemp(prefix="run-auto-", dir=state))
     pid = local_registry.serve(runner, run_dir, registry_config(pki, state / "data", realm))
     try:
-        port = registry_process._logged_port(run_dir / "registry.log")
+        log, alive = run_dir / "registry.log", lambda: local_registry._pid_alive(pid)
+        port = local_registry.logged_port(log, "127.0.0.1", registry_process.TIMEOUT, alive)
         registry_process._link(state / f"run-{port}", run_dir)
         _wait_https(port, pki.ca)
     except BaseException:

@@ -27,6 +27,7 @@ from cicd.registry import Credentials, RegistryClient, realm_problem
 from cicd.retry import RetryPolicy
 from cicd.shell import Runner
 from tests.support.fake_http import send
+from tests.support.project import refused_port
 
 USER, PASSWORD = "ci-bot", "pw-SENTINEL-7"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -249,18 +250,18 @@ def test_no_retry_on_401_403_404(registry: Scripted, status: int, outcome: str |
 
 
 def test_the_deadline_bounds_a_call_that_never_answers(registry: Scripted):
+    # Counted, not timed: one attempt, cut at the deadline, and no other after it.
     registry.script[MANIFEST_PATH] = [slow(3)] * 5
-    start = time.monotonic()
     with pytest.raises(SuiteError) as error:
         client(registry, io.StringIO(), timeout=1).manifest("org/app", "abc")
-    assert time.monotonic() - start < 2.5
+    assert registry.hits(MANIFEST_PATH) == 1
     assert "1 s deadline" in one_line(error) and "network_timeout" in str(error.value)
 
 
 def test_a_refused_connection_is_not_retried_and_says_what_to_do():
     out = io.StringIO()
-    with pytest.raises(SuiteError) as error:
-        RegistryClient("127.0.0.1:9", runner=Runner(out=out), policy=FAST).ping()
+    with refused_port() as port, pytest.raises(SuiteError) as error:  # held: nobody listens
+        RegistryClient(f"127.0.0.1:{port}", runner=Runner(out=out), policy=FAST).ping()
     assert "not reachable" in one_line(error) and "invoke registry" in str(error.value)
     assert "retry" not in out.getvalue()
 

@@ -12,6 +12,7 @@ import pytest
 from cicd.errors import SuiteError
 from cicd.registry import Credentials, RegistryClient, scheme
 from tests.support.fake_http import send
+from tests.support.project import refused_port
 
 CONFIG = json.dumps({"config": {"Labels": {"model.digest": "sha256:abc"}}}).encode()
 CONFIG_DIGEST = "sha256:" + hashlib.sha256(CONFIG).hexdigest()
@@ -77,8 +78,8 @@ def test_wrong_password_is_a_clear_error(registry):
 
 
 def test_registry_down_is_a_clear_error():
-    with pytest.raises(SuiteError, match="not reachable"):
-        RegistryClient("127.0.0.1:9").ping()
+    with refused_port() as port, pytest.raises(SuiteError, match="not reachable"):
+        RegistryClient(f"127.0.0.1:{port}").ping()  # held, never listening: nobody answers
 
 
 def test_plain_http_only_on_this_machine():

@@ -1,4 +1,8 @@
-"""A local forge API that pages comments the way GitHub's and GitLab's REST APIs do.
+"""The tests' one fake forge: GitHub's and GitLab's comment APIs on 127.0.0.1, and the CI
+environments that point the report step at it (test_report.py, test_forge_pagination.py).
+
+``kind="plain"``: pages by number, no paging headers (the client pages while a page is full).
+Otherwise it pages the way GitHub's and GitLab's REST APIs do:
 
 GitHub (``/repos/OWNER/REPO/issues/N/comments``): ``per_page`` at most 100, ``Link`` with
 ``prev``/``next``/``last``/``first`` only when there is more than one page, and the links name
@@ -11,6 +15,7 @@ GitLab (``/projects/ID/merge_requests/IID/notes``): ``per_page`` at most 100, ``
 ``"endless"`` (always a next page), ``"elsewhere"`` (the next link is on ``elsewhere``, another
 server), ``"gitlab-no-link"`` (only the ``X-`` headers, as a proxy that drops ``Link``).
 ``cap`` is the page size the server gives whatever ``per_page`` asks (an API default).
+A token containing ``forbidden`` gets a 403 that echoes it, as a careless proxy might.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from cicd.forge import MARKER
 from tests.support.fake_http import JsonHandler
 
 BOT = {"login": "ci-bot", "id": 7}
@@ -32,13 +39,30 @@ REPO_ID = 1300192
 GIVE_UP = 150
 
 
+REPORT_TEXT = (
+    "# Experiment Report (abc)\n\n| train.lr | 0.1 | 0.3 |\n\n"
+    '| ![t (main)](report/main_t.png "t (main)") | ![t](report/workspace_t.png "t") |\n'
+)
+
+
 class PagingForge(ThreadingHTTPServer):
-    def __init__(self, kind: str, comments: list[dict[str, Any]], cap: int = 100, hostile=""):
+    def __init__(
+        self,
+        kind: str,
+        comments: list[dict[str, Any]],
+        cap: int = 100,
+        hostile: str = "",
+        next_id: int = 10_000,
+    ):
         super().__init__(("127.0.0.1", 0), _Handler)  # a port the OS assigns, kept
         self.kind, self.comments, self.cap, self.hostile = kind, comments, cap, hostile
         self.requests: list[dict[str, Any]] = []
         self.elsewhere = ""  # base URL of the other server for hostile="elsewhere"
-        self.next_id = 10_000
+        self.next_id = next_id
+
+    def marked(self) -> list[dict[str, Any]]:
+        """The comments that carry the report's marker."""
+        return [c for c in self.comments if MARKER in c["body"]]
 
     @property
     def url(self) -> str:
@@ -74,6 +98,10 @@ class _Handler(JsonHandler):
         )
         if len(forge.requests) > GIVE_UP:
             return self.reply(410, {"message": "the client never stopped paging"})
+        token = self.headers.get("Authorization", "") + self.headers.get("PRIVATE-TOKEN", "")
+        if "forbidden" in token:
+            # Echo the credential back, as a careless proxy might: it must still be masked.
+            return self.reply(403, {"message": f"Resource not accessible with {token}"})
         url = urlsplit(self.path)
         last = url.path.rstrip("/").rsplit("/", 1)[-1]
         if last == "user":
@@ -84,8 +112,9 @@ class _Handler(JsonHandler):
             comment = {
                 "id": forge.next_id,
                 "body": body["body"],
-                "user": {"login": BOT["login"]},
-                "author": {"id": BOT["id"]},
+                "html_url": f"{forge.url}/c/{forge.next_id}",
+                "user": {"login": BOT["login"]},  # GitHub's author field
+                "author": {"id": BOT["id"]},  # GitLab's
             }
             forge.next_id += 1
             forge.comments.append(comment)
@@ -125,6 +154,8 @@ class _Handler(JsonHandler):
         if total_pages > 1:
             relations += [(link(total_pages), "last"), (link(1), "first")]
         headers = {}
+        if forge.kind == "plain":
+            relations = []
         if relations and not (forge.kind == "gitlab" and forge.hostile == "gitlab-no-link"):
             headers["Link"] = ", ".join(f'<{url}>; rel="{rel}"' for url, rel in relations)
         if forge.kind == "gitlab":
@@ -167,3 +198,40 @@ def serving(forge: PagingForge) -> Iterator[PagingForge]:
         forge.shutdown()
         forge.server_close()
         thread.join()
+
+
+def report_md(directory: Path, text: str = REPORT_TEXT) -> Path:
+    """The report the step publishes, written in ``directory``."""
+    path = directory / "report.md"
+    path.write_text(text)
+    return path
+
+
+def github_env(forge: PagingForge, tmp_path: Path, token: str, **extra: str) -> dict[str, str]:
+    """A GitHub Actions pull-request job whose API is ``forge``."""
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 7}}))
+    return {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_API_URL": f"{forge.url}/api",
+        "GITHUB_SERVER_URL": "https://github.example",
+        "GITHUB_REPOSITORY": "owner/proj",
+        "GITHUB_RUN_ID": "99",
+        "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "GITHUB_TOKEN": token,
+        **extra,
+    }
+
+
+def gitlab_env(forge: PagingForge, token: str, **extra: str) -> dict[str, str]:
+    """A GitLab merge-request pipeline job whose API is ``forge``."""
+    return {
+        "GITLAB_CI": "true",
+        "CI_API_V4_URL": f"{forge.url}/api/v4",
+        "CI_PROJECT_ID": "42",
+        "CI_MERGE_REQUEST_IID": "3",
+        "CI_JOB_URL": "https://gitlab.example/g/p/-/jobs/5",
+        "GITLAB_TOKEN": token,
+        **extra,
+    }
