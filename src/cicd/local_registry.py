@@ -14,7 +14,7 @@ Two ways to run it, chosen by :func:`start`:
 Port 0 (``suite.local_registry.port: 0``) lets the OS or the engine choose a free port and
 keep it: the binary binds ``host:0`` and logs the port it got, the container publishes
 ``host::5000`` and ``docker port`` tells; the port in use is recorded in
-``<storage>/run-0/port``, where :func:`recorded_port` (and so the settings' address) reads
+``<storage>/run-0/port``, where :func:`cicd.settings.recorded_port` (the settings' address) reads
 it back. No port is probed, released and then bound by someone else.
 
 It has no TLS, so it listens on loopback only; with ``suite.local_registry.auth`` it asks for
@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 from cicd.errors import CommandError, SuiteError
 from cicd.registry import Credentials, RegistryClient, scheme
 from cicd.retry import RetryPolicy
+from cicd.settings import AUTO, recorded_port
 from cicd.shell import Runner, interruptions_deferred
 
 if TYPE_CHECKING:
@@ -64,7 +65,6 @@ DOCKER_TIMEOUT = 30.0  # deadline of `docker image inspect`: a hung engine means
 PROBE_TIMEOUT = 2.0
 PROBE_POLICY = RetryPolicy(attempts=1)
 
-AUTO = 0  # suite.local_registry.port: let the OS (binary) or the engine (container) choose
 
 # The docker client, asked for only when the image is run or removed (the binary needs none).
 DockerChoice = Callable[[], "Client | None"]
@@ -167,18 +167,6 @@ def is_up(run: Run) -> bool:
     registry = run.settings.local_registry
     port = recorded_port(registry.storage, registry.port)
     return port != AUTO and answers(_url(registry.host, port))
-
-
-def recorded_port(storage: Path, port: int) -> int:
-    """The port the embedded registry of ``port`` uses: ``port`` itself, or for
-    :data:`AUTO` the one its last start recorded (0 when none is recorded)."""
-    if port != AUTO:
-        return port
-    record = Path(storage).expanduser() / f"run-{AUTO}" / "port"
-    try:
-        return int(record.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return AUTO
 
 
 def logged_port(log: Path, host: str, timeout: float, alive: Callable[[], bool]) -> int:
@@ -378,8 +366,8 @@ def _assigned_port(
     runner: Runner, reg: RegistryProcess, client: Client | None, log_file: Path
 ) -> int:
     """The port a registry started on port 0 got: from the binary's log, or the engine."""
-    if reg.pid is not None:
-        return logged_port(log_file, reg.host, START_TIMEOUT, alive=lambda: _pid_alive(reg.pid))
+    if (pid := reg.pid) is not None:
+        return logged_port(log_file, reg.host, START_TIMEOUT, alive=lambda: _pid_alive(pid))
     assert client is not None and reg.container_id is not None
     try:
         output = runner.run([client.path, "port", reg.container_id, "5000/tcp"], quiet=True)

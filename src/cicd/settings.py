@@ -29,6 +29,21 @@ from cicd.errors import SuiteError
 GOOGLE_KEY_USER = "_json_key"
 
 
+AUTO = 0  # suite.local_registry.port: let the OS (binary) or the engine (container) choose
+
+
+def recorded_port(storage: Path, port: int) -> int:
+    """The port the embedded registry of ``port`` uses: ``port`` itself, or for
+    :data:`AUTO` the one its last start recorded (0 when none is recorded)."""
+    if port != AUTO:
+        return port
+    record = Path(storage).expanduser() / f"run-{AUTO}" / "port"
+    try:
+        return int(record.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return AUTO
+
+
 @dataclass(frozen=True)
 class LocalRegistry:
     """The embedded registry used when no registry is configured (invoke.yaml)."""
@@ -44,8 +59,6 @@ class LocalRegistry:
     def address(self) -> str:
         """``host:port``; for port 0 (the OS or the engine chooses) the port its running
         registry recorded, ``host:0`` while none is."""
-        from cicd.local_registry import recorded_port  # a file read; no import cycle
-
         return f"{self.host}:{recorded_port(self.storage, self.port)}"
 
 

@@ -152,6 +152,9 @@ def test_interruptions_are_held_then_delivered():
     assert held_until_here
 
 
+# A run that waited for the descendant would hang: pytest-timeout fails it (an event bound, not
+# a threshold on how fast it went).
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("stdio", ["> /dev/null 2>&1", ""], ids=["daemonized", "holding-stdout"])
 def test_a_deadline_stops_a_descendant_that_left_the_process_group(tmp_path, stdio):
     """setsid: a new session and group, out of reach of killpg; still the command's. Whether
@@ -159,19 +162,19 @@ def test_a_deadline_stops_a_descendant_that_left_the_process_group(tmp_path, std
     pid_file = tmp_path / "pid"
     escape = (
         "import os, time, pathlib; os.setsid(); "
-        f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(40)"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(3600)"
     )
     script = f"{sys.executable} -c {escape!r} {stdio} & wait"
     runner = Runner(out=io.StringIO(), command_timeout=1)
-    started = time.monotonic()
     try:
+        # That run() returns at all is the proof it did not wait for the hour-long sleep
+        # (pytest-timeout ends a hung test); no wall-clock threshold.
         with pytest.raises(SuiteError, match=r"did not finish within 1 s"):
             runner.run(["sh", "-c", script])
-        gave_up_after = time.monotonic() - started
-        time.sleep(0.2)
-        survived = alive(int(pid_file.read_text()))
+        pid = int(pid_file.read_text())
+        eventually(
+            lambda: not alive(pid), "a descendant in its own session stopped at the deadline"
+        )
     finally:
         if pid_file.exists() and alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
-    assert not survived, "a descendant in its own session outlived the command's deadline"
-    assert gave_up_after < 20, "the run waited for the descendant instead of its deadline"
