@@ -25,7 +25,6 @@ import pytest
 from cicd import signing
 from tests.support import ci_runners
 from tests.support.ci_runners import (
-    ACTIONS,
     FORGE_TOKEN,
     REGISTRY_PASSWORD,
     SIGNING_KEY_DOTENV,
@@ -93,8 +92,7 @@ def act(project: Project, label: str, event_name: str, event: dict, job: str | N
     event_file.write_text(json.dumps(event))
     command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
     command += ["-P", "ubuntu-latest=-self-hosted", "--no-cache-server", "--insecure-secrets"]
-    for name, ref in (("setup-python", "v6"), ("cache", "v4"), ("upload-artifact", "v4")):
-        command += ["--local-repository", f"actions/{name}@{ref}={ACTIONS / name}"]
+    command += ci_runners.stand_in_arguments(project.root / ".github" / "workflows" / "mlops.yaml")
     assert project.forge is not None
     variables = {"GITHUB_API_URL": f"{project.forge.url}/api", **project.job_variables}
     for name, value in variables.items():

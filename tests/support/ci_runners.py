@@ -389,6 +389,16 @@ def open_pull_request(project: Project, change: str) -> str:
 ACTIONS = ROOT / "tests" / "ci" / "actions"
 
 
+def stand_in_arguments(workflow: Path) -> list[str]:
+    """act's `--local-repository` arguments: the local stand-ins of the actions ``workflow``
+    uses, at the refs it uses them (actions/checkout needs none: act skips it)."""
+    refs = action_refs(workflow)
+    arguments = []
+    for name in ("setup-python", "cache", "upload-artifact"):
+        arguments += ["--local-repository", f"actions/{name}@{refs[name]}={ACTIONS / name}"]
+    return arguments
+
+
 def action_refs(workflow: Path) -> dict[str, str]:
     """`actions/NAME` -> the ref the workflow uses it at (a commit SHA): act replaces an action
     with a local stand-in only when the stand-in is given for that exact ref."""
@@ -398,17 +408,11 @@ def action_refs(workflow: Path) -> dict[str, str]:
 def act(project: Project, label: str, event_name: str, event: dict, job: str | None) -> str:
     event_file = project.home.parent / f"{label}.json"
     event_file.write_text(json.dumps(event))
-    refs = action_refs(project.root / ".github" / "workflows" / "mlops.yaml")
-    stand_ins = [
-        f"actions/{name}@{refs[name]}={ACTIONS / name}"
-        for name in ("setup-python", "cache", "upload-artifact")
-    ]
     command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
     command += ["-P", "ubuntu-latest=-self-hosted", "--no-cache-server"]
     # act masks secrets as *** by default: shown, a leak fails the output scan.
     command += ["--insecure-secrets"]
-    for stand_in in stand_ins:
-        command += ["--local-repository", stand_in]
+    command += stand_in_arguments(project.root / ".github" / "workflows" / "mlops.yaml")
     assert project.forge is not None
     variables = {
         "PYTEST_ADDOPTS": ONE_TEST_FILE,

@@ -1,11 +1,11 @@
 import io
-import os
 import sys
 
 import pytest
 
 from cicd.errors import CommandError, SuiteError
 from cicd.shell import Runner
+from tests.support.waiting import eventually
 
 
 def runner(dry=False):
@@ -69,7 +69,9 @@ def test_spawn_starts_a_server_in_its_own_session_and_logs_its_output(tmp_path, 
     log, r = tmp_path / "server.log", runner()
     program = "import os, sys; print(os.getsid(0) == os.getpid(), os.environ.get(sys.argv[1]))"
     pid = r.spawn([sys.executable, "-c", program, "CONTAINER_REGISTRY_PASSWORD"], log=log)
-    os.waitpid(pid, 0)  # a child of the test: reaped here
+    # Wait for what it wrote, not for the process: the subprocess module may reap it first
+    # (another Popen's clean-up), and waitpid then raises ChildProcessError.
+    eventually(lambda: log.read_text().endswith("\n"), f"process {pid} wrote its line")
     assert log.read_text() == "True None\n"  # own session, no secret in its environment
     assert r.out.getvalue().startswith(f"$ {sys.executable} -c ")
 
