@@ -25,6 +25,7 @@ from cicd.context import Run
 from cicd.docker import Client
 from cicd.registry import Manifest
 from cicd.settings import load
+from tests.support.project import IMAGE, SIGNING_PUBLIC_KEY
 from tests.unit.test_containerize_cache import MODEL, SHA, Recording, inline_cache
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +136,24 @@ def test_an_unsigned_latest_is_no_cache_source_and_a_signed_one_is_by_digest(mak
     attest(run, planted, key=KEY)  # the same image, attested by the pipeline's key
     assert cache_from(run) == [f"cache-from={run.settings.repository}@{planted}"]
     assert f"cache: from {planted} (verified)" in run.runner.printed
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_next_publish_builds_from_the_last_verified_image(new_project, registry, training):
+    """For real: the first publish of a repository has no cache; the next commit's build takes
+    the image the first one pushed, signed and attested, as its cache, by digest."""
+    project = new_project("layer-cache", registry, trained=training)
+    project.path("signing/publish.pub").write_text(SIGNING_PUBLIC_KEY)  # the tests' key
+    identity = ("-c", "user.name=tests", "-c", "user.email=tests@localhost")
+    project.run("git", *identity, "commit", "-qam", "the tests' signing key is trusted")
+    project.session("train")
+    first = project.session("publish").stdout
+    assert f"cache: none ({registry.address}/{IMAGE}:latest is not in the registry)" in first
+    latest = registry.client().manifest(IMAGE, "latest")
+    assert latest is not None
+
+    project.run("git", *identity, "commit", "-q", "--allow-empty", "-m", "the next commit")
+    second = project.session("publish").stdout
+    assert f"cache: from {latest.digest} (verified)" in second
+    assert f"cache-from={registry.address}/{IMAGE}@{latest.digest}" in second
