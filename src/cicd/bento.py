@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from cicd.bentomodel import ArchiveError, digest, import_bentomodel, read_tag
+from cicd.bentomodel import ArchiveError, Imported, digest, import_checked, read_tag
 from cicd.errors import SuiteError
 from cicd.settings import Settings
 from cicd.shell import tool
@@ -59,27 +59,47 @@ def archived_model(run: Run) -> ModelInfo:
 
 
 def import_model(run: Run, model: ModelInfo | None = None) -> ModelInfo:
-    """Import the ``.bentomodel`` into the BentoML store; a model already there is fine.
+    """Import the ``.bentomodel`` into the BentoML store; the model already there is kept
+    only when it holds the archive's files, byte for byte (:func:`store_model`).
 
     ``model``: the archive's tag and digest when the caller has already read them. The
     import runs in this process (cicd.bentomodel, the pipeline's importer too), shown as the
     equivalent `bentoml models import`: a CLI process would pay BentoML's start-up.
     """
-    archive = run.settings.path(run.settings.bentomodel).resolve()
     model = model or archived_model(run)
+    store_model(run, model)
+    return model
 
-    def run_import() -> bool:
+
+def store_model(run: Run, model: ModelInfo) -> None:
+    """The workspace's model in the BentoML store, checked against its archive.
+
+    The store is trusted for nothing: an entry under the archive's tag is kept only when its
+    files are the archive's (names and sha256, :func:`cicd.bentomodel.import_checked`); one
+    that differs is reported in one line and imported again from the archive."""
+    archive = run.settings.path(run.settings.bentomodel).resolve()
+
+    def run_import() -> Imported:
         from bentoml.exceptions import BentoMLException
 
         try:
-            return import_bentomodel(archive)[1]
+            return import_checked(archive)
         except (BentoMLException, ValueError, OSError) as error:
             raise SuiteError(f"importing {archive} failed ({error}): {MAKE_MODEL_HINT}") from error
 
     command = [tool("bentoml"), "models", "import", str(archive)]
-    if run.runner.call(command, run_import) is False:
-        run.runner.detail(f"model {model.tag} is already in the BentoML store")
-    return model
+    done = run.runner.call(command, run_import)
+    if done is None:  # a dry run
+        return
+    if done.replaced:
+        run.runner.echo(
+            f"model {done.tag} in the BentoML store is not the archive's ({done.replaced}): "
+            f"re-imported from {run.settings.bentomodel}"
+        )
+    elif not done.imported:
+        run.runner.detail(
+            f"model {done.tag} is already in the BentoML store (its files are the archive's)"
+        )
 
 
 def bento_in_store(tag: str) -> bool:
@@ -108,10 +128,14 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
 
     The bento is versioned by the revision's tag and records the model (bento.yaml: the
     service's models and ``args``); it is checked against ``model`` after the build, and when
-    an earlier build is reused. ``model``: the archive's, when the caller has read it.
+    an earlier build is reused. The bento does not hold the model: containerize copies it
+    from the store, so the store's model is checked against the archive first (and imported
+    again when it differs: :func:`store_model`). ``model``: the archive's, when the caller
+    has read it.
     """
     runner, settings = run.runner, run.settings
     model = model or archived_model(run)
+    store_model(run, model)
     version = run.revision.tag
     tag = bento_tag(settings, version)
     if bento_in_store(tag):

@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd import ci
 from cicd import settings as settings_module
-from cicd.docker import Client, choose_client, require_engine, whales
+from cicd.docker import Client, choose_client, probe_client, require_engine, whales
 from cicd.registry import Credentials, RegistryClient, credentials
 from cicd.settings import Settings
 from cicd.shell import Runner
@@ -80,9 +80,10 @@ class Run:
     @cached_property
     def docker(self) -> Client:
         """The docker client that can build; the engine must answer (not checked in a dry run)."""
-        client = choose_client(self.settings.docker_client)
+        env = self.runner.child_env(None)  # the client's plugins see no secret either
+        client = choose_client(self.settings.docker_client, partial(probe_client, env=env))
         if not self.dry:
-            require_engine(client)
+            require_engine(client, env)
         return client
 
     def require_docker(self) -> Client:
@@ -93,7 +94,7 @@ class Run:
     def whales(self) -> DockerClient:
         """The python-on-whales client on :attr:`docker`, made once for the run (a login's
         throwaway config directory gets its own: :func:`cicd.image.logged_in`)."""
-        return whales(self.docker)
+        return whales(self.docker, self.runner)
 
     @cached_property
     def revision(self) -> ci.Revision:

@@ -4,6 +4,10 @@ The Docker 28 CLI needs the buildx plugin for BuildKit builds; older CLIs (< 23)
 daemon's built-in BuildKit themselves. BentoML's containerize runs ``docker build`` from
 PATH and python-on-whales runs its own client, so both must get a client that can build:
 chosen here once, explicitly, instead of by PATH luck.
+
+The client gets the environment every child of the suite gets (:meth:`Runner.child_env`: no
+registry password, signing key or forge token), although python-on-whales starts it with
+this process's whole environment: its client call unsets the rest (:func:`client_call`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -46,16 +50,24 @@ class Client:
 Probe = Callable[[Sequence[str]], str | None]
 
 
-def _probe(command: Sequence[str]) -> str | None:
-    """Output of a quick command, or None when it fails."""
+# python-on-whales prints the whole environment of each call, secrets included, when this
+# is "1" (it reads this process's environment): a run ignores it (:func:`whales`).
+WHALES_DEBUG = "PYTHON_ON_WHALES_DEBUG"
+
+
+def probe_client(command: Sequence[str], env: Mapping[str, str] | None = None) -> str | None:
+    """Output of a quick command, or None when it fails. ``env``: the child's environment
+    (:meth:`Runner.child_env`; None: this process's)."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=20, check=False, env=env
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def choose_client(setting: str = "auto", probe: Probe = _probe) -> Client:
+def choose_client(setting: str = "auto", probe: Probe = probe_client) -> Client:
     """The docker client to use: the configured one, or the first that can build."""
     if setting != "auto":
         if probe([setting, "--version"]) is None:
@@ -81,19 +93,46 @@ def _client_major(path: str, probe: Probe) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def whales(client: Client, config_dir: Path | None = None) -> DockerClient:
+def whales(client: Client, runner: Runner, config_dir: Path | None = None) -> DockerClient:
     """A python-on-whales client on ``client``, optionally with a private config directory.
 
+    Its client starts with the runner's child environment (:func:`client_call`).
     Made once per run (:attr:`cicd.context.Run.whales`); only a login's throwaway config
     directory (:func:`cicd.image.logged_in`) makes another."""
     from python_on_whales import DockerClient
 
-    return DockerClient(client_call=[client.path], config=str(config_dir) if config_dir else None)
+    if os.environ.get(WHALES_DEBUG, "0") != "0":
+        # python-on-whales reads it from this process's environment, at every call.
+        os.environ.pop(WHALES_DEBUG)
+        runner.echo(
+            f"{WHALES_DEBUG} ignored: python-on-whales would print the whole environment, "
+            "secrets included; `-v` (invoke -e) shows every docker command"
+        )
+    return DockerClient(
+        client_call=client_call(client, runner), config=str(config_dir) if config_dir else None
+    )
 
 
-def require_engine(client: Client) -> None:
-    """Fail early, with what to do, when no Docker engine answers."""
-    if _probe([client.path, "version", "--format", "{{.Server.Version}}"]) is None:
+def client_call(client: Client, runner: Runner) -> list[str]:
+    """How python-on-whales starts ``client``: with the environment of every other child.
+
+    python-on-whales gives its client this process's whole environment (it copies
+    ``os.environ`` at each call and can only add to it), so the registry password and
+    ``SIGNING_KEY`` would reach the CLI and its plugins. The call is ``env -u NAME ...
+    <client>``: each variable :meth:`Runner.child_env` keeps from a child is unset before the
+    client starts (names only on the command line, never a value)."""
+    kept = runner.child_env(None)
+    hidden = sorted(name for name in os.environ if name not in kept)
+    if not hidden:
+        return [client.path]
+    unset = [word for name in hidden for word in ("-u", name)]
+    return [shutil.which("env") or "/usr/bin/env", *unset, client.path]
+
+
+def require_engine(client: Client, env: Mapping[str, str] | None = None) -> None:
+    """Fail early, with what to do, when no Docker engine answers. ``env``: the client's
+    environment (:meth:`Runner.child_env`)."""
+    if probe_client([client.path, "version", "--format", "{{.Server.Version}}"], env) is None:
         raise SuiteError(
             "no Docker engine answers (is dockerd running? is DOCKER_HOST right?): "
             "start Docker, or run scripts/bootstrap on a machine of this project's kind"

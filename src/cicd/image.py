@@ -1,34 +1,31 @@
-"""The container image: build it from the bento, label it, log in, push it, verify the push.
+"""The container image: what it is called and labelled, log in, push it, verify the push.
 
-Building goes through ``bentoml containerize`` (BentoML writes the Dockerfile); pushing and
-logging in go through python-on-whales with a throwaway Docker config directory, so that
-credentials never land in the user's ``~/.docker``.
+Building goes through ``bentoml containerize`` (BentoML writes the Dockerfile:
+:mod:`cicd.containerize`); pushing and logging in go through python-on-whales with a
+throwaway Docker config directory, so that credentials never land in the user's
+``~/.docker``.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import json
-import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cicd import bento, dvc
-from cicd.bento import BENTOML_ENV, ModelInfo
+from cicd.bento import ModelInfo
 from cicd.ci import Revision
 from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
-from cicd.registry import CREATED_LABEL, Manifest, RegistryClient
-from cicd.retry import RetryPolicy
+from cicd.registry import CREATED_LABEL, Manifest
 from cicd.settings import Settings
-from cicd.shell import tool
 
 if TYPE_CHECKING:
     from cicd.context import Run
@@ -42,25 +39,6 @@ METRICS_FILE = "evaluation/metrics.json"
 # Longer than another job's read-then-PUT of a moving tag (a manifest and a config blob read).
 SETTLE_PAUSE = 1.0
 DRY_MANIFEST = Manifest("sha256:<pushed digest>", "sha256:<pushed image>")
-# BuildKit's inline cache, which Docker 20.10's built-in BuildKit can import without buildx:
-# every image records the cache keys of its layers in its config (INLINE_CACHE), and a build
-# on a cold engine takes the registry's `latest` as its cache (CACHE_TAG). The layers whose
-# keys match are the registry's own blobs, so the push uploads only the layers that changed.
-INLINE_CACHE = "BUILDKIT_INLINE_CACHE=1"
-CACHE_TAG = "latest"
-INLINE_CACHE_KEY = "moby.buildkit.cache.v0"  # where the image config carries it
-# Docker 20.10's BuildKit records no layer for a step it took from an imported cache
-# (moby/buildkit#2274: "fails every second time"), so an image built from the cache cannot
-# serve as the next one's. Each image names, in this label, the tag of the newest earlier
-# image whose cache records carry its heaviest built layer (the dependencies), and the next
-# build takes that image's cache too (:func:`cache_source`).
-CACHE_BASE_LABEL = "build.layer-cache"
-# The cache is an optimisation: quick questions to the registry, no retries.
-CACHE_PROBE_POLICY = RetryPolicy(attempts=1)
-CACHE_PROBE_TIMEOUT = 10.0
-# BentoML's advice after a build: `docker run -p 3000:3000` would listen on every interface;
-# the summary of a publish says how to run the image on 127.0.0.1 instead.
-CONTAINERIZE_ADVICE = re.compile(r"To run your newly built Bento container|run --rm -p 3000:3000")
 
 
 @dataclass(frozen=True)
@@ -178,7 +156,7 @@ def stand_in_notice(run: Run) -> str:
     if run.dry:
         return ""
     try:
-        found = whales(run.docker).image.inspect(name).config.labels or {}
+        found = run.whales.image.inspect(name).config.labels or {}
     except DockerException:
         return ""
     description = str(found.get("org.opencontainers.image.description", ""))
@@ -188,167 +166,6 @@ def stand_in_notice(run: Run) -> str:
         f"WARNING: base image {name} is this engine's local stand-in (Debian python3.11 + uv, "
         "made by scripts/build-base-image), not the registry's image: see docs/machines.md"
     )
-
-
-def containerize(run: Run, goal: Target | None = None) -> Image:
-    """``bentoml containerize`` this commit's bento into its image, tagged and labelled.
-
-    The image records its layers' cache keys (BuildKit's inline cache), and the registry's
-    ``latest`` is the build's cache when the registry holds it (:func:`cache_source`): on a
-    cold engine the unchanged layers (system, Python environment, dependencies) are the
-    registry's blobs again, so a model or code change rebuilds and uploads only the last
-    layers. ``goal``: the commit's image when the caller has identified it (default: this
-    commit)."""
-    goal = goal or target(run)
-    notice = stand_in_notice(run)
-    if notice:
-        run.runner.echo(notice)
-    metrics = read_metrics(run.settings.root)
-    image_labels = labels(run.settings, goal.revision, goal.model, metrics)
-    cache = cache_source(run, goal.repository)
-    if cache.base:
-        image_labels[CACHE_BASE_LABEL] = cache.base
-    with (
-        tempfile.TemporaryDirectory(prefix="containerize-") as scratch,
-        cache_login(run, cache.sources) as env,
-    ):
-        iidfile = Path(scratch) / "image-id"
-        bento_tag = bento.bento_tag(run.settings, goal.revision.tag)
-        command = [tool("bentoml"), "containerize", bento_tag, "--backend", "docker"]
-        for reference in goal.references:
-            command += ["--image-tag", reference]
-        for key, value in image_labels.items():
-            command += ["--opt", f"label={key}={value}"]
-        command += cache_options(cache.sources)
-        command += ["--opt", f"iidfile={iidfile}"]
-        run.runner.run(
-            command,
-            cwd=run.settings.root,
-            env={**BENTOML_ENV, **run.docker.env_for_tools(), **env},
-            hint="see model-cicd's docs/troubleshooting.md",
-            drop=CONTAINERIZE_ADVICE,
-        )
-        image_id = iidfile.read_text().strip() if iidfile.exists() else "sha256:<built image>"
-    return goal.image(image_id)
-
-
-@dataclass(frozen=True)
-class LayerCache:
-    """What a build takes as its layer cache, and what its image records for the next one."""
-
-    sources: tuple[str, ...] = ()  # references given as ``--cache-from``
-    base: str = ""  # the tag of the newest image whose cache carries its dependencies
-
-
-def cache_options(sources: tuple[str, ...]) -> list[str]:
-    """``bentoml containerize`` options: record the inline cache, and use ``sources``'."""
-    options = ["--opt", f"build-arg={INLINE_CACHE}"]
-    for source in sources:
-        options += ["--opt", f"cache-from={source}"]
-    return options
-
-
-def cache_source(run: Run, repository: str) -> LayerCache:
-    """The registry's ``latest`` as layer cache when the registry holds it (else none: a
-    first publish), and the image its cache carries the dependencies of.
-
-    That image is ``latest`` itself when its cache records carry its heaviest built layer
-    (:func:`carries_its_dependencies`), else the one ``latest`` names in its
-    :data:`CACHE_BASE_LABEL` label: both are given as ``--cache-from``. Asked without
-    retries: a registry that does not answer only means a build without cache. A dry run
-    does not ask (the GET is shown) and shows ``latest`` as the cache."""
-    settings = run.settings
-    probe = RegistryClient(
-        settings.registry_host,
-        run.credentials,
-        runner=run.runner,
-        timeout=CACHE_PROBE_TIMEOUT,
-        policy=CACHE_PROBE_POLICY,
-    )
-    latest = f"{repository}:{CACHE_TAG}"
-    try:
-        found = probe.manifest(settings.repository_path, CACHE_TAG)
-        if run.dry:
-            run.runner.detail(
-                f"(a dry run does not ask: {latest} is shown as the layer cache, without the "
-                f"image its {CACHE_BASE_LABEL} label names)"
-            )
-            return LayerCache((latest,))
-        if found is None:
-            run.runner.detail(f"{latest} is not in the registry: building without a layer cache")
-            return LayerCache()
-        config = _json_object(probe.blob(settings.repository_path, found.config_digest))
-    except SuiteError as error:
-        run.runner.echo(f"no layer cache from {latest} ({error}): building without it")
-        return LayerCache()
-    labels = (config.get("config") or {}).get("Labels") or {}
-    if carries_its_dependencies(config, found.raw):
-        base = str(labels.get("org.opencontainers.image.version", ""))
-        sources: tuple[str, ...] = (latest,)
-    else:
-        base = str(labels.get(CACHE_BASE_LABEL, ""))
-        sources = (latest, f"{repository}:{base}") if base else (latest,)
-    run.runner.detail(f"layer cache: {', '.join(sources)} (unchanged layers are the registry's)")
-    return LayerCache(sources, base)
-
-
-def carries_its_dependencies(config: dict[str, Any], manifest: bytes) -> bool:
-    """Do the image's inline cache records (its config's ``moby.buildkit.cache.v0``) carry
-    its heaviest built layer? Built: a layer whose history entry BuildKit's Dockerfile
-    frontend made (not the base image's); the heaviest is the dependencies'."""
-    try:
-        records = json.loads(base64.b64decode(config.get(INLINE_CACHE_KEY) or ""))
-        layers = json.loads(manifest)["layers"]
-        history = [h for h in config.get("history") or [] if not h.get("empty_layer")]
-        referenced = {
-            layer.get("layer")
-            for record in records
-            if isinstance(record, dict)
-            for layer in record.get("layers") or []
-        }
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return False
-    if len(history) != len(layers):
-        return False
-    built = [i for i, entry in enumerate(history) if "buildkit" in str(entry.get("comment", ""))]
-    if not built:
-        return False
-    return max(built, key=lambda i: int(layers[i].get("size", 0))) in referenced
-
-
-def _json_object(body: bytes | None) -> dict[str, Any]:
-    try:
-        document = json.loads(body or b"{}")
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
-@contextmanager
-def cache_login(run: Run, cache: tuple[str, ...]) -> Iterator[dict[str, str]]:
-    """The environment the build needs to pull ``cache``: with registry credentials, a
-    throwaway Docker config holding them (``DOCKER_CONFIG``, which the ``docker build`` that
-    BentoML runs reads; removed after the build); otherwise nothing.
-
-    Written, not made by ``docker login``: the cache is optional, so a refused login must
-    not stop the build (BuildKit builds without a cache it cannot pull), and the push's own
-    login (:func:`logged_in`) is where refused credentials are reported."""
-    creds = run.credentials
-    if not cache or creds is None:
-        yield {}
-        return
-    host = run.settings.registry_host
-    with tempfile.TemporaryDirectory(prefix="docker-config-") as config:  # mode 0700
-        run.runner.detail(
-            f"the build pulls the layer cache as {creds.username} (DOCKER_CONFIG={config}, "
-            "a throwaway config with the registry credentials, removed after the build)"
-        )
-        if not run.dry:
-            auth = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
-            path = Path(config) / "config.json"
-            path.touch(mode=0o600)
-            path.write_text(json.dumps({"auths": {host: {"auth": auth}}}))
-        yield {"DOCKER_CONFIG": config}
 
 
 def local_image(run: Run, goal: Target) -> Image:
@@ -373,7 +190,7 @@ def logged_in(run: Run) -> Iterator[tuple[object, list[str]]]:
     """
     runner, client, creds = run.runner, run.docker, run.credentials
     with tempfile.TemporaryDirectory(prefix="docker-config-") as config:
-        docker = whales(client, Path(config))
+        docker = whales(client, runner, Path(config))
         base = [client.path, "--config", config]
         if creds is None:
             yield docker, base

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from cicd import attestations, bento, ci_outputs, image, local_registry, verify
 from cicd import gates as metric_gates
 from cicd.ci_outputs import Result
+from cicd.containerize import containerize
 from cicd.context import Run
 from cicd.image import Image, Target
 from cicd.registry import CREATED_LABEL, Manifest
@@ -101,7 +102,7 @@ def build(run: Run) -> Image:
     goal = image.target(run)
     bento.import_model(run, goal.model)
     bento.build_bento(run, goal.model)
-    built = image.containerize(run, goal)
+    built = containerize(run, goal)
     run.runner.echo(f"built {', '.join(built.references)} ({built.id})")
     return built
 

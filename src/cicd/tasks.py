@@ -167,9 +167,10 @@ def bento(c: Context) -> str:
 @step
 def containerize(c: Context) -> str:
     """bentoml containerize the commit's bento: <registry>/<image>:<sha> and :latest, labelled."""
-    from cicd import console, image
+    from cicd import console
+    from cicd.containerize import containerize as build_image
 
-    return console.short_reference(image.containerize(setup(c)).references[0])
+    return console.short_reference(build_image(setup(c)).references[0])
 
 
 @step

@@ -1,12 +1,16 @@
-"""containerize's command: the inline cache always recorded, the registry's ``latest`` as the
-layer cache only when the registry holds it, shown by the dry run, pulled logged in.
+"""containerize's command: the inline cache always recorded; as the layer cache, the registry's
+``latest`` by digest, and only when its SBOM and provenance are signed by the trusted key
+about that digest (finding 12 of issue 23); shown by the dry run, pulled logged in.
 
 The build itself does not run: a recording runner keeps the command and its environment.
-The registry is a small fake speaking the manifest API (200 or 404 for ``latest``)."""
+The registry is a small fake speaking the manifest and blob API, holding images and, for
+the signed ones, their attestations under cosign's tag scheme (as on Distribution 2.8);
+tests/integration/test_layer_cache_trust.py does the same against the real registry."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -17,9 +21,10 @@ from typing import ClassVar
 
 import pytest
 
-from cicd import http, image
+from cicd import attestations, http, image, layer_cache, provenance, signing
 from cicd.bento import ModelInfo
 from cicd.ci import Revision
+from cicd.containerize import containerize as build_image
 from cicd.context import Run
 from cicd.docker import Client
 from cicd.settings import load
@@ -48,11 +53,11 @@ def inline_cache(*layers: int) -> str:
 def image_config(*cached: int, base: str = "") -> bytes:
     labels = {"org.opencontainers.image.version": EARLIER}
     if base:
-        labels[image.CACHE_BASE_LABEL] = base
+        labels[layer_cache.CACHE_BASE_LABEL] = base
     config = {
         "config": {"Labels": labels},
         "history": HISTORY,
-        image.INLINE_CACHE_KEY: inline_cache(*cached),
+        layer_cache.INLINE_CACHE_KEY: inline_cache(*cached),
     }
     return json.dumps(config).encode()
 
@@ -65,11 +70,16 @@ USER, PASSWORD = "ci-bot", "cache-pass-5f1e"
 INLINE = "build-arg=BUILDKIT_INLINE_CACHE=1"
 
 
-class FakeRegistry(BaseHTTPRequestHandler):
-    """Holds ``latest`` or not; with ``auth``, basic auth like the embedded registry."""
+KEY = signing.generate_private_pem()  # the trusted key of these tests
+OTHER_KEY = signing.generate_private_pem()
 
-    has_latest: ClassVar[bool] = True
-    config: ClassVar[bytes] = image_config(1, 2)  # latest's: its cache carries its layers
+
+class FakeRegistry(BaseHTTPRequestHandler):
+    """Serves :attr:`manifests` (by tag and by digest) and :attr:`blobs`; no referrers API
+    (404, as Distribution 2.8); with ``auth``, basic auth like the embedded registry."""
+
+    manifests: ClassVar[dict[str, bytes]] = {}
+    blobs: ClassVar[dict[str, bytes]] = {}
     auth: ClassVar[bool] = False
     requests: ClassVar[list[str]] = []
 
@@ -81,19 +91,46 @@ class FakeRegistry(BaseHTTPRequestHandler):
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         if self.auth and self.headers.get("Authorization") != expected:
             return send(self, 401, b"{}", {"WWW-Authenticate": 'Basic realm="fake"'})
-        config = {"mediaType": MEDIA, "digest": digest(self.config)}
-        manifest = json.dumps({"schemaVersion": 2, "config": config, "layers": LAYERS}).encode()
-        if self.path == f"/v2/{REPOSITORY}/manifests/latest" and self.has_latest:
-            return send(self, 200, manifest, {"Content-Type": MEDIA})
-        if self.path == f"/v2/{REPOSITORY}/blobs/{digest(self.config)}" and self.has_latest:
-            return send(self, 200, self.config)
+        prefix = f"/v2/{REPOSITORY}/"
+        kind, _, reference = self.path.removeprefix(prefix).partition("/")
+        if kind == "manifests" and reference in self.manifests:
+            body = self.manifests[reference]
+            return send(self, 200, body, {"Content-Type": json.loads(body)["mediaType"]})
+        if kind == "blobs" and reference in self.blobs:
+            return send(self, 200, self.blobs[reference])
         return send(self, 404, b"{}")
+
+
+def put_image(tag: str, config: bytes, *, key: str | None = KEY, unsigned: bool = False) -> str:
+    """An image under ``tag``; its SBOM and provenance signed by ``key`` (None: none attached;
+    ``unsigned``: attached without signatures). Returns its digest."""
+    config_ref = {"mediaType": MEDIA, "digest": digest(config), "size": len(config)}
+    manifest = json.dumps(
+        {"schemaVersion": 2, "mediaType": MEDIA, "config": config_ref, "layers": LAYERS}
+    ).encode()
+    image_digest = digest(manifest)
+    FakeRegistry.manifests[tag] = FakeRegistry.manifests[image_digest] = manifest
+    FakeRegistry.blobs[digest(config)] = config
+    if key is not None or unsigned:
+        signer = None if unsigned else signing.signer(key)
+        for kind in attestations.KINDS:
+            predicate = (
+                {"bomFormat": "CycloneDX"} if kind is attestations.SBOM else {"buildDefinition": {}}
+            )
+            statement = provenance.statement(
+                REPOSITORY, image_digest, kind.predicate_type, predicate
+            )
+            body = provenance.dumps(signing.envelope(statement, signer))
+            FakeRegistry.blobs[digest(body)] = body
+            artifact = attestations.artifact_manifest(kind, None, digest(body), len(body))
+            FakeRegistry.manifests[attestations.tag_for(image_digest, kind)] = artifact
+    return image_digest
 
 
 @pytest.fixture
 def registry():
-    FakeRegistry.has_latest, FakeRegistry.auth, FakeRegistry.requests = True, False, []
-    FakeRegistry.config = image_config(1, 2)
+    FakeRegistry.auth, FakeRegistry.requests = False, []
+    FakeRegistry.manifests, FakeRegistry.blobs = {}, {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRegistry)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -123,11 +160,22 @@ class Recording(Runner):
         return self.out.getvalue()
 
 
-def make_run(host: str, *, dry: bool = False, credentials: bool = False) -> Run:
+@pytest.fixture(scope="module")
+def trusted_key(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "publish.pub"
+    path.write_text(signing.public_pem_of(KEY))
+    return path
+
+
+def make_run(
+    host: str, *, dry: bool = False, credentials: bool = False, key: Path | None = None
+) -> Run:
     environ = {"CONTAINER_REGISTRY_HOST": host}
     if credentials:
         environ |= {"CONTAINER_REGISTRY_USERNAME": USER, "CONTAINER_REGISTRY_PASSWORD": PASSWORD}
     settings = load(ROOT, environ)
+    if key is not None:
+        settings = dataclasses.replace(settings, signing_public_key=key)
     run = Run(Recording(dry=dry, verbose=True), settings, environ)
     run.runner.add_secret(PASSWORD)
     run.__dict__["docker"] = Client("/usr/bin/docker", {})  # no engine asked
@@ -137,7 +185,7 @@ def make_run(host: str, *, dry: bool = False, credentials: bool = False) -> Run:
 def containerize(run: Run) -> list[str]:
     """The containerize command that ran (or was shown), as its words."""
     goal = image.Target(Revision(SHA), MODEL, run.settings.repository)
-    image.containerize(run, goal)
+    build_image(run, goal)
     if run.dry:
         line = next(x for x in run.runner.printed.splitlines() if "bentoml containerize" in x)
         return line.split()
@@ -148,37 +196,82 @@ def options(command: list[str]) -> list[str]:
     return [command[i + 1] for i, word in enumerate(command) if word == "--opt"]
 
 
-def test_the_registrys_latest_is_the_cache_when_it_holds_it(registry):
-    run = make_run(registry)
+def cache_from(command: list[str]) -> list[str]:
+    return [o for o in options(command) if o.startswith("cache-from=")]
+
+
+def test_the_registrys_latest_is_the_cache_by_digest_when_its_provenance_verifies(
+    registry, trusted_key
+):
+    latest = put_image("latest", image_config(1, 2))  # its cache carries its dependencies
+    run = make_run(registry, key=trusted_key)
     opts = options(containerize(run))
     assert INLINE in opts
-    assert f"cache-from={registry}/{REPOSITORY}:latest" in opts
+    assert cache_from(run.runner.commands[-1][0]) == [
+        f"cache-from={registry}/{REPOSITORY}@{latest}"
+    ]
     assert f"label=org.opencontainers.image.revision={SHA}" in opts  # the labels stay
     assert f"label={image.MODEL_DIGEST_LABEL}={MODEL.digest}" in opts
-    assert [o for o in opts if o.startswith("cache-from=")] == [
-        f"cache-from={registry}/{REPOSITORY}:latest"
-    ]  # its cache carries its dependencies: the next image names it
-    assert f"label={image.CACHE_BASE_LABEL}={EARLIER}" in opts
-    assert "layer cache: " in run.runner.printed
+    assert f"label={layer_cache.CACHE_BASE_LABEL}={EARLIER}" in opts  # the next image names it
+    assert f"cache: from {latest} (verified)" in run.runner.printed
+
+
+@pytest.mark.parametrize(
+    ("attached", "why"),
+    [
+        (dict(key=None), "no SBOM attached"),
+        (dict(unsigned=True), "signature: the SBOM and provenance are unsigned"),
+        (dict(key=OTHER_KEY), "signature: the SBOM is signed by another key"),
+    ],
+    ids=["nothing-attached", "unsigned", "another-key"],
+)
+def test_a_latest_whose_provenance_does_not_verify_is_no_cache_source(
+    registry, trusted_key, attached, why
+):
+    """Finding 12: a registry writer's image pushed as `latest` (whatever its labels say)
+    feeds no cache records into the build."""
+    latest = put_image("latest", image_config(1, 2), **attached)
+    run = make_run(registry, key=trusted_key)
+    command = containerize(run)
+    assert INLINE in options(command)  # the image still records its own cache
+    assert cache_from(command) == []
+    assert f"cache: none ({registry}/{REPOSITORY}:latest is {latest}, not verified: " in (
+        run.runner.printed
+    )
+    assert why in run.runner.printed
 
 
 def test_an_image_built_from_the_cache_passes_on_the_one_that_carries_the_dependencies(
-    registry,
+    registry, trusted_key
 ):
     """Docker 20.10 records no layer for a step taken from an imported cache: `latest`'s
-    records carry only its code layer, so the build also takes the image it names."""
-    FakeRegistry.config = image_config(2, base=BASE)
-    opts = options(containerize(make_run(registry)))
+    records carry only its code layer, so the build also takes the image it names, by
+    digest, once that one verifies too."""
+    base = put_image(BASE, image_config(1, 2))
+    latest = put_image("latest", image_config(2, base=BASE))
+    run = make_run(registry, key=trusted_key)
+    opts = options(containerize(run))
     assert [o for o in opts if o.startswith("cache-from=")] == [
-        f"cache-from={registry}/{REPOSITORY}:latest",
-        f"cache-from={registry}/{REPOSITORY}:{BASE}",
+        f"cache-from={registry}/{REPOSITORY}@{latest}",
+        f"cache-from={registry}/{REPOSITORY}@{base}",
     ]
-    assert f"label={image.CACHE_BASE_LABEL}={BASE}" in opts
+    assert f"label={layer_cache.CACHE_BASE_LABEL}={BASE}" in opts
+    assert f"cache: from {latest} (verified) and {base} (verified: " in run.runner.printed
+
+
+def test_the_image_a_label_names_is_no_cache_source_unless_it_verifies(registry, trusted_key):
+    put_image(BASE, image_config(1, 2), key=None)  # a tag the label names, rewritten unsigned
+    latest = put_image("latest", image_config(2, base=BASE))
+    run = make_run(registry, key=trusted_key)
+    opts = options(containerize(run))
+    assert [o for o in opts if o.startswith("cache-from=")] == [
+        f"cache-from={registry}/{REPOSITORY}@{latest}"
+    ]
 
 
 def test_which_images_cache_carries_its_dependencies():
     manifest = json.dumps({"layers": LAYERS}).encode()
-    carries = image.carries_its_dependencies
+    carries = layer_cache.carries_its_dependencies
     assert carries(json.loads(image_config(1, 2)), manifest)
     assert carries(json.loads(image_config(1)), manifest)  # the heaviest built layer
     assert not carries(json.loads(image_config(2)), manifest)
@@ -187,12 +280,11 @@ def test_which_images_cache_carries_its_dependencies():
 
 
 def test_a_first_publish_records_the_cache_and_uses_none(registry):
-    FakeRegistry.has_latest = False
     run = make_run(registry)
     opts = options(containerize(run))
     assert INLINE in opts  # the next build can use this one's
     assert not any(opt.startswith("cache-from=") for opt in opts)
-    assert "is not in the registry: building without a layer cache" in run.runner.printed
+    assert "cache: none (" in run.runner.printed and "is not in the registry)" in run.runner.printed
 
 
 def test_a_registry_that_does_not_answer_means_no_cache_at_once(monkeypatch):
@@ -210,24 +302,28 @@ def test_a_registry_that_does_not_answer_means_no_cache_at_once(monkeypatch):
         opts = options(containerize(run))
     assert len(sent) == 1, f"the cache probe retried: {sent}"
     assert INLINE in opts and not any(opt.startswith("cache-from=") for opt in opts)
-    assert "building without it" in run.runner.printed
+    assert "cache: none (" in run.runner.printed
 
 
 def test_the_dry_run_shows_the_cache_options_and_asks_nothing(registry):
+    put_image("latest", image_config(1, 2))
     run = make_run(registry, dry=True)
     words = containerize(run)
     opts = options(words)
-    assert INLINE in opts and f"cache-from={registry}/{REPOSITORY}:latest" in opts
+    assert INLINE in opts
+    shown = [o.strip("'") for o in opts]  # quoted: `<` is special to a shell
+    assert f"cache-from={registry}/{REPOSITORY}@sha256:<verified-latest>" in shown
     assert f"GET http://{registry}/v2/{REPOSITORY}/manifests/latest" in run.runner.printed
     assert FakeRegistry.requests == [], "a dry run talked to the registry"
 
 
-def test_with_credentials_the_build_pulls_the_cache_with_them(registry):
+def test_with_credentials_the_build_pulls_the_cache_with_them(registry, trusted_key):
     FakeRegistry.auth = True
-    run = make_run(registry, credentials=True)
+    latest = put_image("latest", image_config(1, 2))
+    run = make_run(registry, credentials=True, key=trusted_key)
     containerize(run)
     (command, env), config = run.runner.commands[-1], run.runner.configs[-1]
-    assert f"cache-from={registry}/{REPOSITORY}:latest" in options(command)
+    assert f"cache-from={registry}/{REPOSITORY}@{latest}" in options(command)
     auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     assert config == {"auths": {registry: {"auth": auth}}}  # docker login's format
     assert not Path(env["DOCKER_CONFIG"]).exists(), "the credentials outlived the build"
@@ -235,8 +331,9 @@ def test_with_credentials_the_build_pulls_the_cache_with_them(registry):
     assert "login" not in run.runner.printed  # no `docker login`: a refusal is the push's
 
 
-def test_without_credentials_the_build_keeps_the_users_docker_config(registry):
-    run = make_run(registry)
+def test_without_credentials_the_build_keeps_the_users_docker_config(registry, trusted_key):
+    put_image("latest", image_config(1, 2))
+    run = make_run(registry, key=trusted_key)
     containerize(run)
     build_env = next(env for c, env in run.runner.commands if "containerize" in c)
     assert "DOCKER_CONFIG" not in build_env

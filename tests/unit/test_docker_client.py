@@ -76,7 +76,7 @@ def test_a_run_makes_its_python_on_whales_client_once(monkeypatch):
     from cicd.shell import Runner
 
     made = []
-    monkeypatch.setattr(context, "whales", lambda client: made.append(client) or object())
+    monkeypatch.setattr(context, "whales", lambda client, runner: made.append(client) or object())
     run = context.Run(Runner(out=io.StringIO()), load(Path(__file__).parents[2], {}), {})
     run.__dict__["docker"] = docker.Client("/usr/bin/docker", {"DOCKER_BUILDKIT": "1"})
     assert run.whales is run.whales
@@ -96,3 +96,60 @@ def test_no_module_makes_its_own_python_on_whales_client():
         if re.search(r"\bwhales\(|DockerClient\(", line) and not line.lstrip().startswith("def ")
     }
     assert {m.split(":")[0] for m in makers} == {"context.py", "docker.py", "image.py"}, makers
+
+
+SECRETS = {
+    "SIGNING_KEY": "-----BEGIN PRIVATE KEY-----sentinel-signing-key",
+    "CONTAINER_REGISTRY_PASSWORD": "sentinel-registry-password",
+    "GITHUB_TOKEN": "sentinel-forge-token",
+}
+
+
+def test_the_docker_cli_gets_no_secret(tmp_path, monkeypatch, capsys):
+    """Finding 11 of issue 23: python-on-whales starts its client with this process's whole
+    environment (and prints it with PYTHON_ON_WHALES_DEBUG=1). A fake `docker` first on PATH
+    records the environment of every start: the probes that choose the client and
+    python-on-whales' calls see no secret, under its own name or another."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    from cicd.context import Run
+    from cicd.settings import read_config
+
+    record = tmp_path / "starts.jsonl"
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"with open({str(record)!r}, 'a') as out:\n"
+        "    out.write(json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}) + '\\n')\n"
+        "print('Docker version 20.10.24+dfsg1, build 297e128')\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DEPLOY_PASSWORD_COPY", SECRETS["CONTAINER_REGISTRY_PASSWORD"])
+    monkeypatch.setenv("PYTHON_ON_WHALES_DEBUG", "1")
+    monkeypatch.setenv("KEPT_FOR_THE_CLIENT", "yes")
+    monkeypatch.setenv("CONTAINER_REGISTRY_USERNAME", "ci-bot")
+
+    root = Path(__file__).parents[2]
+    run = Run.create(root, read_config(root), dict(os.environ))
+    assert run.docker.path == str(fake)
+    run.whales.logout("registry.invalid")  # a call whose output python-on-whales ignores
+
+    starts = [json.loads(line) for line in record.read_text().splitlines()]
+    assert ["logout", "registry.invalid"] in [start["argv"] for start in starts]
+    for start in starts:
+        env = start["env"]
+        leaked = [name for name, value in env.items() if value in SECRETS.values()]
+        assert not leaked, f"`docker {' '.join(start['argv'])}` got {leaked}"
+        assert env.get("KEPT_FOR_THE_CLIENT") == "yes" and env.get("PATH")
+    printed = capsys.readouterr()
+    assert "PYTHON_ON_WHALES_DEBUG ignored" in printed.out
+    for value in SECRETS.values():
+        assert value not in printed.out + printed.err

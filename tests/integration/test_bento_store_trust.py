@@ -1,0 +1,78 @@
+"""Finding 11 of issue 23 (the BentoML store): the store is trusted for nothing, its tag
+included.
+
+In a clone with its own BentoML store: import the workspace's model, then overwrite the
+stored ``model.onnx`` under the same tag (what anything that can write the store can do).
+`invoke import-model`, and `invoke bento` after a second poisoning, each say in one line that
+the store's model was not the archive's and import it again; the bento as it ships
+(`bentoml export`, what containerize copies) carries the archive's bytes. Before, both steps
+said "already in the BentoML store" and the poisoned model went into the signed image."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cicd.bentomodel import read_members
+from tests.support.project import Project
+
+pytestmark = [pytest.mark.slow]
+
+MODEL = "celestial_bodies_classifier_model"
+ARCHIVE = Path(f"model/{MODEL}.bentomodel")
+POISON = b"not the trained model"
+
+
+@pytest.fixture(scope="module")
+def clone(new_project, training) -> Project:
+    namespace = f"registry.invalid/store-trust-{os.getpid()}"  # nothing is pushed
+    project = new_project(
+        "store-trust", None, env={"CONTAINER_REGISTRY_HOST": namespace}, trained=training
+    )
+    project.run("dvc", "pull", str(ARCHIVE))
+    return project
+
+
+def stored_model(project: Project) -> Path:
+    """The stored ``model.onnx`` of the archive's tag (name/version in the store)."""
+    (version,) = [p for p in (project.bentoml_home / "models" / MODEL).iterdir() if p.is_dir()]
+    return version / "model.onnx"
+
+
+def poison(project: Project) -> None:
+    path = stored_model(project)
+    path.write_bytes(POISON)
+
+
+def test_a_poisoned_store_entry_is_reported_and_imported_again(clone):
+    genuine = read_members(clone.path(ARCHIVE), ["model.onnx"])["model.onnx"]
+    clone.invoke("import-model")
+    assert stored_model(clone).read_bytes() == genuine
+
+    poison(clone)
+    done = clone.invoke("import-model")
+    assert "is not the archive's (model.onnx is sha256:" in done.stdout
+    assert f"re-imported from {ARCHIVE}" in done.stdout
+    assert stored_model(clone).read_bytes() == genuine
+
+    poison(clone)
+    done = clone.invoke("bento")
+    assert f"re-imported from {ARCHIVE}" in done.stdout
+    assert stored_model(clone).read_bytes() == genuine
+
+    # The bento as containerize ships it: its models copied from the store.
+    exported = clone.path("exported.bento")
+    clone.run("bentoml", "export", f"celestial_bodies_classifier:{clone.head()}", str(exported))
+    with tarfile.open(exported) as tar:
+        (member,) = [m for m in tar.getmembers() if m.name.endswith("/model.onnx")]
+        shipped = tar.extractfile(member)
+        assert shipped is not None and shipped.read() == genuine
+
+
+def test_an_intact_store_entry_is_kept(clone):
+    done = clone.invoke("import-model")
+    assert "re-imported" not in done.stdout
+    assert "already in the BentoML store (its files are the archive's)" in done.stdout
