@@ -141,7 +141,7 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
     if bento_in_store(tag):
         runner.detail(f"bento {tag} is already built")
     else:
-        runner.run(
+        output = runner.run(
             [
                 tool("bentoml"),
                 "build",
@@ -157,9 +157,26 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
             env=BENTOML_ENV,
             hint="the model must be in the store first: run `invoke import-model`",
         )
+        check_bento_name(output, tag, settings.bentofile)
     if not runner.dry:
         check_bento_model(tag, model)
     return tag
+
+
+def check_bento_name(output: str, tag: str, bentofile: Path | str) -> None:
+    """`bentoml build --output=tag` printed ``__tag__:NAME:VERSION``: the suite expected the
+    name its settings give (bentofile's ``name``, else the service's). A service that names
+    itself (``@bentoml.service(name=...)``) builds under that name: one line says what to add."""
+    built = next(
+        (line.split(":", 1)[1] for line in output.splitlines() if line.startswith("__tag__:")),
+        None,
+    )
+    if built and built != tag:
+        name = built.split(":", 1)[0]
+        raise SuiteError(
+            f"bentoml build named the bento {built}, not {tag}: add `name: {name}` to "
+            f"{bentofile} (the suite takes the bento's name from there)"
+        )
 
 
 def bento_models(tag: str) -> list[str]:

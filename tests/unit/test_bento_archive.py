@@ -14,3 +14,17 @@ def test_corrupt_archive_is_a_clear_error(tmp_path):
     archive.write_bytes(b"not a tar archive")
     with pytest.raises(SuiteError, match="not a BentoML model archive"):
         model_info(archive)
+
+
+def test_a_bento_built_under_another_name_is_one_line_saying_what_to_add():
+    # The guide's service names itself (@bentoml.service(name=...)), so `bentoml build`
+    # names the bento after it, not after the class the suite derives the name from.
+    from cicd.bento import check_bento_name
+
+    output = "some log line\n__tag__:celestial_bodies_classifier:abc123\n"
+    with pytest.raises(SuiteError, match=r"add `name: celestial_bodies_classifier` to "):
+        check_bento_name(output, "celestial_bodies_classifier_service:abc123", "bentofile.yaml")
+    check_bento_name(output, "celestial_bodies_classifier:abc123", "bentofile.yaml")  # as expected
+    check_bento_name(
+        "", "x:abc123", "bentofile.yaml"
+    )  # nothing printed (a dry run): nothing to say
