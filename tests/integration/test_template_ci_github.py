@@ -135,7 +135,7 @@ def pull_request(rendered: Project, main_push: str) -> str:
     sha = rendered.git("rev-parse", "HEAD")
     event = ci_runners.pr_event(sha)
     event["repository"]["full_name"] = "example/iris-demo"
-    return act(rendered, "act-pull-request", "pull_request", event, job="pipeline")
+    return act(rendered, "act-pull-request", "pull_request", event, job="review")
 
 
 def test_the_rendered_workflow_on_a_push_to_main_publishes_a_signed_image(
