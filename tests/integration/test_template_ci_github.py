@@ -7,7 +7,7 @@ private half the secret SIGNING_KEY). Then, as on GitHub:
   0. on the laptop: `nox -s train`, dvc.lock committed (the README's steps);
   1. a push to main: `checks` (its .ci/run: its own lint and tests, never the suite's), then
      `pipeline`: train, publish (to a registry with a password), verify (signed);
-  2. a pull request: `checks`, then train without secrets and the report comment.
+  2. a pull request: `checks`, then `review`: train without secrets and the report comment.
 The runners' machinery is tests/support/ci_runners.py's (the recording forge, the wheelhouse
 of ci/requirements.txt, act's stand-in actions); the durations go to
 ci-template-github-times.txt and the terminal. Minutes.
@@ -93,8 +93,9 @@ def act(project: Project, label: str, event_name: str, event: dict, job: str | N
     event_file.write_text(json.dumps(event))
     command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
     command += ["-P", "ubuntu-latest=-self-hosted", "--no-cache-server", "--insecure-secrets"]
-    for name, ref in (("setup-python", "v6"), ("cache", "v4"), ("upload-artifact", "v4")):
-        command += ["--local-repository", f"actions/{name}@{ref}={ACTIONS / name}"]
+    refs = ci_runners.action_refs(project.root / ".github" / "workflows" / "mlops.yaml")
+    for name in ("setup-python", "cache", "upload-artifact"):  # pinned by SHA: act matches it
+        command += ["--local-repository", f"actions/{name}@{refs[name]}={ACTIONS / name}"]
     assert project.forge is not None
     variables = {"GITHUB_API_URL": f"{project.forge.url}/api", **project.job_variables}
     for name, value in variables.items():
