@@ -134,8 +134,38 @@ def publish_report(
             f"(or REPO_TOKEN) in the CI job's environment{permission}"
         )
     runner.add_secret(context.token)
-    places.append(upsert_comment(runner, context, body))
+    try:
+        places.append(upsert_comment(runner, context, body))
+    except CommentForbidden:
+        if context.summary_path is None or not _from_a_fork(environ):
+            raise
+        # GitHub gives a fork's pull request a read-only GITHUB_TOKEN, whatever the workflow
+        # asks: no comment is possible, the job summary has the report, the gates still count.
+        runner.echo(
+            "WARNING: the pull request comment was refused (HTTP 403): a pull request from a "
+            "fork gets a read-only GITHUB_TOKEN; the report is in the job summary"
+        )
+        places.append("no comment (a fork's pull request)")
     return "; ".join(places)
+
+
+class CommentForbidden(SuiteError):
+    """The forge answered 403 to a comment request."""
+
+
+def _from_a_fork(environ: Mapping[str, str]) -> bool:
+    """A GitHub pull request whose head is in another repository (the event payload says)."""
+    path = environ.get("GITHUB_EVENT_PATH")
+    try:
+        event = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+    except (OSError, ValueError):
+        return False
+    request = event.get("pull_request") if isinstance(event, dict) else None
+    if not isinstance(request, dict):
+        return False
+    head = (request.get("head") or {}).get("repo") or {}
+    base = (request.get("base") or {}).get("repo") or {}
+    return bool(head.get("full_name")) and head.get("full_name") != base.get("full_name")
 
 
 def upsert_comment(runner: Runner, context: CiContext, body: str) -> str:
@@ -317,7 +347,7 @@ def _checked(
         return None
     if response.status >= 400:
         detail = response.body.decode(errors="replace")[:200]
-        raise SuiteError(
+        raise (CommentForbidden if response.status == 403 else SuiteError)(
             runner.mask(
                 f"{method} {url} failed: HTTP {response.status} {detail}; check that "
                 f"{context.token_variable} may comment on {_kind(context)}s (GitHub: "

@@ -1,6 +1,6 @@
 """The GitHub workflow on a pull request, run for real by act beside the pushes to main.
 
-A pull request whose report comment an earlier push made: the `pipeline` job (and the
+A pull request whose report comment an earlier push made: the `review` job (and the
 `checks` job it needs) trains without secrets, and the report updates that comment instead of
 adding a second; the pull request's own code (its noxfile) sees no secret but the report's
 token (tests/support/ci_runners.py, PROBE). Its own registry, S3 and forge: it runs in
@@ -35,7 +35,7 @@ def github_pull_request(github: Project) -> tuple[int, str]:
     assert github.forge is not None
     seeded = github.forge.seed_report()
     sha = ci_runners.open_pull_request(github, "pull request")
-    return seeded, act(github, "act-pull-request", "pull_request", pr_event(sha), "pipeline")
+    return seeded, act(github, "act-pull-request", "pull_request", pr_event(sha), "review")
 
 
 def test_github_pull_request_updates_its_report_comment(github: Project, github_pull_request):
@@ -58,5 +58,24 @@ def test_github_pull_request_code_gets_no_secret_but_the_reports_token(
     ci_runners.assert_probes(github.probes(), token_sessions={"report"})
 
 
-def test_no_secret_in_any_output_or_file_left_behind(github: Project, github_pull_request):
+@pytest.fixture(scope="module")
+def github_promote_from_a_branch(github: Project, github_pull_request) -> str:
+    """A manual promotion dispatched on the pull request's branch (not main)."""
+    event = {
+        "ref": "refs/heads/feature",
+        "repository": {"full_name": "example/celestial", "default_branch": "main"},
+        "inputs": {"promote_to": "production", "revision": ""},
+    }
+    return act(github, "act-promote-feature", "workflow_dispatch", event, "promote")
+
+
+def test_github_promotion_runs_from_main_only(github: Project, github_promote_from_a_branch):
+    assert "Session promote" not in github_promote_from_a_branch
+    assert "nox -s promote" not in github_promote_from_a_branch
+    assert github.manifest("production") is None
+
+
+def test_no_secret_in_any_output_or_file_left_behind(
+    github: Project, github_pull_request, github_promote_from_a_branch
+):
     ci_runners.assert_no_secret_left(github)

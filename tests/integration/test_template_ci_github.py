@@ -7,7 +7,7 @@ private half the secret SIGNING_KEY). Then, as on GitHub:
   0. on the laptop: `nox -s train`, dvc.lock committed (the README's steps);
   1. a push to main: `checks` (its .ci/run: its own lint and tests, never the suite's), then
      `pipeline`: train, publish (to a registry with a password), verify (signed);
-  2. a pull request: `checks`, then train without secrets and the report comment.
+  2. a pull request: `checks`, then `review`: train without secrets and the report comment.
 The runners' machinery is tests/support/ci_runners.py's (the recording forge, the wheelhouse
 of ci/requirements.txt, act's stand-in actions); the durations go to
 ci-template-github-times.txt and the terminal. Minutes.
@@ -133,7 +133,7 @@ def pull_request(rendered: Project, main_push: str) -> str:
     sha = rendered.git("rev-parse", "HEAD")
     event = ci_runners.pr_event(sha)
     event["repository"]["full_name"] = "example/iris-demo"
-    return act(rendered, "act-pull-request", "pull_request", event, job="pipeline")
+    return act(rendered, "act-pull-request", "pull_request", event, job="review")
 
 
 def test_the_rendered_workflow_on_a_push_to_main_publishes_a_signed_image(
