@@ -15,7 +15,6 @@ ci-template-github-times.txt and the terminal. Minutes.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,13 +24,10 @@ import pytest
 from cicd import signing
 from tests.support import ci_runners
 from tests.support.ci_runners import (
-    FORGE_TOKEN,
-    REGISTRY_PASSWORD,
-    SIGNING_KEY_DOTENV,
     VENV_BIN,
     Project,
 )  # fmt: skip
-from tests.support.project import ROOT, SIGNING_PUBLIC_KEY, USER
+from tests.support.project import ROOT, SIGNING_PUBLIC_KEY
 
 copier = pytest.importorskip("copier")
 
@@ -85,35 +81,6 @@ def rendered(tmp_path_factory, registry, leak_scan, pytestconfig) -> Iterator[Pr
             ci_runners.write_times(project, base.parent, pytestconfig)
 
 
-def act(project: Project, label: str, event_name: str, event: dict, job: str | None) -> str:
-    """act as tests/support/ci_runners.py runs it, for a repository that is not the suite's
-    (no PYTEST_ADDOPTS: the repository's own tests run as they are)."""
-    event_file = project.home.parent / f"{label}.json"
-    event_file.write_text(json.dumps(event))
-    command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
-    command += ["-P", "ubuntu-latest=-self-hosted", "--no-cache-server", "--insecure-secrets"]
-    command += ci_runners.stand_in_arguments(project.root / ".github" / "workflows" / "mlops.yaml")
-    assert project.forge is not None
-    variables = {"GITHUB_API_URL": f"{project.forge.url}/api", **project.job_variables}
-    for name, value in variables.items():
-        command += ["--env", f"{name}={value}"]
-    if job:
-        command += ["-j", job]
-    secrets_file = project.home.parent / "act.secrets"
-    secrets_file.touch(mode=0o600)
-    secrets_file.write_text(
-        f"CONTAINER_REGISTRY_HOST={project.registry.address}\n"
-        f"CONTAINER_REGISTRY_USERNAME={USER}\n"
-        f"CONTAINER_REGISTRY_PASSWORD={REGISTRY_PASSWORD}\n"
-        f"GITHUB_TOKEN={FORGE_TOKEN}\n"
-        f"SIGNING_KEY={SIGNING_KEY_DOTENV}\n"
-    )
-    try:
-        return project.run(label, [*command, "--secret-file", str(secrets_file)], {})
-    finally:
-        secrets_file.unlink()
-
-
 @pytest.fixture(scope="module")
 def main_push(rendered: Project) -> str:
     event = {
@@ -121,7 +88,7 @@ def main_push(rendered: Project) -> str:
         "after": rendered.git("rev-parse", "HEAD"),
         "repository": {"full_name": "example/iris-demo", "default_branch": "main"},
     }
-    return act(rendered, "act-push-main", "push", event, job=None)
+    return ci_runners.act(rendered, "act-push-main", "push", event, job=None, suite=False)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +100,9 @@ def pull_request(rendered: Project, main_push: str) -> str:
     sha = rendered.git("rev-parse", "HEAD")
     event = ci_runners.pr_event(sha)
     event["repository"]["full_name"] = "example/iris-demo"
-    return act(rendered, "act-pull-request", "pull_request", event, job="review")
+    return ci_runners.act(
+        rendered, "act-pull-request", "pull_request", event, job="review", suite=False
+    )
 
 
 def test_the_rendered_workflow_on_a_push_to_main_publishes_a_signed_image(

@@ -405,7 +405,18 @@ def action_refs(workflow: Path) -> dict[str, str]:
     return dict(re.findall(r"uses: actions/([\w-]+)@(\S+)", workflow.read_text()))
 
 
-def act(project: Project, label: str, event_name: str, event: dict, job: str | None) -> str:
+def act(
+    project: Project,
+    label: str,
+    event_name: str,
+    event: dict,
+    job: str | None,
+    *,
+    suite: bool = True,
+) -> str:
+    """act runs ``project``'s workflow for ``event``. ``suite``: the project is this suite's
+    repository (its checks job runs one test file, and writes the probe); False for a
+    repository that is not the suite's, whose own tests run as they are."""
     event_file = project.home.parent / f"{label}.json"
     event_file.write_text(json.dumps(event))
     command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
@@ -415,9 +426,10 @@ def act(project: Project, label: str, event_name: str, event: dict, job: str | N
     command += stand_in_arguments(project.root / ".github" / "workflows" / "mlops.yaml")
     assert project.forge is not None
     variables = {
-        "PYTEST_ADDOPTS": ONE_TEST_FILE,
+        **(
+            {"PYTEST_ADDOPTS": ONE_TEST_FILE, "CI_FILES_PROBE": str(project.probe)} if suite else {}
+        ),
         "GITHUB_API_URL": f"{project.forge.url}/api",
-        "CI_FILES_PROBE": str(project.probe),
         **project.job_variables,
     }
     for name, value in variables.items():
