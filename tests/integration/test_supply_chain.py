@@ -250,27 +250,29 @@ def test_an_edited_provenance_fails_its_signature(published, registry):
     assert line.endswith("does not verify: its content was changed after it was signed")
 
 
-def test_a_provenance_signed_by_another_key_is_refused(published, registry):
+def verify_resigned(published, registry, edit, *, key=SIGNING_KEY, suffix=".att") -> str:
+    """verify's failure line once the image's provenance (``suffix`` ".sbom": its SBOM) is
+    replaced by ``edit(statement)`` signed with ``key``: a forger who holds the key, or who
+    signs with their own. The registry gets the original back afterwards."""
     image = digest_of(registry, published.sha).digest
-    manifest, _, statement = provenance_parts(registry, image)
-    other_key = signing.signer(signing.generate_private_pem())
-    resigned = signing.envelope(statement, other_key)
+    manifest, _, statement = provenance_parts(registry, image, suffix)
+    resigned = signing.envelope(edit(statement), signing.signer(key))
     with replaced(
-        registry, artifact_tag(image, ".att"), with_envelope(registry, manifest, resigned)
+        registry, artifact_tag(image, suffix), with_envelope(registry, manifest, resigned)
     ):
-        line = failure(verify(published))
+        return failure(verify(published))
+
+
+def test_a_provenance_signed_by_another_key_is_refused(published, registry):
+    line = verify_resigned(
+        published, registry, lambda statement: statement, key=signing.generate_private_pem()
+    )
     assert line.startswith("error: signature: the provenance is signed by another key"), line
 
 
 def test_a_signed_provenance_of_another_model_fails_the_model_check(published, registry):
     """Signed with the right key, but recording another model: the label check catches it."""
-    image = digest_of(registry, published.sha).digest
-    manifest, _, statement = provenance_parts(registry, image)
-    resigned = signing.envelope(with_model_digest(statement, "0" * 64), signing.signer(SIGNING_KEY))
-    with replaced(
-        registry, artifact_tag(image, ".att"), with_envelope(registry, manifest, resigned)
-    ):
-        line = failure(verify(published))
+    line = verify_resigned(published, registry, lambda s: with_model_digest(s, "0" * 64))
     assert line.startswith("error: model: the image's model.digest label is sha256:"), line
     assert line.endswith(f"the provenance records sha256:{'0' * 64} (" + line.split(" (")[-1])
 
@@ -283,13 +285,7 @@ def test_an_image_the_registry_does_not_have_is_caught(published, registry):
 
 
 def test_a_signed_provenance_of_another_commit_fails_the_commit_check(published, registry):
-    image = digest_of(registry, published.sha).digest
-    manifest, _, statement = provenance_parts(registry, image)
-    resigned = signing.envelope(with_commit(statement, "b" * 40), signing.signer(SIGNING_KEY))
-    with replaced(
-        registry, artifact_tag(image, ".att"), with_envelope(registry, manifest, resigned)
-    ):
-        line = failure(verify(published))
+    line = verify_resigned(published, registry, lambda s: with_commit(s, "b" * 40))
     assert line == (
         f"error: commit: the image's revision label is {published.sha}, the provenance records "
         f"commit {'b' * 40}"
@@ -314,13 +310,7 @@ def test_the_image_of_this_commit_under_another_commits_tag_is_caught(published,
     ids=["not CycloneDX", "no packages"],
 )
 def test_a_signed_sbom_that_is_not_one_fails_the_sbom_check(published, registry, bom, message):
-    image = digest_of(registry, published.sha).digest
-    manifest, _, statement = provenance_parts(registry, image, ".sbom")
-    resigned = signing.envelope({**statement, "predicate": bom}, signing.signer(SIGNING_KEY))
-    with replaced(
-        registry, artifact_tag(image, ".sbom"), with_envelope(registry, manifest, resigned)
-    ):
-        line = failure(verify(published))
+    line = verify_resigned(published, registry, lambda s: {**s, "predicate": bom}, suffix=".sbom")
     assert line.startswith("error: sbom: ") and message in line, line
 
 
@@ -347,13 +337,7 @@ def with_output_hash(statement: dict, md5: str) -> dict:
 
 def test_a_provenance_whose_outputs_differ_from_the_commits_dvc_lock_is_caught(published, registry):
     """The dvc.lock of the image's commit (its SHA tag's), not of whatever is checked out."""
-    image = digest_of(registry, published.sha).digest
-    manifest, _, statement = provenance_parts(registry, image)
-    resigned = signing.envelope(with_output_hash(statement, "0" * 32), signing.signer(SIGNING_KEY))
-    with replaced(
-        registry, artifact_tag(image, ".att"), with_envelope(registry, manifest, resigned)
-    ):
-        line = failure(verify(published))
+    line = verify_resigned(published, registry, lambda s: with_output_hash(s, "0" * 32))
     assert line.startswith("error: dvc.lock: train:"), line
     assert "in the provenance: the image was not built from the data and model of " in line
 
@@ -385,14 +369,8 @@ def with_subject_name(statement: dict, name: str) -> dict:
 
 def test_a_signed_provenance_of_another_repository_fails_the_subject_check(published, registry):
     """A signed image copied from another repository (its provenance names that one)."""
-    image = digest_of(registry, published.sha).digest
-    manifest, _, statement = provenance_parts(registry, image)
     other = f"{registry.address}/another-model"
-    resigned = signing.envelope(with_subject_name(statement, other), signing.signer(SIGNING_KEY))
-    with replaced(
-        registry, artifact_tag(image, ".att"), with_envelope(registry, manifest, resigned)
-    ):
-        line = failure(verify(published))
+    line = verify_resigned(published, registry, lambda s: with_subject_name(s, other))
     assert line.startswith(f"error: subject: the provenance is about an image of {other}, "), line
 
 
