@@ -213,14 +213,14 @@ def test_an_unsigned_image_under_a_revision_tag_is_refused_by_promote(registry, 
     """Finding 5 of issue 23: promote runs verify's checks on the digest before any PUT. An
     image with every label of the suite but no signed provenance moves nothing."""
     unsigned = Revision("f" * 40, timestamp=OLDER.timestamp)
-    push(registry, build(registry, REPOSITORY, unsigned))
-    digest = registry.client().manifest(REPOSITORY, unsigned.sha).digest
+    push(registry, build(registry, REFUSALS, unsigned))
+    digest = registry.client().manifest(REFUSALS, unsigned.sha).digest
     mark = len(registry.requests())
     for how in (("--revision", unsigned.sha), ("--digest", digest)):
         line = refused(project, "promote", "--to", "production", *how)
         assert line.startswith(
-            f"error: {registry.address}/{REPOSITORY}@{digest} ({unsigned.sha[:12]}) fails verify, "
-            f"attached: no SBOM attached to {registry.address}/{REPOSITORY}@{digest}"
+            f"error: {registry.address}/{REFUSALS}@{digest} ({unsigned.sha[:12]}) fails verify, "
+            f"attached: no SBOM attached to {registry.address}/{REFUSALS}@{digest}"
         ), line
         assert line.endswith(
             "nothing moved; publish that commit with SIGNING_KEY set (`nox -s publish`), then "
