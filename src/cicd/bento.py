@@ -166,15 +166,14 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
 def check_bento_name(output: str, tag: str, bentofile: Path | str) -> None:
     """`bentoml build --output=tag` printed ``__tag__:NAME:VERSION``: the suite expected the
     name its settings give (bentofile's ``name``, else the service's). A service that names
-    itself (``@bentoml.service(name=...)``) builds under that name: one line says what to add."""
-    built = next(
-        (line.split(":", 1)[1] for line in output.splitlines() if line.startswith("__tag__:")),
-        None,
-    )
-    if built and built != tag:
-        name = built.split(":", 1)[0]
+    itself (``@bentoml.service(name=...)``) builds under that name: one line says what to add.
+    Only the name is compared: rich wraps the printed line at 80 columns, inside the version."""
+    printed = next((line for line in output.splitlines() if line.startswith("__tag__:")), "")
+    built = printed.removeprefix("__tag__:").split(":", 1)[0]
+    expected = tag.split(":", 1)[0]
+    if built and built != expected:
         raise SuiteError(
-            f"bentoml build named the bento {built}, not {tag}: add `name: {name}` to "
+            f"bentoml build named the bento {built}, not {expected}: add `name: {built}` to "
             f"{bentofile} (the suite takes the bento's name from there)"
         )
 

@@ -25,6 +25,11 @@ def test_a_bento_built_under_another_name_is_one_line_saying_what_to_add():
     with pytest.raises(SuiteError, match=r"add `name: celestial_bodies_classifier` to "):
         check_bento_name(output, "celestial_bodies_classifier_service:abc123", "bentofile.yaml")
     check_bento_name(output, "celestial_bodies_classifier:abc123", "bentofile.yaml")  # as expected
+    # rich wraps the printed tag at 80 columns, inside a long version: the name still counts
+    wrapped = (
+        "__tag__:celestial_bodies_classifier:b27a0f6c6841f9b9f30513aed8f7ecde2918432a-dir\nty-6e"
+    )
+    check_bento_name(wrapped, "celestial_bodies_classifier:b27a0f6c68-dirty-6e", "bentofile.yaml")
     check_bento_name(
         "", "x:abc123", "bentofile.yaml"
     )  # nothing printed (a dry run): nothing to say

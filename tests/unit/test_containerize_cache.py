@@ -82,6 +82,7 @@ class FakeRegistry(BaseHTTPRequestHandler):
     blobs: ClassVar[dict[str, bytes]] = {}
     auth: ClassVar[bool] = False
     requests: ClassVar[list[str]] = []
+    address: ClassVar[str] = ""  # host:port, set by the `registry` fixture
 
     def log_message(self, *args):
         pass
@@ -117,8 +118,9 @@ def put_image(tag: str, config: bytes, *, key: str | None = KEY, unsigned: bool 
             predicate = (
                 {"bomFormat": "CycloneDX"} if kind is attestations.SBOM else {"buildDefinition": {}}
             )
+            # Its subject names the image as attest does: the registry's host included.
             statement = provenance.statement(
-                REPOSITORY, image_digest, kind.predicate_type, predicate
+                f"{FakeRegistry.address}/{REPOSITORY}", image_digest, kind.predicate_type, predicate
             )
             body = provenance.dumps(signing.envelope(statement, signer))
             FakeRegistry.blobs[digest(body)] = body
@@ -134,7 +136,8 @@ def registry():
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRegistry)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"127.0.0.1:{server.server_port}"
+    FakeRegistry.address = f"127.0.0.1:{server.server_port}"
+    yield FakeRegistry.address
     server.shutdown()
 
 
