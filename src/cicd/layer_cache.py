@@ -119,7 +119,13 @@ def cache_source(run: Run, repository: str) -> LayerCache:
             return LayerCache()
         why = verified(run, found.digest)
         if why:
-            runner.echo(f"cache: none ({latest} is {found.digest}, not verified: {why})")
+            # verify's advice (`run invoke keygen ...`) is for a publish, not for this build's
+            # cache: the line keeps the reason, -v shows it whole.
+            runner.echo(
+                f"cache: none ({latest} is {found.digest}, not verified: "
+                f"{why.split(': run `', 1)[0]})"
+            )
+            runner.detail(f"cache: {latest} not verified: {why}")
             return LayerCache()
         config = _json_object(probe.blob(path, found.config_digest))
     except SuiteError as error:
