@@ -16,6 +16,7 @@ import pytest
 
 from cicd import registry as registry_module
 from cicd.errors import SuiteError
+from tests.support.proxy import contacted, every_proxy
 from tests.unit.test_http_faults import (
     BASIC,
     MANIFEST,
@@ -50,34 +51,7 @@ def hang_up(handler) -> None:
 
 @pytest.fixture
 def proxy(monkeypatch) -> Iterator[socket.socket]:
-    """A listening socket named as every proxy: it records (accepts) whoever connects."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.setblocking(False)
-    address = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    for name in (
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ):
-        monkeypatch.setenv(name, address)
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    yield listener
-    listener.close()
-
-
-def contacted(listener: socket.socket) -> bool:
-    try:
-        connection, _ = listener.accept()
-    except BlockingIOError:
-        return False
-    connection.close()
-    return True
+    yield from every_proxy(monkeypatch)
 
 
 def test_a_registry_on_this_machine_is_never_reached_through_a_proxy(registry, proxy):
