@@ -55,7 +55,8 @@ def test_copier_update_brings_a_later_suite_version_and_keeps_the_user_s_edits(t
     env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     suite = clone_working_tree(tmp_path / "model-cicd")
-    run(["git", "tag", "v0.2.0"], suite, env)
+    # -f: the clone carries the repository's own tags, and a released v0.2.0 is another commit
+    run(["git", "tag", "-f", "v0.2.0"], suite, env)
     repo = tmp_path / "my-model"
     copier = str(BIN / "copier")
     # docs/adopt.md's command, with --defaults for no questions (an absolute path: copier
@@ -86,7 +87,7 @@ def test_copier_update_brings_a_later_suite_version_and_keeps_the_user_s_edits(t
     assert 'default: "0.2.0"' in text
     questions.write_text(text.replace('default: "0.2.0"', 'default: "0.2.1"'))
     run([*GIT, "commit", "-qam", "0.2.1"], suite, env)
-    run(["git", "tag", "v0.2.1"], suite, env)
+    run(["git", "tag", "-f", "v0.2.1"], suite, env)
 
     out = run([copier, "update", "--defaults"], repo, env)
     assert "0.2.1" in out, out
