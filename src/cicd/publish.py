@@ -20,7 +20,8 @@ from cicd.ci_outputs import Result
 from cicd.containerize import containerize
 from cicd.context import Run
 from cicd.image import Image, Target
-from cicd.registry import CREATED_LABEL, Manifest
+from cicd.labels import CREATED_LABEL, MODEL_DIGEST_LABEL
+from cicd.registry import Manifest
 
 
 def check_published(run: Run, force: bool = False, gates: bool = True) -> Result | None:
@@ -87,10 +88,10 @@ def already_published(run: Run, goal: Target, manifest: Manifest | None = None) 
     if manifest is None:
         return None
     labels = registry.labels(repository, manifest)
-    if labels.get(image.MODEL_DIGEST_LABEL) != goal.model.digest:
+    if labels.get(MODEL_DIGEST_LABEL) != goal.model.digest:
         return None
     for tag in others:
-        if registry.promote(repository, tag, manifest, labels.get(CREATED_LABEL, "")):
+        if registry.move_forward(repository, tag, manifest, labels.get(CREATED_LABEL, "")):
             run.runner.echo(
                 f"{tag} did not point at {goal.references[0]}: repaired (manifest PUT, no rebuild)"
             )

@@ -21,18 +21,14 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from cicd.errors import SuiteError
 from cicd.http import DEFAULT_TIMEOUT, Http, NotReplayed, Response, origin
+from cicd.labels import CREATED_LABEL, REVISION_LABEL
 from cicd.retry import REQUESTS, RetryPolicy, Transient
 from cicd.settings import Settings
 from cicd.shell import Runner
 
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-    ]
-)
-CREATED_LABEL = "org.opencontainers.image.created"
-REVISION_LABEL = "org.opencontainers.image.revision"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MANIFEST_TYPES = f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"  # the Accept header of a manifest GET
 TAGS_PER_PAGE = 1000
 MAX_PAGES = 100  # of tags (100,000 tags): a longer list is a server's loop, not a repository
 
@@ -288,7 +284,7 @@ class RegistryClient:
             )
         return response.headers.get("Docker-Content-Digest") or manifest.digest
 
-    def promote(self, repository: str, tag: str, manifest: Manifest, created: str) -> bool:
+    def move_forward(self, repository: str, tag: str, manifest: Manifest, created: str) -> bool:
         """Point ``tag`` at ``manifest`` unless it already is, or holds a newer commit's image.
 
         ``created`` is the image's ``org.opencontainers.image.created`` label, the commit's
