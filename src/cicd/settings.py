@@ -133,6 +133,9 @@ class Settings:
     # The train stage's record of what computed the weights (threadpoolctl's BLAS info),
     # named when a retrain does not reproduce dvc.lock; None: no such record.
     blas_record: Path | None = None
+    # The requirements files `invoke freeze` compiles into requirements-freeze.txt: those
+    # that list the pipeline's dependencies, the suite among them.
+    freeze_inputs: tuple[Path, ...] = (Path("requirements.txt"),)
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
     signing_key: str | None = field(default=None, repr=False)  # SIGNING_KEY: PEM, a CI secret
@@ -220,6 +223,8 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
         values[key] = Path(values[key])
     for key in ("network_timeout", "command_timeout"):
         values[key] = _number(key, values[key])
+    if "freeze_inputs" in values:
+        values["freeze_inputs"] = _paths("freeze_inputs", values["freeze_inputs"])
     values["model"] = _model(model)
     values["smoke"] = _smoke(smoke)
     values["blas_record"] = (
@@ -339,6 +344,17 @@ def _text(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SuiteError(f"setting {key} is {value!r} in invoke.yaml: give a non-empty text")
     return value
+
+
+def _paths(key: str, value: Any) -> tuple[Path, ...]:
+    if not isinstance(value, list) or not value or not all(
+        isinstance(item, str) and item.strip() for item in value
+    ):
+        raise SuiteError(
+            f"setting {key} is {value!r} in invoke.yaml: give a list of files, "
+            "e.g. [requirements.txt]"
+        )
+    return tuple(Path(item) for item in value)
 
 
 def _number(key: str, value: Any) -> float:
