@@ -64,7 +64,7 @@ def test_lint_own_code_lints_the_repository_s_code_and_tests_run_when_there(tmp_
     (project / "tests").mkdir()
     (project / "tests" / "test_train.py").write_text(
         "import sys\n\nsys.path.insert(0, 'src')\n\nfrom train import train\n\n\n"
-        "def test_train():\n    assert train({'epochs': 1, 'lr': 0.1}) == {'epochs': 1, 'lr': 0.1}\n"
+        "def test_train():\n    assert train({'epochs': 1, 'lr': 2}) == {'epochs': 1, 'lr': 2}\n"
     )
     done = nox(project, "tests")
     assert done.returncode == 0, done.stdout + done.stderr
