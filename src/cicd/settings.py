@@ -133,6 +133,12 @@ class Settings:
     # The train stage's record of what computed the weights (threadpoolctl's BLAS info),
     # named when a retrain does not reproduce dvc.lock; None: no such record.
     blas_record: Path | None = None
+    # Outputs (dvc.lock paths) whose bytes a retrain cannot reproduce (an export stamping a
+    # random version or the time): check-reproduced warns, not fails, when the metrics match.
+    unstable_outputs: tuple[str, ...] = ()
+    # The requirements files `invoke freeze` compiles into requirements-freeze.txt: those
+    # that list the pipeline's dependencies, the suite among them.
+    freeze_inputs: tuple[Path, ...] = (Path("requirements.txt"),)
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
     signing_key: str | None = field(default=None, repr=False)  # SIGNING_KEY: PEM, a CI secret
@@ -212,7 +218,8 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
     model = _mapping("model", suite.pop("model", None))
     smoke = _mapping("smoke", suite.pop("smoke", None))
     reproducibility = _mapping("reproducibility", suite.pop("reproducibility", {}))
-    _check_keys("", suite, Settings, ("root", "local_registry", "model", "smoke", "blas_record"))
+    derived = ("root", "local_registry", "model", "smoke", "blas_record", "unstable_outputs")
+    _check_keys("", suite, Settings, derived)
     _check_keys("local_registry.", local, LocalRegistry)
     _check_keys("reproducibility.", reproducibility, _Reproducibility)
     values: dict[str, Any] = dict(suite)
@@ -220,10 +227,16 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
         values[key] = Path(values[key])
     for key in ("network_timeout", "command_timeout"):
         values[key] = _number(key, values[key])
+    if "freeze_inputs" in values:
+        values["freeze_inputs"] = _paths("freeze_inputs", values["freeze_inputs"])
     values["model"] = _model(model)
     values["smoke"] = _smoke(smoke)
     values["blas_record"] = (
         Path(reproducibility["blas_record"]) if reproducibility.get("blas_record") else None
+    )
+    unstable = reproducibility.get("unstable_outputs") or []
+    values["unstable_outputs"] = tuple(
+        path.as_posix() for path in _paths("reproducibility.unstable_outputs", unstable, empty=True)
     )
 
     host = environ.get("CONTAINER_REGISTRY_HOST") or environ.get("GCP_CONTAINER_REGISTRY_HOST")
@@ -255,9 +268,11 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
 
 @dataclass(frozen=True)
 class _Reproducibility:
-    """The keys of ``reproducibility`` (they become :attr:`Settings.blas_record`)."""
+    """The keys of ``reproducibility`` (they become :attr:`Settings.blas_record` and
+    :attr:`Settings.unstable_outputs`)."""
 
     blas_record: str = ""
+    unstable_outputs: tuple[str, ...] = ()
 
 
 def _model(given: dict[str, Any]) -> Model:
@@ -339,6 +354,19 @@ def _text(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SuiteError(f"setting {key} is {value!r} in invoke.yaml: give a non-empty text")
     return value
+
+
+def _paths(key: str, value: Any, empty: bool = False) -> tuple[Path, ...]:
+    if (
+        not isinstance(value, list)
+        or not (value or empty)
+        or not all(isinstance(item, str) and item.strip() for item in value)
+    ):
+        raise SuiteError(
+            f"setting {key} is {value!r} in invoke.yaml: give a list of files, "
+            "e.g. [requirements.txt]"
+        )
+    return tuple(Path(item) for item in value)
 
 
 def _number(key: str, value: Any) -> float:

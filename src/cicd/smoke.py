@@ -12,17 +12,20 @@ included. An image that fails here is never pushed.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import json
 import math
 import mimetypes
+import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +104,10 @@ def smoke_test(run: Run, image: str | None = None) -> Any:
 def expected_answer(run: Run) -> Any:
     """The answer the image must give: the recorded one, or what the repository's function
     computes in this process from the workspace's model and the request's payload. None:
-    nothing to compare with (no ``expect``, or a dry run, where the model may be absent)."""
+    nothing to compare with (no ``expect``, or a dry run, where the model may be absent).
+
+    What the function and its imports print (TensorFlow's C++ logs, Keras's progress bars)
+    is held back: shown with ``verbose``, or above the error when the function fails."""
     settings = run.settings
     expect = settings.smoke.expect
     if expect is None:
@@ -111,16 +117,83 @@ def expected_answer(run: Run) -> Any:
     if run.dry:
         return None
     assert expect.function is not None  # settings: one of answer and function
-    function = load_function(expect.function, settings.path(settings.build_context))
     request = settings.smoke.request
     payload = settings.path(request.path).read_bytes() if request.path is not None else request.body
+    printed: list[str] = []
     try:
-        return function(settings.path(settings.bentomodel), payload)
-    except Exception as error:  # the repository's code: say whose and what, in one line
-        raise SuiteError(
-            f"suite.smoke.expect.function {expect.function} failed on "
-            f"{request.payload_source}: {type(error).__name__}: {error}"
-        ) from error
+        with captured_output(printed):
+            try:
+                function = load_function(expect.function, settings.path(settings.build_context))
+                answer = function(settings.path(settings.bentomodel), payload)
+            except SuiteError:
+                raise
+            except Exception as error:  # the repository's code: say whose and what, in one line
+                raise SuiteError(
+                    f"suite.smoke.expect.function {expect.function} failed on "
+                    f"{request.payload_source}: {type(error).__name__}: {error}"
+                ) from error
+    except SuiteError:
+        _show_printed(run.runner.echo, expect.function, printed, PRINTED_ON_FAILURE)
+        raise
+    _show_printed(run.runner.detail, expect.function, printed)
+    return answer
+
+
+PRINTED_ON_FAILURE = 30  # the last lines of the function's output shown above its error
+
+
+def _show_printed(
+    show: Callable[[str], None], spec: str, printed: list[str], last: int | None = None
+) -> None:
+    lines = "".join(printed).rstrip().splitlines()
+    if not lines:
+        return
+    shown = lines[-last:] if last else lines
+    cut = f", its last {len(shown)} of {len(lines)} lines" if len(shown) < len(lines) else ""
+    show(f"suite.smoke.expect.function {spec} printed{cut}:\n" + "\n".join(shown))
+
+
+@contextlib.contextmanager
+def captured_output(printed: list[str]) -> Iterator[None]:
+    """Send stdout and stderr to a temporary file meanwhile, then append its text to
+    ``printed``: Python's writes (print, logging, warnings) and also what native code writes
+    to file descriptors 1 and 2 itself, which no Python setting silences (TensorFlow logs
+    before its logging is set up). C's stdio buffers are flushed before the descriptors go
+    back, so that a buffered printf does not come out later."""
+    _flush_python_streams()
+    # Python's side writes through a second descriptor of the same open file as the native
+    # side: they share its offset, so neither overwrites the other.
+    with (
+        tempfile.TemporaryFile(buffering=0) as sink,
+        open(os.dup(sink.fileno()), "w", encoding="utf-8", errors="replace") as python_side,
+    ):
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(python_side), contextlib.redirect_stderr(python_side):
+                yield
+        finally:
+            python_side.flush()
+            _flush_python_streams()  # a reference to the real sys.stdout, kept from before
+            _flush_c_stdio()
+            for fd, copy in enumerate(saved, start=1):
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            printed.append(sink.read().decode("utf-8", errors="replace"))
+
+
+def _flush_python_streams() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            stream.flush()
+
+
+def _flush_c_stdio() -> None:
+    """fflush(NULL): C's stdout buffer (full while it is not a terminal) into the sink."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).fflush(None)
 
 
 def load_function(spec: str, build_context: Path) -> Any:

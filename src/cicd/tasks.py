@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from cicd.context import Run
+    from cicd.settings import Settings
 
 
 def step(function: Callable[..., Any] | None = None, **task_options: Any) -> Any:
@@ -433,23 +434,34 @@ def report(
 
 @step
 def freeze(c: Context) -> None:
-    """Regenerate requirements-freeze.txt from requirements.txt (uv pip compile)."""
-    setup(c).runner.run(
-        [
-            "uv",
-            "pip",
-            "compile",
-            "--quiet",
-            "--python-version",
-            "3.11",
-            "--no-header",
-            "--no-annotate",
-            "requirements.txt",
-            "-o",
-            "requirements-freeze.txt",
-        ],
-        cwd=project_root(c),
-    )
+    """Regenerate requirements-freeze.txt from suite.freeze_inputs (uv pip compile)."""
+    run = setup(c)
+    run.runner.run(freeze_command(run.settings), cwd=project_root(c))
+
+
+def freeze_command(settings: Settings) -> list[str]:
+    """uv pip compile of the requirements files that list the pipeline (suite.freeze_inputs:
+    an existing repository's requirements-cicd.txt holds the suite and includes its own
+    requirements.txt), so that the frozen file the sessions install has the suite too."""
+    missing = [str(p) for p in settings.freeze_inputs if not settings.path(p).is_file()]
+    if missing:
+        raise SuiteError(
+            f"no {', '.join(missing)} to freeze: set suite.freeze_inputs in invoke.yaml to "
+            "the requirements files your nox sessions install (the suite among them)"
+        )
+    return [
+        "uv",
+        "pip",
+        "compile",
+        "--quiet",
+        "--python-version",
+        "3.11",
+        "--no-header",
+        "--no-annotate",
+        *(str(p) for p in settings.freeze_inputs),
+        "-o",
+        "requirements-freeze.txt",
+    ]
 
 
 def _choice(yes: bool, no: bool) -> bool | None:

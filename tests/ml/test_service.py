@@ -102,6 +102,7 @@ def test_the_smoke_tests_expected_answer_is_the_services(server, small_raw, stor
     import yaml
 
     from cicd.settings import from_config
+    from cicd.shell import Runner
     from cicd.smoke import check_answer, expected_answer
 
     root = Path(__file__).resolve().parents[2]
@@ -110,7 +111,7 @@ def test_the_smoke_tests_expected_answer_is_the_services(server, small_raw, stor
     smoke["request"] = {**smoke["request"], "path": str(small_raw / "Jupiter" / "Jupiter_3.jpg")}
     config["suite"]["model"]["archive"] = str(stored_model["bentomodel"])
     settings = from_config(root, config, {})
-    expected = expected_answer(SimpleNamespace(settings=settings, dry=False))
+    expected = expected_answer(SimpleNamespace(settings=settings, dry=False, runner=Runner()))
     answer = _post(server, settings.smoke.request.path.read_bytes()).json()
     check_answer(answer, expected, settings.smoke.expect.tolerance)
     assert expected["prediction"] in expected["probabilities"]

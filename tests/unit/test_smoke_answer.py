@@ -1,3 +1,9 @@
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -6,6 +12,7 @@ import yaml
 
 from cicd.errors import SuiteError
 from cicd.settings import from_config
+from cicd.shell import Runner
 from cicd.smoke import SmokeError, check_answer, expected_answer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,9 +83,10 @@ def test_lists_and_texts_compare_exactly_numbers_within_the_tolerance():
 # -- where the expected answer comes from: a recorded one, or the repository's function --------
 
 
-def run_with(tmp_path, smoke, dry=False):
+def run_with(tmp_path, smoke, dry=False, verbose=False):
     config = {"suite": {**DEFAULTS["suite"], "smoke": smoke}}
-    return SimpleNamespace(settings=from_config(tmp_path, config, {}), dry=dry)
+    runner = Runner(dry=dry, out=io.StringIO(), verbose=verbose)
+    return SimpleNamespace(settings=from_config(tmp_path, config, {}), dry=dry, runner=runner)
 
 
 def test_a_recorded_answer_is_the_expected_one_even_in_a_dry_run(tmp_path):
@@ -141,6 +149,90 @@ def test_a_function_that_cannot_answer_is_one_clear_line(tmp_path, function, mes
     with pytest.raises(SuiteError, match=message) as raised:
         expected_answer(run_with(tmp_path, smoke))
     assert "\n" not in str(raised.value)
+
+
+# A predictor as TensorFlow and Keras are: its import and its call print, through Python and
+# straight to file descriptors 1 and 2 from native code (docs/adopt-keras.md, friction 5).
+NOISY = """
+import ctypes, os, sys
+print("import: python stdout")
+os.write(2, b"import: fd 2, as TensorFlow's C++ logs are\\n")
+def answer(archive, payload):
+    print("call: python stdout")
+    print("call: python stderr", file=sys.stderr)
+    os.write(1, b"call: fd 1\\n")
+    os.write(2, b"call: fd 2\\n")
+    ctypes.CDLL(None).printf(b"call: C printf, buffered\\n")
+    if payload.get("fail"):
+        raise ValueError("the model is missing")
+    return {"ok": True}
+"""
+PRINTED = [
+    "import: python stdout",
+    "import: fd 2, as TensorFlow's C++ logs are",
+    "call: python stdout",
+    "call: python stderr",
+    "call: fd 1",
+    "call: fd 2",
+    "call: C printf, buffered",
+]
+
+
+@pytest.fixture
+def noisy(tmp_path):
+    """The module's name is new for each test: its import prints again."""
+    name = f"noisy_{uuid.uuid4().hex}"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / f"{name}.py").write_text(NOISY)
+    yield f"{name}:answer"
+    sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_what_the_function_prints_is_shown_only_when_verbose(tmp_path, capfd, noisy, verbose):
+    smoke = {"request": {"kind": "json", "body": {}}, "expect": {"function": noisy}}
+    run = run_with(tmp_path, smoke, verbose=verbose)
+    capfd.readouterr()
+    assert expected_answer(run) == {"ok": True}
+    # Nothing reached this process's stdout and stderr, even at the descriptors' level.
+    assert capfd.readouterr() == ("", "")
+    shown = run.runner.out.getvalue().splitlines()
+    if verbose:
+        assert shown[0] == f"suite.smoke.expect.function {noisy} printed:"
+        assert sorted(shown[1:]) == sorted(PRINTED)
+    else:
+        assert shown == []
+
+
+def test_what_the_function_printed_is_shown_above_its_error(tmp_path, capfd, noisy):
+    smoke = {"request": {"kind": "json", "body": {"fail": 1}}, "expect": {"function": noisy}}
+    run = run_with(tmp_path, smoke)
+    capfd.readouterr()
+    with pytest.raises(SuiteError, match="failed on the JSON body: ValueError: the model is"):
+        expected_answer(run)
+    assert capfd.readouterr() == ("", "")
+    shown = run.runner.out.getvalue().splitlines()
+    assert shown[0] == f"suite.smoke.expect.function {noisy} printed:"
+    assert sorted(shown[1:]) == sorted(PRINTED)
+
+
+def test_a_buffered_c_printf_is_captured_not_printed_later():
+    # C's stdout is fully buffered when it is not a terminal, unless Python runs unbuffered
+    # (PYTHONUNBUFFERED, set on some machines): a process of its own, buffered.
+    script = (
+        "import ctypes, json\n"
+        "from cicd.smoke import captured_output\n"
+        "printed = []\n"
+        "with captured_output(printed):\n"
+        "    ctypes.CDLL(None).printf(b'C printf, buffered\\n')\n"
+        "print(json.dumps(printed))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [json.dumps(["C printf, buffered\n"])]
 
 
 @pytest.mark.parametrize(

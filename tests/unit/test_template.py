@@ -147,3 +147,19 @@ def test_the_new_model_s_pins_are_this_repository_s_frozen_versions(new_reposito
         if "==" in pin and not pin.startswith("model-cicd"):
             name, version = pin.split("==")
             assert frozen[name] == version, f"{pin}: requirements-freeze.txt has {frozen[name]}"
+
+
+def test_an_existing_repository_s_bentofile_is_where_it_says(tmp_path):
+    # The MLOps guide keeps its bentofile in src/: the answer goes into invoke.yaml (and the
+    # recorded answers, for `copier update`), not into a hand edit that updates must merge.
+    answers = {"project_name": "guide", "new_repository": False}
+    out = render(tmp_path, {**answers, "bentofile": "src/bentofile.yaml"})
+    from cicd import settings
+
+    assert settings.load(out, {}).bentofile == Path("src/bentofile.yaml")
+    recorded = yaml.safe_load((out / ".copier-answers.yml").read_text())
+    assert recorded["bentofile"] == "src/bentofile.yaml"
+    # Not asked of a new repository: its bentofile.yaml is rendered at the root.
+    new = render(tmp_path, {"project_name": "fresh"}, name="new")
+    assert settings.load(new, {}).bentofile == Path("bentofile.yaml")
+    assert (new / "bentofile.yaml").is_file()
