@@ -127,11 +127,17 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
     """Build the bento of this commit serving the workspace's model: one commit, one bento.
 
     The bento is versioned by the revision's tag and records the model (bento.yaml: the
-    service's models and ``args``); it is checked against ``model`` after the build, and when
-    an earlier build is reused. The bento does not hold the model: containerize copies it
-    from the store, so the store's model is checked against the archive first (and imported
-    again when it differs: :func:`store_model`). ``model``: the archive's, when the caller
-    has read it.
+    service's models and ``args``); it is checked against ``model`` after the build. The
+    bento does not hold the model: containerize copies it from the store, so the store's
+    model is checked against the archive first (and imported again when it differs:
+    :func:`store_model`). ``model``: the archive's, when the caller has read it.
+
+    A bento already in the store under this tag is never reused: it is deleted and built
+    again. Unlike the model it has nothing to be checked against: its bento.yaml, ``env/``
+    (the requirements the image installs, the entrypoint it runs) and ``src/`` are what a
+    build makes of the working tree, bento.yaml records its build time, and nothing outside
+    the store records what an earlier build made. Anything that can write the store could
+    have changed it; a build takes seconds.
     """
     runner, settings = run.runner, run.settings
     model = model or archived_model(run)
@@ -139,28 +145,36 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
     version = run.revision.tag
     tag = bento_tag(settings, version)
     if bento_in_store(tag):
-        runner.detail(f"bento {tag} is already built")
-    else:
-        output = runner.run(
-            [
-                tool("bentoml"),
-                "build",
-                "--bentofile",
-                str(settings.bentofile),
-                "--version",
-                version,
-                "--output=tag",  # the tag only: no banner, no BentoCloud advice
-                *model_argument(model),
-                str(settings.build_context),
-            ],
-            cwd=settings.root,
-            env=BENTOML_ENV,
-            hint="the model must be in the store first: run `invoke import-model`",
-        )
-        check_bento_name(output, tag, settings.bentofile)
+        delete_bento(run, tag)
+    output = runner.run(
+        [
+            tool("bentoml"),
+            "build",
+            "--bentofile",
+            str(settings.bentofile),
+            "--version",
+            version,
+            "--output=tag",  # the tag only: no banner, no BentoCloud advice
+            *model_argument(model),
+            str(settings.build_context),
+        ],
+        cwd=settings.root,
+        env=BENTOML_ENV,
+        hint="the model must be in the store first: run `invoke import-model`",
+    )
+    check_bento_name(output, tag, settings.bentofile)
     if not runner.dry:
         check_bento_model(tag, model)
     return tag
+
+
+def delete_bento(run: Run, tag: str) -> None:
+    """Delete the stored bento ``tag`` before it is built again (:func:`build_bento`), in
+    this process, shown as the equivalent `bentoml delete`."""
+    import bentoml
+
+    run.runner.detail(f"bento {tag} is already in the BentoML store: built again, not reused")
+    run.runner.call([tool("bentoml"), "delete", "-y", tag], lambda: bentoml.delete(tag))
 
 
 def check_bento_name(output: str, tag: str, bentofile: Path | str) -> None:

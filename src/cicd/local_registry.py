@@ -20,8 +20,12 @@ it back. No port is probed, released and then bound by someone else.
 It has no TLS, so it listens on loopback only; with ``suite.local_registry.auth`` it asks for
 the configured registry user and password (basic auth, a bcrypt htpasswd file). Its data live
 outside git's view: ``<storage>/data`` holds the blobs, ``<storage>/run-<port>/`` the config,
-log and pid (or container id) file by which :func:`stop` finds what the suite started, and
-stops only that.
+log and the record of what the suite started: ``pid`` (the binary's pid and its start time in
+``/proc/<pid>/stat``) or ``container-id`` (the container's id and its start time as the engine
+reports it). A registry is adopted (and :func:`stop` stops it) only when that process or
+container still runs with the recorded start time: a file alone proves nothing, since a pid
+is reused and a record outlives its registry (a stale record must not make the suite publish
+to, or stop, whatever answers on the port now).
 Commands go through the :class:`~cicd.shell.Runner` (shown; a dry run only shows what it
 would start or stop); ``/v2/`` is probed through :class:`~cicd.registry.RegistryClient`'s HTTP
 layer. Errors the user can fix raise :class:`RegistryError` with a line that says what to do.
@@ -77,6 +81,7 @@ class RegistryProcess:
     ``kind`` is ``"binary"`` (Debian's docker-registry process), ``"container"`` (registry:2),
     ``"existing"`` (something already answered; not ours, :func:`stop` leaves it alone) or
     ``"dry-run"``. ``pid`` is set for ``binary``, ``container_id`` for ``container``.
+    ``stale``: for ``existing``, the record of ours it replaced, in words ("" when none).
     """
 
     host: str
@@ -85,6 +90,7 @@ class RegistryProcess:
     run_dir: Path
     pid: int | None = None
     container_id: str | None = None
+    stale: str = ""
 
     @property
     def address(self) -> str:
@@ -125,10 +131,11 @@ def ensure_running(run: Run) -> RegistryProcess:
         docker=lambda: _docker(run), credentials=credentials, image=registry.image,
     )  # fmt: skip
     if found.kind == "existing":
+        why = f" ({found.stale})" if found.stale else ""
         raise RegistryError(
-            f"a registry this suite did not start answers on {found.address}: to publish "
-            f"to it, set CONTAINER_REGISTRY_HOST={found.address}; otherwise change "
-            "suite.local_registry.port in invoke.yaml"
+            f"a registry this suite did not start answers on {found.address}{why}: stop it, "
+            "or set suite.local_registry.port in invoke.yaml to a free port (0: any), or "
+            f"set CONTAINER_REGISTRY_HOST={found.address} to publish to it"
         )
     if not run.dry:
         _check_auth(found, asked=registry.auth, has_credentials=run.credentials is not None)
@@ -260,14 +267,14 @@ def start(
     run_dir = storage / f"run-{port}"
     with _locked(storage, skip=runner.dry):  # a dry run writes nothing, not even the lock file
         if port == AUTO:
-            found = _recorded_auto(runner, host, storage)
+            found = _recorded_auto(runner, host, storage, docker)
             if found is not None:
                 return found
         url = _url(host, port)
         status = probe(url) if port != AUTO else None
         if status in (200, 401):
             runner.echo(f"local registry: already up at {url} (/v2/ -> {status})")
-            return _recorded(host, port, run_dir)
+            return _recorded(runner, host, port, run_dir, docker)
         if port != AUTO and (status is not None or _port_taken(host, port)):
             raise RegistryError(
                 f"port {port} on {host} is used by something that is not a registry "
@@ -292,7 +299,9 @@ def start(
         )
 
 
-def _recorded_auto(runner: Runner, host: str, storage: Path) -> RegistryProcess | None:
+def _recorded_auto(
+    runner: Runner, host: str, storage: Path, docker: DockerChoice | None
+) -> RegistryProcess | None:
     """The registry an earlier start with port 0 left running, if it still answers and is
     ours (its pid or container recorded); None means: start one."""
     run_dir = storage / f"run-{AUTO}"
@@ -300,7 +309,7 @@ def _recorded_auto(runner: Runner, host: str, storage: Path) -> RegistryProcess 
     if port == AUTO:
         return None
     status = probe(_url(host, port))
-    found = _recorded(host, port, run_dir)
+    found = _recorded(runner, host, port, run_dir, docker)
     if status in (200, 401) and found.kind != "existing":
         runner.echo(f"local registry: already up at {found.url} (/v2/ -> {status})")
         return found
@@ -409,7 +418,8 @@ def serve(runner: Runner, run_dir: Path, config: dict[str, Any]) -> int:
     # Ctrl-C between the start and the pid file would leave a registry that stop cannot find.
     with interruptions_deferred():
         pid = runner.spawn([REGISTRY_BINARY, "serve", str(config_file)], log=log_file)
-        (run_dir / "pid").write_text(f"{pid}\n")
+        # With its start time: a pid alone names whichever process gets that number next.
+        (run_dir / "pid").write_text(f"{pid} {_process_start(pid) or '?'}\n")
     return pid
 
 
@@ -437,19 +447,41 @@ def _start_container(
     except CommandError as error:
         raise RegistryError(f"docker run {image} failed: {error.output.strip()}") from None
     cid = output.strip().splitlines()[-1]
-    (run_dir / "container-id").write_text(cid + "\n")
+    # Its start time makes the record name this run of this container, nothing else.
+    started = _container_start(runner, docker, cid)
+    if started is None:  # unrecorded, no later start or stop could tell it is ours
+        runner.run([docker.path, "rm", "-f", cid], check=False)
+        raise RegistryError(
+            f"the engine reports no start time for container {cid[:12]}: see `docker ps -a`"
+        )
+    (run_dir / "container-id").write_text(f"{cid} {started}\n")
     return RegistryProcess(host, port, "container", run_dir, container_id=cid)
 
 
-def _recorded(host: str, port: int, run_dir: Path) -> RegistryProcess:
-    """The registry answering on ``port``, as the suite recorded it in ``run_dir`` if it did."""
-    pid, cid_file = _our_pid(run_dir), run_dir / "container-id"
+def _recorded(
+    runner: Runner, host: str, port: int, run_dir: Path, docker: DockerChoice | None
+) -> RegistryProcess:
+    """The registry answering on ``port``: ours when the process or container recorded in
+    ``run_dir`` still runs with its recorded start time, else ``existing``. A record that
+    names nothing of ours any more is removed (outside a dry run), so that :func:`stop`
+    cannot act on it; :attr:`RegistryProcess.stale` says what it named."""
+    pid = _our_pid(run_dir)
     if pid is not None:
         return RegistryProcess(host, port, "binary", run_dir, pid=pid)
-    if cid_file.exists():
-        cid = cid_file.read_text().strip()
+    cid = _our_container(runner, run_dir, docker)
+    if cid is not None:
         return RegistryProcess(host, port, "container", run_dir, container_id=cid)
-    return RegistryProcess(host, port, "existing", run_dir)
+    stale = ""
+    for name, what in (("pid", "process"), ("container-id", "container")):
+        words = _record(run_dir / name)
+        if words:
+            stale = (
+                f"{run_dir / name} names {what} {words[0][:12]}, which no longer runs as "
+                "this suite started it"
+            )
+            if not runner.dry:
+                (run_dir / name).unlink(missing_ok=True)
+    return RegistryProcess(host, port, "existing", run_dir, stale=stale)
 
 
 def stop_port(runner: Runner, port: int, storage: Path, docker: DockerChoice | None = None) -> bool:
@@ -475,17 +507,17 @@ def _stop(runner: Runner, port: int, storage: Path, docker: DockerChoice | None)
         stopped = True
     if not runner.dry:
         pid_file.unlink(missing_ok=True)
-    if cid_file.exists():
-        cid = cid_file.read_text().strip()
-        client = docker() if cid and docker else None
-        if client is not None:
-            if runner.dry:
-                runner.echo(f"[dry-run] would remove registry container {cid[:12]}")
-                return True
-            runner.run([client.path, "rm", "-f", cid], check=False)
-            stopped = True
-        if not runner.dry:
-            cid_file.unlink(missing_ok=True)
+    cid = _our_container(runner, run_dir, docker)
+    if cid is not None:
+        client = docker() if docker else None
+        assert client is not None  # _our_container asked it
+        if runner.dry:
+            runner.echo(f"[dry-run] would remove registry container {cid[:12]}")
+            return True
+        runner.run([client.path, "rm", "-f", cid], check=False)
+        stopped = True
+    if not runner.dry:
+        cid_file.unlink(missing_ok=True)
     if port == AUTO and not runner.dry:
         shown = recorded_port(storage, port)
         (run_dir / "port").unlink(missing_ok=True)
@@ -527,11 +559,56 @@ def private_dir(path: Path) -> None:
     path.chmod(0o700)
 
 
+def _record(path: Path) -> list[str]:
+    """The words of a record file (``ID START``), or [] when there is none."""
+    return path.read_text().split() if path.is_file() else []
+
+
 def _our_pid(run_dir: Path) -> int | None:
-    """The pid of the registry process the suite started there, if it still runs."""
-    pid_file = run_dir / "pid"
-    pid = int(pid_file.read_text().strip() or 0) if pid_file.exists() else 0
-    return pid if pid > 0 and _pid_alive(pid) and _is_registry_process(pid) else None
+    """The pid of the registry process the suite started there, if it still runs: the pid
+    file's pid, alive, with the start time recorded at spawn (a reused pid has another)."""
+    words = _record(run_dir / "pid")
+    if len(words) != 2 or not words[0].isdigit() or int(words[0]) <= 0:
+        return None  # none, or an older record without start time: it proves nothing
+    pid = int(words[0])
+    return pid if _pid_alive(pid) and _process_start(pid) == words[1] else None
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of
+    ``/proc/<pid>/stat``); None when there is no such process. Together with the pid it
+    names one process for the whole uptime of the machine."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2, the command name in parentheses, may hold spaces: count after its last ")".
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _our_container(runner: Runner, run_dir: Path, docker: DockerChoice | None) -> str | None:
+    """The id of the registry container the suite started there, if it still runs with the
+    start time recorded at ``docker run`` (a container started again, or another one, has
+    another). None without an engine to ask."""
+    words = _record(run_dir / "container-id")
+    client = docker() if docker and len(words) == 2 else None
+    if client is None:
+        return None
+    started = _container_start(runner, client, words[0], running=True)
+    return words[0] if started == words[1] else None
+
+
+def _container_start(runner: Runner, docker: Client, cid: str, running: bool = False) -> str | None:
+    """The container's start time as the engine reports it (``State.StartedAt``); None when
+    the engine does not know it (or, with ``running``, when it does not run)."""
+    quick = dataclasses.replace(runner, command_timeout=DOCKER_TIMEOUT)
+    state_format = "{{.State.Running}} {{.State.StartedAt}}"
+    state = quick.query([docker.path, "inspect", "--format", state_format, cid])
+    words = state.split() if state else []
+    if len(words) != 2 or (running and words[0] != "true"):
+        return None
+    return words[1]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -547,13 +624,3 @@ def _pid_alive(pid: int) -> bool:
         return done == 0
     except ChildProcessError:
         return True
-
-
-def _is_registry_process(pid: int) -> bool:
-    """Guard against a recycled pid: the process must be the registry binary."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # no /proc: trust the pid file
-    exe = os.path.basename(cmdline[0].decode(errors="replace")) if cmdline else ""
-    return exe == os.path.basename(REGISTRY_BINARY)

@@ -6,7 +6,12 @@ stored ``model.onnx`` under the same tag (what anything that can write the store
 `invoke import-model`, and `invoke bento` after a second poisoning, each say in one line that
 the store's model was not the archive's and import it again; the bento as it ships
 (`bentoml export`, what containerize copies) carries the archive's bytes. Before, both steps
-said "already in the BentoML store" and the poisoned model went into the signed image."""
+said "already in the BentoML store" and the poisoned model went into the signed image.
+
+The built bento too: its files in the store (the service's code, the entrypoint script the
+image runs) are overwritten under the commit's tag; `invoke bento` builds it again from the
+working tree instead of reusing it. Before, it said "already built" and containerize shipped
+the poisoned files."""
 
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ def poison(project: Project) -> None:
     path.write_bytes(POISON)
 
 
-def test_a_poisoned_store_entry_is_reported_and_imported_again(clone):
+def test_a_poisoned_store_entry_is_reported_and_imported_again(clone, tmp_path):
     genuine = read_members(clone.path(ARCHIVE), ["model.onnx"])["model.onnx"]
     clone.invoke("import-model")
     assert stored_model(clone).read_bytes() == genuine
@@ -63,8 +68,9 @@ def test_a_poisoned_store_entry_is_reported_and_imported_again(clone):
     assert f"re-imported from {ARCHIVE}" in done.stdout
     assert stored_model(clone).read_bytes() == genuine
 
-    # The bento as containerize ships it: its models copied from the store.
-    exported = clone.path("exported.bento")
+    # The bento as containerize ships it: its models copied from the store. Exported
+    # outside the clone: a file in it would make the tree dirty, the next bento another tag.
+    exported = tmp_path / "exported.bento"
     clone.run("bentoml", "export", f"celestial_bodies_classifier:{clone.head()}", str(exported))
     with tarfile.open(exported) as tar:
         (member,) = [m for m in tar.getmembers() if m.name.endswith("/model.onnx")]
@@ -76,3 +82,26 @@ def test_an_intact_store_entry_is_kept(clone):
     done = clone.invoke("import-model")
     assert "re-imported" not in done.stdout
     assert "already in the BentoML store (its files are the archive's)" in done.stdout
+
+
+def test_a_built_bento_in_the_store_is_built_again_not_reused(clone, tmp_path):
+    clone.invoke("bento")
+    stored = clone.bentoml_home / "bentos" / "celestial_bodies_classifier" / clone.head()
+    service, entrypoint = stored / "src" / "serve.py", stored / "env" / "docker" / "entrypoint.sh"
+    genuine = {service: service.read_bytes(), entrypoint: entrypoint.read_bytes()}
+    assert genuine[service] == clone.path("src/serve.py").read_bytes()
+    for path in genuine:
+        path.write_bytes(path.read_bytes() + b"\n# poisoned in the store\n")
+
+    clone.invoke("bento")
+    for path, content in genuine.items():
+        assert path.read_bytes() == content, f"{path} was reused as the store had it"
+
+    # The bento as containerize ships it.
+    exported = tmp_path / "rebuilt.bento"
+    clone.run("bentoml", "export", f"celestial_bodies_classifier:{clone.head()}", str(exported))
+    with tarfile.open(exported) as tar:
+        for name in ("src/serve.py", "env/docker/entrypoint.sh"):
+            (member,) = [m for m in tar.getmembers() if m.name.removeprefix("./") == name]
+            shipped = tar.extractfile(member)
+            assert shipped is not None and b"poisoned" not in shipped.read(), name

@@ -278,3 +278,53 @@ def test_port_0_lets_the_os_choose_and_the_settings_read_it_back(tmp_path: Path)
     assert not (tmp_path / "run-0" / "port").exists()
     assert run.settings.local_registry.address == "127.0.0.1:0"
     assert not local_registry.is_up(run) and local_registry.stop(run) is False
+
+
+# Finding 11 of issue 23 (local trust): a record file alone proves nothing. Another registry
+# answers on the embedded registry's port (here one with another state directory, as a
+# stranger's would), and the state directory holds a record that no longer names it: a
+# container that is gone, a pid without its start time (an older record, or any pid
+# written there), a pid with another start time (the number reused by another process).
+STALE_RECORDS = {
+    "container-id": f"{'0' * 64} 2026-12-05T06:00:00.123456789Z\n",
+    "pid": "{pid}\n",
+    "pid ": "{pid} 1\n",
+}
+
+
+@pytest.mark.parametrize("name", STALE_RECORDS, ids=["container-gone", "pid-only", "pid-reused"])
+def test_a_stale_record_neither_adopts_nor_stops_a_registry_the_suite_did_not_start(
+    tmp_path: Path, name: str
+) -> None:
+    stranger = registry_process.start(tmp_path / "stranger")  # no password: usable as it is
+    try:
+        ours = tmp_path / "ours"
+        record = ours / f"run-{stranger.port}" / name.strip()
+        record.parent.mkdir(parents=True)
+        record.write_text(STALE_RECORDS[name].format(pid=stranger.pid))
+        run = embedded(ours, stranger.port)
+        with pytest.raises(RegistryError) as refused:
+            local_registry.ensure_running(run)
+        said = str(refused.value)
+        assert f"a registry this suite did not start answers on {stranger.address}" in said
+        assert f"{record} names " in said and "which no longer runs as this suite started" in said
+        assert "stop it, or set suite.local_registry.port in invoke.yaml" in said
+        assert "\n" not in said
+        assert not record.exists(), "the stale record was kept for stop to act on"
+        assert local_registry.stop(run) is False
+        assert local_registry.probe(stranger.url) == 200, "stop stopped the stranger"
+    finally:
+        assert registry_process.stop(tmp_path / "stranger", stranger.port) is True
+
+
+def test_the_record_names_the_process_with_its_start_time(tmp_path: Path) -> None:
+    # What adoption and stop compare: the pid and /proc/<pid>/stat's start time (field 22).
+    reg = registry_process.start(tmp_path)
+    try:
+        pid, started = (reg.run_dir / "pid").read_text().split()
+        stat = Path(f"/proc/{reg.pid}/stat").read_text().rpartition(")")[2].split()
+        assert (int(pid), started) == (reg.pid, stat[19])
+        again = local_registry.ensure_running(embedded(tmp_path, reg.port))
+        assert (again.kind, again.pid) == ("binary", reg.pid)
+    finally:
+        assert registry_process.stop(tmp_path, reg.port) is True

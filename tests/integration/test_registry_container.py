@@ -18,6 +18,7 @@ import pytest
 from cicd import local_registry
 from cicd import settings as settings_module
 from cicd.context import Run
+from cicd.local_registry import RegistryError
 from cicd.registry import RegistryClient
 from cicd.settings import LocalRegistry
 from cicd.shell import Runner
@@ -133,3 +134,31 @@ def test_without_the_image_the_binary_serves_and_nothing_is_pulled(tmp_path: Pat
     out = capsys.readouterr().out
     said = [line for line in out.splitlines() if f"has no {absent} image" in line]
     assert len(said) == 1 and "never pulled" in said[0], out
+
+
+@pytest.mark.parametrize(
+    "started", ["", " 2026-01-01T00:00:00.000000000Z"], ids=["id-only", "restarted"]
+)
+def test_a_record_naming_a_running_container_without_its_start_time_is_not_ours(
+    image: str, tmp_path: Path, started: str
+):
+    # Finding 11 of issue 23: a container id in a state directory proves nothing by itself
+    # (an older record, a copied one, a container started again). A registry container of
+    # another state directory answers on the port; this one's record names that container
+    # without the start time the engine reports: not adopted, and stop does not remove it.
+    stranger_run = embedded(tmp_path / "stranger", local_registry.AUTO, image, Runner())
+    stranger = local_registry.ensure_running(stranger_run)
+    try:
+        assert stranger.kind == "container" and stranger.container_id
+        ours = tmp_path / "ours"
+        record = ours / f"run-{stranger.port}" / "container-id"
+        record.parent.mkdir(parents=True)
+        record.write_text(f"{stranger.container_id}{started}\n")
+        run = embedded(ours, stranger.port, image, Runner())
+        with pytest.raises(RegistryError, match="a registry this suite did not start answers on"):
+            local_registry.ensure_running(run)
+        assert local_registry.stop(run) is False
+        assert container_ids(image) == [stranger.container_id], "stop removed the stranger"
+        assert local_registry.probe(stranger.url) == 200
+    finally:
+        assert local_registry.stop(stranger_run) is True
