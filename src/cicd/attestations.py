@@ -41,7 +41,8 @@ EMPTY_JSON = b"{}"
 PREDICATE_ANNOTATION = "in-toto.io/predicate-type"
 UNSIGNED_WARNING = (
     "warning: SIGNING_KEY is not set: the SBOM and provenance are attached UNSIGNED "
-    "(`invoke verify` refuses them without --allow-unsigned); model-cicd's docs/verify.md"
+    "(`invoke verify` refuses them; --allow-unsigned accepts them only in a repository that "
+    "never had a public key); model-cicd's docs/verify.md"
 )
 
 

@@ -4,7 +4,10 @@ One check per line, in order; the first that fails ends the run (exit non-zero):
 
 1. image        the reference resolves to a digest in the registry
 2. attached     the SBOM and the provenance are attached to that digest
-3. signature    each is signed by the committed public key (or --key FILE)
+3. signature    each is signed by a trusted key: any committed public key (every ``*.pub``
+                of ``signing/``; or only --key FILE), the line names which; unsigned
+                documents only with --allow-unsigned, only where no key was ever
+                committed, and then the line says ``skip``: nothing was checked
 4. subject      each statement is about that digest, in that repository
 5. model        the image's ``model.digest`` label is the provenance's model
 6. commit       the image's revision label is the provenance's commit, and so is the commit
@@ -261,26 +264,88 @@ def _git(run: Run, *args: str) -> str | None:
 def _signatures(
     run: Run, envelopes: dict[Any, Any], key_path: Path | None, allow_unsigned: bool
 ) -> Check:
+    """Both documents signed by a trusted key (``--key FILE``, else every committed key:
+    :func:`signing.committed_keys`); "signed by" is said only then. ``allow_unsigned``:
+    a wholly unsigned pair is let through, loudly, only where no public key was ever
+    committed (:func:`_unsigned_allowed`)."""
     unsigned = [kind.name for kind in attestations.KINDS if not signing.signed(envelopes[kind])]
+    if unsigned and not allow_unsigned:
+        fail(
+            "signature",
+            f"the {' and '.join(unsigned)} {'is' if len(unsigned) == 1 else 'are'} "
+            f"unsigned (published without SIGNING_KEY): {signing.FIRST_KEY_STEPS}",
+        )
+    if unsigned and len(unsigned) < len(attestations.KINDS):
+        fail(
+            "signature",
+            f"the {unsigned[0]} is unsigned but the other document is signed: publish signs "
+            "both or neither, so this pair was not attached by publish as it is "
+            "(--allow-unsigned accepts only a wholly unsigned pair)",
+        )
     if unsigned:
-        if not allow_unsigned:
-            fail(
-                "signature",
-                f"the {' and '.join(unsigned)} {'is' if len(unsigned) == 1 else 'are'} "
-                f"unsigned (published without SIGNING_KEY): {signing.FIRST_KEY_STEPS}",
-            )
-        if len(unsigned) == len(attestations.KINDS):
-            return Check("signature", True, "unsigned (accepted: --allow-unsigned)")
-    path = key_path or run.settings.path(run.settings.signing_public_key)
-    if not path.is_file():
-        fail("signature", f"no public key at {path}: {signing.FIRST_KEY_STEPS}")
-    key = _read(lambda: signing.public_key(path), "signature")
-    keyids: set[str] = set()
-    for kind in attestations.KINDS:
-        if signing.signed(envelopes[kind]):
-            keyids.add(_read(lambda k=kind: signing.check_signature(envelopes[k], key, k.name),
-                             "signature"))  # fmt: skip
-    return Check("signature", True, f"signed by key {next(iter(keyids))[:16]}… ({path.name})")
+        return _unsigned_allowed(run, key_path)
+    keys = _keys(run, key_path)
+    signers = {
+        kind: _read(lambda k=kind: signing.signer_of(envelopes[k], keys, k.name), "signature")
+        for kind in attestations.KINDS
+    }
+    if len({item.key.keyid for item in signers.values()}) == 1:
+        return Check("signature", True, f"signed by {signers[PROVENANCE].describe()}")
+    each = ", ".join(f"the {kind.name} by {item.describe()}" for kind, item in signers.items())
+    return Check("signature", True, f"signed by trusted keys: {each}")
+
+
+def _keys(run: Run, key_path: Path | None) -> list[signing.TrustedKey]:
+    """``--key FILE`` alone, else every committed public key."""
+    if key_path is not None:
+        if not key_path.is_file():
+            fail("signature", f"no public key at {key_path}: {signing.FIRST_KEY_STEPS}")
+        return [signing.TrustedKey(_read(lambda: signing.public_key(key_path), "signature"),
+                                   key_path.name)]  # fmt: skip
+    keys = _read(lambda: signing.committed_keys(run.settings), "signature")
+    if not keys:
+        where = signing.key_directory(run.settings)
+        fail("signature", f"no public key in {where}: {signing.FIRST_KEY_STEPS}")
+    return keys
+
+
+UNSIGNED_ACCEPTED = (
+    "NOT CHECKED: the SBOM and provenance are UNSIGNED, accepted by --allow-unsigned because "
+    "this repository never had a public key: NOTHING WAS SIGNATURE-CHECKED, and anyone who can "
+    "push to the registry can make such a pair; {steps}"
+)
+
+
+def _unsigned_allowed(run: Run, key_path: Path | None) -> Check:
+    """An unsigned pair with ``--allow-unsigned``: refused where a key exists or ever existed
+    (a forger who can push to the registry makes an unsigned pair for any image, so a signed
+    repository must never accept one); else a ``skip`` line that says nothing was checked."""
+    refused = "--allow-unsigned is refused"
+    if key_path is not None:
+        fail("signature", f"the SBOM and provenance are unsigned and --key {key_path} is "
+             f"given: {refused} with a key; publish them signed")  # fmt: skip
+    committed = _read(lambda: signing.committed_keys(run.settings), "signature")
+    ever = committed[0].source if committed else _key_in_history(run)
+    if ever:
+        fail(
+            "signature",
+            f"the SBOM and provenance are unsigned, and {refused}: this repository has had a "
+            f"public key ({ever}), so its images are signed and an unsigned pair is what anyone "
+            "who can push to the registry can make; publish the commit with SIGNING_KEY "
+            "(`nox -s publish -- --force`)",
+        )
+    steps = signing.FIRST_KEY_STEPS
+    return Check("signature", False, UNSIGNED_ACCEPTED.format(steps=steps), skipped=True)
+
+
+def _key_in_history(run: Run) -> str:
+    """A commit that touched a public key of the key directory ("" when none, or outside a
+    repository: then only the files count)."""
+    settings = run.settings  # git runs in the root: relative settings are its pathspecs
+    directory = settings.signing_public_key.parent
+    pathspecs = [str(settings.signing_public_key), str(directory / "*.pub")]
+    found = _git(run, "log", "--all", "-1", "--format=%h", "--", *pathspecs)
+    return f"commit {found} has one" if found else ""
 
 
 def _statement(envelope: dict[str, Any], kind: attestations.Kind) -> dict[str, Any]:

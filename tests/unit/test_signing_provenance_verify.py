@@ -4,6 +4,7 @@ tests/integration/test_supply_chain.py)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -341,3 +342,144 @@ def test_a_check_not_made_says_skip_and_is_not_passed():
     check = verify.Check("dvc.lock", False, "NOT CHECKED: not inside the model's repository", True)
     assert check.line() == "skip  dvc.lock   NOT CHECKED: not inside the model's repository"
     assert not check.ok
+
+
+# --------------------------------------------------------------------------- key rotation
+# Finding 14 of issue 23: one trusted key only, so after `invoke keygen` every earlier
+# release failed verify. Every committed *.pub is trusted; keygen adds a file.
+
+
+def repository_with_invoke_yaml(tmp_path: Path) -> Path:
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    (repository / "invoke.yaml").write_text((ROOT / "invoke.yaml").read_text())
+    return repository
+
+
+def signed_pair(private: str | None, sbom_signed: bool = True) -> dict:
+    """The two envelopes verify reads, signed by ``private`` (None: unsigned); with
+    ``sbom_signed`` False the SBOM alone is unsigned."""
+    key_signer = signing.signer(private) if private else None
+    return {
+        attestations.SBOM: signing.envelope({"_type": "sbom"}, key_signer if sbom_signed else None),
+        attestations.PROVENANCE: signing.envelope({"_type": "provenance"}, key_signer),
+    }
+
+
+def test_keygen_adds_a_key_and_the_releases_of_the_earlier_key_still_verify(tmp_path, capsys):
+    repository = repository_with_invoke_yaml(tmp_path)
+    signing.keygen(FakeRun(repository), tmp_path / "first.pem")
+    first = (tmp_path / "first.pem").read_text()
+    first_public = (repository / "signing" / "publish.pub").read_text()
+    capsys.readouterr()
+
+    signing.keygen(FakeRun(repository), tmp_path / "second.pem")
+    second = (tmp_path / "second.pem").read_text()
+    printed = capsys.readouterr().out
+    assert (repository / "signing" / "publish.pub").read_text() == first_public  # kept
+    second_id = signing.signer(second).public_key.keyid
+    added = repository / "signing" / f"publish-{second_id[:12]}.pub"
+    assert added.read_text() == signing.public_pem_of(second)
+    assert "stay trusted" in printed and "to revoke" in printed and "delete its file" in printed
+
+    run = FakeRun(repository)
+    assert [key.source for key in signing.committed_keys(run.settings)] == [
+        "publish-" + second_id[:12] + ".pub",
+        "publish.pub",
+    ]
+    first_id = signing.signer(first).public_key.keyid
+    old = verify._signatures(run, signed_pair(first), None, False)
+    assert old.ok and old.detail == f"signed by key {first_id[:16]}… (publish.pub)"
+    new = verify._signatures(run, signed_pair(second), None, False)
+    assert new.detail == f"signed by key {second_id[:16]}… ({added.name})"
+
+
+def test_deleting_a_key_file_revokes_that_key(tmp_path):
+    repository = repository_with_invoke_yaml(tmp_path)
+    signing.keygen(FakeRun(repository), tmp_path / "first.pem")
+    signing.keygen(FakeRun(repository), tmp_path / "second.pem")
+    (repository / "signing" / "publish.pub").unlink()  # the first key leaked: revoked
+    envelopes = signed_pair((tmp_path / "first.pem").read_text())
+    with pytest.raises(verify.VerificationFailed, match="signed by another key") as raised:
+        verify._signatures(FakeRun(repository), envelopes, None, False)
+    assert "not by any trusted key" not in str(raised.value)  # one key left: named as before
+
+
+def test_the_trusted_keys_of_a_publish_are_every_committed_key_and_signing_keys(tmp_path):
+    repository = repository_with_invoke_yaml(tmp_path)
+    signing.keygen(FakeRun(repository), tmp_path / "first.pem")
+    signing.keygen(FakeRun(repository), tmp_path / "second.pem")
+    run = FakeRun(repository)
+    own = signing.generate_private_pem()
+    run.settings = dataclasses.replace(run.settings, signing_key=own)
+    assert [key.source for key in signing.trusted(run)][-1] == "SIGNING_KEY"
+    assert len(signing.trusted_keys(run)) == 3
+    envelope = signing.envelope({"_type": "x"}, signing.signer(own))
+    assert signing.signed_by_any(envelope, signing.trusted_keys(run), "provenance")
+
+
+def test_a_committed_key_file_that_is_not_a_key_is_one_line(tmp_path):
+    repository = repository_with_invoke_yaml(tmp_path)
+    (repository / "signing").mkdir()
+    (repository / "signing" / "old.pub").write_text("not a key")
+    with pytest.raises(SigningError, match=r"old.pub is not a PEM public key"):
+        signing.committed_keys(FakeRun(repository).settings)
+
+
+# --------------------------------------------------------------------------- --allow-unsigned
+# Finding 4 of issue 23: --allow-unsigned accepted a forged unsigned pair for any image, and
+# said "signed by key …" when only one of the two documents was signed.
+
+
+def test_allow_unsigned_is_refused_where_a_public_key_is_committed(tmp_path):
+    repository = repository_with_invoke_yaml(tmp_path)
+    signing.keygen(FakeRun(repository), tmp_path / "key.pem")
+    with pytest.raises(verify.VerificationFailed) as raised:
+        verify._signatures(FakeRun(repository), signed_pair(None), None, True)
+    assert str(raised.value).startswith(
+        "signature: the SBOM and provenance are unsigned, and --allow-unsigned is refused: "
+        "this repository has had a public key (publish.pub)"
+    ), raised.value
+
+
+def test_allow_unsigned_is_refused_where_a_public_key_was_ever_committed(tmp_path):
+    import subprocess
+
+    repository = repository_with_invoke_yaml(tmp_path)
+    signing.keygen(FakeRun(repository), tmp_path / "key.pem")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=repository, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repository, check=True)
+    subprocess.run([*git, "commit", "-qm", "key"], cwd=repository, check=True)
+    subprocess.run([*git, "rm", "-q", "signing/publish.pub"], cwd=repository, check=True)
+    subprocess.run([*git, "commit", "-qm", "no key"], cwd=repository, check=True)
+    with pytest.raises(verify.VerificationFailed, match=r"has had a public key \(commit \w+ has"):
+        verify._signatures(FakeRun(repository), signed_pair(None), None, True)
+
+
+def test_allow_unsigned_with_a_key_given_is_refused(tmp_path, key_pair):
+    repository = repository_with_invoke_yaml(tmp_path)
+    with pytest.raises(verify.VerificationFailed, match="--allow-unsigned is refused with a key"):
+        verify._signatures(FakeRun(repository), signed_pair(None), key_pair[1], True)
+
+
+def test_allow_unsigned_where_no_key_was_ever_committed_says_nothing_was_checked(tmp_path):
+    repository = repository_with_invoke_yaml(tmp_path)
+    check = verify._signatures(FakeRun(repository), signed_pair(None), None, True)
+    assert check.skipped and not check.ok
+    assert check.line().startswith("skip  signature  NOT CHECKED: the SBOM and provenance are ")
+    assert "NOTHING WAS SIGNATURE-CHECKED" in check.detail and "signed by" not in check.detail
+
+
+@pytest.mark.parametrize("allow_unsigned", [False, True])
+def test_a_half_signed_pair_is_refused_and_never_called_signed(tmp_path, key_pair, allow_unsigned):
+    """The provenance signed by the committed key, the SBOM unsigned: not "signed by"."""
+    private, public = key_pair
+    repository = repository_with_invoke_yaml(tmp_path)
+    (repository / "signing").mkdir()
+    (repository / "signing" / "publish.pub").write_text(public.read_text())
+    envelopes = signed_pair(private, sbom_signed=False)
+    with pytest.raises(verify.VerificationFailed) as raised:
+        verify._signatures(FakeRun(repository), envelopes, None, allow_unsigned)
+    assert str(raised.value).startswith("signature: the SBOM is unsigned"), raised.value
+    assert "signed by key" not in str(raised.value)
