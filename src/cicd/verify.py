@@ -16,7 +16,13 @@ One check per line, in order; the first that fails ends the run (exit non-zero):
 7. dvc.lock     every stage output hash the provenance records is the one that commit's
                 dvc.lock has; when that dvc.lock cannot be read (outside a repository, a
                 commit not in this clone) the line says ``skip``: not checked, not passed
-8. sbom         the SBOM is a CycloneDX document that lists packages
+8. archive      the model archive is the commit's: the md5 the provenance records for it is
+                the one that commit's dvc.lock records for the train stage's output (through
+                the output's listing in the DVC cache, for a directory), and the archive's
+                bytes with that md5 (from this clone's DVC cache, else the workspace) have the
+                provenance's sha256, the image's ``model.digest``; the line says which it
+                read, and ``skip`` for what it could not (listing or bytes not here)
+9. sbom         the SBOM is a CycloneDX document that lists packages
 """
 
 from __future__ import annotations
@@ -216,6 +222,7 @@ def checks(
         )  # fmt: skip
 
     yield _lock(run, predicate, commit)
+    yield _archive(run, predicate, commit, model_digest)
     yield _sbom(statements[SBOM])
 
 
@@ -397,6 +404,77 @@ def _git_show(run: Run, what: str) -> str | None:
         return run.runner.run(["git", "show", what], cwd=run.settings.root, quiet=True)
     except CommandError:
         return None
+
+
+def _archive(run: Run, predicate: dict[str, Any], commit: str, model_digest: str) -> Check:
+    """The model archive bound to the commit's dvc.lock (docstring of the module, check 8)."""
+    settings = run.settings
+    archive = settings.bentomodel
+    recorded = _read(lambda: provenance.archive_of(predicate), "archive")
+    if recorded is None:
+        older = "NOT CHECKED: this provenance predates the binding of the archive to dvc.lock"
+        return Check("archive", False, older, skipped=True)
+    committed = _git_show(run, f"{commit}:{provenance.LOCK_FILE}") if commit else None
+    if committed is None:
+        what = f"NOT CHECKED: no dvc.lock of {commit[:12] or 'the commit'} here (see dvc.lock)"
+        return Check("archive", False, what, skipped=True)
+    here = _read(lambda: provenance.archive_in_lock(settings.root, committed, archive), "archive")
+    where = f"the dvc.lock of {commit[:12]}"
+    if here.name != recorded.name or here.output_md5 != recorded.output_md5:
+        fail(
+            "archive",
+            f"the provenance places {archive} in {recorded.name} ({recorded.output_md5}), "
+            f"{where} in {here.name} ({here.output_md5})",
+        )
+    if not here.md5:
+        no_listing = (
+            f"NOT CHECKED: the listing of {here.name} ({here.output_md5}) is not in this "
+            f"clone's DVC cache: run `dvc fetch {here.output}` at {commit[:12]}"
+        )
+        return Check("archive", False, no_listing, skipped=True)
+    if here.md5 != recorded.md5:
+        fail(
+            "archive",
+            f"{archive} is md5 {here.md5} in {where} ({here.name}), {recorded.md5} in the "
+            "provenance: the image's model is not the one that commit trained",
+        )
+    bytes_from = _archive_bytes(run, here.md5)
+    if bytes_from is None:
+        no_bytes = (
+            f"md5 {here.md5[:12]}… is {here.name}'s in {where} and the provenance's; the "
+            "archive's bytes NOT CHECKED: neither this clone's DVC cache nor the workspace has "
+            "them (`invoke pull`)"
+        )
+        return Check("archive", False, no_bytes, skipped=True)
+    label, sha = bytes_from
+    if sha != model_digest:
+        fail(
+            "archive",
+            f"{archive} with md5 {here.md5} ({where}) has {sha}, but the provenance and the "
+            f"image's label record {model_digest}: the image was not built from that model",
+        )
+    return Check(
+        "archive",
+        True,
+        f"{archive} read from {label}: md5 {here.md5[:12]}… is {here.name}'s in {where}, "
+        f"sha256 {sha.removeprefix('sha256:')[:12]}… the provenance's and the label's",
+    )
+
+
+def _archive_bytes(run: Run, md5: str) -> tuple[str, str] | None:
+    """(where, sha256) of the archive whose content is ``md5``: the DVC cache's file, else
+    the workspace's archive; each checked to have that md5 (the cache is not trusted)."""
+    settings = run.settings
+    candidates = [
+        ("the DVC cache", provenance.dvc_cache_file(settings.root, md5)),
+        ("the workspace", settings.path(settings.bentomodel)),
+    ]
+    for label, path in candidates:
+        if path is not None and path.is_file():
+            found_md5, sha = provenance.file_hashes(path)
+            if found_md5 == md5:
+                return label, sha
+    return None
 
 
 def _sbom(statement: dict[str, Any]) -> Check:

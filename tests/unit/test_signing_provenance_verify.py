@@ -21,6 +21,7 @@ from cicd.verify import Reference, parse_reference
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
 MODEL_DIGEST = "sha256:" + "cd" * 32
+LOCK = (ROOT / "dvc.lock").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,9 @@ def facts(**changes) -> BuildFacts:
         model_tag="celestial_bodies_classifier_model:v1",
         model_digest=MODEL_DIGEST,
         model_path="model/celestial_bodies_classifier_model.bentomodel",
+        model_lock=provenance.ArchiveInLock(
+            "train", "model", provenance.lock_outputs(LOCK)["train:model"], "12" * 16
+        ),
         base=BaseImage("python:3.11-slim", "sha256:" + "ef" * 32),
         versions={"suite": "0", "bentoml": "1.4.40", "docker": "20.10.24", "python": "3.11.7"},
         builder_id="urn:celestial-bodies:builder:local",
@@ -483,3 +487,191 @@ def test_a_half_signed_pair_is_refused_and_never_called_signed(tmp_path, key_pai
         verify._signatures(FakeRun(repository), envelopes, None, allow_unsigned)
     assert str(raised.value).startswith("signature: the SBOM is unsigned"), raised.value
     assert "signed by key" not in str(raised.value)
+
+
+# --------------------------------------------------------------------------- the model archive
+# Finding 3 of issue 23: "from dvc.lock to the image" was text compared with text; nothing
+# tied the archive (the image's model.digest) to the train stage's output in dvc.lock.
+
+ARCHIVE = Path("model/celestial_bodies_classifier_model.bentomodel")
+COMMITTER = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
+
+
+def git(repository: Path, *args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", *COMMITTER, *args], cwd=repository, check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def cache_put(repository: Path, content: bytes, suffix: str = "") -> str:
+    """Store ``content`` in the repository's DVC cache (DVC 3 layout); its md5."""
+    import hashlib
+
+    md5 = hashlib.md5(content).hexdigest()
+    path = repository / ".dvc" / "cache" / "files" / "md5" / md5[:2] / (md5[2:] + suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return md5
+
+
+def trained_repository(tmp_path: Path, archive: bytes = b"the model archive") -> Path:
+    """A committed model repository as `dvc repro` leaves it: the train stage's directory
+    output ``model`` (its listing in the DVC cache) holds the archive, in the cache too."""
+    repository = repository_with_invoke_yaml(tmp_path)
+    (repository / ".dvc").mkdir()
+    (repository / ".dvc" / "config").write_text("[core]\n    remote = local\n")
+    (repository / "model").mkdir()
+    (repository / ARCHIVE).write_bytes(archive)
+    archive_md5 = cache_put(repository, archive)
+    listing = json.dumps([{"md5": archive_md5, "relpath": ARCHIVE.name}]).encode()
+    listing_md5 = cache_put(repository, listing, ".dir")
+    (repository / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  train:\n    cmd: python src/train.py\n    outs:\n"
+        f"    - path: model\n      hash: md5\n      md5: {listing_md5}.dir\n      size: 1\n"
+        "      nfiles: 1\n"
+    )
+    git(repository, "init", "-q")
+    git(repository, "add", "invoke.yaml", "dvc.lock")
+    git(repository, "commit", "-qm", "trained")
+    return repository
+
+
+def archive_digest(repository: Path) -> str:
+    return provenance.file_hashes(repository / ARCHIVE)[1]
+
+
+def test_the_provenance_binds_the_archive_to_the_train_stages_output(tmp_path):
+    import hashlib
+
+    repository = trained_repository(tmp_path)
+    lock = (repository / "dvc.lock").read_text()
+    bound = provenance.bind_archive(repository, lock, ARCHIVE, archive_digest(repository))
+    content = (repository / ARCHIVE).read_bytes()
+    assert bound == provenance.ArchiveInLock(
+        "train", "model", provenance.lock_outputs(lock)["train:model"],
+        hashlib.md5(content).hexdigest(),
+    )  # fmt: skip
+    statement = provenance.provenance_statement(
+        facts(model_lock=bound, model_digest="sha256:" + hashlib.sha256(content).hexdigest())
+    )
+    assert provenance.archive_of(statement["predicate"]) == bound
+    (model,) = provenance.dependencies(statement["predicate"], provenance.MODEL)
+    assert model["digest"] == {
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "md5": hashlib.md5(content).hexdigest(),
+    }
+
+
+def test_an_archive_that_is_not_the_locked_output_is_not_signed(tmp_path):
+    repository = trained_repository(tmp_path)
+    lock = (repository / "dvc.lock").read_text()
+    (repository / ARCHIVE).write_bytes(b"another model")  # not what dvc.lock records
+    with pytest.raises(provenance.ProvenanceError) as raised:
+        provenance.bind_archive(repository, lock, ARCHIVE, archive_digest(repository))
+    assert f"{ARCHIVE} (md5 " in str(raised.value)
+    assert "is not the train:model output that dvc.lock records" in str(raised.value)
+    built_with = "sha256:" + "0" * 64  # the archive changed since the image was built
+    (repository / ARCHIVE).write_bytes(b"the model archive")
+    with pytest.raises(provenance.ProvenanceError, match="it changed since the build"):
+        provenance.bind_archive(repository, lock, ARCHIVE, built_with)
+
+
+def test_a_damaged_listing_in_the_dvc_cache_is_not_trusted(tmp_path):
+    repository = trained_repository(tmp_path)
+    lock = (repository / "dvc.lock").read_text()
+    listing_md5 = provenance.lock_outputs(lock)["train:model"]
+    cached = provenance.dvc_cache_file(repository, listing_md5)
+    assert cached is not None
+    cached.write_text(json.dumps([{"md5": "0" * 32, "relpath": ARCHIVE.name}]))
+    with pytest.raises(provenance.ProvenanceError, match="the cache is damaged"):
+        provenance.archive_in_lock(repository, lock, ARCHIVE)
+
+
+def test_a_stage_that_outputs_the_archive_itself_binds_it_without_a_listing(tmp_path):
+    """Any model repository: the archive path comes from the settings, the stage from
+    dvc.lock (here a stage named `export` whose output is the file)."""
+    lock = (
+        "schema: '2.0'\nstages:\n  export:\n    cmd: x\n    outs:\n"
+        f"    - path: {ARCHIVE}\n      hash: md5\n      md5: {'ef' * 16}\n      size: 1\n"
+    )
+    assert provenance.archive_in_lock(tmp_path, lock, ARCHIVE) == provenance.ArchiveInLock(
+        "export", str(ARCHIVE), "ef" * 16, "ef" * 16
+    )
+    with pytest.raises(provenance.ProvenanceError, match=r"no stage of dvc\.lock outputs"):
+        provenance.archive_in_lock(tmp_path, lock, Path("elsewhere/model.bentomodel"))
+
+
+def provenance_of(repository: Path, **changes) -> dict:
+    """The provenance predicate publish makes in ``repository`` (``changes``: forged)."""
+    lock = (repository / "dvc.lock").read_text()
+    digest = archive_digest(repository)
+    bound = provenance.bind_archive(repository, lock, ARCHIVE, digest)
+    values = {"model_lock": bound, "model_digest": digest, **changes}
+    return provenance.provenance_statement(facts(**values))["predicate"]
+
+
+def test_verify_checks_the_archive_against_the_commits_dvc_lock(tmp_path):
+    repository = trained_repository(tmp_path)
+    run, commit = FakeRun(repository), git(repository, "rev-parse", "HEAD")
+    digest = archive_digest(repository)
+    check = verify._archive(run, provenance_of(repository), commit, digest)
+    assert check.ok and not check.skipped
+    assert check.detail.startswith(f"{ARCHIVE} read from the DVC cache: md5 "), check.detail
+    assert f"is train:model's in the dvc.lock of {commit[:12]}" in check.detail
+
+    predicate = provenance_of(repository)
+    archive_md5 = provenance.file_hashes(repository / ARCHIVE)[0]
+    provenance.dvc_cache_file(repository, archive_md5).unlink()  # the workspace's copy then
+    check = verify._archive(run, predicate, commit, digest)
+    assert check.ok and check.detail.startswith(f"{ARCHIVE} read from the workspace: md5 ")
+
+
+def test_verify_refuses_a_provenance_whose_archive_md5_is_not_the_lock_output(tmp_path):
+    """A provenance (signed: verify checked that before) that records another archive's md5
+    than the one the commit's dvc.lock records for the train stage's output."""
+    repository = trained_repository(tmp_path)
+    run, commit = FakeRun(repository), git(repository, "rev-parse", "HEAD")
+    lock = (repository / "dvc.lock").read_text()
+    other = dataclasses.replace(provenance.archive_in_lock(repository, lock, ARCHIVE), md5="0" * 32)
+    with pytest.raises(verify.VerificationFailed) as raised:
+        verify._archive(run, provenance_of(repository, model_lock=other), commit, MODEL_DIGEST)
+    assert str(raised.value).startswith(f"archive: {ARCHIVE} is md5 "), raised.value
+    assert f"{'0' * 32} in the provenance: the image's model is not the one" in str(raised.value)
+
+
+def test_verify_refuses_an_image_whose_model_is_not_the_locked_archive(tmp_path):
+    """The label and the provenance agree on a sha256 (both made from a workspace archive),
+    but the commit's archive (its md5 in dvc.lock, its bytes in the DVC cache) is another."""
+    repository = trained_repository(tmp_path)
+    run, commit = FakeRun(repository), git(repository, "rev-parse", "HEAD")
+    poisoned = "sha256:" + "99" * 32
+    predicate = provenance_of(repository, model_digest=poisoned)
+    with pytest.raises(verify.VerificationFailed) as raised:
+        verify._archive(run, predicate, commit, poisoned)
+    assert f"has {archive_digest(repository)}, but the provenance and the image's label " in str(
+        raised.value
+    )
+
+
+def test_verify_says_what_it_could_not_read_of_the_archive(tmp_path):
+    repository = trained_repository(tmp_path)
+    run, commit = FakeRun(repository), git(repository, "rev-parse", "HEAD")
+    predicate, digest = provenance_of(repository), archive_digest(repository)
+    archive_md5 = provenance.file_hashes(repository / ARCHIVE)[0]
+    provenance.dvc_cache_file(repository, archive_md5).unlink()
+    (repository / ARCHIVE).write_bytes(b"edited in the workspace")
+    check = verify._archive(run, predicate, commit, digest)
+    assert check.skipped and not check.ok
+    assert "the archive's bytes NOT CHECKED: neither this clone's DVC cache nor" in check.detail
+    listing = provenance.lock_outputs((repository / "dvc.lock").read_text())["train:model"]
+    provenance.dvc_cache_file(repository, listing).unlink()
+    check = verify._archive(run, predicate, commit, digest)
+    assert check.skipped and "NOT CHECKED: the listing of train:model" in check.line()
+    older = provenance.provenance_statement(facts())["predicate"]
+    for item in provenance.dependencies(older, provenance.MODEL):
+        del item["digest"]["md5"]
+    assert verify._archive(run, older, commit, digest).detail.startswith(
+        "NOT CHECKED: this provenance predates"
+    )
