@@ -147,28 +147,33 @@ def signer_of(document: dict[str, Any], keys: list[TrustedKey], what: str) -> Tr
     :class:`SigningError`: unsigned, signed by none of them, or changed after signing."""
     if not keys:
         raise SigningError(f"no trusted key to check the {what} with: {KEYGEN_HINT}")
-    try:
-        signatures = document.get("signatures") or []
-        keyids = {str(item.get("keyid")) for item in signatures if isinstance(item, dict)}
-    except AttributeError:
-        keyids = set()
-    matching = [item for item in keys if item.key.keyid in keyids] or keys[-1:]
-    reason: SigningError | None = None
-    for item in matching:
-        try:  # a copy each time: securesystemslib's Envelope.from_dict consumes its input
-            check_signature(json.loads(json.dumps(document)), item.key, what)
-            return item
-        except SigningError as error:
-            reason = error
-    assert reason is not None
-    if len(keys) > 1 and "signed by another key" in str(reason):
+    keyids = _signature_keyids(document)
+    matching = [item for item in keys if item.key.keyid in keyids]
+    if not matching and keyids and len(keys) > 1:
         others = ", ".join(keyid[:16] + "…" for keyid in sorted(keyids))
         trusted_names = ", ".join(item.describe() for item in keys)
         raise SigningError(
             f"the {what} is signed by another key (key id {others}), not by any trusted key "
             f"({trusted_names}): it was not signed by this project's key"
         )
+    # Unsigned, or one trusted key: check_signature says why, as it always did.
+    reason: SigningError | None = None
+    for item in matching or keys[:1]:
+        try:  # a copy each time: securesystemslib's Envelope.from_dict consumes its input
+            check_signature(json.loads(json.dumps(document)), item.key, what)
+            return item
+        except SigningError as error:
+            reason = error
+    assert reason is not None
     raise reason
+
+
+def _signature_keyids(document: Any) -> set[str]:
+    """The key ids an envelope's signatures name (none for a malformed one)."""
+    signatures = document.get("signatures") if isinstance(document, dict) else None
+    if not isinstance(signatures, list):
+        return set()
+    return {str(item.get("keyid")) for item in signatures if isinstance(item, dict)}
 
 
 def public_pem_of(private_pem: str) -> str:

@@ -409,6 +409,18 @@ def test_deleting_a_key_file_revokes_that_key(tmp_path):
     assert "not by any trusted key" not in str(raised.value)  # one key left: named as before
 
 
+def test_a_signature_by_none_of_the_trusted_keys_names_them_all(tmp_path):
+    repository = repository_with_invoke_yaml(tmp_path)
+    signing.keygen(FakeRun(repository), tmp_path / "first.pem")
+    signing.keygen(FakeRun(repository), tmp_path / "second.pem")
+    envelopes = signed_pair(signing.generate_private_pem())
+    with pytest.raises(verify.VerificationFailed) as raised:
+        verify._signatures(FakeRun(repository), envelopes, None, False)
+    message = str(raised.value)
+    assert message.startswith("signature: the SBOM is signed by another key (key id "), message
+    assert "not by any trusted key (key " in message and "(publish.pub))" in message, message
+
+
 def test_the_trusted_keys_of_a_publish_are_every_committed_key_and_signing_keys(tmp_path):
     repository = repository_with_invoke_yaml(tmp_path)
     signing.keygen(FakeRun(repository), tmp_path / "first.pem")
