@@ -243,9 +243,17 @@ def model_lock(run: Run, goal: Target, lock: bytes) -> ArchiveInLock:
     whose sha256 the image's label records have the md5 dvc.lock records for the train
     stage's output, or nothing is signed."""
     settings = run.settings
+    placeholder = ArchiveInLock("<stage>", "<output>", "<md5 in dvc.lock>", "<md5>")
     if run.dry and not settings.path(settings.bentomodel).is_file():
-        return ArchiveInLock("<stage>", "<output>", "<md5 in dvc.lock>", "<md5>")
-    return provenance.bind_archive(settings.root, lock, settings.bentomodel, goal.model.digest)
+        return placeholder  # its pull was only shown
+    try:
+        return provenance.bind_archive(settings.root, lock, settings.bentomodel, goal.model.digest)
+    except (provenance.ProvenanceError, OSError) as error:
+        if not run.dry:
+            raise
+        # A dry run signs nothing: it says what a real run would refuse, and goes on.
+        run.runner.echo(f"[dry-run] a real run would not sign: {error}")
+        return placeholder
 
 
 def base_image(run: Run, reference: str) -> BaseImage:

@@ -87,7 +87,6 @@ class BuildFacts:
     model_tag: str
     model_digest: str  # sha256:... of the .bentomodel
     model_path: str
-    model_lock: ArchiveInLock  # the archive in dvc.lock, its md5 that of the hashed bytes
     base: BaseImage
     versions: Mapping[str, str]  # suite, bentoml, docker, python
     builder_id: str  # the CI run's page, or the machine's local builder
@@ -96,6 +95,10 @@ class BuildFacts:
     files: Mapping[str, bytes] = field(repr=False, default_factory=dict)  # dvc.lock, params...
     metrics: Mapping[str, float] = field(default_factory=dict)
     metrics_file: str = "evaluation/metrics.json"
+    # The archive in dvc.lock, its md5 that of the bytes whose sha256 is model_digest: attest
+    # always gives it (:func:`bind_archive`); None records the sha256 alone, as provenances
+    # made before this binding do (verify's archive check then says it did not check).
+    model_lock: ArchiveInLock | None = None
 
 
 def lock_outputs(lock_text: str | bytes) -> dict[str, str]:
@@ -213,20 +216,7 @@ def _dependencies(facts: BuildFacts) -> list[Any]:
     ]
     for name, md5 in lock_outputs(files[LOCK_FILE]).items():
         found.append(_descriptor(OUTPUT, name=name, digest={"md5": md5}))
-    locked = facts.model_lock
-    found.append(
-        _descriptor(
-            MODEL,
-            name=facts.model_path,
-            digest={"sha256": _hex(facts.model_digest), "md5": locked.md5},
-            annotations={
-                "model.tag": facts.model_tag,
-                DVC_STAGE: locked.stage,
-                DVC_OUTPUT: locked.output,
-                DVC_OUTPUT_MD5: locked.output_md5,
-            },
-        )
-    )
+    found.append(_model(facts))
     found.append(
         _descriptor(
             BASE_IMAGE,
@@ -236,6 +226,19 @@ def _dependencies(facts: BuildFacts) -> list[Any]:
         )
     )
     return found
+
+
+def _model(facts: BuildFacts) -> Any:
+    digest, annotations = {"sha256": _hex(facts.model_digest)}, {"model.tag": facts.model_tag}
+    locked = facts.model_lock
+    if locked is not None:
+        digest["md5"] = locked.md5
+        annotations.update({
+            DVC_STAGE: locked.stage,
+            DVC_OUTPUT: locked.output,
+            DVC_OUTPUT_MD5: locked.output_md5,
+        })  # fmt: skip
+    return _descriptor(MODEL, name=facts.model_path, digest=digest, annotations=annotations)
 
 
 def _metrics(facts: BuildFacts) -> Any:

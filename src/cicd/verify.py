@@ -303,7 +303,9 @@ def _signatures(
 
 
 def _keys(run: Run, key_path: Path | None) -> list[signing.TrustedKey]:
-    """``--key FILE`` alone, else every committed public key."""
+    """``--key FILE`` alone, else every committed public key. Not ``SIGNING_KEY``'s public
+    half (publish trusts it): verify proves what anyone can check with the repository alone,
+    so a CI secret that is not committed makes it fail, not pass."""
     if key_path is not None:
         if not key_path.is_file():
             fail("signature", f"no public key at {key_path}: {signing.FIRST_KEY_STEPS}")
