@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from cicd import ci, dvc, image, provenance, sbom, signing
 from cicd.docker import docker_call
 from cicd.errors import AttestationError, NotBuiltHere
-from cicd.provenance import BaseImage, BuildFacts
+from cicd.provenance import ArchiveInLock, BaseImage, BuildFacts
 from cicd.registry import OCI_MANIFEST, Manifest, RegistryClient, content_digest
 
 if TYPE_CHECKING:
@@ -40,7 +40,8 @@ EMPTY_JSON = b"{}"
 PREDICATE_ANNOTATION = "in-toto.io/predicate-type"
 UNSIGNED_WARNING = (
     "warning: SIGNING_KEY is not set: the SBOM and provenance are attached UNSIGNED "
-    "(`invoke verify` refuses them without --allow-unsigned); model-cicd's docs/verify.md"
+    "(`invoke verify` refuses them; --allow-unsigned accepts them only in a repository that "
+    "never had a public key); model-cicd's docs/verify.md"
 )
 
 
@@ -210,6 +211,7 @@ def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.date
     """What the provenance records, from the workspace, the engine and the image."""
     settings = run.settings
     names = [provenance.PARAMS_FILE, dvc.LOCK_FILE, image.METRICS_FILE]
+    files = provenance.read_files(settings.root, names)
     return BuildFacts(
         repository=goal.repository,
         image_digest=digest,
@@ -219,15 +221,34 @@ def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.date
         model_tag=goal.model.tag,
         model_digest=goal.model.digest,
         model_path=str(settings.bentomodel),
+        model_lock=model_lock(run, goal, files[provenance.LOCK_FILE]),
         base=base_image(run, reference),
         versions=provenance.versions(_docker_version(run)),
         builder_id=ci.places(run.environ).run_url or "urn:celestial-bodies:builder:local",
         started=started,
         finished=now(),
-        files=provenance.read_files(settings.root, names),
+        files=files,
         metrics=image.read_metrics(settings.root),
         metrics_file=image.METRICS_FILE,
     )
+
+
+def model_lock(run: Run, goal: Target, lock: bytes) -> ArchiveInLock:
+    """The model archive bound to ``dvc.lock`` (:func:`provenance.bind_archive`): the bytes
+    whose sha256 the image's label records have the md5 dvc.lock records for the train
+    stage's output, or nothing is signed."""
+    settings = run.settings
+    placeholder = ArchiveInLock("<stage>", "<output>", "<md5 in dvc.lock>", "<md5>")
+    if run.dry and not settings.path(settings.bentomodel).is_file():
+        return placeholder  # its pull was only shown
+    try:
+        return provenance.bind_archive(settings.root, lock, settings.bentomodel, goal.model.digest)
+    except (provenance.ProvenanceError, OSError) as error:
+        if not run.dry:
+            raise
+        # A dry run signs nothing: it says what a real run would refuse, and goes on.
+        run.runner.echo(f"[dry-run] a real run would not sign: {error}")
+        return placeholder
 
 
 def base_image(run: Run, reference: str) -> BaseImage:

@@ -6,13 +6,18 @@ provenance v1 protobuf), so their shape is the framework's, not a hand-written s
 
 The provenance's subject is the image's manifest digest. It records what only this project
 knows: the commit, ``params.yaml``, the hash of every stage's outputs in ``dvc.lock``, the
-metrics, the ``.bentomodel`` (tag and sha256), the base image, and the versions of the
-suite, BentoML and Docker that built the image. ``verify`` reads it back with the helpers
-at the end of this module (:func:`dependencies`, :func:`model_of`, :func:`commit_of`).
+metrics, the ``.bentomodel`` (tag, sha256, and its md5 as ``dvc.lock`` records it: the stage
+output that holds it, :class:`ArchiveInLock`), the base image, and the versions of the
+suite, BentoML and Docker that built the image. The sha256 (the image's ``model.digest``
+label) and the md5 are computed from the same bytes when attesting, so the provenance binds
+the image's model to the ``train`` stage's output of the commit, not only copies text.
+``verify`` reads it back with the helpers at the end of this module (:func:`dependencies`,
+:func:`model_of`, :func:`archive_of`, :func:`commit_of`).
 """
 
 from __future__ import annotations
 
+import configparser
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -20,7 +25,7 @@ import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -41,11 +46,29 @@ SOURCE, PARAMS, LOCK, OUTPUT, MODEL, BASE_IMAGE = (
 )  # fmt: skip
 
 
+# Annotations of the model dependency: the dvc.lock output that holds the archive.
+DVC_STAGE, DVC_OUTPUT, DVC_OUTPUT_MD5 = "dvc.stage", "dvc.output", "dvc.output.md5"
+
+
 @dataclass(frozen=True)
 class BaseImage:
     name: str  # as the Dockerfile names it, e.g. python:3.11-slim
     id: str  # sha256 of its config (the local image id)
     repo_digests: tuple[str, ...] = ()  # registry digests, when it was pulled
+
+
+@dataclass(frozen=True)
+class ArchiveInLock:
+    """Where ``dvc.lock`` records the model archive: the stage output that holds it."""
+
+    stage: str  # the stage that outputs it (the train stage)
+    output: str  # that output's path: the archive itself, or a directory holding it
+    output_md5: str  # the output's hash in dvc.lock (``<md5>.dir`` for a directory)
+    md5: str  # the archive's own md5, as DVC records it ("" when its listing is not here)
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}:{self.output}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,10 @@ class BuildFacts:
     files: Mapping[str, bytes] = field(repr=False, default_factory=dict)  # dvc.lock, params...
     metrics: Mapping[str, float] = field(default_factory=dict)
     metrics_file: str = "evaluation/metrics.json"
+    # The archive in dvc.lock, its md5 that of the bytes whose sha256 is model_digest: attest
+    # always gives it (:func:`bind_archive`); None records the sha256 alone, as provenances
+    # made before this binding do (verify's archive check then says it did not check).
+    model_lock: ArchiveInLock | None = None
 
 
 def lock_outputs(lock_text: str | bytes) -> dict[str, str]:
@@ -185,14 +212,7 @@ def _dependencies(facts: BuildFacts) -> list[Any]:
     ]
     for name, md5 in lock_outputs(files[LOCK_FILE]).items():
         found.append(_descriptor(OUTPUT, name=name, digest={"md5": md5}))
-    found.append(
-        _descriptor(
-            MODEL,
-            name=facts.model_path,
-            digest={"sha256": _hex(facts.model_digest)},
-            annotations={"model.tag": facts.model_tag},
-        )
-    )
+    found.append(_model(facts))
     found.append(
         _descriptor(
             BASE_IMAGE,
@@ -204,6 +224,19 @@ def _dependencies(facts: BuildFacts) -> list[Any]:
     return found
 
 
+def _model(facts: BuildFacts) -> Any:
+    digest, annotations = {"sha256": _hex(facts.model_digest)}, {"model.tag": facts.model_tag}
+    locked = facts.model_lock
+    if locked is not None:
+        digest["md5"] = locked.md5
+        annotations.update({
+            DVC_STAGE: locked.stage,
+            DVC_OUTPUT: locked.output,
+            DVC_OUTPUT_MD5: locked.output_md5,
+        })  # fmt: skip
+    return _descriptor(MODEL, name=facts.model_path, digest=digest, annotations=annotations)
+
+
 def _metrics(facts: BuildFacts) -> Any:
     content = facts.files.get(facts.metrics_file, b"")
     return _descriptor(
@@ -212,6 +245,113 @@ def _metrics(facts: BuildFacts) -> Any:
         digest={"sha256": sha256(content)},
         annotations={"metrics": dict(facts.metrics)},
     )
+
+
+# --------------------------------------------------------------------------- the model archive
+# dvc.lock records the archive's md5: as its own output (a stage that outputs the file), or in
+# the listing of the directory output that holds it (``model``: ``<md5>.dir``, a JSON list of
+# ``{"md5", "relpath"}`` kept in the DVC cache, whose own md5 is that hash). Both are found by
+# content in the cache, so what is read there is checked against dvc.lock, never trusted.
+
+
+def file_hashes(path: Path) -> tuple[str, str]:
+    """(md5, ``sha256:...``) of a file, from one read of the same bytes."""
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            md5.update(chunk)
+            sha.update(chunk)
+    return md5.hexdigest(), "sha256:" + sha.hexdigest()
+
+
+def dvc_cache_file(root: Path, md5: str) -> Path | None:
+    """The DVC cache's file of the content ``md5`` (``<md5>.dir`` for a listing), if here:
+    DVC 3's ``files/md5/`` layout, else DVC 2's, in the cache ``.dvc/config`` names."""
+    cache = _cache_dir(root)
+    for candidate in (cache / "files" / "md5", cache):
+        path = candidate / md5[:2] / md5[2:]
+        if path.is_file():
+            return path
+    return None
+
+
+def _cache_dir(root: Path) -> Path:
+    directory = root / ".dvc"
+    parser = configparser.ConfigParser(interpolation=None)
+    try:  # config.local wins, as in DVC; a relative dir is relative to .dvc/
+        parser.read([directory / "config", directory / "config.local"])
+        configured = parser.get("cache", "dir", fallback="")
+    except configparser.Error:
+        configured = ""
+    return (directory / configured.strip()).resolve() if configured.strip() else directory / "cache"
+
+
+def archive_in_lock(root: Path, lock_text: str | bytes, archive: Path) -> ArchiveInLock:
+    """Where ``dvc.lock`` records the archive (``archive``: relative to the root, from the
+    settings), its md5 read through the DVC cache for a directory output ("" when the
+    listing is not in this clone's cache); :class:`ProvenanceError` when no stage outputs it,
+    or the cached listing is not the one dvc.lock names."""
+    wanted = PurePosixPath(archive.as_posix())
+    for name, md5 in lock_outputs(lock_text).items():
+        stage, output = name.split(":", 1)
+        path = PurePosixPath(output)
+        if path == wanted:
+            return ArchiveInLock(stage, output, md5, md5)
+        if wanted.is_relative_to(path):
+            relpath = wanted.relative_to(path).as_posix()
+            return ArchiveInLock(stage, output, md5, _listed_md5(root, md5, relpath, name))
+    raise ProvenanceError(
+        f"no stage of {LOCK_FILE} outputs the model archive {archive} (suite.model.archive): "
+        "the train stage must output it (dvc.yaml), then run `dvc repro`"
+    )
+
+
+def _listed_md5(root: Path, output_md5: str, relpath: str, name: str) -> str:
+    if not output_md5.endswith(".dir"):
+        raise ProvenanceError(f"{LOCK_FILE} records {name} as a file, not a directory")
+    cached = dvc_cache_file(root, output_md5)
+    if cached is None:
+        return ""
+    listing = cached.read_bytes()
+    if hashlib.md5(listing, usedforsecurity=False).hexdigest() != output_md5.removesuffix(".dir"):
+        raise ProvenanceError(
+            f"the DVC cache's listing of {name} ({cached}) is not the one {LOCK_FILE} records: "
+            "the cache is damaged; delete that file and run `invoke pull`"
+        )
+    try:
+        entries = {str(item["relpath"]): str(item["md5"]) for item in json.loads(listing)}
+    except (ValueError, TypeError, KeyError):
+        raise ProvenanceError(
+            f"the DVC cache's listing of {name} is unreadable: {cached}"
+        ) from None
+    if relpath not in entries:
+        raise ProvenanceError(f"{name} in {LOCK_FILE} holds no {relpath}: run `dvc repro`")
+    return entries[relpath]
+
+
+def bind_archive(root: Path, lock_text: str | bytes, archive: Path, digest: str) -> ArchiveInLock:
+    """The archive in ``dvc.lock``, checked against the workspace's archive before it is
+    signed: its md5 must be the one dvc.lock records for the train stage's output, and its
+    sha256 (from the same bytes) ``digest``, the model the image was built with."""
+    locked = archive_in_lock(root, lock_text, archive)
+    if not locked.md5:
+        raise ProvenanceError(
+            f"the listing of {locked.name} ({locked.output_md5}) is not in this clone's DVC "
+            f"cache, so {archive} cannot be bound to {LOCK_FILE}: run `invoke pull`"
+        )
+    md5, sha = file_hashes(root / archive)
+    if md5 != locked.md5:
+        raise ProvenanceError(
+            f"{archive} (md5 {md5}) is not the {locked.name} output that {LOCK_FILE} records "
+            f"(md5 {locked.md5}): not signing a model the commit does not record; take the "
+            "commit's (`invoke pull`) or commit the new dvc.lock (`dvc repro`), and publish again"
+        )
+    if sha != digest:
+        raise ProvenanceError(
+            f"{archive} is {sha} now, but the image was built with {digest}: it changed since "
+            "the build; publish again (`nox -s publish -- --force`)"
+        )
+    return locked
 
 
 def versions(docker_version: str) -> dict[str, str]:
@@ -303,6 +443,24 @@ def model_of(provenance: Mapping[str, Any]) -> tuple[str, str]:
     model = models[0]
     tag = str((model.get("annotations") or {}).get("model.tag", ""))
     return tag, "sha256:" + str((model.get("digest") or {}).get("sha256", ""))
+
+
+def archive_of(provenance: Mapping[str, Any]) -> ArchiveInLock | None:
+    """The model archive's place in ``dvc.lock`` and md5 as the provenance records them;
+    None for a provenance made before the suite bound them (it records the sha256 only)."""
+    models = dependencies(provenance, MODEL)
+    if len(models) != 1:
+        raise ProvenanceError(f"the provenance records {len(models)} models, not one")
+    model = models[0]
+    annotations, digest = model.get("annotations") or {}, model.get("digest") or {}
+    if not digest.get("md5"):
+        return None
+    return ArchiveInLock(
+        stage=str(annotations.get(DVC_STAGE, "")),
+        output=str(annotations.get(DVC_OUTPUT, "")),
+        output_md5=str(annotations.get(DVC_OUTPUT_MD5, "")),
+        md5=str(digest["md5"]),
+    )
 
 
 def commit_of(provenance: Mapping[str, Any]) -> str:

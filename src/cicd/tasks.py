@@ -233,8 +233,9 @@ def attest(c: Context) -> str:
 @step(
     help={
         "image": "image reference host/repository:tag (default: this commit's image)",
-        "key": "PEM public key to check signatures with (default: signing/publish.pub)",
-        "allow_unsigned": "accept attestations without a signature (still checks the rest)",
+        "key": "PEM public key to check signatures with (default: every signing/*.pub)",
+        "allow_unsigned": "accept unsigned attestations, only where no public key was ever "
+        "committed (says loudly that nothing was signature-checked)",
         "json": "print the checks as JSON",
         "revision": "the commit the image must be of (default: a SHA tag's, else this one)",
     }
@@ -249,9 +250,10 @@ def verify(
 ) -> None:
     """Check an image's signed SBOM and provenance against the image, the key and dvc.lock.
 
-    One line per check: image digest, attestations attached, signatures (committed public
-    key), statement subjects, the model.digest label, the commit, this commit's dvc.lock
-    output hashes, the SBOM. Exits non-zero at the first failure.
+    One line per check: image digest, attestations attached, signatures (any committed
+    public key; the line names which), statement subjects, the model.digest label, the
+    commit, this commit's dvc.lock output hashes, the model archive against them, the SBOM.
+    Exits non-zero at the first failure.
     """
     from cicd import verify
 
@@ -263,10 +265,13 @@ def verify(
 
 @step(help={"private_key": "where to write the new private key (outside the repository)"})
 def keygen(c: Context, private_key: str | None = None) -> None:
-    """Make an ed25519 signing key pair: the public key replaces signing/publish.pub.
+    """Make an ed25519 signing key pair: the public key goes to signing/ beside the others.
 
-    The private key is written (mode 0600) to --private-key FILE, never printed: store its
-    content as the CI secret SIGNING_KEY, then delete the file. Commit the public key.
+    The first key is signing/publish.pub; a new one (rotation) is signing/publish-<key id>.pub
+    and the earlier keys stay trusted, so earlier releases still verify; delete a key's file
+    to revoke it. The private key is written (mode 0600) to --private-key FILE, never
+    printed: store its content as the CI secret SIGNING_KEY, then delete the file. Commit the
+    public key.
     """
     from cicd import signing
 

@@ -4,7 +4,10 @@ One check per line, in order; the first that fails ends the run (exit non-zero):
 
 1. image        the reference resolves to a digest in the registry
 2. attached     the SBOM and the provenance are attached to that digest
-3. signature    each is signed by the committed public key (or --key FILE)
+3. signature    each is signed by a trusted key: any committed public key (every ``*.pub``
+                of ``signing/``; or only --key FILE), the line names which; unsigned
+                documents only with --allow-unsigned, only where no key was ever
+                committed, and then the line says ``skip``: nothing was checked
 4. subject      each statement is about that digest, in that repository
 5. model        the image's ``model.digest`` label is the provenance's model
 6. commit       the image's revision label is the provenance's commit, and so is the commit
@@ -13,7 +16,13 @@ One check per line, in order; the first that fails ends the run (exit non-zero):
 7. dvc.lock     every stage output hash the provenance records is the one that commit's
                 dvc.lock has; when that dvc.lock cannot be read (outside a repository, a
                 commit not in this clone) the line says ``skip``: not checked, not passed
-8. sbom         the SBOM is a CycloneDX document that lists packages
+8. archive      the model archive is the commit's: the md5 the provenance records for it is
+                the one that commit's dvc.lock records for the train stage's output (through
+                the output's listing in the DVC cache, for a directory), and the archive's
+                bytes with that md5 (from this clone's DVC cache, else the workspace) have the
+                provenance's sha256, the image's ``model.digest``; the line says which it
+                read, and ``skip`` for what it could not (listing or bytes not here)
+9. sbom         the SBOM is a CycloneDX document that lists packages
 """
 
 from __future__ import annotations
@@ -205,6 +214,7 @@ def checks(
         )  # fmt: skip
 
     yield _lock(run, predicate, commit)
+    yield _archive(run, predicate, commit, model_digest)
     yield _sbom(statements[SBOM])
 
 
@@ -253,26 +263,90 @@ def _git(run: Run, *args: str) -> str | None:
 def _signatures(
     run: Run, envelopes: dict[Any, Any], key_path: Path | None, allow_unsigned: bool
 ) -> Check:
+    """Both documents signed by a trusted key (``--key FILE``, else every committed key:
+    :func:`signing.committed_keys`); "signed by" is said only then. ``allow_unsigned``:
+    a wholly unsigned pair is let through, loudly, only where no public key was ever
+    committed (:func:`_unsigned_allowed`)."""
     unsigned = [kind.name for kind in attestations.KINDS if not signing.signed(envelopes[kind])]
+    if unsigned and not allow_unsigned:
+        fail(
+            "signature",
+            f"the {' and '.join(unsigned)} {'is' if len(unsigned) == 1 else 'are'} "
+            f"unsigned (published without SIGNING_KEY): {signing.FIRST_KEY_STEPS}",
+        )
+    if unsigned and len(unsigned) < len(attestations.KINDS):
+        fail(
+            "signature",
+            f"the {unsigned[0]} is unsigned but the other document is signed: publish signs "
+            "both or neither, so this pair was not attached by publish as it is "
+            "(--allow-unsigned accepts only a wholly unsigned pair)",
+        )
     if unsigned:
-        if not allow_unsigned:
-            fail(
-                "signature",
-                f"the {' and '.join(unsigned)} {'is' if len(unsigned) == 1 else 'are'} "
-                f"unsigned (published without SIGNING_KEY): {signing.FIRST_KEY_STEPS}",
-            )
-        if len(unsigned) == len(attestations.KINDS):
-            return Check("signature", True, "unsigned (accepted: --allow-unsigned)")
-    path = key_path or run.settings.path(run.settings.signing_public_key)
-    if not path.is_file():
-        fail("signature", f"no public key at {path}: {signing.FIRST_KEY_STEPS}")
-    key = _read(lambda: signing.public_key(path), "signature")
-    keyids: set[str] = set()
-    for kind in attestations.KINDS:
-        if signing.signed(envelopes[kind]):
-            keyids.add(_read(lambda k=kind: signing.check_signature(envelopes[k], key, k.name),
-                             "signature"))  # fmt: skip
-    return Check("signature", True, f"signed by key {next(iter(keyids))[:16]}… ({path.name})")
+        return _unsigned_allowed(run, key_path)
+    keys = _keys(run, key_path)
+    signers = {
+        kind: _read(lambda k=kind: signing.signer_of(envelopes[k], keys, k.name), "signature")
+        for kind in attestations.KINDS
+    }
+    if len({item.key.keyid for item in signers.values()}) == 1:
+        return Check("signature", True, f"signed by {signers[PROVENANCE].describe()}")
+    each = ", ".join(f"the {kind.name} by {item.describe()}" for kind, item in signers.items())
+    return Check("signature", True, f"signed by trusted keys: {each}")
+
+
+def _keys(run: Run, key_path: Path | None) -> list[signing.TrustedKey]:
+    """``--key FILE`` alone, else every committed public key. Not ``SIGNING_KEY``'s public
+    half (publish trusts it): verify proves what anyone can check with the repository alone,
+    so a CI secret that is not committed makes it fail, not pass."""
+    if key_path is not None:
+        if not key_path.is_file():
+            fail("signature", f"no public key at {key_path}: {signing.FIRST_KEY_STEPS}")
+        return [signing.TrustedKey(_read(lambda: signing.public_key(key_path), "signature"),
+                                   key_path.name)]  # fmt: skip
+    keys = _read(lambda: signing.committed_keys(run.settings), "signature")
+    if not keys:
+        where = signing.key_directory(run.settings)
+        fail("signature", f"no public key in {where}: {signing.FIRST_KEY_STEPS}")
+    return keys
+
+
+UNSIGNED_ACCEPTED = (
+    "NOT CHECKED: the SBOM and provenance are UNSIGNED, accepted by --allow-unsigned because "
+    "this repository never had a public key: NOTHING WAS SIGNATURE-CHECKED, and anyone who can "
+    "push to the registry can make such a pair; {steps}"
+)
+
+
+def _unsigned_allowed(run: Run, key_path: Path | None) -> Check:
+    """An unsigned pair with ``--allow-unsigned``: refused where a key exists or ever existed
+    (a forger who can push to the registry makes an unsigned pair for any image, so a signed
+    repository must never accept one); else a ``skip`` line that says nothing was checked."""
+    refused = "--allow-unsigned is refused"
+    if key_path is not None:
+        fail("signature", f"the SBOM and provenance are unsigned and --key {key_path} is "
+             f"given: {refused} with a key; publish them signed")  # fmt: skip
+    committed = _read(lambda: signing.committed_keys(run.settings), "signature")
+    ever = committed[0].source if committed else _key_in_history(run)
+    if ever:
+        fail(
+            "signature",
+            f"the SBOM and provenance are unsigned, and {refused}: this repository has had a "
+            f"public key ({ever}), so its images are signed and an unsigned pair is what anyone "
+            "who can push to the registry can make; publish the commit with SIGNING_KEY "
+            "(`nox -s publish -- --force`)",
+        )
+    steps = signing.FIRST_KEY_STEPS
+    return Check("signature", False, UNSIGNED_ACCEPTED.format(steps=steps), skipped=True)
+
+
+def _key_in_history(run: Run) -> str:
+    """A commit that touched a public key of the key directory ("" when none, or outside a
+    repository: then only the files count)."""
+    settings = run.settings  # git runs in the root: relative settings are its pathspecs
+    directory = settings.signing_public_key.parent
+    pathspecs = [str(settings.signing_public_key), str(directory / "*.pub")]
+    found = _git(run, "log", "--all", "-1", "--format=%h", "--", *pathspecs)
+    return f"commit {found} has one" if found else ""
 
 
 def _statement(envelope: dict[str, Any], kind: attestations.Kind) -> dict[str, Any]:
@@ -324,6 +398,77 @@ def _git_show(run: Run, what: str) -> str | None:
         return run.runner.run(["git", "show", what], cwd=run.settings.root, quiet=True)
     except CommandError:
         return None
+
+
+def _archive(run: Run, predicate: dict[str, Any], commit: str, model_digest: str) -> Check:
+    """The model archive bound to the commit's dvc.lock (docstring of the module, check 8)."""
+    settings = run.settings
+    archive = settings.bentomodel
+    recorded = _read(lambda: provenance.archive_of(predicate), "archive")
+    if recorded is None:
+        older = "NOT CHECKED: this provenance predates the binding of the archive to dvc.lock"
+        return Check("archive", False, older, skipped=True)
+    committed = _git_show(run, f"{commit}:{provenance.LOCK_FILE}") if commit else None
+    if committed is None:
+        what = f"NOT CHECKED: no dvc.lock of {commit[:12] or 'the commit'} here (see dvc.lock)"
+        return Check("archive", False, what, skipped=True)
+    here = _read(lambda: provenance.archive_in_lock(settings.root, committed, archive), "archive")
+    where = f"the dvc.lock of {commit[:12]}"
+    if here.name != recorded.name or here.output_md5 != recorded.output_md5:
+        fail(
+            "archive",
+            f"the provenance places {archive} in {recorded.name} ({recorded.output_md5}), "
+            f"{where} in {here.name} ({here.output_md5})",
+        )
+    if not here.md5:
+        no_listing = (
+            f"NOT CHECKED: the listing of {here.name} ({here.output_md5}) is not in this "
+            f"clone's DVC cache: run `dvc fetch {here.output}` at {commit[:12]}"
+        )
+        return Check("archive", False, no_listing, skipped=True)
+    if here.md5 != recorded.md5:
+        fail(
+            "archive",
+            f"{archive} is md5 {here.md5} in {where} ({here.name}), {recorded.md5} in the "
+            "provenance: the image's model is not the one that commit trained",
+        )
+    bytes_from = _archive_bytes(run, here.md5)
+    if bytes_from is None:
+        no_bytes = (
+            f"md5 {here.md5[:12]}… is {here.name}'s in {where} and the provenance's; the "
+            "archive's bytes NOT CHECKED: neither this clone's DVC cache nor the workspace has "
+            "them (`invoke pull`)"
+        )
+        return Check("archive", False, no_bytes, skipped=True)
+    label, sha = bytes_from
+    if sha != model_digest:
+        fail(
+            "archive",
+            f"{archive} with md5 {here.md5} ({where}) has {sha}, but the provenance and the "
+            f"image's label record {model_digest}: the image was not built from that model",
+        )
+    return Check(
+        "archive",
+        True,
+        f"{archive} read from {label}: md5 {here.md5[:12]}… is {here.name}'s in {where}, "
+        f"sha256 {sha.removeprefix('sha256:')[:12]}… the provenance's and the label's",
+    )
+
+
+def _archive_bytes(run: Run, md5: str) -> tuple[str, str] | None:
+    """(where, sha256) of the archive whose content is ``md5``: the DVC cache's file, else
+    the workspace's archive; each checked to have that md5 (the cache is not trusted)."""
+    settings = run.settings
+    candidates = [
+        ("the DVC cache", provenance.dvc_cache_file(settings.root, md5)),
+        ("the workspace", settings.path(settings.bentomodel)),
+    ]
+    for label, path in candidates:
+        if path is not None and path.is_file():
+            found_md5, sha = provenance.file_hashes(path)
+            if found_md5 == md5:
+                return label, sha
+    return None
 
 
 def _sbom(statement: dict[str, Any]) -> Check:

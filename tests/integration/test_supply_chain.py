@@ -37,7 +37,10 @@ from tests.support.project import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-CHECKS = ["image", "attached", "signature", "subject", "model", "commit", "dvc.lock", "sbom"]
+CHECKS = [
+    "image", "attached", "signature", "subject", "model", "commit", "dvc.lock", "archive", "sbom",
+]  # fmt: skip
+ARCHIVE = "model/celestial_bodies_classifier_model.bentomodel"
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +188,9 @@ def test_verify_proves_the_chain_from_dvc_lock_to_the_image(published):
     assert [line.split()[1] for line in lines] == CHECKS
     assert all(line.startswith("ok ") for line in lines)
     assert f"8 stage outputs match the dvc.lock of {published.sha[:12]}" in done.stdout
+    archive = next(line for line in lines if line.split()[1] == "archive")
+    assert archive.startswith(f"ok    archive    {ARCHIVE} read from the DVC cache: md5 "), archive
+    assert f"is train:model's in the dvc.lock of {published.sha[:12]}, sha256 " in archive
     sbom_line = lines[-1]
     assert " deb" in sbom_line and " pypi" in sbom_line
     as_json = json.loads(verify(published, "--json", check=True).stdout)
@@ -342,7 +348,9 @@ def test_a_provenance_whose_outputs_differ_from_the_commits_dvc_lock_is_caught(p
     assert "in the provenance: the image was not built from the data and model of " in line
 
 
-def test_unsigned_attestations_are_refused_unless_allowed(published):
+def test_unsigned_attestations_are_refused_even_when_allowed_in_a_signed_repository(published):
+    """Finding 4 of issue 23: an unsigned pair is what anyone who can push to the registry
+    makes. Where a public key is committed, --allow-unsigned refuses it."""
     attest = published.invoke("attest", env={"SIGNING_KEY": ""})
     assert "SIGNING_KEY is not set: the SBOM and provenance are attached UNSIGNED" in attest.stdout
     try:
@@ -351,10 +359,106 @@ def test_unsigned_attestations_are_refused_unless_allowed(published):
             "error: signature: the SBOM and provenance are unsigned (published without "
             "SIGNING_KEY): run `invoke keygen"
         ), line
-        allowed = verify(published, "--allow-unsigned", check=True)
-        assert "unsigned (accepted: --allow-unsigned)" in allowed.stdout
+        allowed = published.invoke("verify", "--allow-unsigned", check=False)
+        assert failure(allowed).startswith(
+            "error: signature: the SBOM and provenance are unsigned, and --allow-unsigned is "
+            "refused: this repository has had a public key (publish.pub)"
+        ), allowed.stderr
+        assert "accepted" not in allowed.stdout and "signed by" not in allowed.stdout
     finally:
         published.invoke("attest")  # signed again
+    verify(published, check=True)
+
+
+def test_a_half_signed_pair_is_refused_and_never_called_signed(published, registry):
+    """Finding 4 of issue 23: the provenance signed, the SBOM's signature stripped."""
+    image = digest_of(registry, published.sha).digest
+    manifest, envelope, _ = provenance_parts(registry, image, ".sbom")
+    stripped = with_envelope(registry, manifest, {**envelope, "signatures": []})
+    with replaced(registry, artifact_tag(image, ".sbom"), stripped):
+        for args in ((), ("--allow-unsigned",)):
+            done = verify(published, *args)
+            assert failure(done).startswith("error: signature: the SBOM is unsigned"), done.stderr
+            assert "signed by" not in done.stdout, done.stdout
+
+
+def test_after_keygen_an_image_signed_by_the_earlier_key_still_verifies(
+    published, registry, tmp_path
+):
+    """Finding 14 of issue 23: the image was signed by the tests' key, committed here as an
+    earlier key (signing/tests.pub); `invoke keygen` adds a new key beside it, and verify,
+    with no --key, still trusts the earlier one and names it. Deleting its file revokes it."""
+    # The new files leave the tree dirty: verify names the commit's image, not a -dirty- tag.
+    image = ("--image", f"{registry.address}/{IMAGE}:{published.sha}")
+    earlier = published.path("signing/tests.pub")
+    earlier.write_text(SIGNING_PUBLIC_KEY)
+    before = set(published.path("signing").iterdir())
+    try:
+        made = published.invoke("keygen", "--private-key", str(tmp_path / "new.pem"))
+        added = set(published.path("signing").iterdir()) - before
+        assert len(added) == 1 and next(iter(added)).name.startswith("publish-"), added
+        assert "stay trusted" in made.stdout and "delete its file" in made.stdout
+        keyid = signing.public_key(earlier).keyid
+        done = published.invoke("verify", *image, check=True)
+        assert f"ok    signature  signed by key {keyid[:16]}… (tests.pub)" in done.stdout
+        earlier.unlink()  # revoked
+        line = failure(published.invoke("verify", *image, check=False))
+        assert line.startswith("error: signature: the SBOM is signed by another key"), line
+        assert "not by any trusted key" in line, line
+    finally:
+        for path in set(published.path("signing").iterdir()) - before:
+            path.unlink()
+        earlier.unlink(missing_ok=True)
+        published.run("git", "checkout", "--", "signing")
+
+
+def with_archive_md5(statement: dict, md5: str) -> dict:
+    edited = json.loads(json.dumps(statement))
+    for item in edited["predicate"]["buildDefinition"]["resolvedDependencies"]:
+        if item["annotations"]["role"] == "model":
+            item["digest"]["md5"] = md5
+    return edited
+
+
+def test_a_provenance_whose_archive_is_not_the_train_output_is_caught(published, registry):
+    """Finding 3 of issue 23: the archive's md5 the provenance records must be the one the
+    commit's dvc.lock records for the train stage's output (read through the DVC cache)."""
+    line = verify_resigned(published, registry, lambda s: with_archive_md5(s, "0" * 32))
+    assert line.startswith(f"error: archive: {ARCHIVE} is md5 "), line
+    assert f"in the dvc.lock of {published.sha[:12]} (train:model), {'0' * 32} in the " in line
+    assert line.endswith("the image's model is not the one that commit trained"), line
+
+
+def test_attest_refuses_to_sign_an_archive_that_is_not_the_commits(published, registry):
+    """Finding 3 of issue 23: a workspace archive that is not the train stage's output in
+    dvc.lock (one more member, still a model archive with the same tag) is never signed,
+    although git sees no change (the archive is DVC's, not git's)."""
+    import io
+    import tarfile
+
+    path = published.path(ARCHIVE)
+    original = path.read_bytes()
+    before = {tag for tag in registry.tags() if tag.endswith((".att", ".sbom"))}
+    buffer = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(original)) as source,
+        tarfile.open(fileobj=buffer, mode="w:gz") as repacked,
+    ):
+        for member in source.getmembers():
+            repacked.addfile(member, source.extractfile(member) if member.isfile() else None)
+        extra = tarfile.TarInfo("poisoned.txt")
+        extra.size = 5
+        repacked.addfile(extra, io.BytesIO(b"owned"))
+    try:
+        path.write_bytes(buffer.getvalue())
+        assert published.run("git", "status", "--porcelain").stdout == ""
+        refused = published.invoke("attest", check=False)
+        line = failure(refused)
+        assert line.startswith(f"error: {ARCHIVE} (md5 "), line
+        assert "is not the train:model output that dvc.lock records (md5 " in line, line
+    finally:
+        path.write_bytes(original)
+    assert {tag for tag in registry.tags() if tag.endswith((".att", ".sbom"))} == before
     verify(published, check=True)
 
 

@@ -100,6 +100,9 @@ def test_a_new_repository_trains_publishes_signed_and_verifies_with_the_installe
         verified = run([sys.executable, "-m", "nox", "-s", "verify"], repo, env)
         assert f"ok    signature  signed by key {keyid[1]}… (publish.pub)" in verified, verified
         assert "ok    dvc.lock" in verified and "ok    model" in verified
+        # Its own archive (the settings' path), bound to its train stage's output (issue 23, 3).
+        archive = "ok    archive    model/iris_demo_model.bentomodel read from the DVC cache: md5 "
+        assert archive in verified and "is train:model's in the dvc.lock of " in verified, verified
     finally:
         local_registry.stop_port(Runner(), port, storage)
         remove_images(f"{address}/")
