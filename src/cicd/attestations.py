@@ -221,7 +221,7 @@ def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.date
         model_tag=goal.model.tag,
         model_digest=goal.model.digest,
         model_path=str(settings.bentomodel),
-        model_lock=model_lock(run, goal, files[provenance.LOCK_FILE]),
+        model_lock=model_lock(run, goal, files[dvc.LOCK_FILE]),
         base=base_image(run, reference),
         versions=provenance.versions(_docker_version(run)),
         builder_id=ci.places(run.environ).run_url or "urn:celestial-bodies:builder:local",

@@ -408,7 +408,7 @@ def _archive(run: Run, predicate: dict[str, Any], commit: str, model_digest: str
     if recorded is None:
         older = "NOT CHECKED: this provenance predates the binding of the archive to dvc.lock"
         return Check("archive", False, older, skipped=True)
-    committed = _git_show(run, f"{commit}:{provenance.LOCK_FILE}") if commit else None
+    committed = _git_show(run, f"{commit}:{dvc.LOCK_FILE}") if commit else None
     if committed is None:
         what = f"NOT CHECKED: no dvc.lock of {commit[:12] or 'the commit'} here (see dvc.lock)"
         return Check("archive", False, what, skipped=True)
