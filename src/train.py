@@ -1,4 +1,4 @@
-"""Stage `train`: MLP trained epoch by epoch -> ONNX -> BentoML store -> .bentomodel.
+"""Stage `train`: scaler + MLP trained epoch by epoch -> ONNX -> BentoML store -> .bentomodel.
 
 Usage: python src/train.py <prepared_dir> <model_dir> <blas_record>
 Writes <model_dir>/model.onnx, preprocess.json, history.json and
@@ -42,7 +42,8 @@ def main() -> None:
         "image_size": info["image_size"],
         "grayscale": info["grayscale"],
         "preprocessing": "celestial.preprocess.preprocess: RGB (alpha over black), "
-        "optional grayscale, bilinear resize, /255, flatten",
+        "optional grayscale, bilinear resize, then the body's colour, coverage and texture "
+        "(array_to_features); the model's first step standardises them",
     }
 
     model_dir.mkdir(parents=True, exist_ok=True)

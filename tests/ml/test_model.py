@@ -11,7 +11,7 @@ from PIL import Image
 
 from celestial.classifier import Classifier
 from celestial.images import ImageRejected, decode_image
-from celestial.preprocess import image_to_array, preprocess
+from celestial.preprocess import array_to_features, image_to_array, n_features, preprocess
 
 
 def test_training_history_improves(trained):
@@ -101,8 +101,48 @@ def test_preprocess_accepts_any_mode(mode):
     else:
         img = img.convert(mode)
     x = preprocess(img, [16, 8], grayscale=False)
-    assert x.shape == (1, 8 * 16 * 3) and x.dtype == np.float32
+    assert x.shape == (1, n_features(3)) and x.dtype == np.float32
     assert x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_features_of_a_batch_are_those_of_each_image(small_prepared):
+    """Training computes the features of the whole set at once, the service of one image:
+    the same bits, or the served model would not be the evaluated one."""
+    images = small_prepared["x_test"]
+    batch = array_to_features(images)
+    assert batch.shape == (len(images), n_features(3))
+    np.testing.assert_array_equal(batch, np.concatenate([array_to_features(i) for i in images]))
+
+
+def _textured_disc(rng, centre, size=32, radius=8):
+    """A bright, noisy disc on black sky: an image (size, size, 3) uint8."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+    texture = rng.integers(60, 255, (size, size, 3))
+    return np.where(disc[..., None], texture, 0).astype(np.uint8)
+
+
+def test_features_ignore_where_the_body_sits_and_how_it_is_turned(rng):
+    """The features describe the body, not its place in the frame: moved, the same numbers;
+    turned a quarter, the same but for the steps across and along, which swap."""
+    image = _textured_disc(rng, (12, 12))
+    here = array_to_features(image)[0]
+    moved = array_to_features(np.roll(image, (6, 8), axis=(0, 1)))[0]
+    np.testing.assert_allclose(moved, here, rtol=1e-6)
+    turned = array_to_features(np.rot90(image))[0]
+    across, along = slice(9, 12), slice(12, 15)  # after mean, std, hue (3 channels each)
+    np.testing.assert_allclose(turned[across], here[along], rtol=1e-6)
+    np.testing.assert_allclose(turned[along], here[across], rtol=1e-6)
+    rest = np.r_[0:9, 15:19]
+    np.testing.assert_allclose(turned[rest], here[rest], rtol=1e-6)
+
+
+def test_features_of_an_empty_sky_and_of_grayscale(rng):
+    """No pixel brighter than the sky: zeros, not NaN; one channel: fewer features."""
+    assert not array_to_features(np.zeros((32, 32, 3), np.uint8)).any()
+    gray = _textured_disc(rng, (16, 16))[..., :1]
+    x = array_to_features(gray)
+    assert x.shape == (1, n_features(1)) and np.isfinite(x).all() and x.any()
 
 
 def test_sixteen_bit_is_scaled_not_clipped():
