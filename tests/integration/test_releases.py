@@ -323,8 +323,8 @@ def test_a_second_rollback_goes_further_back_never_forward(registry, three, proj
 def test_rollback_follows_only_a_history_signed_by_a_trusted_key(registry, three, project):
     """Finding 7 of issue 23: the history is signed with SIGNING_KEY and verified before a
     rollback follows it. History B, C: a plain rollback goes to B. A registry writer who
-    rewrites canary.history to send it to A (an older, genuine, signed release) gets a
-    one-line refusal, and nothing moves."""
+    rewrites canary.history to send it to A (an older, genuine, signed release: verify alone
+    would pass it) gets a one-line refusal, and nothing moves."""
     client = registry.client()
     for name in ("B", "C"):
         moves(project, "promote", "--to", "canary", "--digest", three[name])
@@ -333,11 +333,13 @@ def test_rollback_follows_only_a_history_signed_by_a_trusted_key(registry, three
     statement = signing.statement_of(genuine, "history")
     entries = statement["predicate"]["entries"]
     assert [e["digest"] for e in entries] == [three["B"], three["C"]]
-    attack = {"revision": OLDER.sha, "digest": three["A"], "time": "", "action": "rollback"}
+    # One more move, A, slipped in before the current one (C): what a rollback from C follows.
+    attack = {"revision": OLDER.sha, "digest": three["A"], "time": "", "action": "promote"}
+    slipped = [*entries[:-1], attack, entries[-1]]
 
-    # Its own statement with one more move: plain JSON (the unsigned format of before),
-    # signed by the writer's own key, and the genuine signature over an edited payload.
-    edited = {**statement, "predicate": {**statement["predicate"], "entries": [*entries, attack]}}
+    # Its own statement with that move: plain JSON (the unsigned format of before), signed
+    # by the writer's own key, and the genuine signature over an edited payload.
+    edited = {**statement, "predicate": {**statement["predicate"], "entries": slipped}}
     payload = json.dumps(edited, sort_keys=True, separators=(",", ":")).encode()
     forged = {
         "plain JSON, not a signed envelope": json.dumps(edited["predicate"]).encode(),
