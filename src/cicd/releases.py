@@ -21,11 +21,12 @@ a DSSE envelope signed by ``SIGNING_KEY`` (the key of the attestations) of the s
 ``{"repository": ..., "tag": ..., "entries": [{revision, digest, time, action}, ...]}``.
 Anyone who can push can rewrite that tag, so a rollback follows the record only when its
 signature verifies against the trusted keys, it names this repository and tag, and its last
-move is where the tag points now. Why an artifact rather than labels or one tag per move: labels belong to an image and cannot change
-without a new image (a new digest), while the history must change without touching the image;
-``history-<TAG>-<n>`` tags would be one manifest per move, cluttering ``tags/list`` and needing
-a scan to find the last. The artifact is one tag, one small blob (a few hundred bytes: never a
-layer of the image), readable by any OCI client (``oras``, ``crane``), and rewritten in place.
+move is where the tag points now. Why an artifact rather than labels or one tag per move:
+labels belong to an image and cannot change without a new image (a new digest), while the
+history must change without touching the image; ``history-<TAG>-<n>`` tags would be one
+manifest per move, cluttering ``tags/list`` and needing a scan to find the last. The artifact
+is one tag, one small blob (about a kilobyte: never a layer of the image), readable by any
+OCI client (``oras``, ``crane``), and rewritten in place.
 """
 
 from __future__ import annotations

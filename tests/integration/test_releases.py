@@ -11,20 +11,17 @@ tree, and what they did is read back through the registry's API and access log.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import re
 import subprocess
 
 import pytest
 
-from cicd import attestations, image, provenance, releases, signing
+from cicd import image, releases, signing
 from cicd.ci import Revision
 from cicd.registry import CREATED_LABEL, Manifest, content_digest
-from tests.integration.test_faults import MODEL, NEWER, OLDER, goal, push, settings
+from tests.integration.test_faults import MODEL, NEWER, OLDER, attest, goal, push, settings
 from tests.support.project import (
-    ROOT,
-    SIGNING_KEY,
     SIGNING_PUBLIC_KEY,
     Project,
     Registry,
@@ -58,38 +55,6 @@ def build(registry: Registry, repository: str, revision: Revision, labels=None, 
     return reference
 
 
-def attest(
-    registry: Registry, revision: Revision, digest: str, repository: str = REPOSITORY
-) -> None:
-    """A signed SBOM and provenance of ``revision``'s image ``digest``, attached as the
-    publish session attaches them (the tag scheme of a registry without referrers)."""
-    name, client = f"{registry.address}/{repository}", registry.client()
-    now = dt.datetime.now(dt.UTC)
-    facts = provenance.BuildFacts(
-        repository=name, image_digest=digest, commit=revision.sha, source_url="",
-        tags=(revision.sha, "latest"), model_tag=MODEL.tag, model_digest=MODEL.digest,
-        model_path="model/model.bentomodel",
-        base=provenance.BaseImage("python:3.11-slim", "sha256:" + "0" * 64),
-        versions={"suite": "tests"}, builder_id="urn:tests", started=now, finished=now,
-        files={n: (ROOT / n).read_bytes() for n in ("params.yaml", "dvc.lock")},
-    )  # fmt: skip
-    bom = {"bomFormat": "CycloneDX", "specVersion": "1.6",
-           "components": [{"type": "library", "name": "x", "purl": "pkg:pypi/x@1"}]}  # fmt: skip
-    statements = {
-        attestations.SBOM: provenance.sbom_statement(name, digest, bom),
-        attestations.PROVENANCE: provenance.provenance_statement(facts),
-    }
-    subject = client.manifest(repository, digest)
-    client.upload_blob(repository, attestations.EMPTY_JSON)
-    for kind, statement in statements.items():
-        body = provenance.dumps(signing.envelope(statement, signing.signer(SIGNING_KEY)))
-        layer = client.upload_blob(repository, body)
-        raw = attestations.artifact_manifest(kind, subject, layer, len(body))
-        config = content_digest(attestations.EMPTY_JSON)
-        manifest = Manifest(content_digest(raw), config, raw, attestations.OCI_MANIFEST)
-        client.put_manifest(repository, attestations.tag_for(digest, kind), manifest)
-
-
 @pytest.fixture(scope="module")
 def published(registry: Registry) -> dict[Revision, str]:
     """A and B under their SHA tags (and latest on B), signed: their manifest digests."""
@@ -99,7 +64,7 @@ def published(registry: Registry) -> dict[Revision, str]:
     client = registry.client()
     digests = {r: client.manifest(REPOSITORY, r.sha).digest for r in (OLDER, NEWER)}
     for revision, digest in digests.items():
-        attest(registry, revision, digest)
+        attest(registry, revision, digest, REPOSITORY)
     return digests
 
 
@@ -295,9 +260,8 @@ def forge_history(registry: Registry, tag: str, body: bytes) -> None:
     client = registry.client()
     digest = client.upload_blob(ROLLBACKS, body)
     raw = releases.history_manifest(digest, len(body))
-    client.put_manifest(
-        ROLLBACKS, f"{tag}.history", Manifest(content_digest(raw), digest, raw, releases.OCI_MANIFEST)
-    )
+    record = Manifest(content_digest(raw), digest, raw, releases.OCI_MANIFEST)
+    client.put_manifest(ROLLBACKS, f"{tag}.history", record)
 
 
 def test_a_second_rollback_goes_further_back_never_forward(registry, three, project):
