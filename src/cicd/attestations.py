@@ -24,17 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cicd import ci, image, provenance, sbom, signing
+from cicd import ci, dvc, image, provenance, sbom, signing
 from cicd.docker import docker_call
-from cicd.errors import NotBuiltHere, SuiteError
+from cicd.errors import AttestationError, NotBuiltHere
 from cicd.provenance import BaseImage, BuildFacts
-from cicd.registry import Manifest, RegistryClient, content_digest
+from cicd.registry import OCI_MANIFEST, Manifest, RegistryClient, content_digest
 
 if TYPE_CHECKING:
     from cicd.context import Run
     from cicd.image import Target
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 EMPTY_JSON = b"{}"
@@ -43,10 +42,6 @@ UNSIGNED_WARNING = (
     "warning: SIGNING_KEY is not set: the SBOM and provenance are attached UNSIGNED "
     "(`invoke verify` refuses them without --allow-unsigned); model-cicd's docs/verify.md"
 )
-
-
-class AttestationError(SuiteError):
-    """An attestation that cannot be made, stored or found."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +209,7 @@ def _local_id(run: Run, reference: str) -> str | None:
 def gather(run: Run, goal: Target, digest: str, reference: str, started: dt.datetime) -> BuildFacts:
     """What the provenance records, from the workspace, the engine and the image."""
     settings = run.settings
-    names = [provenance.PARAMS_FILE, provenance.LOCK_FILE, image.METRICS_FILE]
+    names = [provenance.PARAMS_FILE, dvc.LOCK_FILE, image.METRICS_FILE]
     return BuildFacts(
         repository=goal.repository,
         image_digest=digest,

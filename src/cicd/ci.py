@@ -20,7 +20,9 @@ from typing import Literal
 from cicd.errors import SuiteError
 from cicd.shell import Runner
 
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")  # a full commit id: the tag CI publishes under
+# Any tag a revision gives (Revision.tag, or an abbreviation of its SHA): a commit's image.
+REVISION_TAG = re.compile(r"[0-9a-f]{7,64}(-dirty-.*)?")
 Forge = Literal["github", "gitlab"]
 
 
@@ -67,7 +69,7 @@ def ci_sha(environ: Mapping[str, str]) -> str | None:
     """The commit CI says it builds (pull requests: the head commit, not the merge commit)."""
     for name in ("CI_MERGE_REQUEST_SOURCE_BRANCH_SHA", "CI_COMMIT_SHA", "GITHUB_SHA"):
         value = environ.get(name, "").strip().lower()
-        if SHA_RE.match(value):
+        if COMMIT_SHA.fullmatch(value):
             return value
     return None
 

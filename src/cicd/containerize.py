@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from cicd import bento
 from cicd.bento import BENTOML_ENV
 from cicd.image import Image, Target, labels, read_metrics, stand_in_notice, target
-from cicd.layer_cache import CACHE_BASE_LABEL, cache_login, cache_options, cache_source
+from cicd.labels import CACHE_BASE_LABEL
+from cicd.layer_cache import cache_login, cache_options, cache_source
 from cicd.shell import tool
 
 if TYPE_CHECKING:

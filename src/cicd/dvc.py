@@ -13,6 +13,8 @@ import yaml
 from cicd.errors import CommandError, SuiteError
 from cicd.shell import tool
 
+LOCK_FILE = "dvc.lock"  # where DVC records the hashes of what each stage read and wrote
+
 if TYPE_CHECKING:
     from cicd.context import Run
 
@@ -77,8 +79,6 @@ def push(run: Run, targets: Sequence[str] = (), when_base_branch: bool = False) 
 
 
 # -- did a retrain reproduce what the commit records? -----------------------------------------
-
-LOCK_FILE = "dvc.lock"
 
 
 def unreproduced_outputs(committed: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

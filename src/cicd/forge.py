@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from cicd import ci
-from cicd.errors import SuiteError
+from cicd.errors import CommentForbidden, SuiteError
 from cicd.http import DEFAULT_TIMEOUT, Http, Response, origin
 from cicd.shell import Runner
 
@@ -147,10 +147,6 @@ def publish_report(
         )
         places.append("no comment (a fork's pull request)")
     return "; ".join(places)
-
-
-class CommentForbidden(SuiteError):
-    """The forge answered 403 to a comment request."""
 
 
 def _from_a_fork(environ: Mapping[str, str]) -> bool:

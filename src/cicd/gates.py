@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cicd.errors import SuiteError
+from cicd.errors import GateError, GateFailed
 
 if TYPE_CHECKING:
     from cicd.shell import Runner
@@ -37,14 +37,6 @@ NO_GATES_WARNING = (
     "WARNING: --no-gates: the metric gates of gates.yaml are NOT checked; "
     "this model may be worse than its bounds allow"
 )
-
-
-class GateError(SuiteError):
-    """gates.yaml cannot be read, or a metric it names is missing."""
-
-
-class GateFailed(SuiteError):
-    """A metric is outside its bounds."""
 
 
 @dataclass(frozen=True)

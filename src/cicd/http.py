@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from cicd.errors import SuiteError
+from cicd.errors import NotReplayed, SuiteError
 from cicd.retry import REQUESTS, GiveUp, RetryPolicy, Transient
 from cicd.shell import Runner
 
@@ -65,16 +65,6 @@ class Response:
 
 class _Transient(Exception):
     """A failure worth another attempt (reset, truncated body, timeout)."""
-
-
-class NotReplayed(SuiteError):
-    """A request that may have taken effect failed after it was sent, and is not sent again
-    (a POST; an upload PUT, whose session a first arrival closes). ``reason``: what failed,
-    without the URL (an upload's URL carries its session's state)."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 def loopback(url: str) -> bool:

@@ -24,17 +24,24 @@ from cicd.bento import ModelInfo
 from cicd.ci import Revision
 from cicd.docker import docker_call, whales
 from cicd.errors import SuiteError
+from cicd.labels import (
+    CREATED_LABEL,
+    DESCRIPTION_LABEL,
+    METRICS_LABEL_PREFIX,
+    MODEL_DIGEST_LABEL,
+    MODEL_TAG_LABEL,
+    REVISION_LABEL,
+    SOURCE_LABEL,
+    STAND_IN_LABEL,
+    TITLE_LABEL,
+    VERSION_LABEL,
+)
 from cicd.registry import Manifest
 from cicd.settings import Settings
 
 if TYPE_CHECKING:
     from cicd.context import Run
 
-MODEL_TAG_LABEL = "model.tag"
-MODEL_DIGEST_LABEL = "model.digest"
-# ``model.metrics.<name>``: the model's flat numeric metrics (evaluation/metrics.json), so that
-# `invoke releases` shows them from the registry alone.
-METRICS_LABEL_PREFIX = "model.metrics."
 METRICS_FILE = "evaluation/metrics.json"
 # Longer than another job's read-then-PUT of a moving tag (a manifest and a config blob read).
 SETTLE_PAUSE = 1.0
@@ -108,12 +115,12 @@ def labels(
     label each."""
     created = dt.datetime.fromtimestamp(revision.timestamp, dt.UTC)
     labels = {
-        "org.opencontainers.image.title": settings.image_name,
-        "org.opencontainers.image.revision": revision.sha,
-        "org.opencontainers.image.source": revision.source_url,
+        TITLE_LABEL: settings.image_name,
+        REVISION_LABEL: revision.sha,
+        SOURCE_LABEL: revision.source_url,
         # The commit time, not the build time: rebuilding a commit gives the same labels.
-        "org.opencontainers.image.created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "org.opencontainers.image.version": revision.tag,
+        CREATED_LABEL: created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        VERSION_LABEL: revision.tag,
         MODEL_TAG_LABEL: model.tag,
         MODEL_DIGEST_LABEL: model.digest,
         **{f"{METRICS_LABEL_PREFIX}{name}": str(value) for name, value in (metrics or {}).items()},
@@ -140,9 +147,7 @@ def read_metrics(root: Path) -> dict[str, float]:
     }
 
 
-# scripts/build-base-image's mark on its local stand-in for the Python base image (older
-# stand-ins: their description says "made by scripts/build-base-image").
-STAND_IN_LABEL = "io.model-cicd.stand-in-for"
+# Older stand-ins of scripts/build-base-image carry no STAND_IN_LABEL; their description says so.
 STAND_IN_DESCRIPTION = "made by scripts/build-base-image"
 
 
@@ -159,7 +164,7 @@ def stand_in_notice(run: Run) -> str:
         found = run.whales.image.inspect(name).config.labels or {}
     except DockerException:
         return ""
-    description = str(found.get("org.opencontainers.image.description", ""))
+    description = str(found.get(DESCRIPTION_LABEL, ""))
     if STAND_IN_LABEL not in found and STAND_IN_DESCRIPTION not in description:
         return ""
     return (
@@ -253,7 +258,7 @@ def push(run: Run, image: Image) -> str:
         order.move_forward(run, repository, tag, pushed or DRY_MANIFEST, commit)
     if pushed is not None and others:
         settle(run, repository, others, pushed, commit)
-    return verify(run, image)
+    return confirm_pushed(run, image, pushed)
 
 
 def settle(run: Run, repository: str, tags: list[str], pushed: Manifest, commit: str) -> None:
@@ -274,22 +279,25 @@ def settle(run: Run, repository: str, tags: list[str], pushed: Manifest, commit:
             )
 
 
-def verify(run: Run, image: Image) -> str:
-    """Check through the registry's API that every tag resolves to ``image``; return the digest."""
+def confirm_pushed(run: Run, image: Image, pushed: Manifest | None) -> str:
+    """Check through the registry's API that every tag resolves to ``image``; return the digest.
+
+    ``pushed``: what the first (SHA) tag resolved to right after the push, read once by
+    :func:`push`; the moving tags are read again, after :func:`settle`."""
     registry, repository = run.registry, run.settings.repository_path
-    digests = set()
-    for tag in image.tags:
-        manifest = registry.manifest(repository, tag)
-        if run.dry:
-            continue
+    first, *others = image.tags
+    found = [(first, pushed), *((tag, registry.manifest(repository, tag)) for tag in others)]
+    if run.dry:
+        return "sha256:<pushed digest>"
+    for tag, manifest in found:
         if manifest is None or manifest.config_digest != image.id:
-            found = manifest.config_digest if manifest else "nothing"
+            held = manifest.config_digest if manifest else "nothing"
             raise SuiteError(
-                f"after the push, {image.repository}:{tag} resolves to {found}, not to the "
+                f"after the push, {image.repository}:{tag} resolves to {held}, not to the "
                 f"smoke-tested image {image.id}: another job may have pushed meanwhile; run "
                 "publish again"
             )
-        digests.add(manifest.digest)
+    digests = {manifest.digest for _, manifest in found if manifest is not None}
     if len(digests) > 1:
         raise SuiteError(f"the tags {', '.join(image.references)} resolve to different digests")
-    return digests.pop() if digests else "sha256:<pushed digest>"
+    return digests.pop()

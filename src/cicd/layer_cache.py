@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd.errors import SuiteError
+from cicd.labels import CACHE_BASE_LABEL, VERSION_LABEL
 from cicd.registry import RegistryClient
 from cicd.retry import RetryPolicy
 
@@ -36,12 +37,6 @@ if TYPE_CHECKING:
 INLINE_CACHE = "BUILDKIT_INLINE_CACHE=1"
 CACHE_TAG = "latest"  # the image a build looks at first: the newest publish
 INLINE_CACHE_KEY = "moby.buildkit.cache.v0"  # where the image config carries it
-# Docker 20.10's BuildKit records no layer for a step it took from an imported cache
-# (moby/buildkit#2274: "fails every second time"), so an image built from the cache cannot
-# serve as the next one's. Each image names, in this label, the tag of the newest earlier
-# image whose cache records carry its heaviest built layer (the dependencies), and the next
-# build takes that image's cache too (verified as well: :func:`cache_source`).
-CACHE_BASE_LABEL = "build.layer-cache"
 # The cache is an optimisation: quick questions to the registry, no retries.
 CACHE_PROBE_POLICY = RetryPolicy(attempts=1)
 CACHE_PROBE_TIMEOUT = 10.0
@@ -135,7 +130,7 @@ def cache_source(run: Run, repository: str) -> LayerCache:
     labels = (config.get("config") or {}).get("Labels") or {}
     said = f"cache: from {found.digest} (verified)"
     if carries_its_dependencies(config, found.raw):
-        base = str(labels.get("org.opencontainers.image.version", ""))
+        base = str(labels.get(VERSION_LABEL, ""))
     else:
         base = str(labels.get(CACHE_BASE_LABEL, ""))
         extra = _verified_base(run, probe, repository, base) if base else ""

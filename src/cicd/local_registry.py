@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cicd.errors import CommandError, SuiteError
+from cicd.errors import CommandError, RegistryError, SuiteError
 from cicd.registry import Credentials, RegistryClient, scheme
 from cicd.retry import RetryPolicy
 from cicd.settings import AUTO, recorded_port
@@ -68,10 +68,6 @@ PROBE_POLICY = RetryPolicy(attempts=1)
 
 # The docker client, asked for only when the image is run or removed (the binary needs none).
 DockerChoice = Callable[[], "Client | None"]
-
-
-class RegistryError(SuiteError):
-    """A local-registry problem the user can fix; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cicd import provenance, signing
-from cicd.errors import CommandError, SuiteError
+from cicd.errors import CommandError, NotMovingBack, SuiteError
 
 if TYPE_CHECKING:
     from cicd.context import Run
     from cicd.registry import Manifest
-
-
-class NotMovingBack(SuiteError):
-    """The tag holds the signed image of a later commit than this one."""
 
 
 def move_forward(run: Run, repository: str, tag: str, manifest: Manifest, commit: str) -> bool:

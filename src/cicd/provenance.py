@@ -26,23 +26,19 @@ from typing import Any
 import yaml
 
 import cicd
-from cicd.errors import SuiteError
+from cicd.dvc import LOCK_FILE
+from cicd.errors import ProvenanceError
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 CYCLONEDX_BOM = "https://cyclonedx.org/bom"
 # What the build did, named once: `nox -s publish` of this suite (docs/verify.md).
 BUILD_TYPE = "https://github.com/celestial-bodies/mlops-suite/publish/v1"
-LOCK_FILE = "dvc.lock"
 PARAMS_FILE = "params.yaml"
 # ``role`` annotation of each resolved dependency: how verify finds them.
 SOURCE, PARAMS, LOCK, OUTPUT, MODEL, BASE_IMAGE = (
     "source", "params", "dvc-lock", "dvc-output", "model", "base-image",
 )  # fmt: skip
-
-
-class ProvenanceError(SuiteError):
-    """A provenance that cannot be made, or read back."""
 
 
 @dataclass(frozen=True)

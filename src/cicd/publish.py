@@ -20,6 +20,7 @@ from cicd.ci_outputs import Result
 from cicd.containerize import containerize
 from cicd.context import Run
 from cicd.image import Image, Target
+from cicd.labels import MODEL_DIGEST_LABEL
 from cicd.registry import Manifest
 
 
@@ -87,7 +88,7 @@ def already_published(run: Run, goal: Target, manifest: Manifest | None = None) 
     if manifest is None:
         return None
     labels = registry.labels(repository, manifest)
-    if labels.get(image.MODEL_DIGEST_LABEL) != goal.model.digest:
+    if labels.get(MODEL_DIGEST_LABEL) != goal.model.digest:
         return None
     for tag in others:
         if order.move_forward(run, repository, tag, manifest, goal.revision.sha):

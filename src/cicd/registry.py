@@ -24,14 +24,9 @@ from cicd.retry import REQUESTS, RetryPolicy, Transient
 from cicd.settings import Settings
 from cicd.shell import Runner
 
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-    ]
-)
-CREATED_LABEL = "org.opencontainers.image.created"
-REVISION_LABEL = "org.opencontainers.image.revision"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MANIFEST_TYPES = f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"  # the Accept header of a manifest GET
 TAGS_PER_PAGE = 1000
 MAX_PAGES = 100  # of tags (100,000 tags): a longer list is a server's loop, not a repository
 

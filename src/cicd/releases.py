@@ -37,9 +37,26 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from cicd import image, signing, verify
-from cicd.errors import NotVerified, SuiteError
-from cicd.registry import CREATED_LABEL, REVISION_LABEL, Manifest, content_digest
+from cicd import signing, verify
+from cicd.ci import REVISION_TAG
+from cicd.errors import (
+    BadTag,
+    HistoryNotTrusted,
+    NoSigningKey,
+    NotPromotable,
+    NotPublished,
+    NotVerified,
+    ReleaseError,
+    VerificationFailed,
+)
+from cicd.labels import (
+    CREATED_LABEL,
+    METRICS_LABEL_PREFIX,
+    MODEL_DIGEST_LABEL,
+    MODEL_TAG_LABEL,
+    REVISION_LABEL,
+)
+from cicd.registry import OCI_MANIFEST, Manifest, content_digest
 
 if TYPE_CHECKING:
     from cicd.context import Run
@@ -47,45 +64,11 @@ if TYPE_CHECKING:
 HISTORY_SUFFIX = ".history"
 # v2: the config is a signed DSSE envelope (v1, unsigned JSON, is refused by rollback)
 HISTORY_TYPE = "application/vnd.celestial.tag-history.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 HISTORY_KEEP = 200  # the newest entries kept in a tag's history
-SHA_TAG = re.compile(r"[0-9a-f]{7,64}(-dirty-.*)?")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # What the publish session's images carry (image.labels); without them it was not published
 # by the suite, so not smoke-tested.
-SUITE_LABELS = (REVISION_LABEL, CREATED_LABEL, image.MODEL_TAG_LABEL, image.MODEL_DIGEST_LABEL)
-
-
-class ReleaseError(SuiteError):
-    """A release cannot be listed, promoted or rolled back; the message says why."""
-
-
-class NotPublished(ReleaseError):
-    """The revision has no image in the registry."""
-
-
-class NotPromotable(ReleaseError):
-    """The revision's image is not one the publish session pushed, or its tag lies."""
-
-
-class BadTag(ReleaseError):
-    """The tag to move is not an environment tag."""
-
-
-class HistoryNotTrusted(ReleaseError):
-    """A tag's history record is not signed by a trusted key, or not about this tag."""
-
-    def __init__(self, record: str, reason: str):
-        super().__init__(
-            f"{record} is not trusted: {reason}; a plain rollback follows only a history "
-            "signed by a trusted key: name the revision to go to with --to REV (verify runs "
-            "on it), which writes a signed history"
-        )
-        self.record, self.reason = record, reason
-
-
-class NoSigningKey(ReleaseError):
-    """A move was asked without SIGNING_KEY, which signs the tag's history."""
+SUITE_LABELS = (REVISION_LABEL, CREATED_LABEL, MODEL_TAG_LABEL, MODEL_DIGEST_LABEL)
 
 
 @dataclass(frozen=True)
@@ -163,16 +146,16 @@ def list_releases(run: Run) -> list[Release]:
         if REVISION_LABEL not in labels:
             continue
         metrics = {
-            name.removeprefix(image.METRICS_LABEL_PREFIX): value
+            name.removeprefix(METRICS_LABEL_PREFIX): value
             for name, value in sorted(labels.items())
-            if name.startswith(image.METRICS_LABEL_PREFIX)
+            if name.startswith(METRICS_LABEL_PREFIX)
         }
         releases.append(
             Release(
                 revision=labels[REVISION_LABEL],
                 created=labels.get(CREATED_LABEL, ""),
-                model_tag=labels.get(image.MODEL_TAG_LABEL, ""),
-                model_digest=labels.get(image.MODEL_DIGEST_LABEL, ""),
+                model_tag=labels.get(MODEL_TAG_LABEL, ""),
+                model_digest=labels.get(MODEL_DIGEST_LABEL, ""),
                 metrics=metrics,
                 digest=digest,
                 size=layers_size(manifest),
@@ -213,7 +196,7 @@ def layers_size(manifest: Manifest) -> int:
 
 
 def _tag_order(tag: str) -> tuple[int, str]:
-    return (2 if SHA_TAG.fullmatch(tag) else 0 if tag == "latest" else 1, tag)
+    return (2 if REVISION_TAG.fullmatch(tag) else 0 if tag == "latest" else 1, tag)
 
 
 def render_releases(releases: list[Release]) -> str:
@@ -258,7 +241,7 @@ def check_tag(tag: str | None) -> str:
         raise BadTag("name the environment tag to move (--to production, --tag production)")
     if not TAG.fullmatch(tag):
         raise BadTag(f"{tag!r} is not a valid tag: letters, digits, `_`, `.`, `-` (at most 128)")
-    if tag == "latest" or SHA_TAG.fullmatch(tag):
+    if tag == "latest" or REVISION_TAG.fullmatch(tag):
         raise BadTag(
             f"{tag!r} belongs to the publish session (latest and the commits' tags): "
             "promote to an environment tag such as staging or production"
@@ -301,7 +284,7 @@ def verified(run: Run, revision: str, manifest: Manifest) -> None:
     try:
         for _ in verify.checks(run, reference, None, False, expected):
             pass
-    except verify.VerificationFailed as failure:
+    except VerificationFailed as failure:
         raise NotVerified(
             f"{settings.repository}@{manifest.digest} ({revision[:12]}) fails verify, "
             f"{failure}: nothing moved; publish that commit with SIGNING_KEY set "
@@ -316,11 +299,11 @@ def resolve(run: Run, revision: str | None) -> tuple[str, Manifest]:
     registry, repository = run.registry, run.settings.repository_path
     wanted = revision or run.revision.tag
     tag = wanted
-    if revision and not SHA_TAG.fullmatch(revision):
+    if revision and not REVISION_TAG.fullmatch(revision):
         raise NotPublished(f"{revision!r} is not a commit SHA: give the commit (7 to 40 hex)")
     if revision and len(revision) < 40:
         matches = [t for t in registry.tags(repository) if t.startswith(revision)]
-        matches = [t for t in matches if SHA_TAG.fullmatch(t) and "-dirty-" not in t]
+        matches = [t for t in matches if REVISION_TAG.fullmatch(t) and "-dirty-" not in t]
         if len(matches) > 1:
             raise NotPublished(f"{revision!r} names {len(matches)} revisions: give more of it")
         tag = matches[0] if matches else revision

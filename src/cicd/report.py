@@ -28,7 +28,7 @@ from urllib.parse import quote
 from cicd import charts as vega
 from cicd import ci
 from cicd import gates as metric_gates
-from cicd.errors import SuiteError
+from cicd.errors import GateError, SuiteError
 from cicd.shell import Runner, tool
 
 if TYPE_CHECKING:
@@ -448,7 +448,7 @@ def directions(repo: Path, names: Sequence[str]) -> dict[str, str]:
     try:
         gates = metric_gates.load(repo)
         document = yaml.safe_load((repo / metric_gates.GATES_FILE).read_text()) or {}
-    except (OSError, yaml.YAMLError, metric_gates.GateError):
+    except (OSError, yaml.YAMLError, GateError):
         gates, document = {}, {}
     explicit = document.get("better") if isinstance(document, dict) else None
     explicit = explicit if isinstance(explicit, dict) else {}

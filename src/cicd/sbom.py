@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 from cicd.docker import docker_call
-from cicd.errors import CommandError, SuiteError, display
+from cicd.errors import CommandError, SbomError, display
 from cicd.shell import tool
 
 if TYPE_CHECKING:
@@ -75,10 +75,6 @@ MAX_MEMBERS = 200_000  # entries of the tar
 # The throwaway container: a shell and tar, nothing that needs more (a fork bomb or a
 # runaway process of the image stops at these).
 CONTAINER_LIMITS = ("--pids-limit", "64", "--memory", "512m")
-
-
-class SbomError(SuiteError):
-    """The SBOM of an image could not be made; the message says what to do."""
 
 
 @dataclass(frozen=True, order=True)

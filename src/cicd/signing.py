@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cicd.errors import SuiteError
+from cicd.errors import SigningError
 
 if TYPE_CHECKING:
     from cicd.context import Run
@@ -33,10 +33,6 @@ FIRST_KEY_STEPS = (
     "(signing/publish.pub), store the private key file's content as the CI secret "
     "SIGNING_KEY (then delete the file), and publish again"
 )
-
-
-class SigningError(SuiteError):
-    """A key that cannot be read, or a signature that does not verify."""
 
 
 def signer(private_pem: str) -> Any:

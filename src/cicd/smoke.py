@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd.docker import docker_call
-from cicd.errors import SuiteError
+from cicd.errors import SmokeError, SuiteError
 from cicd.settings import Settings, SmokeRequest
 from cicd.shell import Runner
 
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 
 SERVICE_PORT = 3000
 DEFAULT_TOLERANCE = 1e-4  # suite.smoke.expect.tolerance's default
-
-
-class SmokeError(SuiteError):
-    """The image did not answer as the model does: it must not be published."""
 
 
 def smoke_test(run: Run, image: str | None = None) -> Any:

@@ -25,25 +25,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
-from cicd import attestations, image, provenance, signing
+from cicd import attestations, ci, dvc, provenance, signing
 from cicd.attestations import PROVENANCE, SBOM
-from cicd.errors import CommandError, SuiteError
-from cicd.registry import REVISION_LABEL, Manifest, RegistryClient
+from cicd.errors import CommandError, SuiteError, VerificationFailed
+from cicd.labels import MODEL_DIGEST_LABEL, REVISION_LABEL
+from cicd.registry import Manifest, RegistryClient
 
 if TYPE_CHECKING:
     from cicd.context import Run
     from cicd.image import Target
 
-SHA_TAG = re.compile(r"[0-9a-f]{40}")
 T = TypeVar("T")
-
-
-class VerificationFailed(SuiteError):
-    """A check failed: the message is its line."""
-
-    def __init__(self, check: str, detail: str):
-        super().__init__(f"{check}: {detail}")
-        self.check, self.detail = check, detail
 
 
 @dataclass(frozen=True)
@@ -182,11 +174,11 @@ def checks(
     predicate = _predicate(statements[PROVENANCE], PROVENANCE)
     labels = registry.labels(ref.repository, manifest)
     model_tag, model_digest = _read(lambda: provenance.model_of(predicate), "model")
-    label = labels.get(image.MODEL_DIGEST_LABEL, "")
+    label = labels.get(MODEL_DIGEST_LABEL, "")
     if label != model_digest:
         fail(
             "model",
-            f"the image's {image.MODEL_DIGEST_LABEL} label is {label or 'missing'}, the "
+            f"the image's {MODEL_DIGEST_LABEL} label is {label or 'missing'}, the "
             f"provenance records {model_digest} ({model_tag})",
         )
     yield Check("model", True, f"{model_tag} ({model_digest[:19]}…) in label and provenance")
@@ -196,7 +188,7 @@ def checks(
     if revision != commit:
         fail("commit", f"the image's revision label is {revision or 'missing'}, the provenance "
              f"records commit {commit or 'none'}")  # fmt: skip
-    if SHA_TAG.fullmatch(ref.tag) and ref.tag != commit:
+    if ci.COMMIT_SHA.fullmatch(ref.tag) and ref.tag != commit:
         fail("commit", f"the tag {ref.tag} holds the image of commit {commit}")
     if expected and expected != commit:
         fail(
@@ -233,7 +225,7 @@ def _expected_commit(
     SHA, or anything git resolves here), a SHA tag, this commit (verify's default image, or
     an environment tag checked inside a repository); ("", "") when there is none."""
     if revision:
-        if SHA_TAG.fullmatch(revision):
+        if ci.COMMIT_SHA.fullmatch(revision):
             return revision, "--revision"
         resolved = _git(run, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
         if not resolved:
@@ -241,7 +233,7 @@ def _expected_commit(
                 f"--revision {revision!r} is not a commit here: give the full 40-character SHA"
             )
         return resolved, f"--revision {revision}"
-    if SHA_TAG.fullmatch(ref.tag):
+    if ci.COMMIT_SHA.fullmatch(ref.tag):
         return ref.tag, "its SHA tag"
     try:
         head = run.revision.sha
@@ -302,7 +294,7 @@ def _read(action: Callable[..., T], name: str) -> T:
 
 
 def _lock(run: Run, predicate: dict[str, Any], commit: str) -> Check:
-    committed = _git_show(run, f"{commit}:{provenance.LOCK_FILE}") if commit else None
+    committed = _git_show(run, f"{commit}:{dvc.LOCK_FILE}") if commit else None
     if committed is None:
         where = (
             f"commit {commit[:12]} is not in this clone (fetch it)"

@@ -13,6 +13,7 @@ import pytest
 from cicd import image
 from cicd import settings as settings_module
 from cicd.context import Run
+from cicd.labels import STAND_IN_LABEL
 from cicd.shell import Runner
 from tests.support.project import ROOT, docker, docker_client_path
 
@@ -46,7 +47,7 @@ def notice(base_image: str) -> str:
 
 
 def test_the_stand_in_is_named_and_any_other_base_image_is_not(empty_image):
-    marked = empty_image(f"{image.STAND_IN_LABEL}=python:3.11-slim")
+    marked = empty_image(f"{STAND_IN_LABEL}=python:3.11-slim")
     assert notice(marked) == (
         f"WARNING: base image {marked} is this engine's local stand-in (Debian python3.11 + uv, "
         "made by scripts/build-base-image), not the registry's image: see docs/machines.md"

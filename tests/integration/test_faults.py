@@ -34,8 +34,9 @@ from cicd.ci import Revision
 from cicd.context import Run
 from cicd.errors import SuiteError
 from cicd.image import Target
+from cicd.labels import CREATED_LABEL, REVISION_LABEL
 from cicd.publish import already_published
-from cicd.registry import CREATED_LABEL, REVISION_LABEL, Manifest, RegistryClient, content_digest
+from cicd.registry import Manifest, RegistryClient, content_digest
 from cicd.settings import Settings, load
 from cicd.shell import Runner
 from tests.support.project import ROOT, SIGNING_KEY, Registry, docker_client_path

@@ -19,7 +19,8 @@ import pytest
 
 from cicd import image, releases, signing
 from cicd.ci import Revision
-from cicd.registry import CREATED_LABEL, Manifest, content_digest
+from cicd.labels import CREATED_LABEL
+from cicd.registry import Manifest, content_digest
 from tests.integration.test_faults import MODEL, NEWER, OLDER, attest, goal, push, settings
 from tests.support.project import (
     SIGNING_PUBLIC_KEY,

@@ -27,6 +27,7 @@ from cicd.ci import Revision
 from cicd.containerize import containerize as build_image
 from cicd.context import Run
 from cicd.docker import Client
+from cicd.labels import CACHE_BASE_LABEL, MODEL_DIGEST_LABEL
 from cicd.settings import load
 from cicd.shell import Runner
 from tests.support.fake_http import send
@@ -53,7 +54,7 @@ def inline_cache(*layers: int) -> str:
 def image_config(*cached: int, base: str = "") -> bytes:
     labels = {"org.opencontainers.image.version": EARLIER}
     if base:
-        labels[layer_cache.CACHE_BASE_LABEL] = base
+        labels[CACHE_BASE_LABEL] = base
     config = {
         "config": {"Labels": labels},
         "history": HISTORY,
@@ -214,8 +215,8 @@ def test_the_registrys_latest_is_the_cache_by_digest_when_its_provenance_verifie
         f"cache-from={registry}/{REPOSITORY}@{latest}"
     ]
     assert f"label=org.opencontainers.image.revision={SHA}" in opts  # the labels stay
-    assert f"label={image.MODEL_DIGEST_LABEL}={MODEL.digest}" in opts
-    assert f"label={layer_cache.CACHE_BASE_LABEL}={EARLIER}" in opts  # the next image names it
+    assert f"label={MODEL_DIGEST_LABEL}={MODEL.digest}" in opts
+    assert f"label={CACHE_BASE_LABEL}={EARLIER}" in opts  # the next image names it
     assert f"cache: from {latest} (verified)" in run.runner.printed
 
 
@@ -258,7 +259,7 @@ def test_an_image_built_from_the_cache_passes_on_the_one_that_carries_the_depend
         f"cache-from={registry}/{REPOSITORY}@{latest}",
         f"cache-from={registry}/{REPOSITORY}@{base}",
     ]
-    assert f"label={layer_cache.CACHE_BASE_LABEL}={BASE}" in opts
+    assert f"label={CACHE_BASE_LABEL}={BASE}" in opts
     assert f"cache: from {latest} (verified) and {base} (verified: " in run.runner.printed
 
 

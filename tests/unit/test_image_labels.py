@@ -3,6 +3,7 @@ from pathlib import Path
 from cicd import image
 from cicd.bento import ModelInfo
 from cicd.ci import Revision
+from cicd.labels import MODEL_DIGEST_LABEL, MODEL_TAG_LABEL
 from cicd.settings import load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,8 +34,8 @@ def test_labels_are_oci_plus_model_and_reproducible():
     assert labels["org.opencontainers.image.source"] == "https://github.com/o/r"
     assert labels["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
     assert labels["org.opencontainers.image.version"] == SHA
-    assert labels[image.MODEL_TAG_LABEL] == MODEL.tag
-    assert labels[image.MODEL_DIGEST_LABEL] == MODEL.digest
+    assert labels[MODEL_TAG_LABEL] == MODEL.tag
+    assert labels[MODEL_DIGEST_LABEL] == MODEL.digest
     assert image.labels(settings, revision, MODEL) == labels
 
 
