@@ -254,6 +254,11 @@ def check_tag(tag: str | None) -> str:
 def resolve_digest(run: Run, digest: str, revision: str | None = None) -> tuple[str, Manifest]:
     """The revision (its label) and manifest of the image ``digest``; one line when the
     registry does not have it or it is not ``revision``'s."""
+    if not digest:
+        raise NotPublished(
+            "--digest is empty: give the image digest publish printed (sha256:...; in CI the "
+            "publish job's output digest, PUBLISH_DIGEST on GitLab)"
+        )
     if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
         raise NotPublished(f"{digest!r} is not a sha256 digest (sha256:<64 hex>)")
     registry, repository = run.registry, run.settings.repository_path
