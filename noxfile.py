@@ -29,7 +29,7 @@ REPORT = ["report"]
 PUBLISH = ["check-published", "import-model", "bento", "containerize", "smoke", "push", "attest"]
 # `nox -s verify [-- --image REF --key FILE]`: the signed chain from dvc.lock to the image.
 VERIFY = ["verify"]
-# Environment tags move by digest, no build: `nox -s promote -- --to production [--revision REV]`.
+# Environment tags move by digest, no build: `nox -s promote -- --to production --digest D`.
 PROMOTE = ["promote"]
 ROLLBACK = ["rollback"]
 PIPELINE = ("train", "report", "publish", "verify", "promote", "rollback")
@@ -115,13 +115,13 @@ def verify(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def promote(session: nox.Session) -> None:
-    """Point an environment tag at a published revision: -- --to production [--revision REV]."""
+    """Point an environment tag at a published image: -- --to production --digest sha256:..."""
     steps(session, PROMOTE)
 
 
 @nox.session(python=PYTHON)
 def rollback(session: nox.Session) -> None:
-    """Move an environment tag back to its previous revision: -- --tag production [--to REV]."""
+    """Move an environment tag back to its previous promotion: -- --tag production [--to REV]."""
     steps(session, ROLLBACK)
 
 

@@ -17,9 +17,12 @@ bugs produce tracebacks. The subclasses exist for the code (and tests) that catc
     ├── NotBuiltHere          attest: an image this workspace did not push (cicd.attestations)
     ├── VerificationFailed    one of verify's checks failed (cicd.verify)
     ├── CommentForbidden      the forge answered 403 to the report's comment (cicd.forge)
+    ├── NotMovingBack         latest holds the signed image of a later commit (cicd.order)
     └── ReleaseError          a release cannot be listed, promoted or rolled back (cicd.releases)
         ├── NotPublished, NotPromotable, BadTag
-        └── NotVerified       the target fails verify's checks: nothing moved
+        ├── NotVerified       the target fails verify's checks: nothing moved
+        ├── HistoryNotTrusted a tag's history is not signed by a trusted key: rollback refuses
+        └── NoSigningKey      a move without SIGNING_KEY, which signs the tag's history
 """
 
 from __future__ import annotations
@@ -131,6 +134,28 @@ class BadTag(ReleaseError):
 class NotVerified(ReleaseError):
     """promote or rollback was asked to move a tag to an image that fails verify's checks
     (:func:`cicd.releases.verified`): nothing moved."""
+
+
+class HistoryNotTrusted(ReleaseError):
+    """A tag's history record is not signed by a trusted key, or not about this tag
+    (:func:`cicd.releases.read_history`): a plain rollback does not follow it."""
+
+    def __init__(self, record: str, reason: str):
+        super().__init__(
+            f"{record} is not trusted: {reason}; a plain rollback follows only a history "
+            "signed by a trusted key: name the revision to go to with --to REV (verify runs "
+            "on it), which writes a signed history"
+        )
+        self.record, self.reason = record, reason
+
+
+class NoSigningKey(ReleaseError):
+    """promote or rollback without SIGNING_KEY, which signs the tag's history."""
+
+
+class NotMovingBack(SuiteError):
+    """``latest`` holds the signed image of a commit that descends from this one
+    (:func:`cicd.order.move_forward`): publish does not move it back."""
 
 
 def display(command: Sequence[str]) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cicd import bento, dvc
+from cicd import bento, dvc, order
 from cicd.bento import ModelInfo
 from cicd.ci import Revision
 from cicd.docker import docker_call, whales
@@ -235,7 +235,8 @@ def push(run: Run, image: Image) -> str:
 
     ``image``: the smoke-tested image (:func:`local_image` of this commit's target).
     ``latest`` moves by a manifest PUT of the SHA tag's manifest (its layers are already
-    there), never back to an older commit than the one it holds. Returns the digest.
+    there), never back from a commit's signed image to an older commit's (git ancestry:
+    :mod:`cicd.order`). Returns the digest.
     """
     first, *others = image.tags
     reference = image.references[0]
@@ -251,27 +252,27 @@ def push(run: Run, image: Image) -> str:
     pushed = registry.manifest(repository, first)
     if pushed is None and not run.dry:
         raise SuiteError(f"after the push, {reference} is not in the registry: run publish again")
-    created = registry.labels(repository, pushed).get(CREATED_LABEL, "") if pushed else ""
+    commit = first.split("-dirty-")[0]  # the SHA tag is this commit's (ci.Revision.tag)
     for tag in others:
         # In a dry run nothing was pushed: a placeholder shows the PUT that would run.
-        registry.move_forward(repository, tag, pushed or DRY_MANIFEST, created)
+        order.move_forward(run, repository, tag, pushed or DRY_MANIFEST, commit)
     if pushed is not None and others:
-        settle(run, repository, others, pushed, created)
+        settle(run, repository, others, pushed, commit)
     return confirm_pushed(run, image, pushed)
 
 
-def settle(run: Run, repository: str, tags: list[str], pushed: Manifest, created: str) -> None:
+def settle(run: Run, repository: str, tags: list[str], pushed: Manifest, commit: str) -> None:
     """Look at the moving tags again after a pause, and move them forward once more if an
     older commit's image took them meanwhile.
 
     Two jobs publishing at once can interleave so that the older one's PUT, decided on what
     it read before the newer one's PUT, lands after it: the registry API has no conditional
     PUT. The newer job sees it here and puts its image back; the older one, seeing a newer
-    commit's image, stops (:meth:`RegistryClient.move_forward`).
+    commit's signed image, stops (:func:`order.move_forward`).
     """
     time.sleep(SETTLE_PAUSE)
     for tag in tags:
-        if run.registry.move_forward(repository, tag, pushed, created):
+        if order.move_forward(run, repository, tag, pushed, commit):
             run.runner.echo(
                 f"{tag} held an older commit's image after this push (another publish ran at "
                 "the same time): moved forward again"

@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from cicd import attestations, bento, ci_outputs, image, local_registry, verify
+from cicd import attestations, bento, ci_outputs, image, local_registry, order, verify
 from cicd import gates as metric_gates
 from cicd.ci_outputs import Result
 from cicd.containerize import containerize
 from cicd.context import Run
 from cicd.image import Image, Target
-from cicd.labels import CREATED_LABEL, MODEL_DIGEST_LABEL
+from cicd.labels import MODEL_DIGEST_LABEL
 from cicd.registry import Manifest
 
 
@@ -91,7 +91,7 @@ def already_published(run: Run, goal: Target, manifest: Manifest | None = None) 
     if labels.get(MODEL_DIGEST_LABEL) != goal.model.digest:
         return None
     for tag in others:
-        if registry.move_forward(repository, tag, manifest, labels.get(CREATED_LABEL, "")):
+        if order.move_forward(run, repository, tag, manifest, goal.revision.sha):
             run.runner.echo(
                 f"{tag} did not point at {goal.references[0]}: repaired (manifest PUT, no rebuild)"
             )

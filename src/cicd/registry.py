@@ -9,7 +9,6 @@ GHCR, GitLab and Artifact Registry use, through the hardened layer in :mod:`cicd
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import ipaddress
 import json
@@ -21,7 +20,6 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from cicd.errors import SuiteError
 from cicd.http import DEFAULT_TIMEOUT, Http, NotReplayed, Response, origin
-from cicd.labels import CREATED_LABEL, REVISION_LABEL
 from cicd.retry import REQUESTS, RetryPolicy, Transient
 from cicd.settings import Settings
 from cicd.shell import Runner
@@ -284,28 +282,6 @@ class RegistryClient:
             )
         return response.headers.get("Docker-Content-Digest") or manifest.digest
 
-    def move_forward(self, repository: str, tag: str, manifest: Manifest, created: str) -> bool:
-        """Point ``tag`` at ``manifest`` unless it already is, or holds a newer commit's image.
-
-        ``created`` is the image's ``org.opencontainers.image.created`` label, the commit's
-        time: a tag never moves back in time, whichever job runs last. Returns whether it moved.
-        """
-        current = self.manifest(repository, tag)
-        if current is not None and current.digest == manifest.digest:
-            return False
-        if current is not None:
-            held = self.labels(repository, current)
-            newer, ours = _when(held.get(CREATED_LABEL)), _when(created)
-            if newer and ours and newer > ours:
-                commit = held.get(REVISION_LABEL, "?")[:12]
-                raise SuiteError(
-                    f"{repository}:{tag} holds the image of a newer commit ({commit}, "
-                    f"{held[CREATED_LABEL]}) than this one ({created}): not moving it back; "
-                    "publish the newest commit instead"
-                )
-        self.put_manifest(repository, tag, manifest)
-        return True
-
     # -- HTTP with the two auth schemes -------------------------------------------------------
     def _show(self, method: str, path: str, send: Any) -> Response | None:
         if self.runner is None:
@@ -427,15 +403,6 @@ def realm_problem(registry_base: str, realm: str) -> str | None:
             return None
         return "plain http only for a registry on this machine, at its own address"
     return f"only https realms are accepted, not {parts.scheme or 'relative'} URLs"
-
-
-def _when(label: str | None) -> dt.datetime | None:
-    """A created label as a time (None when absent or unreadable: nothing to compare)."""
-    try:
-        when = dt.datetime.fromisoformat(label or "")
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _json(body: bytes, what: str) -> Any:

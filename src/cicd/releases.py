@@ -7,7 +7,8 @@
   named by its digest (or a published revision, resolved once to a digest), after verify's
   checks passed on that digest (:func:`verified`), by a manifest PUT: no pull, no rebuild,
   no layer upload.
-* :func:`rollback` -- move it back to the revision it pointed at before (or a named one).
+* :func:`rollback` -- move it back to the previous promotion still in force (or a named
+  revision): never forward again, and only by a history signed by a trusted key.
 
 Only an image the publish session pushed and signed can be promoted: verify's checks pass on
 its digest (a provenance signed by the committed key, about that digest, naming the
@@ -16,12 +17,16 @@ are never evidence on their own.
 
 A tag's history lives in the registry, so that a rollback works from any clone or runner:
 an OCI artifact under the tag ``<TAG>.history`` in the same repository, whose config blob is
-the JSON record ``{"tag": ..., "entries": [{revision, digest, time, action}, ...]}``. Why an
-artifact rather than labels or one tag per move: labels belong to an image and cannot change
-without a new image (a new digest), while the history must change without touching the image;
-``history-<TAG>-<n>`` tags would be one manifest per move, cluttering ``tags/list`` and needing
-a scan to find the last. The artifact is one tag, one small blob (a few hundred bytes: never a
-layer of the image), readable by any OCI client (``oras``, ``crane``), and rewritten in place.
+a DSSE envelope signed by ``SIGNING_KEY`` (the key of the attestations) of the statement
+``{"repository": ..., "tag": ..., "entries": [{revision, digest, time, action}, ...]}``.
+Anyone who can push can rewrite that tag, so a rollback follows the record only when its
+signature verifies against the trusted keys, it names this repository and tag, and its last
+move is where the tag points now. Why an artifact rather than labels or one tag per move:
+labels belong to an image and cannot change without a new image (a new digest), while the
+history must change without touching the image; ``history-<TAG>-<n>`` tags would be one
+manifest per move, cluttering ``tags/list`` and needing a scan to find the last. The artifact
+is one tag, one small blob (about a kilobyte: never a layer of the image), readable by any
+OCI client (``oras``, ``crane``), and rewritten in place.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from cicd import verify
+from cicd import signing, verify
 from cicd.ci import REVISION_TAG
 from cicd.errors import (
     BadTag,
+    HistoryNotTrusted,
+    NoSigningKey,
     NotPromotable,
     NotPublished,
     NotVerified,
@@ -55,7 +62,8 @@ if TYPE_CHECKING:
     from cicd.context import Run
 
 HISTORY_SUFFIX = ".history"
-HISTORY_TYPE = "application/vnd.celestial.tag-history.v1+json"
+# v2: the config is a signed DSSE envelope (v1, unsigned JSON, is refused by rollback)
+HISTORY_TYPE = "application/vnd.celestial.tag-history.v2+json"
 HISTORY_KEEP = 200  # the newest entries kept in a tag's history
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # What the publish session's images carry (image.labels); without them it was not published
@@ -246,6 +254,11 @@ def check_tag(tag: str | None) -> str:
 def resolve_digest(run: Run, digest: str, revision: str | None = None) -> tuple[str, Manifest]:
     """The revision (its label) and manifest of the image ``digest``; one line when the
     registry does not have it or it is not ``revision``'s."""
+    if not digest:
+        raise NotPublished(
+            "--digest is empty: give the image digest publish printed (sha256:...; in CI the "
+            "publish job's output digest, PUBLISH_DIGEST on GitLab)"
+        )
     if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
         raise NotPublished(f"{digest!r} is not a sha256 digest (sha256:<64 hex>)")
     registry, repository = run.registry, run.settings.repository_path
@@ -337,45 +350,82 @@ def promote(
 ) -> Move:
     """Point the environment tag ``to`` at the image ``digest`` (or of ``revision``, resolved
     once to a digest; default: this commit) after verify's checks passed on that digest, by
-    a manifest PUT, and record the move in the tag's history."""
+    a manifest PUT, and record the move in the tag's signed history."""
     to = check_tag(to)
-    tag, manifest = resolve_digest(run, digest, revision) if digest else resolve(run, revision)
+    key = history_signer(run)
+    if digest is not None:  # `--digest ""` (an empty CI output) is a mistake, not "this commit"
+        tag, manifest = resolve_digest(run, digest, revision)
+    else:
+        tag, manifest = resolve(run, revision)
     verified(run, tag, manifest)
-    return _move(run, to, tag, manifest, action)
+    return _move(run, to, tag, manifest, action, key)
 
 
 def rollback(run: Run, tag: str | None, to: str | None = None) -> Move:
-    """Move ``tag`` back to the revision it pointed at before the current one (or to ``to``),
-    with the checks of :func:`promote`."""
+    """Move ``tag`` back to the promotion before the current one (or to ``to``), with the
+    checks of :func:`promote`, following only a history signed by a trusted key."""
     tag = check_tag(tag)
     if to:
         return promote(run, tag, to, action="rollback")
-    current, entries = _state(run, tag)
-    current_digest = current.digest if current else ""
-    previous = next((e for e in reversed(entries) if e.digest != current_digest), None)
-    if previous is None and not run.dry:
-        raise ReleaseError(
-            f"{run.settings.repository}:{tag} has no earlier revision in its history "
-            f"({len(entries)} recorded moves): name one with --to REV"
-        )
-    if previous is None:  # dry run: nothing was read
+    key = history_signer(run)
+    if run.dry:  # nothing was read: show the requests a rollback would make
         previous = Entry("<previous revision>", "sha256:<previous digest>", "")
         manifest = Manifest(previous.digest, "")
-        return _move(run, tag, previous.revision, manifest, "rollback", (current, entries))
-    revision_tag, manifest = resolve(run, previous.revision)
-    if manifest.digest != previous.digest:
-        raise NotPromotable(
-            f"{run.settings.repository}:{revision_tag[:12]} now points at {manifest.digest}, "
-            f"not at {previous.digest} that {tag} held: the revision was republished; "
+        return _move(run, tag, previous.revision, manifest, "rollback", key, (None, []))
+    current = run.registry.manifest(run.settings.repository_path, tag)
+    entries = read_history(run, tag)
+    previous = rollback_target(run, tag, current, entries)
+    # By the digest the signed history recorded: the revision's tag is never read again.
+    revision, manifest = resolve_digest(run, previous.digest, previous.revision)
+    verified(run, revision, manifest)
+    return _move(run, tag, revision, manifest, "rollback", key, (current, entries))
+
+
+def promotions(entries: list[Entry]) -> list[Entry]:
+    """The promotions still in force, oldest first: a rollback to a release in force undoes
+    the moves after it (so the next rollback steps further back, never forward again); a
+    rollback to any other release (``--to``) counts as a promotion."""
+    stack: list[Entry] = []
+    for entry in entries:
+        if entry.action == "rollback" and any(e.digest == entry.digest for e in stack):
+            while stack[-1].digest != entry.digest:
+                stack.pop()
+        elif not stack or stack[-1].digest != entry.digest:
+            stack.append(entry)
+    return stack
+
+
+def rollback_target(run: Run, tag: str, current: Manifest | None, entries: list[Entry]) -> Entry:
+    """The promotion before the current one, by the (verified) history ``entries``; one line
+    when the tag is not where its history says, or there is no earlier promotion."""
+    in_force = promotions(entries)
+    name = f"{run.settings.repository}:{tag}"
+    if current is not None and in_force and in_force[-1].digest != current.digest:
+        raise ReleaseError(
+            f"{name} points at {current.digest}, but its signed history's last move is to "
+            f"{in_force[-1].digest}: it was moved outside promote and rollback; name the "
+            "revision to go to with --to REV"
+        )
+    if len(in_force) < 2:
+        raise ReleaseError(
+            f"{name} has no earlier promotion in its history ({len(entries)} recorded moves): "
             "name the revision to go to with --to REV"
         )
-    verified(run, revision_tag, manifest)
-    return _move(run, tag, revision_tag, manifest, "rollback", (current, entries))
+    return in_force[-2]
 
 
-def _state(run: Run, tag: str) -> tuple[Manifest | None, list[Entry]]:
-    """What ``tag`` points at now, and its recorded history."""
-    return run.registry.manifest(run.settings.repository_path, tag), read_history(run, tag)
+def history_signer(run: Run) -> Any:
+    """The signer of the tag's history (``SIGNING_KEY``); :class:`NoSigningKey` without it
+    (a dry run signs nothing: None)."""
+    key = run.settings.signing_key
+    if not key:
+        if run.dry:
+            return None
+        raise NoSigningKey(
+            "SIGNING_KEY is not set: promote and rollback sign the tag's history with it "
+            "(what a rollback trusts); set it as for publish (the CI secret SIGNING_KEY)"
+        )
+    return signing.signer(key)
 
 
 def _move(
@@ -384,12 +434,13 @@ def _move(
     revision: str,
     manifest: Manifest,
     action: str,
+    key: Any,
     state: tuple[Manifest | None, list[Entry]] | None = None,
 ) -> Move:
-    """Point ``to`` at ``manifest`` and record it; ``state``: :func:`_state` of ``to`` when
-    the caller has read it already."""
+    """Point ``to`` at ``manifest`` and record it in the history signed by ``key``;
+    ``state``: what ``to`` points at and its verified history, when the caller read them."""
     registry, repository = run.registry, run.settings.repository_path
-    current, entries = state or _state(run, to)
+    current, entries = state or (registry.manifest(repository, to), _history_to_extend(run, to))
     previous_revision = ""
     if current is not None:
         previous_revision = registry.labels(repository, current).get(REVISION_LABEL, "")
@@ -400,7 +451,7 @@ def _move(
     # Also when nothing moved but the history missed this state (a write that failed).
     if moved or not entries or entries[-1].digest != manifest.digest:
         entries = [*entries, entry][-HISTORY_KEEP:]
-        write_history(run, to, entries)
+        write_history(run, to, entries, key)
     return Move(
         to,
         revision,
@@ -409,6 +460,16 @@ def _move(
         current.digest if current else "",
         moved,
     )
+
+
+def _history_to_extend(run: Run, tag: str) -> list[Entry]:
+    """The history a promotion appends to: the verified one, else a new one (said), since
+    signing an unverified record would make its entries trusted."""
+    try:
+        return read_history(run, tag)
+    except HistoryNotTrusted as error:
+        run.runner.echo(f"{error.record} is not trusted ({error.reason}): starting a new one")
+        return []
 
 
 def _now() -> str:
@@ -423,29 +484,62 @@ def history_tag(tag: str) -> str:
 
 
 def read_history(run: Run, tag: str) -> list[Entry]:
-    """The recorded moves of ``tag``, oldest first ([] when none were recorded)."""
+    """The recorded moves of ``tag``, oldest first ([] when none were recorded), from a
+    record signed by a trusted key about this repository's ``tag``; else
+    :class:`HistoryNotTrusted`."""
     registry, repository = run.registry, run.settings.repository_path
     record = registry.manifest(repository, history_tag(tag))
     if record is None:
         return []
+    name = f"{run.settings.repository}:{history_tag(tag)}"
     body = registry.blob(repository, record.config_digest, what=f"the history of {tag}")
+    what = "tag history"
     try:
         document = json.loads(body or b"{}")
-        return [Entry(**entry) for entry in document.get("entries", [])]
+        if not isinstance(document, dict) or "payload" not in document:
+            raise HistoryNotTrusted(name, "the record is plain JSON, not a signed envelope")
+        signing.signed_by_any(document, signing.trusted_keys(run), what)
+        statement = signing.statement_of(document, what)
+        history = statement.get("predicate")
+        if statement.get("predicateType") != HISTORY_TYPE or not isinstance(history, dict):
+            raise HistoryNotTrusted(name, "the signed statement is not a tag history")
+        about = f"{history.get('repository')}:{history.get('tag')}"
+        if about != f"{run.settings.repository}:{tag}":
+            raise HistoryNotTrusted(name, f"the signed record is the history of {about}")
+        return [Entry(**entry) for entry in history.get("entries", [])]
+    except signing.SigningError as error:
+        raise HistoryNotTrusted(name, str(error)) from None
     except (ValueError, TypeError, AttributeError):
-        raise ReleaseError(
-            f"{run.settings.repository}:{history_tag(tag)} is not a tag history this suite "
-            "wrote: delete that tag, or name the revision with --to REV"
-        ) from None
+        raise HistoryNotTrusted(name, "the record is not a tag history this suite wrote") from None
 
 
-def write_history(run: Run, tag: str, entries: list[Entry]) -> None:
-    """Store ``entries`` as the OCI artifact ``<tag>.history``: a blob upload of the JSON
-    record (a few hundred bytes) and a manifest PUT."""
+def history_statement(run: Run, tag: str, entries: list[Entry]) -> dict[str, Any]:
+    """The in-toto statement a history record signs: the moves of this repository's
+    ``tag``, about the digest it points at last."""
+    last = entries[-1].digest if entries else ""
+    return {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [
+            {
+                "name": f"{run.settings.repository}:{tag}",
+                "digest": {"sha256": last.removeprefix("sha256:")},
+            }
+        ],
+        "predicateType": HISTORY_TYPE,
+        "predicate": {
+            "repository": run.settings.repository,
+            "tag": tag,
+            "entries": [asdict(e) for e in entries],
+        },
+    }
+
+
+def write_history(run: Run, tag: str, entries: list[Entry], key: Any) -> None:
+    """Store ``entries``, signed by ``key``, as the OCI artifact ``<tag>.history``: a blob
+    upload of the DSSE envelope (about a kilobyte) and a manifest PUT."""
     registry, repository = run.registry, run.settings.repository_path
-    record = json.dumps(
-        {"tag": tag, "entries": [asdict(e) for e in entries]}, indent=1, sort_keys=True
-    ).encode()
+    envelope = signing.envelope(history_statement(run, tag, entries), key)
+    record = json.dumps(envelope, indent=1, sort_keys=True).encode()
     digest = registry.upload_blob(repository, record)
     manifest = history_manifest(digest, len(record))
     registry.put_manifest(

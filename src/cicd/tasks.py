@@ -348,8 +348,8 @@ def promote(
 
     --digest, or a revision resolved once to its digest. verify's checks run on that digest
     first (signed provenance, subject, model, commit); a failure moves nothing. No pull, no
-    rebuild, no layer upload; the move is recorded in the registry (<TAG>.history), for
-    `invoke rollback`.
+    rebuild, no layer upload; the move is recorded in the registry (<TAG>.history), signed
+    with SIGNING_KEY (required), for `invoke rollback`.
     """
     from cicd import releases
 
@@ -360,15 +360,17 @@ def promote(
 @step(
     help={
         "tag": "the environment tag to move back, e.g. production",
-        "to": "the published commit to go to (default: the one the tag held before)",
+        "to": "the published commit to go to (default: the promotion before the current one)",
         "json": "print what moved as JSON",
     }
 )
 def rollback(c: Context, tag: str | None = None, to: str | None = None, json: bool = False) -> None:
-    """Move an environment tag back to the revision it pointed at before (or --to REV).
+    """Move an environment tag back to the promotion before the current one (or --to REV).
 
-    The tag's history is read from the registry (<TAG>.history), so any clone can roll back;
-    the same checks as promote apply, and the move is a manifest PUT.
+    A second rollback steps further back, never forward again. The tag's history is read
+    from the registry (<TAG>.history), so any clone can roll back, and followed only when it
+    is signed by a trusted key; the same checks as promote apply (SIGNING_KEY included), and
+    the move is a manifest PUT.
     """
     from cicd import releases
 

@@ -4,7 +4,7 @@ In order (tests/support/ci_runners.py has the forge, the S3 remote and the runne
   1. a push to main: checks (.ci/run on one test file), train (pulls the data, trains, pushes
      the model to S3), publish, verify;
   2. the same commit pushed again: publish skips ("already published");
-  3. the manual promotion (workflow_dispatch) moves `production` by digest.
+  3. the manual promotion (workflow_dispatch) moves `production` to the digest publish output.
 Pull requests: test_ci_github_pr.py. Needs Docker, Debian's docker-registry (scripts/bootstrap);
 act comes with the tests' venv.
 """
@@ -41,9 +41,12 @@ def github_again(github: Project, github_main: str) -> str:
 
 @pytest.fixture(scope="module")
 def github_promote(github: Project, github_again: str) -> tuple[str, str]:
-    """The manual promotion (workflow_dispatch with inputs) of main's published commit."""
+    """The manual promotion (workflow_dispatch with inputs) of the digest main's pipeline
+    job published (its output `digest`, shown in its summary)."""
     sha = github.git("rev-parse", "main")
-    event = {**push_event(github), "inputs": {"promote_to": "production", "revision": sha}}
+    digest = github.manifest(sha).digest
+    assert f"digest={digest}" in github_again  # the output the promotion is given
+    event = {**push_event(github), "inputs": {"promote_to": "production", "digest": digest}}
     return sha, act(github, "act-promote", "workflow_dispatch", event, job="promote")
 
 

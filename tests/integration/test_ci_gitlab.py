@@ -4,7 +4,7 @@ In order (tests/support/ci_runners.py has the forge, the S3 remote and the runne
   1. a push to main: checks (.ci/run on one test file), train (pulls the data, trains, pushes
      the model to S3), publish, verify, with the dotenv report of publish;
   2. the same commit again: publish skips ("already published");
-  3. the manual promote job moves `production` by digest.
+  3. the manual promote job moves `production` to the digest publish output.
 Each job runs in its own copy of the repository (``--shell-isolation``), on the host. Merge
 requests: test_ci_gitlab_mr.py. Needs Docker, Debian's docker-registry, rsync and
 gitlab-ci-local (`scripts/bootstrap --tests`).
@@ -44,9 +44,10 @@ def gitlab_again(gitlab: Project, gitlab_main: str) -> str:
 
 @pytest.fixture(scope="module")
 def gitlab_promote(gitlab: Project, gitlab_again: str) -> tuple[str, str]:
-    """The manual promote job, run on main with PROMOTE_TO set, as "Run job" would."""
+    """The manual promote job, run on main with PROMOTE_TO set, as "Run job" would: it
+    promotes the digest of publish's dotenv report (PUBLISH_DIGEST)."""
     sha = gitlab.git("rev-parse", "main")
-    variables = {"PROMOTE_TO": "production", "PROMOTE_REVISION": sha}
+    variables = {"PROMOTE_TO": "production"}
     done = gitlab_ci_local(gitlab, "gitlab-ci-local-promote", ["promote"], variables)
     # The last run: the runner's secret store goes (the fixture's teardown makes sure too).
     shutil.rmtree(gitlab.home / ".gitlab-ci-local")

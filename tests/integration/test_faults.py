@@ -1,8 +1,10 @@
 """Publishing against a real Distribution registry: ``latest`` and faults on the way.
 
 Two tiny images (``python:3.11-slim`` plus labels) stand for two commits: A, committed first,
-and B, committed later. Their SHA tags are pushed with the docker client; what the suite does
-with ``latest`` is then read back through the registry's API and its access log. Then a
+and B, its child (real commit objects, in a repository of their own: which is later is git's
+answer, from the commits that signed provenances name). Their SHA tags are pushed with the
+docker client; what the suite does with ``latest`` is then read back through the registry's
+API and its access log. Then a
 fault-injecting proxy in front of the registry answers 502, 429, resets mid-body, HTML,
 redirects to another origin (which records what it receives) and unsafe token realms.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import functools
+import hashlib
 import http.client
 import io
 import json
@@ -20,10 +24,11 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from cicd import image
+from cicd import attestations, image, provenance, signing
 from cicd.bento import ModelInfo
 from cicd.ci import Revision
 from cicd.context import Run
@@ -31,28 +36,62 @@ from cicd.errors import SuiteError
 from cicd.image import Target
 from cicd.labels import CREATED_LABEL, REVISION_LABEL
 from cicd.publish import already_published
-from cicd.registry import RegistryClient
+from cicd.registry import Manifest, RegistryClient, content_digest
 from cicd.settings import Settings, load
 from cicd.shell import Runner
-from tests.support.project import ROOT, Registry, docker_client_path
+from tests.support.project import ROOT, SIGNING_KEY, Registry, docker_client_path
 from tests.unit.test_http_faults import answer, cut_mid_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 MODEL = ModelInfo("celestial_bodies_classifier_model:faults", "sha256:" + "ab" * 32)
-OLDER = Revision("a" * 40, timestamp=int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()))
-NEWER = Revision("b" * 40, timestamp=int(dt.datetime(2026, 2, 1, tzinfo=dt.UTC).timestamp()))
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: every repository has it
+
+
+def commit_object(message: str, when: dt.datetime, parent: str = "") -> tuple[str, bytes]:
+    """A git commit object of the empty tree, and its SHA: the same bytes, so the same SHA,
+    on every machine (no clock, no identity of the one running the tests)."""
+    seconds = int(when.timestamp())
+    person = f"Tests <tests@example.com> {seconds} +0000"
+    parents = f"parent {parent}\n" if parent else ""
+    body = f"tree {EMPTY_TREE}\n{parents}author {person}\ncommitter {person}\n\n{message}\n"
+    raw = body.encode()
+    return hashlib.sha1(b"commit %d\0" % len(raw) + raw).hexdigest(), raw
+
+
+JANUARY, FEBRUARY = dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+_OLDER = commit_object("A", JANUARY)
+_NEWER = commit_object("B", FEBRUARY, parent=_OLDER[0])
+OLDER = Revision(_OLDER[0], timestamp=int(JANUARY.timestamp()))
+NEWER = Revision(_NEWER[0], timestamp=int(FEBRUARY.timestamp()))
+
+
+@functools.cache
+def commits() -> Path:
+    """A repository holding A and its child B (nothing else): the settings' root, where
+    "is this commit later than that one" is asked."""
+    root = Path(tempfile.mkdtemp(prefix="faults-commits-"))
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    for _, raw in (_OLDER, _NEWER):
+        subprocess.run(
+            ["git", "-C", str(root), "hash-object", "-t", "commit", "-w", "--stdin"],
+            input=raw, check=True, capture_output=True,
+        )  # fmt: skip
+    return root
 
 
 def settings(registry: Registry, repository: str) -> Settings:
-    """The repository's settings, aimed at the test registry with its credentials."""
+    """The repository's settings, aimed at the test registry with its credentials, signing
+    with the tests' key (so trusting its public half), in the repository of A and B."""
     return dataclasses.replace(
         load(ROOT, {}),
+        root=commits(),
         registry=registry.address,
         registry_username=registry.user,
         registry_password=registry.password,
         image_name=repository,
         network_timeout=30.0,
+        signing_key=SIGNING_KEY,
     )
 
 
@@ -102,6 +141,36 @@ def push(registry: Registry, *references: str, tag_as: str | None = None) -> Non
         subprocess.run([client, "--config", config, "logout", registry.address], check=False)
 
 
+def attest(registry: Registry, revision: Revision, digest: str, repository: str) -> None:
+    """A signed SBOM and provenance of ``revision``'s image ``digest``, attached as the
+    publish session attaches them (the tag scheme of a registry without referrers)."""
+    name, client = f"{registry.address}/{repository}", registry.client()
+    now = dt.datetime.now(dt.UTC)
+    facts = provenance.BuildFacts(
+        repository=name, image_digest=digest, commit=revision.sha, source_url="",
+        tags=(revision.sha, "latest"), model_tag=MODEL.tag, model_digest=MODEL.digest,
+        model_path="model/model.bentomodel",
+        base=provenance.BaseImage("python:3.11-slim", "sha256:" + "0" * 64),
+        versions={"suite": "tests"}, builder_id="urn:tests", started=now, finished=now,
+        files={n: (ROOT / n).read_bytes() for n in ("params.yaml", "dvc.lock")},
+    )  # fmt: skip
+    bom = {"bomFormat": "CycloneDX", "specVersion": "1.6",
+           "components": [{"type": "library", "name": "x", "purl": "pkg:pypi/x@1"}]}  # fmt: skip
+    statements = {
+        attestations.SBOM: provenance.sbom_statement(name, digest, bom),
+        attestations.PROVENANCE: provenance.provenance_statement(facts),
+    }
+    subject = client.manifest(repository, digest)
+    client.upload_blob(repository, attestations.EMPTY_JSON)
+    for kind, statement in statements.items():
+        body = provenance.dumps(signing.envelope(statement, signing.signer(SIGNING_KEY)))
+        layer = client.upload_blob(repository, body)
+        raw = attestations.artifact_manifest(kind, subject, layer, len(body))
+        config = content_digest(attestations.EMPTY_JSON)
+        manifest = Manifest(content_digest(raw), config, raw, attestations.OCI_MANIFEST)
+        client.put_manifest(repository, attestations.tag_for(digest, kind), manifest)
+
+
 def log_since(registry: Registry, mark: int) -> list[str]:
     return registry.requests()[mark:]
 
@@ -145,12 +214,16 @@ def test_latest_never_moves_to_an_older_commit(registry: Registry):
     push(registry, newer.references[0], tag_as="latest")
     push(registry, older.references[0])
     latest = client.manifest("faults-older", "latest")
+    attest(registry, NEWER, latest.digest, "faults-older")  # B's image, signed: proven later
 
     mark = len(registry.requests())
     with pytest.raises(SuiteError) as refused:
         already_published(run(config), older)
     message = str(refused.value)
-    assert "newer commit (bbbbbbbbbbbb, 2026-02-01T00:00:00Z)" in message
+    assert (
+        f"holds the signed image of commit {NEWER.sha[:12]}, which descends from this one"
+        in message
+    )
     assert "not moving it back" in message and "\n" not in message
 
     # The push path of an older commit stops the same way, after pushing only its SHA tag.
@@ -186,12 +259,48 @@ def test_an_older_publish_landing_after_the_newer_one_is_undone(registry, monkey
     assert "moved forward again" in out.getvalue()
     assert client.manifest("faults-interleave", "latest").digest == digest
     assert client.manifest("faults-interleave", NEWER.sha).digest == digest
+    attest(registry, NEWER, digest, "faults-interleave")  # its attest step, after the push
 
     # The older job goes on to its own settle: it sees a newer commit's image and stops.
     with pytest.raises(SuiteError, match="not moving it back"):
         image.push(run(config), older.image(older_id))
     assert client.manifest("faults-interleave", "latest").digest == digest
     assert client.manifest("faults-interleave", OLDER.sha) == older_manifest
+
+
+def test_a_future_created_label_does_not_pin_latest(registry: Registry):
+    """Finding 8 of issue 23: a registry writer's image under `latest` labelled as made in
+    2099 (every label of the suite set, a commit this clone lacks) is no reason to keep it:
+    the next publish moves `latest` onto its own image. The signed image of a commit this
+    clone lacks is moved too, and the line says why it could not tell which is later."""
+    repository = "faults-future"
+    config, client = settings(registry, repository), registry.client()
+    future = Revision("f" * 40, timestamp=int(dt.datetime(2099, 1, 1, tzinfo=dt.UTC).timestamp()))
+    newer, forged = goal(config, NEWER), goal(config, future)
+    newer_id = build(config, NEWER)
+    build(config, future)
+    push(registry, forged.references[0], tag_as="latest")
+    assert (
+        registry.client().labels(repository, client.manifest(repository, "latest"))[CREATED_LABEL]
+        == "2099-01-01T00:00:00Z"
+    )
+
+    out = io.StringIO()
+    digest = image.push(run(config, out), newer.image(newer_id))
+    assert client.manifest(repository, "latest").digest == digest
+    assert "cannot be decided" not in out.getvalue()  # an unsigned image proves nothing
+
+    push(registry, forged.references[0])
+    attest(registry, future, client.manifest(repository, future.sha).digest, repository)
+    push(registry, forged.references[0], tag_as="latest")
+    out = io.StringIO()
+    assert image.push(run(config, out), newer.image(newer_id)) == digest
+    assert client.manifest(repository, "latest").digest == digest
+    assert (
+        f"latest held the signed image of commit {'f' * 12}; whether {NEWER.sha[:12]} is later "
+        f"cannot be decided here (commit {'f' * 12} is not in this clone: fetch its full "
+        "history): moving it"
+    ) in out.getvalue()
 
 
 @pytest.mark.parametrize("round_", range(3))
@@ -203,6 +312,12 @@ def test_two_publishes_of_different_commits_at_once(registry, round_):
     targets = {OLDER: goal(config, OLDER), NEWER: goal(config, NEWER)}
     images = {OLDER: build(config, OLDER), NEWER: build(config, NEWER)}
     errors: dict[Revision, BaseException] = {}
+    # Both signed before the race: publish attaches the provenance after the push, and until
+    # then an image proves nothing (docs/supply-chain.md); CI runs one publish at a time.
+    for revision, target in targets.items():
+        push(registry, target.references[0])
+        digest = registry.client().manifest(repository, revision.sha).digest
+        attest(registry, revision, digest, repository)
     start = threading.Barrier(2)
 
     def publish(revision: Revision) -> None:

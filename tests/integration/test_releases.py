@@ -10,21 +10,19 @@ tree, and what they did is read back through the registry's API and access log.
 
 from __future__ import annotations
 
-import datetime as dt
+import base64
 import json
 import re
 import subprocess
 
 import pytest
 
-from cicd import attestations, image, provenance, signing
+from cicd import image, releases, signing
 from cicd.ci import Revision
 from cicd.labels import CREATED_LABEL
 from cicd.registry import Manifest, content_digest
-from tests.integration.test_faults import MODEL, NEWER, OLDER, goal, push, settings
+from tests.integration.test_faults import MODEL, NEWER, OLDER, attest, goal, push, settings
 from tests.support.project import (
-    ROOT,
-    SIGNING_KEY,
     SIGNING_PUBLIC_KEY,
     Project,
     Registry,
@@ -58,36 +56,6 @@ def build(registry: Registry, repository: str, revision: Revision, labels=None, 
     return reference
 
 
-def attest(registry: Registry, revision: Revision, digest: str) -> None:
-    """A signed SBOM and provenance of ``revision``'s image ``digest``, attached as the
-    publish session attaches them (the tag scheme of a registry without referrers)."""
-    name, client = f"{registry.address}/{REPOSITORY}", registry.client()
-    now = dt.datetime.now(dt.UTC)
-    facts = provenance.BuildFacts(
-        repository=name, image_digest=digest, commit=revision.sha, source_url="",
-        tags=(revision.sha, "latest"), model_tag=MODEL.tag, model_digest=MODEL.digest,
-        model_path="model/model.bentomodel",
-        base=provenance.BaseImage("python:3.11-slim", "sha256:" + "0" * 64),
-        versions={"suite": "tests"}, builder_id="urn:tests", started=now, finished=now,
-        files={n: (ROOT / n).read_bytes() for n in ("params.yaml", "dvc.lock")},
-    )  # fmt: skip
-    bom = {"bomFormat": "CycloneDX", "specVersion": "1.6",
-           "components": [{"type": "library", "name": "x", "purl": "pkg:pypi/x@1"}]}  # fmt: skip
-    statements = {
-        attestations.SBOM: provenance.sbom_statement(name, digest, bom),
-        attestations.PROVENANCE: provenance.provenance_statement(facts),
-    }
-    subject = client.manifest(REPOSITORY, digest)
-    client.upload_blob(REPOSITORY, attestations.EMPTY_JSON)
-    for kind, statement in statements.items():
-        body = provenance.dumps(signing.envelope(statement, signing.signer(SIGNING_KEY)))
-        layer = client.upload_blob(REPOSITORY, body)
-        raw = attestations.artifact_manifest(kind, subject, layer, len(body))
-        config = content_digest(attestations.EMPTY_JSON)
-        manifest = Manifest(content_digest(raw), config, raw, attestations.OCI_MANIFEST)
-        client.put_manifest(REPOSITORY, attestations.tag_for(digest, kind), manifest)
-
-
 @pytest.fixture(scope="module")
 def published(registry: Registry) -> dict[Revision, str]:
     """A and B under their SHA tags (and latest on B), signed: their manifest digests."""
@@ -97,7 +65,7 @@ def published(registry: Registry) -> dict[Revision, str]:
     client = registry.client()
     digests = {r: client.manifest(REPOSITORY, r.sha).digest for r in (OLDER, NEWER)}
     for revision, digest in digests.items():
-        attest(registry, revision, digest)
+        attest(registry, revision, digest, REPOSITORY)
     return digests
 
 
@@ -170,7 +138,8 @@ def test_promote_then_promote_then_roll_back(registry, published, project):
     history = json.loads(registry.get(
         f"/v2/{REPOSITORY}/blobs/{client.manifest(REPOSITORY, 'production.history').config_digest}"
     ))  # fmt: skip
-    assert [e["action"] for e in history["entries"]] == [
+    entries = signing.statement_of(history, "history")["predicate"]["entries"]
+    assert [e["action"] for e in entries] == [
         "promote",
         "promote",
         "rollback",
@@ -258,3 +227,130 @@ def test_the_labels_carry_the_metrics(registry):
     labels = image.labels(config, OLDER, MODEL, {"val_acc": 0.733333})
     assert labels["model.metrics.val_acc"] == "0.733333" and labels[CREATED_LABEL]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", labels[CREATED_LABEL])
+
+
+# --------------------------------------------------------------- rollback and its history
+
+ROLLBACKS = "releases-rollbacks"  # three signed releases, A B C, for the history's tests
+THIRD = Revision("0123456789abcdef" * 2 + "01234567", timestamp=NEWER.timestamp + 86_400)
+
+
+@pytest.fixture(scope="module")
+def three(registry: Registry) -> dict[str, str]:
+    """A, B and C of ROLLBACKS, each pushed under its SHA tag and signed: their digests."""
+    client, digests = registry.client(), {}
+    for name, revision in (("A", OLDER), ("B", NEWER), ("C", THIRD)):
+        push(registry, build(registry, ROLLBACKS, revision))
+        digests[name] = client.manifest(ROLLBACKS, revision.sha).digest
+        attest(registry, revision, digests[name], ROLLBACKS)
+    return digests
+
+
+def moves(project: Project, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return project.invoke(*args, check=check, env={"IMAGE_NAME": ROLLBACKS})
+
+
+def history_of(registry: Registry, tag: str) -> dict:
+    """The envelope of ``tag``'s history record as stored in ROLLBACKS."""
+    record = registry.client().manifest(ROLLBACKS, f"{tag}.history")
+    return json.loads(registry.get(f"/v2/{ROLLBACKS}/blobs/{record.config_digest}"))
+
+
+def forge_history(registry: Registry, tag: str, body: bytes) -> None:
+    """A registry writer's record under ``<tag>.history``: any bytes, as a config blob."""
+    client = registry.client()
+    digest = client.upload_blob(ROLLBACKS, body)
+    raw = releases.history_manifest(digest, len(body))
+    record = Manifest(content_digest(raw), digest, raw, releases.OCI_MANIFEST)
+    client.put_manifest(ROLLBACKS, f"{tag}.history", record)
+
+
+def test_a_second_rollback_goes_further_back_never_forward(registry, three, project):
+    """Finding 6 of issue 23: history A, B, C; rollback -> B, rollback -> A (it went to C)."""
+    client = registry.client()
+    for name in ("A", "B", "C"):
+        moves(project, "promote", "--to", "production", "--digest", three[name])
+    moves(project, "rollback", "--tag", "production")
+    assert client.manifest(ROLLBACKS, "production").digest == three["B"]
+    moved = json.loads(moves(project, "rollback", "--tag", "production", "--json").stdout)
+    assert client.manifest(ROLLBACKS, "production").digest == three["A"]
+    assert (moved["digest"], moved["previous_digest"]) == (three["A"], three["B"])
+    done = moves(project, "rollback", "--tag", "production", check=False)
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
+    assert "has no earlier promotion in its history (5 recorded moves)" in done.stderr
+    assert client.manifest(ROLLBACKS, "production").digest == three["A"]
+    # A promotion after rollbacks, then a rollback: back to where the promotion started.
+    moves(project, "promote", "--to", "production", "--digest", three["C"])
+    moves(project, "rollback", "--tag", "production")
+    assert client.manifest(ROLLBACKS, "production").digest == three["A"]
+
+
+def test_rollback_follows_only_a_history_signed_by_a_trusted_key(registry, three, project):
+    """Finding 7 of issue 23: the history is signed with SIGNING_KEY and verified before a
+    rollback follows it. History B, C: a plain rollback goes to B. A registry writer who
+    rewrites canary.history to send it to A (an older, genuine, signed release: verify alone
+    would pass it) gets a one-line refusal, and nothing moves."""
+    client = registry.client()
+    for name in ("B", "C"):
+        moves(project, "promote", "--to", "canary", "--digest", three[name])
+    genuine = history_of(registry, "canary")
+    assert genuine["signatures"] and genuine["payloadType"] == signing.PAYLOAD_TYPE
+    statement = signing.statement_of(genuine, "history")
+    entries = statement["predicate"]["entries"]
+    assert [e["digest"] for e in entries] == [three["B"], three["C"]]
+    # One more move, A, slipped in before the current one (C): what a rollback from C follows.
+    attack = {"revision": OLDER.sha, "digest": three["A"], "time": "", "action": "promote"}
+    slipped = [*entries[:-1], attack, entries[-1]]
+
+    # Its own statement with that move: plain JSON (the unsigned format of before), signed
+    # by the writer's own key, and the genuine signature over an edited payload.
+    edited = {**statement, "predicate": {**statement["predicate"], "entries": slipped}}
+    payload = json.dumps(edited, sort_keys=True, separators=(",", ":")).encode()
+    forged = {
+        "plain JSON, not a signed envelope": json.dumps(edited["predicate"]).encode(),
+        "signed by another key": json.dumps(
+            signing.envelope(edited, signing.signer(signing.generate_private_pem()))
+        ).encode(),
+        "does not verify: its content was changed after it was signed": json.dumps(
+            {**genuine, "payload": base64.b64encode(payload).decode()}
+        ).encode(),
+    }
+    # And the genuine signed history of another tag, copied: it names that tag.
+    moves(project, "promote", "--to", "other", "--digest", three["A"])
+    other = json.dumps(history_of(registry, "other")).encode()
+    forged[f"the signed record is the history of {registry.address}/{ROLLBACKS}:other"] = other
+
+    for reason, body in forged.items():
+        forge_history(registry, "canary", body)
+        mark = len(registry.requests())
+        done = moves(project, "rollback", "--tag", "canary", check=False)
+        line = done.stderr.strip()
+        assert done.returncode != 0 and len(line.splitlines()) == 1, done.stderr
+        assert line.startswith(
+            f"error: {registry.address}/{ROLLBACKS}:canary.history is not trusted: "
+        ), line
+        assert reason in line and "name the revision to go to with --to REV" in line, line
+        writes = [r for r in registry.requests()[mark:] if re.search(r'"(PUT|POST|PATCH) ', r)]
+        assert writes == [] and client.manifest(ROLLBACKS, "canary").digest == three["C"]
+
+    # What the line says to do: --to B (verified) moves it and starts a new signed history
+    # (the forged one is never extended, nor signed), which plain rollbacks then follow.
+    done = moves(project, "rollback", "--tag", "canary", "--to", NEWER.sha)
+    assert "canary.history is not trusted (" in done.stdout and "starting a new one" in done.stdout
+    assert client.manifest(ROLLBACKS, "canary").digest == three["B"]
+    entries = signing.statement_of(history_of(registry, "canary"), "h")["predicate"]["entries"]
+    assert [e["digest"] for e in entries] == [three["B"]]
+    moves(project, "promote", "--to", "canary", "--digest", three["C"])
+    moves(project, "rollback", "--tag", "canary")
+    assert client.manifest(ROLLBACKS, "canary").digest == three["B"]
+
+
+def test_promote_without_signing_key_is_one_line_and_moves_nothing(registry, three, project):
+    mark = len(registry.requests())
+    done = project.invoke(
+        "promote", "--to", "keyless", "--digest", three["A"], check=False,
+        env={"IMAGE_NAME": ROLLBACKS, "SIGNING_KEY": ""},
+    )  # fmt: skip
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
+    assert "SIGNING_KEY is not set: promote and rollback sign the tag's history" in done.stderr
+    assert not any(re.search(r'"(PUT|POST|PATCH) ', r) for r in registry.requests()[mark:])

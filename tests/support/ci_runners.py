@@ -523,7 +523,9 @@ def assert_promoted(project: Project, promotion: tuple[str, str]) -> None:
     """The promote session ran, and `production` now is the commit's published manifest."""
     sha, output = promotion
     assert "Session promote was successful" in output
-    assert f":production moved from nothing (new tag) to {sha[:12]}" in output
+    digest = project.manifest(sha).digest
+    assert f"promote --to production --digest {digest}" in output, "not the published digest"
+    assert f":production moved from nothing (new tag) to {sha[:12]} ({digest})" in output
     assert project.manifest("production") == project.manifest(sha)
 
 

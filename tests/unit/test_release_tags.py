@@ -68,3 +68,19 @@ def test_the_tags_list_follows_the_next_page_link():
         "/v2/app/tags/list?n=2&last=x"
     )
     assert _next_page("") == ""
+
+
+def entry(name: str, action: str = "promote") -> releases.Entry:
+    return releases.Entry(name, f"sha256:{name}", "", action)
+
+
+def test_rollbacks_step_back_through_the_promotions_never_forward():
+    a, b, c = entry("a"), entry("b"), entry("c")
+    in_force = releases.promotions
+    assert in_force([a, b, c]) == [a, b, c]
+    assert in_force([a, b, c, entry("b", "rollback")]) == [a, b]
+    assert in_force([a, b, c, entry("b", "rollback"), entry("a", "rollback")]) == [a]
+    # A promotion after a rollback replaces what was rolled back; promoting again is no move.
+    assert in_force([a, b, c, entry("b", "rollback"), c, c]) == [a, b, c]
+    # --to a release not in force counts as a promotion.
+    assert in_force([a, b, entry("c", "rollback")]) == [a, b, entry("c", "rollback")]
