@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cicd import provenance, signing
+from cicd import attestation_store, provenance, signing
 from cicd.errors import CommandError, NotMovingBack, SuiteError
 
 if TYPE_CHECKING:
@@ -62,11 +62,10 @@ def check_not_back(run: Run, repository: str, tag: str, held: Manifest, commit: 
 def signed_commit(run: Run, repository: str, manifest: Manifest) -> str:
     """The commit named by the provenance of the image ``manifest`` when a trusted key signed
     it about that digest; "" otherwise (no provenance, unsigned, forged: it proves nothing)."""
-    from cicd import attestations  # here: attestations imports image, which imports this
 
-    kind = attestations.PROVENANCE
+    kind = attestation_store.PROVENANCE
     try:
-        envelope = attestations.fetch(run.registry, repository, manifest.digest).get(kind)
+        envelope = attestation_store.fetch(run.registry, repository, manifest.digest).get(kind)
         if envelope is None or not signing.signed(envelope):
             return ""
         signing.signed_by_any(envelope, signing.trusted_keys(run), "provenance")

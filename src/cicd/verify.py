@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
-from cicd import attestations, ci, dvc, provenance, signing
+from cicd import attestation_store, ci, dvc, provenance, signing
 from cicd.attestations import PROVENANCE, SBOM
 from cicd.errors import CommandError, SuiteError, VerificationFailed
 from cicd.labels import MODEL_DIGEST_LABEL, REVISION_LABEL
@@ -142,13 +142,13 @@ def checks(
     digest = manifest.digest
     yield Check("image", True, f"{ref} is {digest}")
 
-    envelopes = attestations.fetch(registry, ref.repository, digest)
-    for kind in attestations.KINDS:
+    envelopes = attestation_store.fetch(registry, ref.repository, digest)
+    for kind in attestation_store.KINDS:
         if envelopes.get(kind) is None:
             fail(
                 "attached",
                 f"no {kind.name} attached to {ref} ({digest}; looked for the referrers API and "
-                f"the tag {attestations.tag_for(digest, kind)}): only the publish session "
+                f"the tag {attestation_store.tag_for(digest, kind)}): only the publish session "
                 "attaches them, to the image it built and smoke-tested; an image it did not "
                 "build is never signed: publish the commit (`nox -s publish -- --force`)",
             )
@@ -159,7 +159,7 @@ def checks(
     # every kind is attached (checked above)
     statements = {
         kind: _statement(cast("dict[str, Any]", envelopes[kind]), kind)
-        for kind in attestations.KINDS
+        for kind in attestation_store.KINDS
     }
     for kind, statement in statements.items():
         subjects = provenance.subject_digests(statement)
@@ -267,14 +267,16 @@ def _signatures(
     :func:`signing.committed_keys`); "signed by" is said only then. ``allow_unsigned``:
     a wholly unsigned pair is let through, loudly, only where no public key was ever
     committed (:func:`_unsigned_allowed`)."""
-    unsigned = [kind.name for kind in attestations.KINDS if not signing.signed(envelopes[kind])]
+    unsigned = [
+        kind.name for kind in attestation_store.KINDS if not signing.signed(envelopes[kind])
+    ]
     if unsigned and not allow_unsigned:
         fail(
             "signature",
             f"the {' and '.join(unsigned)} {'is' if len(unsigned) == 1 else 'are'} "
             f"unsigned (published without SIGNING_KEY): {signing.FIRST_KEY_STEPS}",
         )
-    if unsigned and len(unsigned) < len(attestations.KINDS):
+    if unsigned and len(unsigned) < len(attestation_store.KINDS):
         fail(
             "signature",
             f"the {unsigned[0]} is unsigned but the other document is signed: publish signs "
@@ -286,7 +288,7 @@ def _signatures(
     keys = _keys(run, key_path)
     signers = {
         kind: _read(lambda k=kind: signing.signer_of(envelopes[k], keys, k.name), "signature")
-        for kind in attestations.KINDS
+        for kind in attestation_store.KINDS
     }
     if len({item.key.keyid for item in signers.values()}) == 1:
         return Check("signature", True, f"signed by {signers[PROVENANCE].describe()}")
@@ -349,11 +351,11 @@ def _key_in_history(run: Run) -> str:
     return f"commit {found} has one" if found else ""
 
 
-def _statement(envelope: dict[str, Any], kind: attestations.Kind) -> dict[str, Any]:
+def _statement(envelope: dict[str, Any], kind: attestation_store.Kind) -> dict[str, Any]:
     return _read(lambda: signing.statement_of(envelope, kind.name), "attached")
 
 
-def _predicate(statement: dict[str, Any], kind: attestations.Kind) -> dict[str, Any]:
+def _predicate(statement: dict[str, Any], kind: attestation_store.Kind) -> dict[str, Any]:
     return _read(lambda: provenance.predicate(statement, kind.predicate_type, kind.name), "subject")
 
 
@@ -502,7 +504,7 @@ def untrusted(run: Run, goal: Target, manifest: Manifest) -> str:
     registry, repository = run.registry, run.settings.repository_path
     digest = manifest.digest
     try:
-        envelope = attestations.fetch(registry, repository, digest).get(PROVENANCE)
+        envelope = attestation_store.fetch(registry, repository, digest).get(PROVENANCE)
         if envelope is None:
             return "with no provenance"
         if not signing.signed(envelope):

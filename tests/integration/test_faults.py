@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from cicd import attestations, image, provenance, signing
+from cicd import attestation_store, image, provenance, signing
 from cicd.bento import ModelInfo
 from cicd.ci import Revision
 from cicd.context import Run
@@ -36,7 +36,7 @@ from cicd.errors import SuiteError
 from cicd.image import Target
 from cicd.labels import CREATED_LABEL, REVISION_LABEL
 from cicd.publish import already_published
-from cicd.registry import Manifest, RegistryClient, content_digest
+from cicd.registry import OCI_MANIFEST, Manifest, RegistryClient, content_digest
 from cicd.settings import Settings, load
 from cicd.shell import Runner
 from tests.support.project import ROOT, SIGNING_KEY, Registry, docker_client_path
@@ -157,18 +157,18 @@ def attest(registry: Registry, revision: Revision, digest: str, repository: str)
     bom = {"bomFormat": "CycloneDX", "specVersion": "1.6",
            "components": [{"type": "library", "name": "x", "purl": "pkg:pypi/x@1"}]}  # fmt: skip
     statements = {
-        attestations.SBOM: provenance.sbom_statement(name, digest, bom),
-        attestations.PROVENANCE: provenance.provenance_statement(facts),
+        attestation_store.SBOM: provenance.sbom_statement(name, digest, bom),
+        attestation_store.PROVENANCE: provenance.provenance_statement(facts),
     }
     subject = client.manifest(repository, digest)
-    client.upload_blob(repository, attestations.EMPTY_JSON)
+    client.upload_blob(repository, attestation_store.EMPTY_JSON)
     for kind, statement in statements.items():
         body = provenance.dumps(signing.envelope(statement, signing.signer(SIGNING_KEY)))
         layer = client.upload_blob(repository, body)
-        raw = attestations.artifact_manifest(kind, subject, layer, len(body))
-        config = content_digest(attestations.EMPTY_JSON)
-        manifest = Manifest(content_digest(raw), config, raw, attestations.OCI_MANIFEST)
-        client.put_manifest(repository, attestations.tag_for(digest, kind), manifest)
+        raw = attestation_store.artifact_manifest(kind, subject, layer, len(body))
+        config = content_digest(attestation_store.EMPTY_JSON)
+        manifest = Manifest(content_digest(raw), config, raw, OCI_MANIFEST)
+        client.put_manifest(repository, attestation_store.tag_for(digest, kind), manifest)
 
 
 def log_since(registry: Registry, mark: int) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cicd import attestations, image, layer_cache, provenance, signing
+from cicd import attestation_store, image, layer_cache, provenance, signing
 from cicd.ci import Revision
 from cicd.containerize import containerize as build_image
 from cicd.context import Run
@@ -81,7 +81,10 @@ def attest(run: Run, image_digest: str, key: str | None) -> None:
     """Attach an SBOM and a provenance about ``image_digest``, signed by ``key`` (None:
     unsigned, as anyone can make them)."""
     signer = signing.signer(key) if key else None
-    predicates = {attestations.SBOM: {"bomFormat": "CycloneDX"}, attestations.PROVENANCE: {"x": 1}}
+    predicates = {
+        attestation_store.SBOM: {"bomFormat": "CycloneDX"},
+        attestation_store.PROVENANCE: {"x": 1},
+    }
     envelopes = {
         kind: signing.envelope(
             provenance.statement(
@@ -89,9 +92,9 @@ def attest(run: Run, image_digest: str, key: str | None) -> None:
             ),
             signer,
         )
-        for kind in attestations.KINDS
+        for kind in attestation_store.KINDS
     }
-    attestations.attach_all(run, image_digest, envelopes)
+    attestation_store.attach_all(run, image_digest, envelopes)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pytest
 
-from cicd import attestations, signing
+from cicd import attestation_store, attestations, signing
 from cicd.registry import RegistryClient
 from tests.support.fake_http import send
 
@@ -88,22 +88,22 @@ def run():
 
 def envelopes():
     key = signing.signer(signing.generate_private_pem())
-    return {kind: signing.envelope({"kind": kind.name}, key) for kind in attestations.KINDS}
+    return {kind: signing.envelope({"kind": kind.name}, key) for kind in attestation_store.KINDS}
 
 
 @pytest.mark.parametrize("referrers", [True, False])
 def test_attestations_are_stored_and_found_with_or_without_the_referrers_api(run, referrers):
     OciRegistry.referrers = referrers
     made = envelopes()
-    attestations.attach_all(run, IMAGE_DIGEST, made)
+    attestation_store.attach_all(run, IMAGE_DIGEST, made)
     if referrers:  # by digest only: no tag is added to the repository
         assert all(reference.startswith("sha256:") for reference in OciRegistry.puts)
     else:
         assert OciRegistry.puts == [
-            attestations.tag_for(IMAGE_DIGEST, kind) for kind in attestations.KINDS
+            attestation_store.tag_for(IMAGE_DIGEST, kind) for kind in attestation_store.KINDS
         ]
-    found = attestations.fetch(run.registry, REPOSITORY, IMAGE_DIGEST)
-    assert found == {kind: json.loads(json.dumps(made[kind])) for kind in attestations.KINDS}
+    found = attestation_store.fetch(run.registry, REPOSITORY, IMAGE_DIGEST)
+    assert found == {kind: json.loads(json.dumps(made[kind])) for kind in attestation_store.KINDS}
     assert attestations.missing(run, IMAGE_DIGEST) == []
     # Each artifact names the image as its subject, whichever way it is found.
     for reference in OciRegistry.puts:
@@ -113,4 +113,4 @@ def test_attestations_are_stored_and_found_with_or_without_the_referrers_api(run
 
 def test_an_image_without_attestations_lacks_both(run):
     OciRegistry.referrers = True
-    assert attestations.missing(run, IMAGE_DIGEST) == list(attestations.KINDS)
+    assert attestations.missing(run, IMAGE_DIGEST) == list(attestation_store.KINDS)

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import pytest
 
-from cicd import attestations, http, image, layer_cache, provenance, signing
+from cicd import attestation_store, http, image, layer_cache, provenance, signing
 from cicd.bento import ModelInfo
 from cicd.ci import Revision
 from cicd.containerize import containerize as build_image
@@ -115,9 +115,11 @@ def put_image(tag: str, config: bytes, *, key: str | None = KEY, unsigned: bool 
     FakeRegistry.blobs[digest(config)] = config
     if key is not None or unsigned:
         signer = None if unsigned else signing.signer(key)
-        for kind in attestations.KINDS:
+        for kind in attestation_store.KINDS:
             predicate = (
-                {"bomFormat": "CycloneDX"} if kind is attestations.SBOM else {"buildDefinition": {}}
+                {"bomFormat": "CycloneDX"}
+                if kind is attestation_store.SBOM
+                else {"buildDefinition": {}}
             )
             # Its subject names the image as attest does: the registry's host included.
             statement = provenance.statement(
@@ -125,8 +127,8 @@ def put_image(tag: str, config: bytes, *, key: str | None = KEY, unsigned: bool 
             )
             body = provenance.dumps(signing.envelope(statement, signer))
             FakeRegistry.blobs[digest(body)] = body
-            artifact = attestations.artifact_manifest(kind, None, digest(body), len(body))
-            FakeRegistry.manifests[attestations.tag_for(image_digest, kind)] = artifact
+            artifact = attestation_store.artifact_manifest(kind, None, digest(body), len(body))
+            FakeRegistry.manifests[attestation_store.tag_for(image_digest, kind)] = artifact
     return image_digest
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cicd import attestations, provenance, signing, verify
+from cicd import attestation_store, provenance, signing, verify
 from cicd.provenance import BaseImage, BuildFacts
-from cicd.registry import Manifest
+from cicd.registry import OCI_MANIFEST, Manifest
 from cicd.signing import SigningError
 from cicd.verify import Reference, parse_reference
 
@@ -272,22 +272,26 @@ def test_the_signing_key_is_a_secret_of_the_run_and_not_given_to_children(monkey
 
 
 def test_attestations_go_under_the_cosign_tag_scheme():
-    assert attestations.tag_for(DIGEST, attestations.SBOM) == f"sha256-{'ab' * 32}.sbom"
-    assert attestations.tag_for(DIGEST, attestations.PROVENANCE) == f"sha256-{'ab' * 32}.att"
+    assert attestation_store.tag_for(DIGEST, attestation_store.SBOM) == f"sha256-{'ab' * 32}.sbom"
+    assert (
+        attestation_store.tag_for(DIGEST, attestation_store.PROVENANCE) == f"sha256-{'ab' * 32}.att"
+    )
 
 
 def test_the_artifact_manifest_names_its_subject_and_its_envelope():
-    image = Manifest(DIGEST, "sha256:" + "00" * 32, b"{}" * 10, attestations.OCI_MANIFEST)
-    raw = attestations.artifact_manifest(attestations.PROVENANCE, image, "sha256:" + "11" * 32, 5)
+    image = Manifest(DIGEST, "sha256:" + "00" * 32, b"{}" * 10, OCI_MANIFEST)
+    raw = attestation_store.artifact_manifest(
+        attestation_store.PROVENANCE, image, "sha256:" + "11" * 32, 5
+    )
     document = json.loads(raw)
     assert document["artifactType"] == "application/vnd.in-toto+json"
     assert document["subject"] == {
-        "mediaType": attestations.OCI_MANIFEST,
+        "mediaType": OCI_MANIFEST,
         "digest": DIGEST,
         "size": 20,
     }
     (layer,) = document["layers"]
-    assert layer["mediaType"] == attestations.DSSE_ENVELOPE
+    assert layer["mediaType"] == attestation_store.DSSE_ENVELOPE
     assert layer["annotations"]["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v1"
     # The OCI 1.1 image spec's empty descriptor, for artifacts without a config.
     assert document["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
@@ -365,8 +369,10 @@ def signed_pair(private: str | None, sbom_signed: bool = True) -> dict:
     ``sbom_signed`` False the SBOM alone is unsigned."""
     key_signer = signing.signer(private) if private else None
     return {
-        attestations.SBOM: signing.envelope({"_type": "sbom"}, key_signer if sbom_signed else None),
-        attestations.PROVENANCE: signing.envelope({"_type": "provenance"}, key_signer),
+        attestation_store.SBOM: signing.envelope(
+            {"_type": "sbom"}, key_signer if sbom_signed else None
+        ),
+        attestation_store.PROVENANCE: signing.envelope({"_type": "provenance"}, key_signer),
     }
 
 
