@@ -4,7 +4,9 @@ A new repository rendered from template/ (the iris model), the suite from a whee
 this working tree (its requirements.txt names the wheel, as a user's names a git URL or a
 version), its signing key pair made as its README says (the public half committed, the
 private half the secret SIGNING_KEY). Then, as on GitHub:
-  0. on the laptop: `nox -s train`, dvc.lock committed (the README's steps);
+  0. on the laptop: `nox -s train`, dvc.lock committed (the README's steps): the run's shared
+     render and train (``rendered_template``, tests/support/template.py), whose trained
+     commit the runner checks out alone, the signing key committed on top;
   1. a push to main: `checks` (its .ci/run: its own lint and tests, never the suite's), then
      `pipeline`: train, publish (to a registry with a password), verify (signed);
   2. a pull request: `checks`, then `review`: train without secrets and the report comment.
@@ -15,7 +17,6 @@ ci-template-github-times.txt and the terminal. Minutes.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 
@@ -23,13 +24,9 @@ import pytest
 
 from cicd import signing
 from tests.support import ci_runners
-from tests.support.ci_runners import (
-    VENV_BIN,
-    Project,
-)  # fmt: skip
-from tests.support.project import ROOT, SIGNING_PUBLIC_KEY
-
-copier = pytest.importorskip("copier")
+from tests.support.ci_runners import Project
+from tests.support.project import SIGNING_PUBLIC_KEY
+from tests.support.template import RenderedTemplate
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -38,39 +35,29 @@ ORIGIN = "https://github.com/example/iris-demo.git"
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory, registry, leak_scan, pytestconfig) -> Iterator[Project]:
+def rendered(
+    tmp_path_factory, registry, leak_scan, pytestconfig, rendered_template: RenderedTemplate
+) -> Iterator[Project]:
     base = tmp_path_factory.mktemp("template-github")
-    subprocess.run(
-        ["uv", "build", "--quiet", "--wheel", "--out-dir", str(base / "dist"), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    (wheel,) = (base / "dist").glob("model_cicd-*.whl")
-    template = base / "template"
-    shutil.copytree(ROOT / "template", template)  # the working tree's, not the last tag's
     root, home = base / "clone", base / "home"
     home.mkdir()
-    copier.run_copy(
-        str(template), root, defaults=True, quiet=True,
-        data={"project_name": IMAGE, "suite_requirement": f"model-cicd @ {wheel.as_uri()}"},
-    )  # fmt: skip
     project = Project("template-github", root, home, ci_runners.machine_env(home), registry,
                       base / "probe.jsonl")  # fmt: skip
     project.job_variables = ci_runners.offline_pip(ci_runners.wheelhouse(base))
-    project.git("init", "-q", "-b", "main")
-    project.git("remote", "add", "origin", ORIGIN)
+    # The laptop's trained commit alone (no .nox, model, data/prepared or DVC cache: the
+    # runner starts from the commit), whatever the laptop's working copy has done since.
+    subprocess.run(
+        ["git", "clone", "-q", "--no-checkout", str(rendered_template.root), str(root)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    project.git("checkout", "-q", "-B", "main", rendered_template.trained)
+    project.git("remote", "set-url", "origin", ORIGIN)
     # The README's first run: `invoke keygen` writes signing/publish.pub (committed); its
     # private half is the secret SIGNING_KEY (here the run's key, as the other CI tests).
-    (root / "signing").mkdir()
+    (root / "signing").mkdir(exist_ok=True)
     (root / "signing" / "publish.pub").write_text(SIGNING_PUBLIC_KEY)
-    project.git("add", "-A")
-    project.git("commit", "-qm", "From the model-cicd template")
-    # The README's next step: train on the laptop, commit dvc.lock (CI builds a commit and
-    # checks that its retrain reproduces it); the runner then starts from that commit alone.
-    project.run("nox-train", [str(VENV_BIN / "nox"), "-s", "train"], {})
-    project.git("add", "-A")
-    project.git("commit", "-qm", "Trained")
-    for local in (".nox", "model", "data/prepared", ".dvc/cache"):
-        shutil.rmtree(root / local)
+    project.git("add", "signing/publish.pub")
+    project.git("commit", "-qm", "The image signing key")
     project.git("update-ref", "refs/remotes/origin/main", "HEAD")
     with ci_runners.forge("github") as server:
         project.forge = server

@@ -2,77 +2,50 @@
 model), the suite installed from a wheel built from this working tree, then its own
 `nox -s train`, `invoke keygen` (the rendered README's first-run step), a signed
 `nox -s publish` (the embedded registry on a port the OS assigned) and `nox -s verify`, which
-checks the signatures against the committed public key. Minutes: it builds a wheel, three
-session environments and an image."""
+checks the signatures against the committed public key. Minutes: it builds an image.
+
+The render, the wheel and the train are the run's shared ones (``rendered_template``,
+tests/support/template.py; test_template_ci_github.py starts from the same trained commit):
+this test checks what the train left, then carries on in that working copy as the laptop's
+next steps."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from cicd import local_registry
 from cicd.registry import RegistryClient
 from cicd.shell import Runner
-from tests.support.project import CI_VARIABLES, refused_port, remove_images
-
-copier = pytest.importorskip("copier")
+from tests.support.project import refused_port, remove_images
+from tests.support.template import IDENTITY, IMAGE, RenderedTemplate, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-ROOT = Path(__file__).resolve().parents[2]
-IMAGE = "iris-demo"
-
-
-def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 1200) -> str:
-    done = subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, f"{command}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done.stdout
-
 
 def test_a_new_repository_trains_publishes_signed_and_verifies_with_the_installed_suite(
-    tmp_path,
+    tmp_path, rendered_template: RenderedTemplate
 ):
-    bin_dir = Path(sys.executable).parent  # nox, uv, invoke of the tests' environment
-    env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    env["BENTOML_HOME"] = str(tmp_path / "bentoml")
+    repo, env = rendered_template.root, rendered_template.env
     with refused_port() as port:
         pass  # released: the embedded registry takes its port as a setting
     storage = tmp_path / "registry"
     env["INVOKE_SUITE_LOCAL_REGISTRY_PORT"] = str(port)
     env["INVOKE_SUITE_LOCAL_REGISTRY_STORAGE"] = str(storage)
-
-    run(["uv", "build", "--quiet", "--out-dir", str(tmp_path / "dist"), str(ROOT)], ROOT, env)
-    (wheel,) = (tmp_path / "dist").glob("model_cicd-*.whl")
-    template = tmp_path / "template"
-    shutil.copytree(ROOT / "template", template)  # the working tree's, not the last tag's
-    repo = tmp_path / "iris-demo"
-    copier.run_copy(
-        str(template), repo, defaults=True, unsafe=True, quiet=True,
-        data={"project_name": IMAGE, "suite_requirement": f"model-cicd @ {wheel.as_uri()}"},
-    )  # fmt: skip
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    run(["git", "init", "-q", "-b", "main"], repo, env)
-    run([*git, "add", "-A"], repo, env)
-    run([*git, "commit", "-qm", "From the model-cicd template"], repo, env)
+    git = ["git", *IDENTITY]
 
     address = f"127.0.0.1:{port}"
     try:
-        run([sys.executable, "-m", "nox", "-s", "train"], repo, env)
+        # What the shared `nox -s train` left, its outputs and dvc.lock committed.
+        assert "Session train was successful" in rendered_template.train_output
         assert (repo / "model" / f"{IMAGE.replace('-', '_')}_model.bentomodel").exists()
         metrics = json.loads((repo / "evaluation" / "metrics.json").read_text())
         assert metrics["accuracy"] >= 0.8
-        run([*git, "add", "-A"], repo, env)
-        run([*git, "commit", "-qm", "Trained"], repo, env)
+        assert run(["git", "status", "--porcelain"], repo, env) == ""
+        assert rendered_template.trained == run(["git", "rev-parse", "HEAD"], repo, env).strip()
 
         # The rendered README's first run with signatures: a key pair (the private key
         # outside the repository), the public key committed, SIGNING_KEY set for publish.
