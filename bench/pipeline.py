@@ -123,7 +123,7 @@ PUBLISH_MARKERS = (
     ("publish: containerize", r"\$ \S*bentoml containerize"),
     ("publish: smoke", r"\$ \S*docker run --detach --name smoke-"),
     ("publish: push", r"smoke test passed"),
-    ("publish: attest", r"published "),
+    ("publish: attest", r"✓ push "),  # push's step line; `latest` moves at attest's end
 )
 
 

@@ -230,15 +230,14 @@ def login(run: Run) -> None:
         run.runner.echo(f"logged in to {run.settings.registry_host}")
 
 
-def push(run: Run, image: Image) -> str:
-    """Push the SHA tag; point ``latest`` at it; verify both resolve to this image.
+def push(run: Run, image: Image) -> Manifest | None:
+    """Push the SHA tag of ``image`` (login and logout around it); return what the tag
+    resolves to in the registry, checked to be ``image`` (None in a dry run).
 
-    ``image``: the smoke-tested image (:func:`local_image` of this commit's target).
-    ``latest`` moves by a manifest PUT of the SHA tag's manifest (its layers are already
-    there), never back from a commit's signed image to an older commit's (git ancestry:
-    :mod:`cicd.order`). Returns the digest.
+    ``image``: the smoke-tested image (:func:`local_image` of this commit's target). The
+    moving tags (``latest``) are not touched here: :func:`move_tags` points them at it once
+    its provenance is signed, so that a concurrent older publish can tell it is newer.
     """
-    first, *others = image.tags
     reference = image.references[0]
     with logged_in(run) as (docker, base):
         docker_call(
@@ -248,10 +247,25 @@ def push(run: Run, image: Image) -> str:
             hint="check that the registry is up and that the user may push",
             retry_transient=True,
         )
-    registry, repository = run.registry, run.settings.repository_path
-    pushed = registry.manifest(repository, first)
-    if pushed is None and not run.dry:
+    pushed = run.registry.manifest(run.settings.repository_path, image.tags[0])
+    if run.dry:
+        return None
+    if pushed is None:
         raise SuiteError(f"after the push, {reference} is not in the registry: run publish again")
+    _check_resolves(image, image.tags[0], pushed)
+    return pushed
+
+
+def move_tags(run: Run, image: Image, pushed: Manifest | None) -> str:
+    """Point the moving tags of ``image`` (``latest``) at ``pushed``, its SHA tag's manifest,
+    and verify every tag resolves to it; return the digest.
+
+    A manifest PUT (the layers are already there), never back from a commit's signed image
+    to an older commit's (git ancestry: :mod:`cicd.order`); then :func:`settle`. Called
+    after attest, so that the image is signed when another publish looks at ``latest``.
+    """
+    first, *others = image.tags
+    repository = run.settings.repository_path
     commit = first.split("-dirty-")[0]  # the SHA tag is this commit's (ci.Revision.tag)
     for tag in others:
         # In a dry run nothing was pushed: a placeholder shows the PUT that would run.
@@ -290,14 +304,19 @@ def confirm_pushed(run: Run, image: Image, pushed: Manifest | None) -> str:
     if run.dry:
         return "sha256:<pushed digest>"
     for tag, manifest in found:
-        if manifest is None or manifest.config_digest != image.id:
-            held = manifest.config_digest if manifest else "nothing"
-            raise SuiteError(
-                f"after the push, {image.repository}:{tag} resolves to {held}, not to the "
-                f"smoke-tested image {image.id}: another job may have pushed meanwhile; run "
-                "publish again"
-            )
+        _check_resolves(image, tag, manifest)
     digests = {manifest.digest for _, manifest in found if manifest is not None}
     if len(digests) > 1:
         raise SuiteError(f"the tags {', '.join(image.references)} resolve to different digests")
     return digests.pop()
+
+
+def _check_resolves(image: Image, tag: str, manifest: Manifest | None) -> None:
+    """A one-line error unless ``tag``'s ``manifest`` is the image ``image`` (its config)."""
+    if manifest is None or manifest.config_digest != image.id:
+        held = manifest.config_digest if manifest else "nothing"
+        raise SuiteError(
+            f"after the push, {image.repository}:{tag} resolves to {held}, not to the "
+            f"smoke-tested image {image.id}: another job may have pushed meanwhile; run "
+            "publish again"
+        )

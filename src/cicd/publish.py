@@ -109,18 +109,30 @@ def build(run: Run) -> Image:
 
 
 def push(run: Run, earlier_steps: Sequence[tuple[str, float]] = ()) -> Result | None:
-    """Push this commit's local image (login and logout around it), verify it in the
-    registry, and write the results where CI reads them (returned; None in a dry run).
+    """Push this commit's local image under its SHA tag (login and logout around it), check
+    it in the registry, record the digest for attest, and write the results where CI reads
+    them (returned; None in a dry run). ``latest`` moves after attest (:func:`move_tags`).
     ``earlier_steps``: the steps of this run before the push and their seconds, for the
     summaries."""
     started = time.monotonic()
     goal = image.target(run)
     local = image.local_image(run, goal)
-    digest = image.push(run, local)
-    attestations.record_push(run, goal, digest, local.id)  # what attest signs, and only that
-    if run.dry:
+    pushed = image.push(run, local)
+    if pushed is None:  # a dry run
         run.runner.echo("dry run: nothing was pulled, built, run or pushed")
         return None
-    run.runner.echo(f"published {', '.join(goal.references)} ({digest})")
+    attestations.record_push(run, goal, pushed.digest, local.id)  # what attest signs, only that
     seconds = [*earlier_steps, ("push", round(time.monotonic() - started, 1))]
-    return ci_outputs.write_publish(run, goal, digest, seconds, built=True)
+    return ci_outputs.write_publish(run, goal, pushed.digest, seconds, built=True)
+
+
+def move_tags(run: Run, digest: str) -> None:
+    """After attest: point this commit's moving tags (``latest``) at the image it pushed
+    (``digest``), never back in time (:func:`image.move_tags`). Last, so that another
+    publish looking at ``latest`` meanwhile finds a signed image and its commit."""
+    goal = image.target(run)
+    local = image.local_image(run, goal)
+    pushed = run.registry.manifest(run.settings.repository_path, digest) if not run.dry else None
+    digest = image.move_tags(run, local, pushed)
+    if not run.dry:
+        run.runner.echo(f"published {', '.join(goal.references)} ({digest})")

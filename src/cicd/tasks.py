@@ -202,7 +202,8 @@ def login(c: Context) -> None:
 
 @step
 def push(c: Context) -> str:
-    """Push this commit's image (login, SHA tag, latest, logout) and verify it in the registry."""
+    """Push this commit's image under its SHA tag (login, push, logout) and check it in the
+    registry; attest then signs it and moves latest."""
     from cicd import console, publish, steps
 
     result = publish.push(setup(c), earlier_steps=STEPS_DONE)
@@ -221,12 +222,15 @@ def attest(c: Context) -> str:
     one line. CycloneDX SBOM of the image's packages, and SLSA provenance: commit, params, dvc.lock
     output hashes, metrics, model, base image, tool versions. Each is an in-toto statement
     in a DSSE envelope, stored next to the image (sha256-<digest>.sbom / .att, or the
-    referrers API). Without SIGNING_KEY they are attached unsigned, with a warning.
+    referrers API). Without SIGNING_KEY they are attached unsigned, with a warning. Then
+    latest moves to the image (never back in time: only a signed image of a later commit
+    keeps it), last, so that a concurrent older publish finds this image signed.
     """
-    from cicd import attestations, image, steps
+    from cicd import attestations, image, publish, steps
 
     run = setup(c)
-    attestations.attest(run, image.target(run), started=PROCESS_STARTED)
+    digest = attestations.attest(run, image.target(run), started=PROCESS_STARTED)
+    publish.move_tags(run, digest)
     return "" if run.dry else steps.signed(run)
 
 

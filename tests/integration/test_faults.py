@@ -121,6 +121,12 @@ def build(config: Settings, revision: Revision) -> str:
     return subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def publish_image(step: Run, local: image.Image) -> str:
+    """What the publish session does with a smoke-tested image, but for attest: its SHA tag
+    pushed, then ``latest`` moved (in the session, after attest). Returns the digest."""
+    return image.move_tags(step, local, image.push(step, local))
+
+
 def push(registry: Registry, *references: str, tag_as: str | None = None) -> None:
     """``docker push`` with a throwaway login (as another job, outside the suite, would)."""
     client = docker_client_path()
@@ -228,7 +234,7 @@ def test_latest_never_moves_to_an_older_commit(registry: Registry):
 
     # The push path of an older commit stops the same way, after pushing only its SHA tag.
     with pytest.raises(SuiteError, match="not moving it back"):
-        image.push(run(config), older.image(older_id))
+        publish_image(run(config), older.image(older_id))
     assert client.manifest("faults-older", "latest") == latest
     assert not any(
         "/manifests/latest" in line and '"PUT ' in line for line in log_since(registry, mark)
@@ -254,7 +260,7 @@ def test_an_older_publish_landing_after_the_newer_one_is_undone(registry, monkey
 
     monkeypatch.setattr(RegistryClient, "put_manifest", put_then_overtaken)
     out = io.StringIO()
-    digest = image.push(run(config, out), newer.image(newer_id))
+    digest = publish_image(run(config, out), newer.image(newer_id))
     monkeypatch.undo()
     assert "moved forward again" in out.getvalue()
     assert client.manifest("faults-interleave", "latest").digest == digest
@@ -263,9 +269,40 @@ def test_an_older_publish_landing_after_the_newer_one_is_undone(registry, monkey
 
     # The older job goes on to its own settle: it sees a newer commit's image and stops.
     with pytest.raises(SuiteError, match="not moving it back"):
-        image.push(run(config), older.image(older_id))
+        publish_image(run(config), older.image(older_id))
     assert client.manifest("faults-interleave", "latest").digest == digest
     assert client.manifest("faults-interleave", OLDER.sha) == older_manifest
+
+
+def test_latest_moves_only_after_attest_so_an_older_publish_finds_the_newer_one_signed(
+    registry: Registry,
+):
+    """Two publishes at once, step by step as the sessions run them (push, attest, then
+    `latest`): B pushes, A (older) pushes, attests and moves `latest`, then B attests and
+    moves it. Had `latest` moved at push time, A would have found B's image there unsigned
+    (proving nothing), taken `latest`, and B, attesting last, would never move it back: the
+    window finding 8 left. Then the other order: A, finishing after B, is refused."""
+    repository = "faults-window"
+    config = settings(registry, repository)
+    client = registry.client()
+    older, newer = goal(config, OLDER), goal(config, NEWER)
+    older_image = older.image(build(config, OLDER))
+    newer_image = newer.image(build(config, NEWER))
+
+    newer_pushed = image.push(run(config), newer_image)  # B's push step
+    assert client.manifest(repository, "latest") is None  # the push moves no tag
+    older_pushed = image.push(run(config), older_image)  # A's push step
+    assert older_pushed is not None and newer_pushed is not None
+    attest(registry, OLDER, older_pushed.digest, repository)  # A's attest step...
+    image.move_tags(run(config), older_image, older_pushed)  # ...and its `latest`
+    assert client.manifest(repository, "latest").digest == older_pushed.digest
+    attest(registry, NEWER, newer_pushed.digest, repository)  # B's attest step...
+    image.move_tags(run(config), newer_image, newer_pushed)  # ...moves it forward
+    assert client.manifest(repository, "latest").digest == newer_pushed.digest
+
+    with pytest.raises(SuiteError, match="not moving it back"):  # A again, after B
+        image.move_tags(run(config), older_image, older_pushed)
+    assert client.manifest(repository, "latest").digest == newer_pushed.digest
 
 
 def test_a_future_created_label_does_not_pin_latest(registry: Registry):
@@ -286,7 +323,7 @@ def test_a_future_created_label_does_not_pin_latest(registry: Registry):
     )
 
     out = io.StringIO()
-    digest = image.push(run(config, out), newer.image(newer_id))
+    digest = publish_image(run(config, out), newer.image(newer_id))
     assert client.manifest(repository, "latest").digest == digest
     assert "cannot be decided" not in out.getvalue()  # an unsigned image proves nothing
 
@@ -294,7 +331,7 @@ def test_a_future_created_label_does_not_pin_latest(registry: Registry):
     attest(registry, future, client.manifest(repository, future.sha).digest, repository)
     push(registry, forged.references[0], tag_as="latest")
     out = io.StringIO()
-    assert image.push(run(config, out), newer.image(newer_id)) == digest
+    assert publish_image(run(config, out), newer.image(newer_id)) == digest
     assert client.manifest(repository, "latest").digest == digest
     assert (
         f"latest held the signed image of commit {'f' * 12}; whether {NEWER.sha[:12]} is later "
@@ -312,8 +349,8 @@ def test_two_publishes_of_different_commits_at_once(registry, round_):
     targets = {OLDER: goal(config, OLDER), NEWER: goal(config, NEWER)}
     images = {OLDER: build(config, OLDER), NEWER: build(config, NEWER)}
     errors: dict[Revision, BaseException] = {}
-    # Both signed before the race: publish attaches the provenance after the push, and until
-    # then an image proves nothing (docs/supply-chain.md); CI runs one publish at a time.
+    # Both signed before the race, as publish's attest step signs an image before it moves
+    # `latest` (until then an image proves nothing: docs/supply-chain.md).
     for revision, target in targets.items():
         push(registry, target.references[0])
         digest = registry.client().manifest(repository, revision.sha).digest
@@ -323,7 +360,7 @@ def test_two_publishes_of_different_commits_at_once(registry, round_):
     def publish(revision: Revision) -> None:
         start.wait()
         try:
-            image.push(run(config), targets[revision].image(images[revision]))
+            publish_image(run(config), targets[revision].image(images[revision]))
         except SuiteError as error:
             errors[revision] = error
 

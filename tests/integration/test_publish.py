@@ -621,8 +621,13 @@ def test_each_step_runs_alone_and_does_its_part(published, new_project):
         assert registry.tags(name) == []
 
         project.invoke("push")
-        assert registry.tags(name) == sorted([sha, "latest"])
-        assert registry.client().manifest(name, sha).config_digest == built["Id"]
+        assert registry.tags(name) == [sha]  # `latest` moves after attest, once it is signed
+        pushed = registry.client().manifest(name, sha)
+        assert pushed.config_digest == built["Id"]
+
+        done = project.invoke("attest")
+        assert f"published {repository}:{sha}, {repository}:latest ({pushed.digest})" in done.stdout
+        assert registry.client().manifest(name, "latest") == pushed
     finally:
         remove_images(f"{repository}:")
 

@@ -72,8 +72,9 @@ def test_publish_steps_are_timed_from_the_line_each_step_starts_with(bench):
         (10.0, "$ bentoml containerize celestial_bodies_classifier:abc --backend docker"),
         (20.0, "$ /usr/bin/docker run --detach --name smoke-1 image"),
         (22.0, "smoke test passed: image predicts 'Earth' for Earth_1.jpg"),
-        (33.0, "published registry/image:abc (sha256:1)"),
-        (36.0, "attested registry/image:abc"),
+        (33.0, "✓ push             sha256:1 (11.0 s)"),
+        (35.0, "attested registry/image:abc"),
+        (36.0, "published registry/image:abc, registry/image:latest (sha256:1)"),
     ]
     steps = pipeline.publish_steps(lines, 36.5)
     assert list(steps) == [name for name, _ in pipeline.PUBLISH_MARKERS]
