@@ -69,7 +69,7 @@ def test_dry_run_publish_shows_every_command_and_runs_none(new_project, registry
         "POST 'http://127.0.0.1:<port>/predict'",
         f"login {address} --username ci-bot --password-stdin",
         f"push {address}/celestial-bodies-classifier:",
-        # latest moves by a manifest PUT of the pushed SHA tag (no second docker push).
+        # latest moves by a manifest PUT of the pushed SHA tag, after attest (no second push).
         f"PUT http://{address}/v2/celestial-bodies-classifier/manifests/latest",
         f"logout {address}",
         # attest: the SBOM read from the image, then both documents stored next to it.
