@@ -277,11 +277,11 @@ def test_an_older_publish_landing_after_the_newer_one_is_undone(registry, monkey
 def test_latest_moves_only_after_attest_so_an_older_publish_finds_the_newer_one_signed(
     registry: Registry,
 ):
-    """Two publishes at once, step by step as the sessions run them (push, attest, then
-    `latest`): B pushes, A (older) pushes, attests and moves `latest`, then B attests and
-    moves it. Had `latest` moved at push time, A would have found B's image there unsigned
-    (proving nothing), taken `latest`, and B, attesting last, would never move it back: the
-    window finding 8 left. Then the other order: A, finishing after B, is refused."""
+    """Two publishes at once, step by step as the sessions run them: B pushes, A (older)
+    pushes, attests and moves `latest`, then B attests and moves it; then A again, refused.
+    The guard is that a push moves no tag: when push moved `latest` (before this change), A's
+    push found B's image there unsigned (proving nothing) and took `latest`, and B's run,
+    whose last move was at its push, left it there: the window finding 8 left."""
     repository = "faults-window"
     config = settings(registry, repository)
     client = registry.client()
@@ -292,6 +292,7 @@ def test_latest_moves_only_after_attest_so_an_older_publish_finds_the_newer_one_
     newer_pushed = image.push(run(config), newer_image)  # B's push step
     assert client.manifest(repository, "latest") is None  # the push moves no tag
     older_pushed = image.push(run(config), older_image)  # A's push step
+    assert client.manifest(repository, "latest") is None
     assert older_pushed is not None and newer_pushed is not None
     attest(registry, OLDER, older_pushed.digest, repository)  # A's attest step...
     image.move_tags(run(config), older_image, older_pushed)  # ...and its `latest`
