@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from cicd import provenance
 from cicd.bentomodel import ArchiveError, Imported, digest, import_checked, read_tag
+from cicd.dvc import LOCK_FILE
 from cicd.errors import SuiteError
 from cicd.settings import Settings
 from cicd.shell import tool
@@ -71,12 +73,25 @@ def import_model(run: Run, model: ModelInfo | None = None) -> ModelInfo:
     return model
 
 
+def check_recorded(run: Run, model: ModelInfo) -> None:
+    """The workspace's archive is the train stage's output that ``dvc.lock`` records (its md5,
+    :func:`provenance.bind_archive`), or one line that says what to do: nothing is imported,
+    built or pushed from a model the commit does not record (attest would refuse to sign it
+    after the push)."""
+    settings = run.settings
+    lock = settings.path(Path(LOCK_FILE))
+    if run.dry or not lock.is_file():  # a dry run pulls nothing; no dvc.lock: nothing to hold
+        return
+    provenance.bind_archive(settings.root, lock.read_bytes(), settings.bentomodel, model.digest)
+
+
 def store_model(run: Run, model: ModelInfo) -> None:
     """The workspace's model in the BentoML store, checked against its archive.
 
     The store is trusted for nothing: an entry under the archive's tag is kept only when its
     files are the archive's (names and sha256, :func:`cicd.bentomodel.import_checked`); one
     that differs is reported in one line and imported again from the archive."""
+    check_recorded(run, model)
     archive = run.settings.path(run.settings.bentomodel).resolve()
 
     def run_import() -> Imported:

@@ -343,8 +343,9 @@ def bind_archive(root: Path, lock_text: str | bytes, archive: Path, digest: str)
     if md5 != locked.md5:
         raise ProvenanceError(
             f"{archive} (md5 {md5}) is not the {locked.name} output that {LOCK_FILE} records "
-            f"(md5 {locked.md5}): not signing a model the commit does not record; take the "
-            "commit's (`invoke pull`) or commit the new dvc.lock (`dvc repro`), and publish again"
+            f"(md5 {locked.md5}): the commit does not record this model, so nothing is built "
+            "from it or signed; take the commit's (`invoke pull`) or commit the new dvc.lock "
+            "(`dvc repro`), and publish again"
         )
     if sha != digest:
         raise ProvenanceError(

@@ -197,8 +197,12 @@ def _s3_client(endpoint: str):
 
 
 def s3_objects(endpoint: str, prefix: str) -> list[str]:
-    listed = _s3_client(endpoint).list_objects_v2(Bucket="dvc", Prefix=prefix)
-    return [item["Key"] for item in listed.get("Contents", [])]
+    """Every key under ``prefix``: all pages (a listing stops at 1,000 keys, and the data set
+    alone is more: a model whose md5 sorts late was once "not pushed")."""
+    pages = (
+        _s3_client(endpoint).get_paginator("list_objects_v2").paginate(Bucket="dvc", Prefix=prefix)
+    )
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 def wheelhouse(shared: Path) -> Path:
