@@ -353,7 +353,9 @@ def test_docker_pushes_through_the_suites_push_step(
     _docker("build", "--quiet", "--tag", reference, str(tmp_path))
     try:
         image_id = _docker("image", "inspect", "--format", "{{.Id}}", reference).stdout.strip()
-        digest = image_module.push(run, image_module.Image(image_id, repository, tags))
+        local = image_module.Image(image_id, repository, tags)
+        # The publish session's push step, then its `latest` (attest's last act).
+        digest = image_module.move_tags(run, local, image_module.push(run, local))
         for tag in tags:
             manifest = run.registry.manifest(image_name, tag)
             assert manifest is not None and manifest.config_digest == image_id
