@@ -124,19 +124,13 @@ def with_envelope(registry: Registry, manifest: dict, envelope: dict) -> bytes:
     return json.dumps(edited, separators=(",", ":")).encode()
 
 
-def with_commit(statement: dict, commit: str) -> dict:
+def with_dependency_digest(statement: dict, role: str, algorithm: str, value: str) -> dict:
+    """A copy of the provenance ``statement`` whose dependency of ``role`` (source, model...)
+    records ``value`` as its ``algorithm`` digest: a forgery, to be signed again."""
     edited = json.loads(json.dumps(statement))
     for item in edited["predicate"]["buildDefinition"]["resolvedDependencies"]:
-        if item["annotations"]["role"] == "source":
-            item["digest"]["gitCommit"] = commit
-    return edited
-
-
-def with_model_digest(statement: dict, digest: str) -> dict:
-    edited = json.loads(json.dumps(statement))
-    for item in edited["predicate"]["buildDefinition"]["resolvedDependencies"]:
-        if item["annotations"]["role"] == "model":
-            item["digest"]["sha256"] = digest
+        if item["annotations"]["role"] == role:
+            item["digest"][algorithm] = value
     return edited
 
 
@@ -246,7 +240,7 @@ def test_another_image_under_this_commits_tag_is_caught(published, registry):
 def test_an_edited_provenance_fails_its_signature(published, registry):
     image = digest_of(registry, published.sha).digest
     manifest, envelope, statement = provenance_parts(registry, image)
-    edited = with_model_digest(statement, "0" * 64)
+    edited = with_dependency_digest(statement, "model", "sha256", "0" * 64)
     tampered = {**envelope, "payload": base64.b64encode(json.dumps(edited).encode()).decode()}
     with replaced(
         registry, artifact_tag(image, ".att"), with_envelope(registry, manifest, tampered)
@@ -278,7 +272,9 @@ def test_a_provenance_signed_by_another_key_is_refused(published, registry):
 
 def test_a_signed_provenance_of_another_model_fails_the_model_check(published, registry):
     """Signed with the right key, but recording another model: the label check catches it."""
-    line = verify_resigned(published, registry, lambda s: with_model_digest(s, "0" * 64))
+    line = verify_resigned(
+        published, registry, lambda s: with_dependency_digest(s, "model", "sha256", "0" * 64)
+    )
     assert line.startswith("error: model: the image's model.digest label is sha256:"), line
     assert line.endswith(f"the provenance records sha256:{'0' * 64} (" + line.split(" (")[-1])
 
@@ -291,7 +287,9 @@ def test_an_image_the_registry_does_not_have_is_caught(published, registry):
 
 
 def test_a_signed_provenance_of_another_commit_fails_the_commit_check(published, registry):
-    line = verify_resigned(published, registry, lambda s: with_commit(s, "b" * 40))
+    line = verify_resigned(
+        published, registry, lambda s: with_dependency_digest(s, "source", "gitCommit", "b" * 40)
+    )
     assert line == (
         f"error: commit: the image's revision label is {published.sha}, the provenance records "
         f"commit {'b' * 40}"
@@ -412,18 +410,12 @@ def test_after_keygen_an_image_signed_by_the_earlier_key_still_verifies(
         published.run("git", "checkout", "--", "signing")
 
 
-def with_archive_md5(statement: dict, md5: str) -> dict:
-    edited = json.loads(json.dumps(statement))
-    for item in edited["predicate"]["buildDefinition"]["resolvedDependencies"]:
-        if item["annotations"]["role"] == "model":
-            item["digest"]["md5"] = md5
-    return edited
-
-
 def test_a_provenance_whose_archive_is_not_the_train_output_is_caught(published, registry):
     """Finding 3 of issue 23: the archive's md5 the provenance records must be the one the
     commit's dvc.lock records for the train stage's output (read through the DVC cache)."""
-    line = verify_resigned(published, registry, lambda s: with_archive_md5(s, "0" * 32))
+    line = verify_resigned(
+        published, registry, lambda s: with_dependency_digest(s, "model", "md5", "0" * 32)
+    )
     assert line.startswith(f"error: archive: {ARCHIVE} is md5 "), line
     assert f"in the dvc.lock of {published.sha[:12]} (train:model), {'0' * 32} in the " in line
     assert line.endswith("the image's model is not the one that commit trained"), line
