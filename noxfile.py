@@ -135,7 +135,12 @@ TEST_EVERYTHING = ["-n", "3", "--dist", "loadfile", "--no-loadscope-reorder"]
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (needs a Docker engine: scripts/bootstrap); -- ARGS: pytest's."""
     install(session)
-    session.run("pytest", *(session.posargs or TEST_EVERYTHING))
+    # The tests start hundreds of Python processes (steps, dvc, bentoml, nested CI runs):
+    # where the machine sets PYTHONDONTWRITEBYTECODE, each compiled bentoml, dvc and sklearn
+    # again (about 3 s of CPU each); their bytecode is cached in the venvs instead.
+    session.run(
+        "pytest", *(session.posargs or TEST_EVERYTHING), env={"PYTHONDONTWRITEBYTECODE": None}
+    )
 
 
 @nox.session(python=PYTHON)

@@ -2,7 +2,8 @@
 
 * ``registry`` (module): a Distribution registry with htpasswd auth (user ``ci-bot``, the
   per-run sentinel password) on a port the OS assigns; stopped, and its images removed, at
-  the end of the module.
+  the end of the module. In a module that uses ``training``, it starts with the layers of
+  the trained image (``registry_seed``, session: one real publish per run), no image.
 * ``training`` (session): the run's one `nox -s train` (:func:`tests.support.project.train_once`),
   shared by pytest-xdist's workers through a file lock in the run's common temporary folder.
 * ``new_project`` (session): ``new_project(name, registry, dvc_remote=None, env=None,
@@ -36,6 +37,7 @@ from tests.support.project import (
     Registry,
     Trained,
     make_project,
+    seed_once,
     start_registry,
     stop_registry,
     train_once,
@@ -94,8 +96,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, leak_scan) -> Iterator[Registry]:
-    started = start_registry(tmp_path_factory.mktemp("registry"))
+def registry(tmp_path_factory, leak_scan, request) -> Iterator[Registry]:
+    # A module that publishes the trained project gets a registry holding its image's layers
+    # already (tests/support/project.py: seed_once), as a real one does after a publish.
+    module_items = [item for item in request.session.items if item.module is request.module]
+    trains = any("training" in getattr(item, "fixturenames", ()) for item in module_items)
+    seed = request.getfixturevalue("registry_seed") if trains else None
+    started = start_registry(tmp_path_factory.mktemp("registry"), seed=seed)
     leak_scan.add_registry(started)
     yield started
     leak_scan.record_pushed_images(started)  # by digest, while the registry still runs
@@ -107,6 +114,12 @@ def training(tmp_path_factory, worker_id) -> Trained:
     # Under pytest-xdist each worker has its own basetemp; their parent is the run's own.
     base = tmp_path_factory.getbasetemp()
     return train_once(base if worker_id == "master" else base.parent)
+
+
+@pytest.fixture(scope="session")
+def registry_seed(tmp_path_factory, worker_id, training) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    return seed_once(base if worker_id == "master" else base.parent, training)
 
 
 @pytest.fixture(scope="session")

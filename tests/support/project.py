@@ -161,10 +161,56 @@ class Registry:
         return sorted(json.loads(self.get("/v2/_catalog") or b"{}").get("repositories") or [])
 
 
-def start_registry(state: Path, user: str = USER, password: str = SENTINEL) -> Registry:
-    """Debian's Distribution binary with htpasswd auth, on a port the OS assigns and keeps."""
+def start_registry(
+    state: Path, user: str = USER, password: str = SENTINEL, seed: Path | None = None
+) -> Registry:
+    """Debian's Distribution binary with htpasswd auth, on a port the OS assigns and keeps;
+    with ``seed`` (:func:`seed_once`), its storage starts with the seed's layers."""
+    if seed is not None:
+        seed_storage(seed, state / "data")
     started = registry_process.start(state, (user, password))
     return Registry(started.address, state, user, password)
+
+
+# The repositories a seeded registry has layers for: this project's image and the rendered
+# template's (tests/support/template.py: the base image's layers are the same).
+SEEDED_REPOSITORIES = (IMAGE, "iris-demo")
+_STORAGE = Path("docker", "registry", "v2")
+
+
+def seed_storage(seed: Path, data: Path) -> None:
+    """Give an unused registry storage ``data`` the layers of the registry storage ``seed``,
+    without any manifest or tag: the registry lists no image, and `docker push` finds the
+    layers it has pushed before (it asks before it compresses and uploads a layer), as it
+    does on a real registry after the last publish. Blobs are hard links (Distribution never
+    rewrites a blob: an upload goes to a new file, renamed into place)."""
+    shutil.copytree(seed / _STORAGE / "blobs", data / _STORAGE / "blobs", copy_function=os.link)
+    layers = seed / _STORAGE / "repositories" / IMAGE / "_layers"
+    for repository in SEEDED_REPOSITORIES:
+        shutil.copytree(layers, data / _STORAGE / "repositories" / repository / "_layers")
+
+
+def seed_once(shared: Path, trained: Trained) -> Path:
+    """A registry storage holding the layers of this run's trained image, made once per test
+    run (under a lock, like :func:`train_once`) by publishing the trained project for real.
+
+    Why: each test module has a registry of its own, and the first push into an empty one
+    compressed and uploaded the whole image again (430 MB; 13 s of CPU each time, idle)."""
+    from filelock import FileLock
+
+    storage = shared / "seed-registry"
+    with FileLock(str(shared / "seed-registry.lock")):
+        if not (storage / "data" / _STORAGE / "repositories" / IMAGE / "_layers").is_dir():
+            registry = start_registry(storage)
+            try:
+                base = shared / "seed"
+                project = make_project(
+                    base, registry, trained.remote_copy(base / "dvc-remote"), source=trained.source
+                )
+                project.session("publish")
+            finally:
+                stop_registry(registry)
+    return storage / "data"
 
 
 def stop_registry(registry: Registry) -> None:
