@@ -37,6 +37,7 @@ from tests.support.project import (
     Registry,
     Trained,
     make_project,
+    remove_seed_image,
     seed_once,
     start_registry,
     stop_registry,
@@ -83,6 +84,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # the controller, which prints every worker's (pytest_testnodedown below).
     if hasattr(session.config, "workeroutput"):
         session.config.workeroutput["leak_scan"] = list(LEAK_SCAN_SUMMARY)
+    else:  # the run's end (pytest-xdist's controller runs this after every worker ended)
+        remove_seed_image()
 
 
 @pytest.hookimpl(optionalhook=True)
