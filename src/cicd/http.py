@@ -261,6 +261,8 @@ class Http:
                 timeout=remaining,
                 extensions={"trace": watchdog.trace},
             ) as answer:
+                # Its stream, in case the trace did not give it (see _pooled_stream).
+                watchdog.attach(answer.extensions.get("network_stream"))
                 chunks, size = [], 0
                 for chunk in answer.iter_bytes():
                     size += len(chunk)
@@ -330,9 +332,10 @@ class _Watchdog:
 
     The socket comes from httpx's ``trace`` extension (:meth:`trace`): a new connection's
     when it is connected; a reused keep-alive connection's, which gives no connect event,
-    from the connection pool when the request's headers are about to be sent (``locate``).
-    The watchdog shuts down its own duplicate of the socket's descriptor: TLS detaches the
-    plain socket object it wraps, and the duplicate still reaches the same connection."""
+    from the connection pool when the request's headers are about to be sent (``locate``);
+    failing both, from the answer once its headers arrived. The watchdog shuts down its own
+    duplicate of the socket's descriptor: TLS detaches the plain socket object it wraps, and
+    the duplicate still reaches the same connection."""
 
     def __init__(self, locate: Callable[[Any], Any]):
         self.locate = locate
@@ -343,9 +346,9 @@ class _Watchdog:
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         if event.endswith(".connect_tcp.complete"):
-            self._attach(info.get("return_value"))
+            self.attach(info.get("return_value"))
         elif event.endswith(".send_request_headers.started") and self._socket is None:
-            self._attach(self.locate(info.get("request")))
+            self.attach(self.locate(info.get("request")))
 
     def expire(self) -> None:
         with self._lock:
@@ -362,7 +365,7 @@ class _Watchdog:
             if self._socket is not None:
                 self._socket.close()  # the duplicate only: the connection stays open
 
-    def _attach(self, stream: Any) -> None:
+    def attach(self, stream: Any) -> None:
         sock = stream.get_extra_info("socket") if stream is not None else None
         if not isinstance(sock, socket.socket):
             return
@@ -384,14 +387,20 @@ def _pooled_stream(client: httpx.Client, url: str, request: Any) -> Any:
     """The network stream of the pooled connection httpcore chose for ``request`` (None when
     it cannot be found). httpx has no public way to this: its transport's pool lists the
     requests it serves and the connection of each, and a connection (an HTTP/1.1 one, or a
-    proxy's, which wraps one) holds its stream."""
-    transport = client._transport_for_url(httpx.URL(url))
-    for pooled in list(getattr(getattr(transport, "_pool", None), "_requests", [])):
-        if pooled.request is request:
-            connection = pooled.connection
-            while getattr(connection, "_connection", None) is not None:
-                connection = connection._connection
-            return getattr(connection, "_network_stream", None)
+    proxy's, which wraps one) holds its stream. These are httpx's and httpcore's private
+    names: should a release rename them, the stream is not found (the call is then cut only
+    once its headers arrived, as before), and it never fails the request from inside httpx;
+    test_transport's keep-alive deadline test says so."""
+    try:
+        transport = client._transport_for_url(httpx.URL(url))
+        for pooled in list(transport._pool._requests):  # type: ignore[attr-defined]
+            if pooled.request is request:
+                connection = pooled.connection
+                while getattr(connection, "_connection", None) is not None:
+                    connection = connection._connection
+                return connection._network_stream
+    except AttributeError:
+        pass
     return None
 
 
