@@ -15,9 +15,16 @@ from typing import TYPE_CHECKING
 import yaml
 
 from cicd import provenance
-from cicd.bentomodel import ArchiveError, Imported, digest, import_checked, read_tag
+from cicd.bentomodel import (
+    ArchiveError,
+    Imported,
+    digest,
+    import_checked,
+    read_tag,
+    stored_difference,
+)
 from cicd.dvc import LOCK_FILE
-from cicd.errors import SuiteError
+from cicd.errors import BentoNotTrusted, SuiteError
 from cicd.settings import Settings
 from cicd.shell import tool
 
@@ -38,6 +45,13 @@ MAKE_MODEL_HINT = (
 class ModelInfo:
     tag: str  # name:version, as in the BentoML store
     digest: str  # sha256 of the .bentomodel archive: what the image's label records
+
+
+# The bentos this process built, by tag, and the model each was built with: containerize
+# builds from these without reading the archive again (a publish runs bento, then containerize,
+# in one process); any other bento in the store is checked first (check_stored_bento).
+BUILT_HERE: dict[str, ModelInfo] = {}
+BUILD_BOTH = "run `invoke bento containerize` to build the bento again from this commit"
 
 
 def model_info(path: Path) -> ModelInfo:
@@ -180,7 +194,35 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
     check_bento_name(output, tag, settings.bentofile)
     if not runner.dry:
         check_bento_model(tag, model)
+        BUILT_HERE[tag] = model
     return tag
+
+
+def check_stored_bento(run: Run, tag: str, model: ModelInfo) -> None:
+    """Before containerize builds the stored bento ``tag``: the model it ships is the one this
+    commit records, or one line says to build the bento again (nothing is built).
+
+    A bento this process built from ``model`` is taken as it is (:data:`BUILT_HERE`). Any
+    other (`invoke containerize` alone) is whatever the store holds under the tag, and
+    containerize copies its model from the store: so the bento must list exactly the
+    archive's model, the store's files under that tag must be the archive's, and the archive
+    must be the train output ``dvc.lock`` records (:func:`check_recorded`). The bento's own
+    code and environment cannot be checked: nothing outside the store records them (see
+    :func:`build_bento`), which is why a publish builds the bento in the same run."""
+    if run.dry or BUILT_HERE.get(tag) == model:
+        return
+    if not bento_in_store(tag):
+        raise BentoNotTrusted(f"no bento {tag} in the BentoML store: {BUILD_BOTH}")
+    check_bento_model(tag, model, BUILD_BOTH)
+    check_recorded(run, model)
+    archive = run.settings.path(run.settings.bentomodel)
+    differs = stored_difference(archive, model.tag)
+    if differs is None:
+        raise BentoNotTrusted(f"model {model.tag} is not in the BentoML store: {BUILD_BOTH}")
+    if differs:
+        raise BentoNotTrusted(
+            f"the BentoML store's model {model.tag} is not the archive's ({differs}): {BUILD_BOTH}"
+        )
 
 
 def delete_bento(run: Run, tag: str) -> None:
@@ -214,13 +256,15 @@ def bento_models(tag: str) -> list[str]:
     return sorted(str(info.tag) for info in bentoml.get(tag).info.all_models)
 
 
-def check_bento_model(tag: str, model: ModelInfo) -> None:
-    """The bento carries exactly the workspace's model, or one line says which is which."""
+def check_bento_model(tag: str, model: ModelInfo, hint: str = "") -> None:
+    """The bento carries exactly the workspace's model, or one line says which is which and
+    ``hint`` (default: delete the bento and build it again)."""
     carried = bento_models(tag)
     if carried != [model.tag]:
-        raise SuiteError(
+        hint = hint or f"delete it (`bentoml delete -y {tag}`) and build again"
+        raise BentoNotTrusted(
             f"bento {tag} carries model {', '.join(carried) or 'none'} but the workspace's "
-            f"archive is {model.tag}: delete it (`bentoml delete -y {tag}`) and build again"
+            f"archive is {model.tag}: {hint}"
         )
 
 

@@ -129,22 +129,30 @@ def import_checked(path: str | Path) -> Imported:
     tag names nothing. An entry that differs (a file changed, added or missing) is deleted
     and the model imported again from the archive; :attr:`Imported.replaced` says why."""
     import bentoml
-    from bentoml.exceptions import NotFound
 
     tag = read_tag(path)
-    replaced = ""
-    try:
-        stored = bentoml.models.get(tag)
-    except NotFound:
-        pass
-    else:
-        replaced = difference(member_digests(path), directory_digests(Path(stored.path)))
-        if not replaced:
-            return Imported(tag, False)
+    replaced = stored_difference(path, tag)
+    if replaced == "":
+        return Imported(tag, False)
+    if replaced is not None:
         bentoml.models.delete(tag)
     # BentoML resolves a relative path against the filesystem root: pass it absolute.
     bentoml.models.import_model(str(Path(path).resolve()))
-    return Imported(tag, True, replaced)
+    return Imported(tag, True, replaced or "")
+
+
+def stored_difference(path: str | Path, tag: str) -> str | None:
+    """How the store's model ``tag`` differs from the archive at ``path`` (its files' names
+    and sha256, :func:`difference`): "" when it holds exactly the archive's files, None when
+    the store has no model ``tag``."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        stored = bentoml.models.get(tag)
+    except NotFound:
+        return None
+    return difference(member_digests(path), directory_digests(Path(stored.path)))
 
 
 def import_bentomodel(path: str | Path) -> tuple[str, bool]:

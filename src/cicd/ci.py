@@ -226,6 +226,14 @@ def revision(runner: Runner, root: Path, environ: Mapping[str, str]) -> Revision
     return Revision(sha, digest, timestamp, source_url(environ, remote))
 
 
+def git(runner: Runner, root: Path, *args: str) -> str | None:
+    """git's output in ``root``, stripped: "" when it printed nothing (``cat-file -e`` found
+    the object); None when it failed (not a repository, an unknown object). Read-only: it
+    runs in a dry run too."""
+    found = runner.query(["git", *args], cwd=root)
+    return None if found is None else found.strip()
+
+
 def builds_base_branch(
     runner: Runner, root: Path, environ: Mapping[str, str], base_branch: str
 ) -> bool:

@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 CONTAINERIZE_ADVICE = re.compile(r"To run your newly built Bento container|run --rm -p 3000:3000")
 
 
+def containerize_stored(run: Run) -> Image:
+    """`invoke containerize`: the commit's image from the bento in the store, whose model is
+    checked first when this process did not build it (:func:`cicd.bento.check_stored_bento`):
+    run alone, the step would otherwise ship whatever model the store holds."""
+    goal = target(run)
+    bento.check_stored_bento(run, bento.bento_tag(run.settings, goal.revision.tag), goal.model)
+    return containerize(run, goal)
+
+
 def containerize(run: Run, goal: Target | None = None) -> Image:
     """``bentoml containerize`` this commit's bento into its image, tagged and labelled.
 

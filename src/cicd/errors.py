@@ -15,6 +15,7 @@ bugs produce tracebacks. The subclasses exist for the code (and tests) that catc
     ├── SigningError          a key cannot be read; a signature does not verify (cicd.signing)
     ├── AttestationError      an attestation cannot be made, stored or found (cicd.attestations)
     ├── NotBuiltHere          attest: an image this workspace did not push (cicd.attestations)
+    ├── BentoNotTrusted       containerize: a stored bento's model is not the commit's (cicd.bento)
     ├── VerificationFailed    one of verify's checks failed (cicd.verify)
     ├── CommentForbidden      the forge answered 403 to the report's comment (cicd.forge)
     ├── NotMovingBack         latest holds the signed image of a later commit (cicd.order)
@@ -101,6 +102,11 @@ class AttestationError(SuiteError):
 class NotBuiltHere(SuiteError):
     """attest was asked to sign an image this workspace did not build, smoke-test and push
     (:func:`cicd.attestations.pushed_here`)."""
+
+
+class BentoNotTrusted(SuiteError):
+    """`invoke containerize` alone found a stored bento whose model is not the one this commit
+    records (:func:`cicd.bento.check_stored_bento`): nothing is built from it."""
 
 
 class VerificationFailed(SuiteError):

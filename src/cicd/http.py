@@ -15,11 +15,12 @@ import contextlib
 import email.utils
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -243,35 +244,37 @@ class Http:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise self._late(method, url, "no time left")
-        expired, done, lock = threading.Event(), threading.Event(), threading.Lock()
+        client = self._http(url)
+        # httpx's timeout is per phase and per read (connect, each write, each read may take
+        # `remaining`): the watchdog cuts the connection at the deadline instead, from before
+        # the request is sent, so a peer trickling its headers or body ends by then too.
+        watchdog = _Watchdog(lambda request: _pooled_stream(client, url, request))
+        timer = threading.Timer(remaining, watchdog.expire)
+        timer.daemon = True
+        timer.start()
         try:
-            with self._http(url).stream(
-                method, url, headers=dict(headers), content=content, timeout=remaining
+            with client.stream(
+                method,
+                url,
+                headers=dict(headers),
+                content=content,
+                timeout=remaining,
+                extensions={"trace": watchdog.trace},
             ) as answer:
-                # Each read of the body may wait `remaining` (httpx's timeouts are per read):
-                # at the deadline, the connection is cut, so the whole call ends by then.
-                watchdog = threading.Timer(
-                    max(0.0, deadline - time.monotonic()),
-                    _cut, (answer, expired, done, lock),
-                )  # fmt: skip
-                watchdog.daemon = True
-                watchdog.start()
-                try:
-                    chunks, size = [], 0
-                    for chunk in answer.iter_bytes():
-                        size += len(chunk)
-                        if size > MAX_BODY:
-                            raise SuiteError(
-                                f"{self.name} answered {method} {url} with over {MAX_BODY} "
-                                "bytes: not an answer of this API; check the address"
-                            )
-                        if time.monotonic() > deadline:
-                            raise _Transient("the answer did not end within the deadline")
-                        chunks.append(chunk)
-                finally:
-                    with lock:
-                        done.set()
-                    watchdog.cancel()
+                # Its stream, in case the trace did not give it (see _pooled_stream).
+                watchdog.attach(answer.extensions.get("network_stream"))
+                chunks, size = [], 0
+                for chunk in answer.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        raise SuiteError(
+                            f"{self.name} answered {method} {url} with over {MAX_BODY} "
+                            "bytes: not an answer of this API; check the address"
+                        )
+                    if time.monotonic() > deadline:
+                        raise _Transient("the answer did not end within the deadline")
+                    chunks.append(chunk)
+                watchdog.finish()  # before the connection goes back to the pool
                 return Response(method, url, answer.status_code, answer.headers, b"".join(chunks))
         except httpx.ConnectTimeout:
             raise _Transient("connection timed out") from None
@@ -289,13 +292,16 @@ class Http:
         except httpx.TimeoutException:
             raise _Transient("timed out") from None
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
-            if expired.is_set():
+            if watchdog.expired:
                 raise _Transient("the answer did not end within the deadline") from None
             raise _Transient(f"connection broken: {str(error) or type(error).__name__}") from None
         except httpx.HTTPError as error:
             raise SuiteError(
                 self.runner.mask(f"{self.name}: {method} {url} failed ({error}): check the address")
             ) from None
+        finally:
+            watchdog.finish()
+            timer.cancel()
 
     def close(self) -> None:
         """Close the connections (a client made per call must not leave sockets behind)."""
@@ -319,19 +325,83 @@ class Http:
         return self._clients[direct]
 
 
-def _cut(
-    answer: httpx.Response, expired: threading.Event, done: threading.Event, lock: threading.Lock
-) -> None:
-    """At the deadline, shut the answer's connection down: a read blocked on it returns."""
-    with lock:
-        if done.is_set():
-            return
-        expired.set()
-        stream = answer.extensions.get("network_stream")
+class _Watchdog:
+    """Cuts one call's connection at its deadline (:meth:`expire`, from a timer), whatever
+    the call is doing then: a TLS handshake, sending, waiting for the status line and
+    headers, reading the body. A read or write blocked on the socket returns at once.
+
+    The socket comes from httpx's ``trace`` extension (:meth:`trace`): a new connection's
+    when it is connected; a reused keep-alive connection's, which gives no connect event,
+    from the connection pool when the request's headers are about to be sent (``locate``);
+    failing both, from the answer once its headers arrived. The watchdog shuts down its own
+    duplicate of the socket's descriptor: TLS detaches the plain socket object it wraps, and
+    the duplicate still reaches the same connection."""
+
+    def __init__(self, locate: Callable[[Any], Any]):
+        self.locate = locate
+        self.expired = False
+        self._socket: socket.socket | None = None
+        self._finished = False
+        self._lock = threading.Lock()
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event.endswith(".connect_tcp.complete"):
+            self.attach(info.get("return_value"))
+        elif event.endswith(".send_request_headers.started") and self._socket is None:
+            self.attach(self.locate(info.get("request")))
+
+    def expire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            self._shut()
+
+    def finish(self) -> None:
+        """The call is over: the connection is no longer the watchdog's (the pool may give it
+        to another call)."""
+        with self._lock:
+            self._finished = True
+            if self._socket is not None:
+                self._socket.close()  # the duplicate only: the connection stays open
+
+    def attach(self, stream: Any) -> None:
         sock = stream.get_extra_info("socket") if stream is not None else None
-        if isinstance(sock, socket.socket):
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            if self._finished or self._socket is not None:
+                return
+            with contextlib.suppress(OSError):  # already closed: nothing to cut
+                self._socket = socket.socket(fileno=os.dup(sock.fileno()))
+            if self.expired:  # the deadline passed while it connected: cut it now
+                self._shut()
+
+    def _shut(self) -> None:
+        if self._socket is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+
+def _pooled_stream(client: httpx.Client, url: str, request: Any) -> Any:
+    """The network stream of the pooled connection httpcore chose for ``request`` (None when
+    it cannot be found). httpx has no public way to this: its transport's pool lists the
+    requests it serves and the connection of each, and a connection (an HTTP/1.1 one, or a
+    proxy's, which wraps one) holds its stream. These are httpx's and httpcore's private
+    names: should a release rename them, the stream is not found (the call is then cut only
+    once its headers arrived, as before), and it never fails the request from inside httpx;
+    test_transport's keep-alive deadline test says so."""
+    try:
+        transport = client._transport_for_url(httpx.URL(url))
+        for pooled in list(transport._pool._requests):  # type: ignore[attr-defined]
+            if pooled.request is request:
+                connection = pooled.connection
+                while getattr(connection, "_connection", None) is not None:
+                    connection = connection._connection
+                return connection._network_stream
+    except AttributeError:
+        pass
+    return None
 
 
 def _retry_after(value: str | None) -> float:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cicd import attestation_store, provenance, signing
-from cicd.errors import CommandError, NotMovingBack, SuiteError
+from cicd import ci, signed_provenance
+from cicd.errors import NotMovingBack
 
 if TYPE_CHECKING:
     from cicd.context import Run
@@ -62,40 +62,22 @@ def check_not_back(run: Run, repository: str, tag: str, held: Manifest, commit: 
 def signed_commit(run: Run, repository: str, manifest: Manifest) -> str:
     """The commit named by the provenance of the image ``manifest`` when a trusted key signed
     it about that digest; "" otherwise (no provenance, unsigned, forged: it proves nothing)."""
-
-    kind = attestation_store.PROVENANCE
     try:
-        envelope = attestation_store.fetch(run.registry, repository, manifest.digest).get(kind)
-        if envelope is None or not signing.signed(envelope):
-            return ""
-        signing.signed_by_any(envelope, signing.trusted_keys(run), "provenance")
-        statement = signing.statement_of(envelope, "provenance")
-        if manifest.digest not in provenance.subject_digests(statement):
-            return ""
-        predicate = provenance.predicate(statement, kind.predicate_type, "provenance")
-        return provenance.commit_of(predicate)
-    except SuiteError:
+        return signed_provenance.read(run, repository, manifest.digest).commit
+    except signed_provenance.Unproven:
         return ""
 
 
 def ancestry(run: Run, commit: str, other: str) -> tuple[str, str]:
     """Whether ``commit`` is "older" than ``other`` (its ancestor), "newer" (a descendant),
     or "unknown" (with why): by git in the repository's root."""
+    root = run.settings.root
     for sha in (commit, other):
-        if _git(run, "cat-file", "-e", f"{sha}^{{commit}}") is None:
+        if ci.git(run.runner, root, "cat-file", "-e", f"{sha}^{{commit}}") is None:
             return "unknown", f"commit {sha[:12]} is not in this clone: fetch its full history"
-    base = _git(run, "merge-base", commit, other)
+    base = ci.git(run.runner, root, "merge-base", commit, other)
     if base == commit:
         return "older", ""
     if base == other:
         return "newer", ""
     return "unknown", f"{commit[:12]} and {other[:12]} are on branches that diverged"
-
-
-def _git(run: Run, *args: str) -> str | None:
-    """git's output (stripped), None when it fails (not a repository, an unknown object)."""
-    try:
-        found = run.runner.run(["git", *args], cwd=run.settings.root, quiet=True, always=True)
-    except CommandError:
-        return None
-    return found.strip()

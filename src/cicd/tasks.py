@@ -169,9 +169,9 @@ def bento(c: Context) -> str:
 def containerize(c: Context) -> str:
     """bentoml containerize the commit's bento: <registry>/<image>:<sha> and :latest, labelled."""
     from cicd import console
-    from cicd.containerize import containerize as build_image
+    from cicd.containerize import containerize_stored
 
-    return console.short_reference(build_image(setup(c)).references[0])
+    return console.short_reference(containerize_stored(setup(c)).references[0])
 
 
 @step

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
-from cicd import attestation_store, ci, dvc, provenance, signing
+from cicd import attestation_store, ci, dvc, provenance, signed_provenance, signing
 from cicd.attestations import PROVENANCE, SBOM
 from cicd.errors import CommandError, SuiteError, VerificationFailed
 from cicd.labels import MODEL_DIGEST_LABEL, REVISION_LABEL
@@ -237,7 +237,8 @@ def _expected_commit(
     if revision:
         if ci.COMMIT_SHA.fullmatch(revision):
             return revision, "--revision"
-        resolved = _git(run, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+        asked = f"{revision}^{{commit}}"
+        resolved = ci.git(run.runner, run.settings.root, "rev-parse", "--verify", "--quiet", asked)
         if not resolved:
             raise SuiteError(
                 f"--revision {revision!r} is not a commit here: give the full 40-character SHA"
@@ -250,14 +251,6 @@ def _expected_commit(
     except SuiteError:
         return "", ""
     return head, "this commit" if default else "this checkout's commit"
-
-
-def _git(run: Run, *args: str) -> str | None:
-    try:
-        found = run.runner.run(["git", *args], cwd=run.settings.root, quiet=True, always=True)
-    except CommandError:
-        return None
-    return found.strip() or None
 
 
 def _signatures(
@@ -347,7 +340,7 @@ def _key_in_history(run: Run) -> str:
     settings = run.settings  # git runs in the root: relative settings are its pathspecs
     directory = settings.signing_public_key.parent
     pathspecs = [str(settings.signing_public_key), str(directory / "*.pub")]
-    found = _git(run, "log", "--all", "-1", "--format=%h", "--", *pathspecs)
+    found = ci.git(run.runner, settings.root, "log", "--all", "-1", "--format=%h", "--", *pathspecs)
     return f"commit {found} has one" if found else ""
 
 
@@ -374,7 +367,7 @@ def _lock(run: Run, predicate: dict[str, Any], commit: str) -> Check:
     if committed is None:
         where = (
             f"commit {commit[:12]} is not in this clone (fetch it)"
-            if _git(run, "rev-parse", "--git-dir")
+            if ci.git(run.runner, run.settings.root, "rev-parse", "--git-dir")
             else "not inside the model's repository"
         )
         return Check(
@@ -501,27 +494,18 @@ def untrusted(run: Run, goal: Target, manifest: Manifest) -> str:
     Trusted only with a provenance signed by a trusted key (:func:`signing.trusted_keys`)
     that is about this digest in this repository and names this commit and this model (the
     digest of the model archive). Labels are never evidence: anyone who can push sets them."""
-    registry, repository = run.registry, run.settings.repository_path
-    digest = manifest.digest
     try:
-        envelope = attestation_store.fetch(registry, repository, digest).get(PROVENANCE)
-        if envelope is None:
-            return "with no provenance"
-        if not signing.signed(envelope):
-            return "with an unsigned provenance"
-        signing.signed_by_any(envelope, signing.trusted_keys(run), "provenance")
-        statement = signing.statement_of(envelope, "provenance")
-        predicate = provenance.predicate(statement, PROVENANCE.predicate_type, "provenance")
-        model = provenance.model_of(predicate)[1]
+        signed = signed_provenance.read(run, run.settings.repository_path, manifest.digest)
+        model = provenance.model_of(signed.predicate)[1]
+    except signed_provenance.Unproven as unproven:
+        return unproven.why
     except SuiteError as error:
         return f"whose provenance does not hold ({error})"
-    if digest not in provenance.subject_digests(statement):
-        return "whose signed provenance is about another image"
-    if goal.repository not in provenance.subject_names(statement):
+    if goal.repository not in provenance.subject_names(signed.statement):
         return "whose signed provenance is about an image of another repository"
-    commit = provenance.commit_of(predicate)
-    if commit != goal.revision.sha:
-        return f"whose signed provenance names commit {commit[:12] or 'none'}, not this one"
+    if signed.commit != goal.revision.sha:
+        named = signed.commit[:12] or "none"
+        return f"whose signed provenance names commit {named}, not this one"
     if model != goal.model.digest:
         return f"whose signed provenance names model {model[:19]}…, not this one"
     return ""

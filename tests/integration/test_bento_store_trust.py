@@ -11,7 +11,11 @@ said "already in the BentoML store" and the poisoned model went into the signed 
 The built bento too: its files in the store (the service's code, the entrypoint script the
 image runs) are overwritten under the commit's tag; `invoke bento` builds it again from the
 working tree instead of reusing it. Before, it said "already built" and containerize shipped
-the poisoned files."""
+the poisoned files.
+
+`invoke containerize` alone (no `bento` before it in the same run) builds from the stored
+bento: it refuses in one line when that bento's model, or the store's files under its tag,
+are not the archive's. Before, it containerized the poisoned model unchecked."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from cicd.bento import BUILD_BOTH
 from cicd.bentomodel import read_members
 from tests.support.project import Project
 
@@ -105,3 +110,35 @@ def test_a_built_bento_in_the_store_is_built_again_not_reused(clone, tmp_path):
             (member,) = [m for m in tar.getmembers() if m.name.removeprefix("./") == name]
             shipped = tar.extractfile(member)
             assert shipped is not None and b"poisoned" not in shipped.read(), name
+
+
+def test_containerize_alone_refuses_a_stored_model_that_is_not_the_archives(clone):
+    clone.invoke("bento")
+    poison(clone)
+    done = clone.invoke("containerize", check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert "is not the archive's (model.onnx is sha256:" in line
+    assert line.endswith(f": {BUILD_BOTH}")
+    assert stored_model(clone).read_bytes() == POISON  # refused, not repaired behind its back
+
+    # The store repaired: containerize alone passes the check and runs the build, stopped
+    # here by a 1 s command deadline (the check is what this test is about, not the image).
+    clone.invoke("import-model")
+    done = clone.invoke("--command-timeout", "1", "containerize", check=False)
+    output = done.stdout + done.stderr
+    assert "bentoml containerize celestial_bodies_classifier:" in output
+    assert "did not finish within 1 s" in output and "invoke bento containerize" not in output
+
+
+def test_containerize_alone_refuses_a_stored_bento_that_lists_another_model(clone):
+    clone.invoke("bento")
+    stored = clone.bentoml_home / "bentos" / "celestial_bodies_classifier" / clone.head()
+    manifest = stored / "bento.yaml"
+    genuine = manifest.read_text()
+    tag = genuine.split(f"{MODEL}:", 1)[1].split()[0].strip("'\"")
+    manifest.write_text(genuine.replace(f"{MODEL}:{tag}", f"{MODEL}:anothermodel"))
+    done = clone.invoke("containerize", check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    expected = f"carries model {MODEL}:anothermodel but the workspace's archive is {MODEL}:{tag}"
+    assert expected in done.stderr and BUILD_BOTH in done.stderr

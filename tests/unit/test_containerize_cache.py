@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -132,8 +133,9 @@ def put_image(tag: str, config: bytes, *, key: str | None = KEY, unsigned: bool 
     return image_digest
 
 
-@pytest.fixture
-def registry():
+def serve_fake_registry() -> Iterator[str]:
+    """The fake registry, emptied, on a free port of 127.0.0.1: its address (the fixture
+    ``registry``; other test files make it theirs the same way)."""
     FakeRegistry.auth, FakeRegistry.requests = False, []
     FakeRegistry.manifests, FakeRegistry.blobs = {}, {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRegistry)
@@ -142,6 +144,9 @@ def registry():
     FakeRegistry.address = f"127.0.0.1:{server.server_port}"
     yield FakeRegistry.address
     server.shutdown()
+
+
+registry = pytest.fixture(serve_fake_registry)
 
 
 class Recording(Runner):

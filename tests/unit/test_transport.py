@@ -9,13 +9,17 @@ import hashlib
 import io
 import json
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from cicd import registry as registry_module
 from cicd.errors import SuiteError
+from cicd.http import Http
+from cicd.retry import RetryPolicy
+from cicd.shell import Runner
 from tests.support.proxy import contacted, every_proxy
 from tests.unit.test_http_faults import (
     BASIC,
@@ -182,3 +186,91 @@ def test_an_upload_never_confirmed_is_one_line_after_the_policys_sessions(regist
     assert "did not confirm the upload" in one_line(error)
     assert registry.hits(UPLOADS) == 4  # the policy's 4 attempts: 4 sessions, 1 PUT each
     assert all(registry.hits(f"/upload/{n}") == 1 for n in range(1, 5))
+
+
+# -- a deadline that holds while the headers trickle in ------------------------------------
+
+TRICKLE_EVERY = 0.3  # seconds between two header bytes
+TRICKLE_MAX = 40  # bytes: then the server gives up (12 s), so a broken client still ends
+
+
+class Trickler:
+    """A raw HTTP/1.1 server on 127.0.0.1: on each connection it answers ``fast`` requests
+    whole (keep-alive), then sends the next request ``HTTP/1.1 200 OK`` and one header byte
+    every 0.3 s, counting the bytes it sent until the client cut the connection."""
+
+    def __init__(self, fast: int = 0):
+        self.fast = fast
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        self.trickled = 0  # header bytes sent before the client closed (or TRICKLE_MAX)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/v2/"
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                self.connections += 1
+                with connection:
+                    self._answer(connection)
+
+    def _answer(self, connection: socket.socket) -> None:
+        stream = connection.makefile("rb")
+        for n in range(self.fast + 1):
+            while stream.readline() not in (b"\r\n", b""):  # the request's head (no body)
+                pass
+            if n < self.fast:
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        connection.sendall(b"HTTP/1.1 200 OK\r\n")
+        with contextlib.suppress(OSError):
+            while self.trickled < TRICKLE_MAX:
+                connection.sendall(b"X")  # fails once the client has shut the connection
+                self.trickled += 1
+                time.sleep(TRICKLE_EVERY)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def trickler() -> Iterator[Callable[[int], Trickler]]:
+    made: list[Trickler] = []
+
+    def make(fast: int = 0) -> Trickler:
+        made.append(Trickler(fast))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.close()
+
+
+def trickled_within(deadline: float) -> int:
+    """The most header bytes the server can send before a deadline that holds cuts the call:
+    one per 0.3 s, plus the one a send makes after the cut before it fails, plus one for the
+    scheduling of two threads on a loaded machine."""
+    return int(deadline / TRICKLE_EVERY) + 2
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["new connection", "keep-alive"])
+def test_the_deadline_holds_while_the_headers_trickle_in(trickler, reused):
+    """Counted, not timed: httpx's read timeout is per read, so before, each byte reset it and
+    the call went on until the server gave up (40 bytes). A reused keep-alive connection gives
+    no connect event: its socket is found in the pool."""
+    server = trickler(1 if reused else 0)
+    http = Http(Runner(out=io.StringIO()), "trickler", timeout=2, policy=RetryPolicy(attempts=4))
+    try:
+        if reused:
+            assert http.send("GET", server.url).body == b"{}"
+        with pytest.raises(SuiteError) as error:
+            http.send("GET", server.url)
+    finally:
+        http.close()
+    assert "2 s deadline" in one_line(error)
+    assert server.connections == 1  # one attempt; reused: the keep-alive connection
+    assert server.trickled <= trickled_within(2), server.trickled
