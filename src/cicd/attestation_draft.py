@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cicd import attestations, sbom
-from cicd.errors import SuiteError
+from cicd.errors import DraftFailed
 
 if TYPE_CHECKING:
     from cicd.context import Run
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
 
 # The digest is known only after the push: attest puts it in (:meth:`Drafted.facts_for`).
 NOT_PUSHED_YET = "sha256:<not pushed yet>"
-
-
-class DraftFailed(SuiteError):
-    """The SBOM or provenance made during the smoke test failed; raised at attest's join."""
 
 
 class _Stopped(Exception):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from cicd import filehash, provenance
-from cicd.bentomodel import ArchiveError, Imported, digest, import_checked, read_tag
+from cicd.bentomodel import ArchiveError, Imported, import_checked, read_tag
 from cicd.dvc import LOCK_FILE
 from cicd.errors import SuiteError
 from cicd.settings import Settings
@@ -53,7 +53,7 @@ def model_info(path: Path) -> ModelInfo:
     if state in _MODELS:
         return _MODELS[state]
     try:
-        found = ModelInfo(tag=read_tag(path), digest=digest(path))
+        found = ModelInfo(tag=read_tag(path), digest=filehash.hashes(path)[1])
     except ArchiveError as error:
         raise SuiteError(f"{error}: {MAKE_MODEL_HINT}") from error
     _MODELS[state] = found

@@ -15,6 +15,8 @@ bugs produce tracebacks. The subclasses exist for the code (and tests) that catc
     ├── SigningError          a key cannot be read; a signature does not verify (cicd.signing)
     ├── AttestationError      an attestation cannot be made, stored or found (cicd.attestations)
     ├── NotBuiltHere          attest: an image this workspace did not push (cicd.attestations)
+    ├── DraftFailed           the SBOM/provenance drafted during the smoke test failed
+    │                         (cicd.attestation_draft; raised at attest's join)
     ├── VerificationFailed    one of verify's checks failed (cicd.verify)
     ├── CommentForbidden      the forge answered 403 to the report's comment (cicd.forge)
     ├── NotMovingBack         latest holds the signed image of a later commit (cicd.order)
@@ -101,6 +103,10 @@ class AttestationError(SuiteError):
 class NotBuiltHere(SuiteError):
     """attest was asked to sign an image this workspace did not build, smoke-test and push
     (:func:`cicd.attestations.pushed_here`)."""
+
+
+class DraftFailed(SuiteError):
+    """The SBOM or provenance made while the smoke test ran failed; raised at attest's join."""
 
 
 class VerificationFailed(SuiteError):

@@ -10,7 +10,8 @@ Cached by what changes whenever the file's content does: the resolved path, the 
 size, and the modification and status-change times in nanoseconds. The status-change time
 cannot be set back by a user (``os.utime`` sets only the access and modification times), so
 a file rewritten in place is read again even if its size and mtime were restored.
-Standard library only: cicd.bentomodel, which a model's own code may import, uses it.
+Not used by cicd.bentomodel, which a model's own code imports (the evaluate stage): a
+change here would then be a change of that stage's code.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import pytest
 
 from cicd import attestation_draft, attestations, filehash, publish
-from cicd.attestation_draft import NOT_PUSHED_YET, DraftFailed
-from cicd.errors import SbomError, SmokeError
+from cicd.attestation_draft import NOT_PUSHED_YET
+from cicd.errors import DraftFailed, SbomError, SmokeError
 from cicd.registry import Manifest
 from cicd.sbom import IMAGE_ID_PROPERTY
 from cicd.shell import Runner
