@@ -125,6 +125,35 @@ def test_sigterm_during_the_smoke_test_removes_its_container(trained):
 
 
 @pytest.mark.docker
+def test_sigterm_during_the_smoke_test_stops_the_sbom_draft_too(trained, tmp_path):
+    # The publish session's smoke step drafts the SBOM of the image under test meanwhile
+    # (cicd.attestation_draft): the interruption stops both, and neither leaves a container
+    # or a scratch directory (made in the step's TMPDIR) behind.
+    image = f"127.0.0.1:9/celestial-bodies-classifier:{trained.head()}"
+    docker("tag", SLEEPER, image)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **trained.env, "INVOKE_SUITE_SMOKE_TIMEOUT": "300",
+        "CONTAINER_REGISTRY_HOST": "127.0.0.1:9", "TMPDIR": str(scratch),
+    }  # fmt: skip
+    try:
+        step = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "-e", "smoke", "--draft-attestations"],
+            cwd=trained.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        code, stderr = interrupt_when(step, lambda: containers_of(SLEEPER), "the smoke container")
+        stdout = step.stdout.read()
+    finally:
+        remove_images("127.0.0.1:9/")
+    assert code == 130 and "interrupted: stopped and cleaned up" in stderr, stderr
+    assert "Traceback" not in stderr
+    assert "--name sbom-" in stdout, "the SBOM draft did not start with the smoke test"
+    assert containers_of(SLEEPER) == []
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.docker
 def test_sigterm_during_the_push_leaves_no_docker_config(trained, tmp_path):
     # The registry is the silent port: the push hangs. The throwaway Docker config directory
     # (where a login would be) is made in the step's TMPDIR, which must end up empty.
