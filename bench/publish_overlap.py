@@ -7,11 +7,12 @@ against this checkout's HEAD, alternating which goes first, ``--runs`` times eac
 session on one machine. Each run, for each commit:
 
 * a fresh `git clone` of this repository at that commit, a new BentoML store, no ``.nox``;
-* `nox -s train` (untimed here: it pulls the outputs from the DVC remote);
+* `nox -s train` (untimed here), its DVC remote a scratch directory of this benchmark: the
+  first run trains and pushes the outputs there, the others pull them;
 * a registry of its own (Debian's ``docker-registry`` on a free port, empty storage), so
   that every layer is uploaded; the run's images are removed from the engine afterwards;
-* `nox -s publish`, timed, its steps read from when each one's first line appeared
-  (pipeline.publish_steps).
+* `nox -s publish`, timed; its steps' seconds as each step's own line says them
+  (``✓ push  sha256:… (9.8 s)``), the environment from the start to nox's `invoke` line.
 
 The engine's build cache is kept (``--prune`` empties it before each publish, as
 bench/pipeline.py does): on a machine where other sessions build on the same engine, pruning
@@ -20,13 +21,14 @@ the commits (checks, smoke test, push, attestations, tags) is measured the same 
 
 The machine's load (uptime) is recorded before and after; on a busy machine the absolute
 seconds move with the load, and the ratio of the two commits' medians is what counts.
-Writes bench/results/publish-overlap-<time>.{json,md} and publish-overlap-latest.*.
+Writes bench/results/publish-overlap-<time>.{json,md} and publish-overlap-latest.*; the
+commands' output stays in the scratch directory it prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import re
 import subprocess
 import tempfile
 import time
@@ -93,9 +95,13 @@ def one_publish(
         side = pipeline.Side("suite", scratch, f"bench-{label}-{index}", logs)
         run(["git", "clone", "-q", str(ROOT), str(side.clone)], log_file=side.log)
         run(["git", "checkout", "-q", commit], cwd=side.clone, log_file=side.log)
+        dvc = str(pipeline.TOOLS / "dvc")
+        remote = ["remote", "add", "--local", "--force", "--default", "bench", str(scratch / "dvc")]
+        run([dvc, *remote], cwd=side.clone, log_file=side.log)
         extra = {"BENTOML_HOME": str(side.bentoml_home), "CONTAINER_REGISTRY_HOST": side.registry}
         nox = [str(pipeline.TOOLS / "nox"), "--no-color", "-s"]
         run([*nox, "train"], cwd=side.clone, extra_env=extra, log_file=side.log)
+        run([dvc, "push", "--quiet"], cwd=side.clone, log_file=side.log)  # the next runs pull
         if prune:
             docker("builder", "prune", "-af")
         load = Path("/proc/loadavg").read_text().split()[0]
@@ -109,7 +115,7 @@ def one_publish(
             "label": label,
             "commit": commit,
             "publish": round(seconds, 2),
-            "steps": pipeline.publish_steps(lines, seconds),
+            "steps": step_seconds(lines),
             "load_before": float(load),
         }
     finally:
@@ -118,6 +124,23 @@ def one_publish(
         refs = pipeline.image_refs(f"{address}/", "")
         if refs:
             docker("rmi", *refs, check=False)
+
+
+STEP_LINE = re.compile(r"^✓ (\S+)\s.*\(([\d.]+) s\)$")
+
+
+def step_seconds(lines: list[tuple[float, str]]) -> dict[str, float]:
+    """Seconds of the environment (until nox's `invoke` line) and of each step, as its own
+    ``✓ name ... (N s)`` line says."""
+    found = {}
+    started = next((at for at, line in lines if line.startswith("nox > invoke ")), None)
+    if started is not None:
+        found["environment"] = round(started, 2)
+    for _, line in lines:
+        match = STEP_LINE.match(line)
+        if match:
+            found[match[1]] = float(match[2])
+    return found
 
 
 def render(data: dict) -> str:
@@ -174,6 +197,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "labels": labels,
+        "commit": head_commit,
         "commits": commits,
         "runs": args.runs,
         "prune": args.prune,
@@ -200,7 +224,7 @@ def main() -> None:
     text = render(data)
     write_results("publish-overlap", stamp, data, text)
     print(text)
-    shutil.rmtree(scratch, ignore_errors=True)
+    log(f"logs and clones in {scratch} (remove it when done)")
 
 
 if __name__ == "__main__":
