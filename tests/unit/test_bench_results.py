@@ -39,6 +39,7 @@ RENDERED_BY = {
     "layers-latest": "layers",
     "push-floor-latest": "push_floor",
     "pipeline-latest": "run",
+    "publish-overlap-latest": "publish_overlap",
     "serving-floor/ab-idle-main": "serving_ab",
     "suite-latest": "suite",
 }
