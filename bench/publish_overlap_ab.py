@@ -97,13 +97,14 @@ def main() -> None:
         extra = {**env, "CONTAINER_REGISTRY_HOST": f"{address}/ab"}
         run([invoke, "import-model", "bento", "containerize"], cwd=clone, extra_env=extra,
             log_file=log_file)  # fmt: skip
-        built = docker(
-            "image", "inspect", "--format", "{{.Id}}", f"{address}/ab/{IMAGE}:{sha[:12]}"
-        )
+        built = docker("image", "inspect", "--format", "{{.Id}}", f"{address}/ab/{IMAGE}:{sha}")
     finally:
         registry.terminate()
         registry.wait(timeout=30)
-    tag = sha[:12]
+        refs = pipeline.image_refs(f"{address}/", "")
+        if refs:
+            docker("rmi", *refs, check=False)
+    tag = sha  # the revision tag of a clean checkout: the whole commit
     data: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
