@@ -26,7 +26,7 @@ REPORT = ["report"]
 # check-published ends the run, successfully, when the registry has this commit's image
 # with this model; push is reached only after smoke passed; push logs in and out around it;
 # attest attaches the image's signed SBOM and provenance, drafted while smoke and push ran
-# (nothing is signed or attached before the push succeeded: cicd.attestation_draft).
+# (nothing is signed or attached before the push succeeded).
 PUBLISH = [
     "check-published",
     "import-model",

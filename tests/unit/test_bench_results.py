@@ -40,6 +40,7 @@ RENDERED_BY = {
     "push-floor-latest": "push_floor",
     "pipeline-latest": "run",
     "publish-overlap-latest": "publish_overlap",
+    "publish-overlap-ab-latest": "publish_overlap_ab",
     "serving-floor/ab-idle-main": "serving_ab",
     "suite-latest": "suite",
 }
