@@ -25,8 +25,17 @@ TRAIN = ["repro", "check-reproduced", "push-data --when-base-branch"]
 REPORT = ["report"]
 # check-published ends the run, successfully, when the registry has this commit's image
 # with this model; push is reached only after smoke passed; push logs in and out around it;
-# attest attaches the image's signed SBOM and provenance.
-PUBLISH = ["check-published", "import-model", "bento", "containerize", "smoke", "push", "attest"]
+# attest attaches the image's signed SBOM and provenance, drafted while smoke and push ran
+# (nothing is signed or attached before the push succeeded).
+PUBLISH = [
+    "check-published",
+    "import-model",
+    "bento",
+    "containerize",
+    "smoke --draft-attestations",
+    "push",
+    "attest",
+]
 # `nox -s verify [-- --image REF --key FILE]`: the signed chain from dvc.lock to the image.
 VERIFY = ["verify"]
 # Environment tags move by digest, no build: `nox -s promote -- --to production --digest D`.

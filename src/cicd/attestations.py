@@ -38,6 +38,7 @@ from cicd.provenance import ArchiveInLock, BaseImage, BuildFacts
 from cicd.registry import Manifest
 
 if TYPE_CHECKING:
+    from cicd.attestation_draft import Draft, Drafted
     from cicd.context import Run
     from cicd.image import Target
 
@@ -52,27 +53,44 @@ UNSIGNED_WARNING = (
 
 
 def attest(
-    run: Run, goal: Target, started: dt.datetime | None = None, digest: str | None = None
-) -> str:
+    run: Run,
+    goal: Target,
+    started: dt.datetime | None = None,
+    digest: str | None = None,
+    draft: Draft | None = None,
+) -> Manifest | None:
     """Make, sign and attach the SBOM and provenance of this commit's image ``digest``.
 
     ``digest``: an image already trusted by its signed provenance (check-published, which
     attaches a missing SBOM). Default: the digest this workspace pushed and recorded
     (:func:`pushed_here`), signed only when the local image built here is that image; the
     SHA tag is never looked up again. The SBOM is read from the local copy when it is that
-    image, else from the image pulled by digest. Returns the image digest."""
+    image, else from the image pulled by digest. ``draft``: the SBOM and provenance facts
+    made while the smoke test ran (:mod:`cicd.attestation_draft`), joined here and used when
+    they are of the pushed image. Returns the image's manifest (None in a dry run)."""
     started = started or now()
-    registry, repository = run.registry, run.settings.repository_path
-    digest = digest or pushed_here(run, goal)
-    pushed = registry.manifest(repository, digest) if not run.dry else None
-    if pushed is None and not run.dry:
-        raise AttestationError(
-            f"{goal.repository}@{digest} is not in the registry: publish it (`nox -s publish`)"
+    if digest is None:
+        pushed = pushed_here(run, goal)
+    else:
+        pushed = (
+            run.registry.manifest(run.settings.repository_path, digest) if not run.dry else None
         )
+        if pushed is None and not run.dry:
+            raise AttestationError(
+                f"{goal.repository}@{digest} is not in the registry: publish it (`nox -s publish`)"
+            )
+    if pushed is not None:
+        digest = pushed.digest
+    digest = digest or "sha256:<pushed digest>"  # a dry run pushed nothing
     key_signer = _signer(run)
-    with image_at(run, goal.repository, pushed) as reference:
-        bom = sbom.generate(run, reference)
-        facts = gather(run, goal, digest, reference, started)
+    drafted = _drafted_for(run, draft, pushed)
+    bom: dict[str, Any] | None
+    if drafted is not None:
+        bom, facts = drafted.bom, drafted.facts_for(digest, now())
+    else:
+        with image_at(run, goal.repository, pushed) as reference:
+            bom = sbom.generate(run, reference)
+            facts = gather(run, goal, digest, reference, started)
     statements = {
         SBOM: provenance.sbom_statement(goal.repository, digest, bom or {"bomFormat": "dry"}),
         PROVENANCE: provenance.provenance_statement(facts),
@@ -84,7 +102,24 @@ def attest(
     if not run.dry:
         how = "signed" if key_signer else "UNSIGNED"
         run.runner.echo(f"attested {goal.references[0]} ({digest}): SBOM and provenance, {how}")
-    return digest
+    return pushed
+
+
+def _drafted_for(run: Run, draft: Draft | None, pushed: Manifest | None) -> Drafted | None:
+    """The draft's documents when they are of the pushed image (the join: a failed draft
+    raises here, before anything is signed); None: attest makes them itself."""
+    if draft is None:
+        return None
+    drafted = draft.result()
+    if drafted is None or pushed is None:
+        return None
+    if drafted.image_id != pushed.config_digest:
+        run.runner.echo(
+            f"the SBOM drafted during the smoke test is of {drafted.image_id}, not of the pushed "
+            f"image {pushed.config_digest}: making it again"
+        )
+        return None
+    return drafted
 
 
 # --------------------------------------------------------------------------- the push record
@@ -100,26 +135,34 @@ def _record_path(run: Run, tag: str) -> Path:
     return Path(found.strip()) / "cicd-pushed" / f"{tag}.json"
 
 
-def record_push(run: Run, goal: Target, digest: str, image_id: str) -> None:
-    """Remember that this workspace pushed its image ``image_id`` of this commit as ``digest``."""
+# The manifest push just read, for attest in the same process: not fetched a second time.
+_PUSHED: dict[Path, Manifest] = {}
+
+
+def record_push(run: Run, goal: Target, pushed: Manifest, image_id: str) -> None:
+    """Remember that this workspace pushed its image ``image_id`` of this commit as
+    ``pushed`` (the manifest the registry returned for it)."""
     if run.dry:
         return
     path = _record_path(run, goal.revision.tag)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"repository": goal.repository, "digest": digest, "image_id": image_id}
+    record = {"repository": goal.repository, "digest": pushed.digest, "image_id": image_id}
     path.write_text(json.dumps(record) + "\n")
+    _PUSHED[path] = pushed
 
 
-def pushed_here(run: Run, goal: Target) -> str:
-    """The digest this workspace pushed for this commit, when the local image under its SHA
-    tag is still the one built and pushed (its ID is the pushed digest's config digest);
-    else :class:`NotBuiltHere`, one line saying what to run."""
+def pushed_here(run: Run, goal: Target) -> Manifest | None:
+    """The manifest this workspace pushed for this commit (None in a dry run), when the local
+    image under its SHA tag is still the one built and pushed (its ID is the pushed
+    manifest's config digest); else :class:`NotBuiltHere`, one line saying what to run. The
+    manifest is the one push read in this process, else it is read from the registry."""
     reference = goal.references[0]
     if run.dry:
-        return "sha256:<pushed digest>"
+        return None
     rebuild = "run `nox -s publish -- --force`, which builds, smoke-tests, pushes and signs it"
+    path = _record_path(run, goal.revision.tag)
     try:
-        record = json.loads(_record_path(run, goal.revision.tag).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         record = {}
     if not isinstance(record, dict) or record.get("repository") != goal.repository:
@@ -128,7 +171,9 @@ def pushed_here(run: Run, goal: Target) -> str:
             f"and smoke-test; {rebuild}"
         )
     digest, image_id = str(record.get("digest")), str(record.get("image_id"))
-    pushed = run.registry.manifest(run.settings.repository_path, digest)
+    pushed = _PUSHED.get(path)
+    if pushed is None or pushed.digest != digest:
+        pushed = run.registry.manifest(run.settings.repository_path, digest)
     local = _local_id(run, reference)
     if pushed is None or local != image_id or pushed.config_digest != image_id:
         raise NotBuiltHere(
@@ -136,7 +181,7 @@ def pushed_here(run: Run, goal: Target) -> str:
             f"{reference} (local {local or 'none'}, pushed config "
             f"{pushed.config_digest if pushed else 'none'}): not signing it; {rebuild}"
         )
-    return digest
+    return pushed
 
 
 def missing(run: Run, digest: str) -> list[Kind]:

@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from cicd import provenance
+from cicd import filehash, provenance
 from cicd.bentomodel import (
     ArchiveError,
     Imported,
-    digest,
     import_checked,
     read_tag,
     stored_difference,
@@ -53,15 +52,24 @@ class ModelInfo:
 BUILT_HERE: dict[str, ModelInfo] = {}
 BUILD_BOTH = "run `invoke bento containerize` to build the bento again from this commit"
 
+# Each step of a publish identifies its target, in one process: the archive (a tar.xz, maybe
+# hundreds of MB) is unpacked for its tag and hashed once while it is unchanged (filehash).
+_MODELS: dict[object, ModelInfo] = {}
+
 
 def model_info(path: Path) -> ModelInfo:
     """Tag and digest of a ``.bentomodel`` archive."""
     if not path.is_file():
         raise SuiteError(f"no model archive at {path}: {MAKE_MODEL_HINT}")
+    state = filehash.state(path)
+    if state in _MODELS:
+        return _MODELS[state]
     try:
-        return ModelInfo(tag=read_tag(path), digest=digest(path))
+        found = ModelInfo(tag=read_tag(path), digest=filehash.hashes(path)[1])
     except ArchiveError as error:
         raise SuiteError(f"{error}: {MAKE_MODEL_HINT}") from error
+    _MODELS[state] = found
+    return found
 
 
 def archived_model(run: Run) -> ModelInfo:

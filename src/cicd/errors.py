@@ -16,6 +16,8 @@ bugs produce tracebacks. The subclasses exist for the code (and tests) that catc
     ├── AttestationError      an attestation cannot be made, stored or found (cicd.attestations)
     ├── NotBuiltHere          attest: an image this workspace did not push (cicd.attestations)
     ├── BentoNotTrusted       containerize: a stored bento's model is not the commit's (cicd.bento)
+    ├── DraftFailed           the SBOM/provenance drafted during the smoke test failed
+    │                         (cicd.attestation_draft; raised at attest's join)
     ├── VerificationFailed    one of verify's checks failed (cicd.verify)
     ├── CommentForbidden      the forge answered 403 to the report's comment (cicd.forge)
     ├── NotMovingBack         latest holds the signed image of a later commit (cicd.order)
@@ -107,6 +109,10 @@ class NotBuiltHere(SuiteError):
 class BentoNotTrusted(SuiteError):
     """`invoke containerize` alone found a stored bento whose model is not the one this commit
     records (:func:`cicd.bento.check_stored_bento`): nothing is built from it."""
+
+
+class DraftFailed(SuiteError):
+    """The SBOM or provenance made while the smoke test ran failed; raised at attest's join."""
 
 
 class VerificationFailed(SuiteError):

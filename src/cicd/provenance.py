@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 import cicd
+from cicd import filehash
 from cicd.dvc import LOCK_FILE
 from cicd.errors import ProvenanceError
 
@@ -255,13 +256,9 @@ def _metrics(facts: BuildFacts) -> Any:
 
 
 def file_hashes(path: Path) -> tuple[str, str]:
-    """(md5, ``sha256:...``) of a file, from one read of the same bytes."""
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            md5.update(chunk)
-            sha.update(chunk)
-    return md5.hexdigest(), "sha256:" + sha.hexdigest()
+    """(md5, ``sha256:...``) of a file, from one read of the same bytes, once per process
+    while the file is unchanged (:mod:`cicd.filehash`)."""
+    return filehash.hashes(path)
 
 
 def dvc_cache_file(root: Path, md5: str) -> Path | None:

@@ -11,10 +11,21 @@ digest (:func:`attestations.pushed_here`): what is signed is what was built and 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from cicd import attestations, bento, ci_outputs, image, local_registry, order, verify
+from cicd import (
+    attestation_draft,
+    attestations,
+    bento,
+    ci_outputs,
+    image,
+    local_registry,
+    order,
+    verify,
+)
 from cicd import gates as metric_gates
 from cicd.ci_outputs import Result
 from cicd.containerize import containerize
@@ -108,6 +119,25 @@ def build(run: Run) -> Image:
     return built
 
 
+def smoke_test(run: Run, draft_started: dt.datetime | None = None) -> Any:
+    """The smoke test of this commit's local image; with ``draft_started`` (the publish
+    session's start), its SBOM and provenance are drafted meanwhile in the background
+    (:mod:`cicd.attestation_draft`) for attest, which signs them only after the push. A
+    smoke test that fails or is interrupted stops the draft and waits for it."""
+    from cicd import smoke
+
+    if draft_started is None or run.dry:
+        return smoke.smoke_test(run)
+    goal = image.target(run)
+    local = image.local_image(run, goal)
+    draft = attestation_draft.start(run, goal, local.id, draft_started)
+    try:
+        return smoke.smoke_test(run, goal.references[0])
+    except BaseException:
+        draft.cancel()
+        raise
+
+
 def push(run: Run, earlier_steps: Sequence[tuple[str, float]] = ()) -> Result | None:
     """Push this commit's local image under its SHA tag (login and logout around it), check
     it in the registry, record the digest for attest, and write the results where CI reads
@@ -121,18 +151,18 @@ def push(run: Run, earlier_steps: Sequence[tuple[str, float]] = ()) -> Result | 
     if pushed is None:  # a dry run
         run.runner.echo("dry run: nothing was pulled, built, run or pushed")
         return None
-    attestations.record_push(run, goal, pushed.digest, local.id)  # what attest signs, only that
+    attestations.record_push(run, goal, pushed, local.id)  # what attest signs, only that
     seconds = [*earlier_steps, ("push", round(time.monotonic() - started, 1))]
     return ci_outputs.write_publish(run, goal, pushed.digest, seconds, built=True)
 
 
-def move_tags(run: Run, digest: str) -> None:
+def move_tags(run: Run, pushed: Manifest | None) -> None:
     """After attest: point this commit's moving tags (``latest``) at the image it pushed
-    (``digest``), never back in time (:func:`image.move_tags`). Last, so that another
-    publish looking at ``latest`` meanwhile finds a signed image and its commit."""
+    (``pushed``, the manifest attest signed: not fetched again), never back in time
+    (:func:`image.move_tags`). Last, so that another publish looking at ``latest``
+    meanwhile finds a signed image and its commit. ``pushed`` is None in a dry run."""
     goal = image.target(run)
     local = image.local_image(run, goal)
-    pushed = run.registry.manifest(run.settings.repository_path, digest) if not run.dry else None
     digest = image.move_tags(run, local, pushed)
     if not run.dry:
         run.runner.echo(f"published {', '.join(goal.references)} ({digest})")

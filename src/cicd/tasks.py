@@ -182,13 +182,22 @@ def build(c: Context) -> str:
     return console.short_reference(publish.build(setup(c)).references[0])
 
 
-@step(help={"image": "image to test (default: this commit's tag)"})
-def smoke(c: Context, image: str | None = None) -> str:
+@step(
+    help={
+        "image": "image to test (default: this commit's tag)",
+        "draft_attestations": "meanwhile make this commit's image's SBOM and provenance, "
+        "for attest to sign after the push (the publish session)",
+    }
+)
+def smoke(c: Context, image: str | None = None, draft_attestations: bool = False) -> str:
     """Run the image on 127.0.0.1, send it the smoke request, check its answer (suite.smoke)."""
-    from cicd import smoke
+    from cicd import publish, smoke
 
     run = setup(c)
-    answer = smoke.smoke_test(run, image)
+    if image is not None:
+        answer = smoke.smoke_test(run, image)
+    else:
+        answer = publish.smoke_test(run, PROCESS_STARTED if draft_attestations else None)
     return smoke.result_line(run.settings, answer) if answer is not None else ""
 
 
@@ -226,11 +235,12 @@ def attest(c: Context) -> str:
     latest moves to the image (never back in time: only a signed image of a later commit
     keeps it), last, so that a concurrent older publish finds this image signed.
     """
-    from cicd import attestations, image, publish, steps
+    from cicd import attestation_draft, attestations, image, publish, steps
 
     run = setup(c)
-    digest = attestations.attest(run, image.target(run), started=PROCESS_STARTED)
-    publish.move_tags(run, digest)
+    draft = attestation_draft.take()  # made during the smoke test (smoke --draft-attestations)
+    pushed = attestations.attest(run, image.target(run), started=PROCESS_STARTED, draft=draft)
+    publish.move_tags(run, pushed)
     return "" if run.dry else steps.signed(run)
 
 

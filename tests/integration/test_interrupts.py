@@ -7,6 +7,7 @@ hangs in `dvc pull`, as it would behind a dead proxy.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -122,6 +123,43 @@ def test_sigterm_during_the_smoke_test_removes_its_container(trained):
     code, stderr = interrupt_when(step, lambda: containers_of(SLEEPER), "the smoke container")
     assert code == 130 and "interrupted: stopped and cleaned up" in stderr
     assert containers_of(SLEEPER) == []
+
+
+@pytest.mark.docker
+def test_sigterm_during_the_smoke_test_stops_the_sbom_draft_too(trained, tmp_path):
+    # The publish session's smoke step drafts the SBOM of the image under test meanwhile
+    # (cicd.attestation_draft): the interruption stops both, and neither leaves a container
+    # or the SBOM's scratch directory (sbom-*, made in the step's TMPDIR) behind.
+    image = f"127.0.0.1:9/celestial-bodies-classifier:{trained.head()}"
+    docker("tag", SLEEPER, image)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **trained.env, "INVOKE_SUITE_SMOKE_TIMEOUT": "300",
+        "CONTAINER_REGISTRY_HOST": "127.0.0.1:9", "TMPDIR": str(scratch),
+    }  # fmt: skip
+    try:
+        step = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "-e", "smoke", "--draft-attestations"],
+            cwd=trained.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        smoke_started = lambda: docker(  # noqa: E731
+            "ps", "--quiet", "--filter", f"ancestor={SLEEPER}", "--filter", "name=smoke-"
+        ).stdout.strip()
+        code, stderr = interrupt_when(step, smoke_started, "the smoke container")
+        stdout = step.stdout.read()
+    finally:
+        remove_images("127.0.0.1:9/")
+    assert code == 130 and "interrupted: stopped and cleaned up" in stderr, stderr
+    assert "Traceback" not in stderr
+    # The draft's first command: the SBOM's inspection of the image (no --format, unlike
+    # the smoke step's own look-up of the image ID).
+    drafted = rf"^\$ \S*docker image inspect {re.escape(image)}$"
+    assert re.search(drafted, stdout, re.M), f"the SBOM draft did not start: {stdout}"
+    assert containers_of(SLEEPER) == []
+    # (The smoke step's in-process model load leaves a 51-byte `.ses` file in TMPDIR, with
+    # or without the draft: not the draft's.)
+    assert list(scratch.glob("sbom-*")) == []
 
 
 @pytest.mark.docker

@@ -439,11 +439,19 @@ def test_an_image_that_fails_its_smoke_test_is_not_pushed(published, broken):
     registry = published.registry
     before, tags = registry.requests(), registry.tags(IMAGE)
     try:
-        done = published.session("publish", check=False, env=env)
+        # -e: the commands, so that the SBOM's extraction shows it ran during the smoke test
+        done = published.invoke(
+            "-e", *noxfile.invoke_arguments(noxfile.PUBLISH, []), check=False, env=env
+        )
     finally:
         serve.write_text(original)
     assert done.returncode != 0
     assert "bentoml containerize" in done.stdout, "the broken service was not even built"
+    # The SBOM was being made while the smoke test ran (attestation_draft), and stopped with
+    # it: nothing pushed, signed or attached (the tags, .sbom/.att included, are unchanged),
+    # and its throwaway container (of the same image) is gone.
+    assert re.search(r"^\$ \S*docker run --rm --name sbom-", done.stdout, re.M), done.stdout
+    assert "attested" not in done.stdout and "✓ push" not in done.stdout
     error = done.stderr.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: "), done.stdout + done.stderr
     assert message in error[0], error[0]
@@ -451,7 +459,7 @@ def test_an_image_that_fails_its_smoke_test_is_not_pushed(published, broken):
     assert registry.tags(IMAGE) == tags
     assert not writes(registry.requests()[len(before) :]), "a failing image was pushed"
     left = docker("ps", "--all", "--quiet", "--filter", f"ancestor={registry.address}/{IMAGE}")
-    assert not left.stdout.strip(), "the smoke test left its container behind"
+    assert not left.stdout.strip(), "the smoke test or the SBOM draft left its container behind"
 
 
 @pytest.mark.parametrize(
@@ -566,7 +574,7 @@ def assert_quiet_with_a_summary(done, repository: str, sha: str, digest: str) ->
     assert len(lines) <= QUIET_PUBLISH_LINES, done.stdout + done.stderr
     assert not any(line.startswith("$ ") for line in lines), done.stdout
     assert "gate pass" not in done.stdout and "#1 " not in done.stdout, done.stdout
-    for name in noxfile.PUBLISH:
+    for name in (step.split()[0] for step in noxfile.PUBLISH):  # "smoke --draft-attestations"
         assert any(line.startswith(f"✓ {name} ") for line in lines), (name, done.stdout)
     summary = done.stdout[done.stdout.index(f"Published {repository}:{sha}") :].splitlines()
     assert f"  digest      {digest}" in summary, done.stdout
@@ -610,7 +618,7 @@ def test_each_step_runs_alone_and_does_its_part(published, new_project):
         done = project.invoke("smoke")
         assert f"smoke test passed: {repository}:{sha}" in done.stdout
         left = docker("ps", "--all", "--quiet", "--filter", f"ancestor={repository}:{sha}")
-        assert not left.stdout.strip(), "the smoke test left its container behind"
+        assert not left.stdout.strip(), "the smoke test or the SBOM draft left its container behind"
 
         before = registry.requests()
         done = project.invoke("login")

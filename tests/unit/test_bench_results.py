@@ -39,6 +39,8 @@ RENDERED_BY = {
     "layers-latest": "layers",
     "push-floor-latest": "push_floor",
     "pipeline-latest": "run",
+    "publish-overlap-latest": "publish_overlap",
+    "publish-overlap-ab-latest": "publish_overlap_ab",
     "serving-floor/ab-idle-main": "serving_ab",
     "suite-latest": "suite",
 }
