@@ -26,19 +26,17 @@ deadline.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import datetime as dt
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cicd import attestations, sbom
+from cicd.attestations import Drafted
 from cicd.errors import DraftFailed
 
 if TYPE_CHECKING:
     from cicd.context import Run
     from cicd.image import Target
-    from cicd.provenance import BuildFacts
 
 # The digest is known only after the push: attest puts it in (:meth:`Drafted.facts_for`).
 NOT_PUSHED_YET = "sha256:<not pushed yet>"
@@ -46,19 +44,6 @@ NOT_PUSHED_YET = "sha256:<not pushed yet>"
 
 class _Stopped(Exception):
     """The draft was told to stop (the smoke test failed, Ctrl-C): not an error to report."""
-
-
-@dataclass(frozen=True)
-class Drafted:
-    """What the draft made for the local image ``image_id``."""
-
-    image_id: str
-    bom: dict[str, Any]
-    facts: BuildFacts  # with NOT_PUSHED_YET as the digest
-
-    def facts_for(self, digest: str, finished: dt.datetime) -> BuildFacts:
-        """The provenance's facts of the pushed image ``digest``."""
-        return dataclasses.replace(self.facts, image_digest=digest, finished=finished)
 
 
 class Draft:

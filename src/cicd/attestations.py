@@ -16,12 +16,14 @@ Either way any OCI client (oras, crane, cosign's tag lookups) can fetch them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cicd import ci, dvc, image, provenance, sbom, signing
 from cicd.attestation_store import (
@@ -38,7 +40,6 @@ from cicd.provenance import ArchiveInLock, BaseImage, BuildFacts
 from cicd.registry import Manifest
 
 if TYPE_CHECKING:
-    from cicd.attestation_draft import Draft, Drafted
     from cicd.context import Run
     from cicd.image import Target
 
@@ -49,6 +50,27 @@ UNSIGNED_WARNING = (
 )
 
 
+@dataclass(frozen=True)
+class Drafted:
+    """The SBOM and provenance facts made ahead for the local image ``image_id``
+    (:mod:`cicd.attestation_draft`)."""
+
+    image_id: str
+    bom: dict[str, Any]
+    facts: BuildFacts  # its digest a placeholder: the push has not happened yet
+
+    def facts_for(self, digest: str, finished: dt.datetime) -> BuildFacts:
+        """The provenance's facts of the pushed image ``digest``."""
+        return dataclasses.replace(self.facts, image_digest=digest, finished=finished)
+
+
+class PendingDraft(Protocol):
+    """The SBOM and provenance facts being made while the smoke test runs
+    (:class:`cicd.attestation_draft.Draft`): attest joins it."""
+
+    def result(self) -> Drafted | None: ...
+
+
 # --------------------------------------------------------------------------- making
 
 
@@ -57,7 +79,7 @@ def attest(
     goal: Target,
     started: dt.datetime | None = None,
     digest: str | None = None,
-    draft: Draft | None = None,
+    draft: PendingDraft | None = None,
 ) -> Manifest | None:
     """Make, sign and attach the SBOM and provenance of this commit's image ``digest``.
 
@@ -105,7 +127,7 @@ def attest(
     return pushed
 
 
-def _drafted_for(run: Run, draft: Draft | None, pushed: Manifest | None) -> Drafted | None:
+def _drafted_for(run: Run, draft: PendingDraft | None, pushed: Manifest | None) -> Drafted | None:
     """The draft's documents when they are of the pushed image (the join: a failed draft
     raises here, before anything is signed); None: attest makes them itself."""
     if draft is None:
