@@ -128,21 +128,24 @@ class CountingProxy:
 class BenchRegistry:
     """A Distribution binary on a free port with its own storage, reached through a proxy."""
 
-    def __init__(self, state: Path):
+    def __init__(self, state: Path, log_level: str = "warn"):
         self.state, self.data = state, state / "data"
         local_registry.private_dir(state)
         local_registry.private_dir(self.data)
         with socket.socket() as probe:
             probe.bind((HOST, 0))
             self.port = probe.getsockname()[1]
-        run_dir = state / f"run-{self.port}"
+        run_dir = self.run_dir = state / f"run-{self.port}"
         local_registry.private_dir(run_dir)
         config = local_registry.binary_config(HOST, self.port, self.data)
-        config["log"] = {"level": "warn"}
+        config["log"] = {"level": log_level}  # info: every request (bench/sweep.py's mounts)
         local_registry.serve(Runner(), run_dir, config)
         local_registry.wait_until_up(f"http://{HOST}:{self.port}")
         self.proxy = CountingProxy(self.port)
         self.host = f"{HOST}:{self.proxy.port}"  # what docker and the suite are given
+
+    def log_text(self) -> str:
+        return (self.run_dir / "registry.log").read_text(errors="replace")
 
     def blobs(self) -> dict[str, int]:
         """digest -> size of every blob stored."""
