@@ -224,7 +224,14 @@ def test_the_old_smoke_settings_are_refused_by_name():
 
 @pytest.mark.parametrize(
     ("value", "cores", "jobs"),
-    [("auto", 2, 8), ("auto", 1, 4), ("auto", 64, 16), ("auto", None, 4), (3, 64, 3), ("12", 2, 12)],
+    [
+        ("auto", 2, 8),
+        ("auto", 1, 4),
+        ("auto", 64, 16),
+        ("auto", None, 4),
+        (3, 64, 3),
+        ("12", 2, 12),
+    ],
 )
 def test_dvc_jobs_is_four_per_core_capped_or_the_given_count(value, cores, jobs):
     assert resolve_dvc_jobs(value, cores) == jobs
@@ -251,7 +258,9 @@ def test_pull_and_push_pass_the_jobs_after_their_targets():
     )
     dvc.pull(run, ["model/m.bentomodel"])
     dvc.push(run)
-    shown = [line.split(" $ ", 1)[1].split("  #")[0].split() for line in out.getvalue().splitlines()]
+    shown = [
+        line.split(" $ ", 1)[1].split("  #")[0].split() for line in out.getvalue().splitlines()
+    ]
     jobs = str(settings().dvc_jobs)
     assert [[Path(words[0]).name, *words[1:]] for words in shown] == [
         ["dvc", "pull", "model/m.bentomodel", "--jobs", jobs],
