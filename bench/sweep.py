@@ -102,26 +102,40 @@ def set_images_per_class(params: str, per_class: int) -> str:
 
 def pad_archive(archive: Path, target_mb: int) -> int:
     """Rewrite the .bentomodel with ``PADDING`` (fresh random bytes) sized so that the archive
-    weighs ``target_mb`` MB; the archive's compression is kept. Returns its size."""
+    weighs ``target_mb`` MB, in the archive's own compression (BentoML reads it by that);
+    an archive already that large is left as it is. Returns its size."""
     with tarfile.open(archive, "r:*") as tar:
         members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]
-    members = [(m, data) for m, data in members if m.name.lstrip("./") != PADDING]
-    gzipped = archive.read_bytes()[:2] == b"\x1f\x8b"
+    unpadded = [(m, data) for m, data in members if m.name.lstrip("./") != PADDING]
+    if len(unpadded) == len(members) and not padding_bytes(archive.stat().st_size, target_mb):
+        return archive.stat().st_size  # the real model, as trained
+    members = unpadded
+    compression = archive_compression(archive.read_bytes()[:6])
     rebuilt = archive.with_suffix(".tmp")
-    _write_tar(rebuilt, members, gzipped, 0)
+    _write_tar(rebuilt, members, compression, 0)
     extra = padding_bytes(rebuilt.stat().st_size, target_mb)
     if extra:
-        _write_tar(rebuilt, members, gzipped, max(0, extra - 1024))  # the member's header
+        _write_tar(rebuilt, members, compression, max(0, extra - 1024))  # the member's header
     rebuilt.replace(archive)
     return archive.stat().st_size
 
 
-def _write_tar(path: Path, members: list, gzipped: bool, padding: int) -> None:
+def archive_compression(magic: bytes) -> str:
+    """tarfile's name for the compression an archive starts with: xz, gz, bz2, or "" (none)."""
+    for prefix, name in ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gz"), (b"BZh", "bz2")):
+        if magic.startswith(prefix):
+            return name
+    return ""
+
+
+def _write_tar(path: Path, members: list, compression: str, padding: int) -> None:
     import io
 
-    # compresslevel 1: random bytes do not compress anyway, and level 9 would take minutes.
-    options = {"mode": "w:gz", "compresslevel": 1} if gzipped else {"mode": "w"}
-    with tarfile.open(path, **options) as tar:
+    # The fastest level: random bytes do not compress anyway, and xz's default would take
+    # minutes for 500 MB.
+    level = {"xz": {"preset": 0}, "gz": {"compresslevel": 1}, "bz2": {"compresslevel": 1}}
+    mode = f"w:{compression}" if compression else "w"
+    with tarfile.open(path, mode, **level.get(compression, {})) as tar:
         for member, data in members:
             tar.addfile(member, io.BytesIO(data) if data is not None else None)
         if padding:
@@ -375,8 +389,7 @@ def render(data: dict) -> str:
         ]
     if data["not_run"]:
         lines += [f"Not run: {', '.join(data['not_run'])}.", ""]
-    lines.append("![time and bytes against size](sweep-latest.png)")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def plot(data: dict, path: Path) -> None:
@@ -429,10 +442,15 @@ def plot(data: dict, path: Path) -> None:
     plt.close(figure)
 
 
+PLOTS = (RESULTS / "sweep-latest.png", ROOT / "docs" / "images" / "sweep-latest.png")  # the site's
+
+
 def save(stamp: str, data: dict) -> None:
-    text = render(data)
-    write_results("sweep", stamp, data, text)
-    plot(data, RESULTS / "sweep-latest.png")
+    """The results so far: JSON, its table, and the plot beside them and in the docs."""
+    write_results("sweep", stamp, data, render(data))
+    for path in PLOTS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot(data, path)
 
 
 def main() -> None:
@@ -441,9 +459,13 @@ def main() -> None:
     parser.add_argument("--images", default=",".join(map(str, IMAGES)), help="data set sizes")
     parser.add_argument("--no-mount-check", action="store_true")
     parser.add_argument("--render", metavar="JSON", help="only print the table of a results file")
+    parser.add_argument("--replot", metavar="STAMP", help="rewrite sweep-STAMP's table and plot")
     args = parser.parse_args()
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
+        return
+    if args.replot:
+        save(args.replot, json.loads((RESULTS / f"sweep-{args.replot}.json").read_text()))
         return
     models = [int(v) for v in args.models.split(",") if v]
     images = [int(v) for v in args.images.split(",") if v]
