@@ -97,6 +97,15 @@ def set_images_per_class(params: str, per_class: int) -> str:
     return head + changed + tail
 
 
+def interleave(models: list[int], images: list[int]) -> list[tuple[str, int]]:
+    """The points in the order run: each sweep's smallest first, the two alternating."""
+    plan: list[tuple[str, int]] = []
+    for index in range(max(len(models), len(images))):
+        plan += [("model", m) for m in sorted(models)[index : index + 1]]
+        plan += [("images", n) for n in sorted(images)[index : index + 1]]
+    return plan
+
+
 # -- the model sweep -------------------------------------------------------------------------------
 
 
@@ -491,12 +500,13 @@ def main() -> None:
     begin = time.perf_counter()
     try:
         clone = new_clone(scratch, "model")  # one clone: each point retrains and re-pads it
-        for target in models:
-            data["models"].append(model_point(scratch, clone, target, logs))
-            data["load_after"] = machine_load()
-            save(stamp, data)
-        for count in images:
-            data["data"].append(data_point(scratch, count, logs))
+        # The smaller points first, alternating between the two sweeps: a run cut short
+        # keeps a point of each.
+        for kind, size in interleave(models, images):
+            if kind == "model":
+                data["models"].append(model_point(scratch, clone, size, logs))
+            else:
+                data["data"].append(data_point(scratch, size, logs))
             data["load_after"] = machine_load()
             save(stamp, data)
         if not args.no_mount_check:

@@ -121,3 +121,11 @@ def test_the_sweep_sets_the_data_set_size_in_params_yaml(bench):
     assert yaml.safe_load(changed)["train"] == yaml.safe_load(params)["train"]
     with pytest.raises(ValueError, match=r"no generate\.images_per_class"):
         sweep.set_images_per_class("generate:\n  seed: 1\ntrain:\n  seed: 2\n", 6000)
+
+
+def test_the_sweep_runs_the_smaller_points_of_both_sweeps_first(bench):
+    sweep = bench.import_module("sweep")
+    assert sweep.interleave([500, 1, 100], [60000, 6000]) == [
+        ("model", 1), ("images", 6000), ("model", 100), ("images", 60000), ("model", 500),
+    ]  # fmt: skip
+    assert sweep.interleave([], [6000]) == [("images", 6000)]
