@@ -329,11 +329,36 @@ def mount_check(scratch: Path, clone: Path, logs: Path) -> dict:
     }
 
 
+def add_mount_check(stamp: str) -> None:
+    """The mount check alone, added to an earlier run's result (a run cut short before it)."""
+    data = json.loads((RESULTS / f"sweep-{stamp}.json").read_text())
+    scratch = Path(tempfile.mkdtemp(prefix=f"bench-sweep-mount-{stamp}-"))
+    logs = scratch / "logs"
+    logs.mkdir()
+    try:
+        data["mount"] = mount_check(scratch, new_clone(scratch, "model"), logs)
+        data["mount"]["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
+        data["load_after"] = machine_load()
+        save(stamp, data)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(render(data))
+
+
 # -- the result ----------------------------------------------------------------------------------
 
 
 def mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value / MB:,.1f} MB"
+
+
+def not_run(data: dict) -> list[str]:
+    """The sweep's points that have no complete figure in ``data``."""
+    models = {point["target_mb"] for point in data["models"]}
+    images = {point["images"] for point in data["data"]}
+    return [f"model {m} MB" for m in MODEL_MB if m not in models] + [
+        f"{n:,} images" for n in IMAGES if n not in images
+    ]
 
 
 def render(data: dict) -> str:
@@ -396,8 +421,12 @@ def render(data: dict) -> str:
             "of them as a mount (`POST /v2/<repo>/blobs/uploads/?mount=...&from=...`).",
             "",
         ]
-    if data["not_run"]:
-        lines += [f"Not run: {', '.join(data['not_run'])}.", ""]
+    missing = not_run(data)
+    if missing:
+        lines += [
+            f"Not run (or cut short before the point was complete): {', '.join(missing)}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -467,6 +496,9 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(map(str, MODEL_MB)), help="archive MB")
     parser.add_argument("--images", default=",".join(map(str, IMAGES)), help="data set sizes")
     parser.add_argument("--no-mount-check", action="store_true")
+    parser.add_argument(
+        "--mount-into", metavar="STAMP", help="run only the mount check, into sweep-STAMP"
+    )
     parser.add_argument("--render", metavar="JSON", help="only print the table of a results file")
     parser.add_argument("--replot", metavar="STAMP", help="rewrite sweep-STAMP's table and plot")
     args = parser.parse_args()
@@ -475,6 +507,9 @@ def main() -> None:
         return
     if args.replot:
         save(args.replot, json.loads((RESULTS / f"sweep-{args.replot}.json").read_text()))
+        return
+    if args.mount_into:
+        add_mount_check(args.mount_into)
         return
     models = [int(v) for v in args.models.split(",") if v]
     images = [int(v) for v in args.images.split(",") if v]
@@ -494,8 +529,6 @@ def main() -> None:
         "models": [],
         "data": [],
         "mount": None,
-        "not_run": [f"model {m} MB" for m in MODEL_MB if m not in models]
-        + [f"{n:,} images" for n in IMAGES if n not in images],
     }
     begin = time.perf_counter()
     try:
