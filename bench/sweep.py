@@ -342,28 +342,31 @@ def mount_check(scratch: Path, clone: Path, logs: Path) -> dict:
     }
 
 
-def combine(data_stamp: str, model_stamp: str) -> None:
-    """One result from two runs (run side by side when one would not fit the time): the data
-    points and the mount check of the first, the model points of the second. Each figure's
-    ratio stays within one point of one run; both runs' loads are kept."""
-    first, second = (
-        json.loads((RESULTS / f"sweep-{s}.json").read_text()) for s in (data_stamp, model_stamp)
-    )
+def combine(data_stamp: str, model_stamps: list[str]) -> None:
+    """One result from runs made side by side when one would not fit the time: the data
+    points and the mount check of the first, the model points of the others. Each figure's
+    ratio stays within one point of one run; every run's load is kept."""
+    runs = {
+        s: json.loads((RESULTS / f"sweep-{s}.json").read_text())
+        for s in [data_stamp, *model_stamps]
+    }
+    first = runs[data_stamp]
+    models = [point for stamp in model_stamps for point in runs[stamp]["models"]]
     data = {
         **first,
-        "models": second["models"],
+        "models": sorted(models, key=lambda point: point["target_mb"]),
         "runs": {
             stamp: {
                 key: run_data.get(key)
                 for key in ("date", "commit", "load_before", "load_after", "run_seconds")
             }
-            for stamp, run_data in ((data_stamp, first), (model_stamp, second))
+            for stamp, run_data in runs.items()
         },
     }
     data["load_after"] = max(
-        first["load_after"], second["load_after"], key=lambda load: load["load1"]
+        (r["load_after"] for r in runs.values()), key=lambda load: load["load1"]
     )
-    save(f"{model_stamp}-combined", data)
+    save(f"{model_stamps[-1]}-combined", data)
     print(render(data))
 
 
@@ -461,8 +464,8 @@ def render(data: dict) -> str:
         ]
     if data.get("runs"):
         lines[2] += (
-            f" Two runs side by side ({', '.join(data['runs'])}): the data points and the mount "
-            "check from the first, the model points from the second; the load is the higher."
+            f" Runs side by side ({', '.join(data['runs'])}): the data points and the mount "
+            "check from the first, the model points from the others; the load after is the highest."
         )
     missing = not_run(data)
     if missing:
@@ -540,7 +543,7 @@ def main() -> None:
     parser.add_argument("--images", default=",".join(map(str, IMAGES)), help="data set sizes")
     parser.add_argument("--no-mount-check", action="store_true")
     parser.add_argument(
-        "--combine", nargs=2, metavar=("DATA_STAMP", "MODEL_STAMP"),
+        "--combine", nargs="+", metavar="STAMP",
         help="one result of two runs: data points and mount check of one, model points of another",
     )  # fmt: skip
     parser.add_argument(
@@ -556,7 +559,7 @@ def main() -> None:
         save(args.replot, json.loads((RESULTS / f"sweep-{args.replot}.json").read_text()))
         return
     if args.combine:
-        combine(*args.combine)
+        combine(args.combine[0], args.combine[1:])
         return
     if args.mount_into:
         add_mount_check(args.mount_into)
