@@ -464,8 +464,14 @@ def render(data: dict) -> str:
         ]
     if data.get("runs"):
         lines[2] += (
-            f" Runs side by side ({', '.join(data['runs'])}): the data points and the mount "
-            "check from the first, the model points from the others; the load after is the highest."
+            " Runs one after another or side by side ("
+            + "; ".join(
+                f"{stamp}: load {r['load_before']['load1']:.2f} before, "
+                f"{r['load_after']['load1']:.2f} after"
+                for stamp, r in data["runs"].items()
+            )
+            + "): the data points and the mount check from the first, the model points from "
+            "the others; the load after in the sentence before is the highest."
         )
     missing = not_run(data)
     if missing:
