@@ -22,11 +22,17 @@ if TYPE_CHECKING:
 def pull(run: Run, targets: Sequence[str] = ()) -> None:
     """Fetch tracked data and outputs from the DVC remote into the workspace."""
     run.runner.run(
-        [tool("dvc"), "pull", *targets],
+        [tool("dvc"), "pull", *targets, *_jobs(run)],
         cwd=run.settings.root,
         retry_transient=True,
         hint="check the DVC remote (`dvc remote list`) and that it holds this commit's data",
     )
+
+
+def _jobs(run: Run) -> list[str]:
+    """``--jobs N`` (suite.dvc_jobs): the files of a data set travel N at a time. After the
+    targets, so that the logged command still begins `dvc pull <target>`."""
+    return ["--jobs", str(run.settings.dvc_jobs)]
 
 
 def pull_if_missing(run: Run, path: Path) -> None:
@@ -71,7 +77,7 @@ def push(run: Run, targets: Sequence[str] = (), when_base_branch: bool = False) 
         )
         return
     run.runner.run(
-        [tool("dvc"), "push", *targets],
+        [tool("dvc"), "push", *targets, *_jobs(run)],
         cwd=run.settings.root,
         retry_transient=True,
         hint="check the DVC remote (`dvc remote list`) and its credentials",

@@ -18,6 +18,7 @@ bentofile.yaml's (:attr:`Settings.bento_name`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,24 @@ from typing import Any
 from cicd.errors import SuiteError
 
 GOOGLE_KEY_USER = "_json_key"
+
+
+# suite.dvc_jobs "auto": DVC's own default (4 transfers per core, a transfer mostly waits on
+# the network), capped so that a 64-core runner does not open 256 connections to one bucket.
+DVC_JOBS_PER_CORE, DVC_JOBS_CAP = 4, 16
+
+
+def resolve_dvc_jobs(value: Any, cores: int | None) -> int:
+    """Parallel transfers of `dvc pull` and `dvc push` (``--jobs``): ``auto`` or a count."""
+    if value is None or value == "auto":
+        return max(1, min(DVC_JOBS_PER_CORE * (cores or 1), DVC_JOBS_CAP))
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # INVOKE_SUITE_DVC_JOBS=8 arrives as a string
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SuiteError(
+            f"setting dvc_jobs is {value!r} in invoke.yaml: give auto or a whole number >= 1"
+        )
+    return value
 
 
 AUTO = 0  # suite.local_registry.port: let the OS (binary) or the engine (container) choose
@@ -143,6 +162,8 @@ class Settings:
     registry_password: str | None = field(default=None, repr=False)
     signing_key: str | None = field(default=None, repr=False)  # SIGNING_KEY: PEM, a CI secret
     verbose: bool = False  # show commands, requests, tools' output (INVOKE_SUITE_VERBOSE=1)
+    # Parallel transfers of `dvc pull`/`dvc push` (suite.dvc_jobs, resolved by resolve_dvc_jobs()).
+    dvc_jobs: int = resolve_dvc_jobs("auto", os.cpu_count())
 
     @property
     def bentomodel(self) -> Path:
@@ -256,6 +277,7 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
     values.update(registry_username=username or None, registry_password=password or None)
     values["signing_key"] = environ.get("SIGNING_KEY") or None
     values["verbose"] = _flag(values.get("verbose", False))
+    values["dvc_jobs"] = resolve_dvc_jobs(values.get("dvc_jobs", "auto"), os.cpu_count())
     registry = LocalRegistry(
         host=str(local["host"]),
         port=int(local["port"]),

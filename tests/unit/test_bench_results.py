@@ -43,6 +43,7 @@ RENDERED_BY = {
     "publish-overlap-ab-latest": "publish_overlap_ab",
     "serving-floor/ab-idle-main": "serving_ab",
     "suite-latest": "suite",
+    "sweep-latest": "sweep",
 }
 
 
@@ -86,3 +87,47 @@ def test_publish_steps_are_timed_from_the_line_each_step_starts_with(bench):
     assert all(seconds > 0 for seconds in steps.values())
     # A warm run: the environment is reused and publish stops after check-published.
     assert pipeline.publish_steps([(0.5, lines[1][1])], 1.0) == {"publish: check-published": 0.5}
+
+
+def test_the_sweep_pads_the_archive_to_the_target_and_never_shrinks_it(bench, tmp_path):
+    import io
+    import tarfile
+
+    sweep = bench.import_module("sweep")
+    assert sweep.padding_bytes(1_460_000, 1) == 0  # the real model is the smallest point
+    assert sweep.padding_bytes(1_460_000, 100) == 98_540_000
+    archive = tmp_path / "m.bentomodel"
+    with tarfile.open(archive, "w:xz") as tar:  # as BentoML exports it
+        info = tarfile.TarInfo("model.onnx")
+        info.size = 1000
+        tar.addfile(info, io.BytesIO(b"w" * 1000))
+    first = sweep.pad_archive(archive, 2)
+    with tarfile.open(archive) as tar:
+        padding = tar.extractfile(sweep.PADDING).read()
+    again = sweep.pad_archive(archive, 2)  # a model-only change: new padding, same size
+    assert sweep.archive_compression(archive.read_bytes()[:6]) == "xz"  # BentoML reads it so
+    with tarfile.open(archive) as tar:
+        assert tar.getnames() == ["model.onnx", sweep.PADDING]  # one padding member, not two
+        assert tar.extractfile("model.onnx").read() == b"w" * 1000
+        assert tar.extractfile(sweep.PADDING).read() != padding
+    assert abs(first - 2_000_000) < 2048 and abs(again - 2_000_000) < 2048
+
+
+def test_the_sweep_sets_the_data_set_size_in_params_yaml(bench):
+    sweep = bench.import_module("sweep")
+    params = (ROOT / "params.yaml").read_text()
+    changed = sweep.set_images_per_class(params, 6000)
+    import yaml
+
+    assert yaml.safe_load(changed)["generate"]["images_per_class"] == 6000
+    assert yaml.safe_load(changed)["train"] == yaml.safe_load(params)["train"]
+    with pytest.raises(ValueError, match=r"no generate\.images_per_class"):
+        sweep.set_images_per_class("generate:\n  seed: 1\ntrain:\n  seed: 2\n", 6000)
+
+
+def test_the_sweep_runs_the_smaller_points_of_both_sweeps_first(bench):
+    sweep = bench.import_module("sweep")
+    assert sweep.interleave([500, 1, 100], [60000, 6000]) == [
+        ("model", 1), ("images", 6000), ("model", 100), ("images", 60000), ("model", 500),
+    ]  # fmt: skip
+    assert sweep.interleave([], [6000]) == [("images", 6000)]

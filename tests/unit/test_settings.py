@@ -1,10 +1,15 @@
+import io
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from cicd import dvc
 from cicd.errors import SuiteError
-from cicd.settings import from_config
+from cicd.settings import from_config, resolve_dvc_jobs
+from cicd.shell import Runner
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = yaml.safe_load((ROOT / "invoke.yaml").read_text())
@@ -215,3 +220,49 @@ def test_a_bad_model_or_smoke_setting_is_one_clear_line(changes, message):
 def test_the_old_smoke_settings_are_refused_by_name():
     with pytest.raises(SuiteError, match=r"unknown setting\(s\) smoke_image in invoke.yaml"):
         from_config(ROOT, suite(smoke_image="data/raw/Earth/Earth_1.jpg"), {})
+
+
+@pytest.mark.parametrize(
+    ("value", "cores", "jobs"),
+    [
+        ("auto", 2, 8),
+        ("auto", 1, 4),
+        ("auto", 64, 16),
+        ("auto", None, 4),
+        (3, 64, 3),
+        ("12", 2, 12),
+    ],
+)
+def test_dvc_jobs_is_four_per_core_capped_or_the_given_count(value, cores, jobs):
+    assert resolve_dvc_jobs(value, cores) == jobs
+
+
+def test_dvc_jobs_comes_from_invoke_yaml_and_defaults_to_auto():
+    assert settings().dvc_jobs == resolve_dvc_jobs("auto", os.cpu_count())
+    assert from_config(ROOT, suite(dvc_jobs=2), {}).dvc_jobs == 2
+    older = suite(dvc_jobs=None)  # an invoke.yaml from before the setting
+    assert from_config(ROOT, older, {}).dvc_jobs == resolve_dvc_jobs("auto", os.cpu_count())
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "many", ""])
+def test_a_bad_dvc_jobs_is_one_clear_line(value):
+    with pytest.raises(SuiteError, match=r"setting dvc_jobs is .* give auto or a whole number"):
+        from_config(ROOT, suite(dvc_jobs=value), {})
+
+
+def test_pull_and_push_pass_the_jobs_after_their_targets():
+    """The logged command still begins `dvc pull <target>` (what the step's line shows)."""
+    out = io.StringIO()
+    run = SimpleNamespace(
+        runner=Runner(dry=True, out=out), settings=settings(), builds_base_branch=True
+    )
+    dvc.pull(run, ["model/m.bentomodel"])
+    dvc.push(run)
+    shown = [
+        line.split(" $ ", 1)[1].split("  #")[0].split() for line in out.getvalue().splitlines()
+    ]
+    jobs = str(settings().dvc_jobs)
+    assert [[Path(words[0]).name, *words[1:]] for words in shown] == [
+        ["dvc", "pull", "model/m.bentomodel", "--jobs", jobs],
+        ["dvc", "push", "--jobs", jobs],
+    ]
