@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -379,7 +380,9 @@ def make_project(
     full.update(env or {})
     remote = dvc_remote or base / "dvc-remote"
     project = Project(root, full, registry, outputs if outputs is not None else [], remote)
-    project.run("dvc", "remote", "modify", "--local", "local", "url", str(remote))
+    # What `dvc remote modify --local local url REMOTE` writes (a DVC process costs about a
+    # second of CPU, and every test project needs this line).
+    (root / ".dvc" / "config.local").write_text(f"['remote \"local\"']\n    url = {remote}\n")
     return project
 
 
@@ -413,8 +416,10 @@ def listening_ports(pid: int) -> list[int]:
     return sorted(ports)
 
 
+@functools.cache
 def docker_client_path() -> str:
-    """The docker client that talks to the engine (the one the suite chooses)."""
+    """The docker client that talks to the engine (the one the suite chooses): chosen once,
+    as choosing runs the client twice."""
     return choose_client().path
 
 
