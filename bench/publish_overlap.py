@@ -85,6 +85,15 @@ def start_registry(scratch: Path) -> tuple[subprocess.Popen, str]:
     raise CommandFailed(f"the bench registry at {address} did not start")
 
 
+def stop_registry(registry: subprocess.Popen, address: str) -> None:
+    """Stop a registry of :func:`start_registry` and remove the images pushed to it."""
+    registry.terminate()
+    registry.wait(timeout=30)
+    refs = pipeline.image_refs(f"{address}/", "")
+    if refs:
+        docker("rmi", *refs, check=False)
+
+
 def one_publish(
     label: str, commit: str, index: int, scratch: Path, logs: Path, prune: bool
 ) -> dict:
@@ -119,11 +128,7 @@ def one_publish(
             "load_before": float(load),
         }
     finally:
-        registry.terminate()
-        registry.wait(timeout=30)
-        refs = pipeline.image_refs(f"{address}/", "")
-        if refs:
-            docker("rmi", *refs, check=False)
+        stop_registry(registry, address)
 
 
 STEP_LINE = re.compile(r"^✓ (\S+)\s.*\(([\d.]+) s\)$")

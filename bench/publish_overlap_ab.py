@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pipeline
 from common import docker, log, machine, median, run, write_results
-from publish_overlap import start_registry, step_seconds, uptime
+from publish_overlap import start_registry, step_seconds, stop_registry, uptime
 
 VARIANTS = {
     "plain": ["smoke", "push", "attest"],
@@ -45,11 +45,7 @@ def one_run(clone: Path, env: dict, built: str, sha: str, steps: list[str], log_
         )
         return {"seconds": round(seconds, 2), "steps": step_seconds(lines)}
     finally:
-        registry.terminate()
-        registry.wait(timeout=30)
-        refs = pipeline.image_refs(f"{address}/", "")
-        if refs:
-            docker("rmi", *refs, check=False)
+        stop_registry(registry, address)
 
 
 def render(data: dict) -> str:
@@ -101,11 +97,7 @@ def main() -> None:
         built = docker("image", "inspect", "--format", "{{.Id}}", f"{address}/ab/{IMAGE}:{sha}")
         docker("tag", built, HOLDER)  # keeps the image while the build's tags go
     finally:
-        registry.terminate()
-        registry.wait(timeout=30)
-        refs = pipeline.image_refs(f"{address}/", "")
-        if refs:
-            docker("rmi", *refs, check=False)
+        stop_registry(registry, address)
     tag = sha  # the revision tag of a clean checkout: the whole commit
     data: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
