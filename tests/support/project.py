@@ -173,9 +173,11 @@ def start_registry(
     return Registry(started.address, state, user, password)
 
 
+# The image of the repository rendered from template/ (tests/support/template.py).
+TEMPLATE_IMAGE = "iris-demo"
 # The repositories a seeded registry has layers for: this project's image and the rendered
-# template's (tests/support/template.py: the base image's layers are the same).
-SEEDED_REPOSITORIES = (IMAGE, "iris-demo")
+# template's (the base image's layers are the same).
+SEEDED_REPOSITORIES = (IMAGE, TEMPLATE_IMAGE)
 _STORAGE = Path("docker", "registry", "v2")
 
 

@@ -24,9 +24,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.project import CI_VARIABLES, ROOT
+from tests.support.project import CI_VARIABLES, ROOT, TEMPLATE_IMAGE
 
-IMAGE = "iris-demo"
+IMAGE = TEMPLATE_IMAGE
 IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@example.com")
 
 
