@@ -47,7 +47,7 @@ bentoml models import "$PWD/model/celestial_bodies_classifier_model.bentomodel"
 step_done bentoml-import
 
 MODEL_TAG=$(python -c 'import sys; sys.path.insert(0, "src"); from pathlib import Path
-from celestial.model_archive import read_tag
+from cicd.bentomodel import read_tag
 print(read_tag(Path("model/celestial_bodies_classifier_model.bentomodel")))')
 bentoml build -f bentofile.yaml --arg "model_tag=$MODEL_TAG" src
 step_done bentoml-build
