@@ -37,6 +37,7 @@ from common import (
     log,
     run,
     run_stamped,
+    trust_a_new_key,
 )
 
 REGISTRY = "127.0.0.1:5050"
@@ -199,6 +200,8 @@ def bench_pipeline(cold_runs: int, warm_runs: int, stamp: str, logs: Path) -> di
             reset(name)
             side = Side(name, scratch, f"bench-{stamp}-c{index + 1}", logs)
             run(["git", "clone", "-q", str(ROOT), str(side.clone)], log_file=side.log)
+            if name == "suite":
+                trust_a_new_key(side.clone, side.dir)
             checked_out = commit(side.clone)
             log(f"cold {name} run {index + 1}/{cold_runs} ({side.clone})")
             result = side.run_once()

@@ -57,10 +57,12 @@ from common import (
     ROOT,
     TOOLS,
     commit,
+    git_commit,
     log,
     machine,
     machine_load,
     run,
+    trust_a_new_key,
     write_results,
 )
 from layers import ARCHIVE, BenchRegistry, CountingProxy, cold_engine, publish
@@ -158,11 +160,6 @@ def dvc(clone: Path, *args: str, extra: dict | None = None) -> str:
     return run([str(TOOLS / "dvc"), *args], cwd=clone, extra_env=extra, timeout=3600)[1]
 
 
-def git_commit(clone: Path, message: str) -> None:
-    run(["git", "add", "-A"], cwd=clone)
-    run(["git", "commit", "--quiet", "--allow-empty", "-m", message], cwd=clone)
-
-
 def new_clone(scratch: Path, name: str) -> Path:
     clone = scratch / name
     run(["git", "clone", "--quiet", str(ROOT), str(clone)])
@@ -185,18 +182,6 @@ def sized_model(clone: Path, target_mb: int, seed_step: int) -> dict:
     dvc(clone, "commit", "--force", "train")
     git_commit(clone, f"bench: model archive {target_mb} MB (seed step {seed_step})")
     return {"archive_bytes": size}
-
-
-def trust_a_new_key(clone: Path, scratch: Path) -> None:
-    """A signing key for the suite's publishes, as CI has one (SIGNING_KEY): its next build
-    reads its layer cache only from a signed `latest`. The public half is committed in the
-    clone (`invoke keygen`); the private half goes to this process's environment (the
-    commands inherit it; the guide's lines ignore it) and is never printed."""
-    private = scratch / "signing-key.pem"
-    run([str(TOOLS / "invoke"), "keygen", "--private-key", str(private)], cwd=clone)
-    git_commit(clone, "bench: a signing key for the sweep's publishes")
-    os.environ["SIGNING_KEY"] = private.read_text()
-    private.unlink()
 
 
 def model_point(scratch: Path, clone: Path, target_mb: int, logs: Path) -> dict:
