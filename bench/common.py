@@ -11,6 +11,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -218,3 +219,23 @@ def machine_load() -> dict:
         if float(pcpu) >= 10:
             busy.append(f"{pcpu}% {comm} {(args or [''])[0][:90]}")
     return {"load1": load1, "busy": busy[:6]}
+
+
+def scratch_dir(name: str, stamp: str) -> tuple[Path, Path]:
+    """A run's scratch directory under /tmp and its logs/ folder (clones, registries, stores
+    and every command's output go there; the script says where, and what it keeps)."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{stamp}-"))
+    logs = scratch / "logs"
+    logs.mkdir()
+    return scratch, logs
+
+
+def result_header(where: Path = ROOT) -> dict:
+    """What every result file starts with: when (UTC), on what machine, which commit, and the
+    load before the run (the machines are shared: a figure without it cannot be judged)."""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "commit": commit(where),
+        "load_before": machine_load(),
+    }
