@@ -47,7 +47,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,14 +55,14 @@ from common import (
     RESULTS,
     ROOT,
     TOOLS,
-    commit,
     log,
-    machine,
     machine_load,
+    result_header,
     run,
+    scratch_dir,
     write_results,
 )
-from layers import ARCHIVE, BenchRegistry, CountingProxy, cold_engine, publish
+from layers import ARCHIVE, BenchRegistry, CountingProxy, cold_engine, publish, trust_a_new_key
 
 MODEL_MB = (1, 100, 500)
 IMAGES = (6000, 60000)
@@ -185,18 +184,6 @@ def sized_model(clone: Path, target_mb: int, seed_step: int) -> dict:
     dvc(clone, "commit", "--force", "train")
     git_commit(clone, f"bench: model archive {target_mb} MB (seed step {seed_step})")
     return {"archive_bytes": size}
-
-
-def trust_a_new_key(clone: Path, scratch: Path) -> None:
-    """A signing key for the suite's publishes, as CI has one (SIGNING_KEY): its next build
-    reads its layer cache only from a signed `latest`. The public half is committed in the
-    clone (`invoke keygen`); the private half goes to this process's environment (the
-    commands inherit it; the guide's lines ignore it) and is never printed."""
-    private = scratch / "signing-key.pem"
-    run([str(TOOLS / "invoke"), "keygen", "--private-key", str(private)], cwd=clone)
-    git_commit(clone, "bench: a signing key for the sweep's publishes")
-    os.environ["SIGNING_KEY"] = private.read_text()
-    private.unlink()
 
 
 def model_point(scratch: Path, clone: Path, target_mb: int, logs: Path) -> dict:
@@ -373,9 +360,7 @@ def combine(data_stamp: str, model_stamps: list[str]) -> None:
 def add_mount_check(stamp: str) -> None:
     """The mount check alone, added to an earlier run's result (a run cut short before it)."""
     data = json.loads((RESULTS / f"sweep-{stamp}.json").read_text())
-    scratch = Path(tempfile.mkdtemp(prefix=f"bench-sweep-mount-{stamp}-"))
-    logs = scratch / "logs"
-    logs.mkdir()
+    scratch, logs = scratch_dir("sweep-mount", stamp)
     try:
         data["mount"] = mount_check(scratch, new_clone(scratch, "model"), logs)
         data["mount"]["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
@@ -573,17 +558,12 @@ def main() -> None:
     models = [int(v) for v in args.models.split(",") if v]
     images = [int(v) for v in args.images.split(",") if v]
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    scratch = Path(tempfile.mkdtemp(prefix=f"bench-sweep-{stamp}-"))
-    logs = scratch / "logs"
-    logs.mkdir()
+    scratch, logs = scratch_dir("sweep", stamp)
     log(f"clones, registries and logs in {scratch}")
     from cicd.settings import load
 
     data: dict = {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine(),
-        "commit": commit(),
-        "load_before": machine_load(),
+        **result_header(),
         "dvc_jobs": load(ROOT, {}).dvc_jobs,
         "models": [],
         "data": [],
