@@ -85,15 +85,7 @@ class Side:
             extra_env=extra,
             log_file=self.log,
         )
-        steps = {m[1]: float(m[2]) for m in re.finditer(r"^@step (\S+) ([\d.]+)$", output, re.M)}
-        train = steps["venv"] + steps["pip-install"] + steps["dvc-repro"]
-        return {
-            "total": total,
-            "train": train,
-            "publish": total - train,
-            "steps": steps,
-            "dvc_recomputed": "Running stage" in output,
-        }
+        return guide_result(total, output)
 
     def _suite(self) -> dict:
         extra = {"BENTOML_HOME": str(self.bentoml_home), "CONTAINER_REGISTRY_HOST": self.registry}
@@ -111,6 +103,25 @@ class Side:
             "dvc_recomputed": "Running stage" in out_train,
             "publish_skipped": "already published" in out_publish,
         }
+
+
+def shell_steps(output: str) -> dict[str, float]:
+    """Seconds per step of a guide's shell script: the "@step NAME SECONDS" lines it prints."""
+    return {m[1]: float(m[2]) for m in re.finditer(r"^@step (\S+) ([\d.]+)$", output, re.M)}
+
+
+def guide_result(total: float, output: str) -> dict:
+    """One run of a guide's shell script: its train part (venv, pip, `dvc repro --pull`), its
+    publish part (the rest), each step, and whether DVC ran a stage instead of pulling."""
+    steps = shell_steps(output)
+    train = steps["venv"] + steps["pip-install"] + steps["dvc-repro"]
+    return {
+        "total": total,
+        "train": train,
+        "publish": total - train,
+        "steps": steps,
+        "dvc_recomputed": "Running stage" in output,
+    }
 
 
 # The publish session's steps, each found by the first line it prints (in order): a pattern
