@@ -131,3 +131,65 @@ def test_the_sweep_runs_the_smaller_points_of_both_sweeps_first(bench):
         ("model", 1), ("images", 6000), ("model", 100), ("images", 60000), ("model", 500),
     ]  # fmt: skip
     assert sweep.interleave([], [6000]) == [("images", 6000)]
+
+
+def test_a_guide_scripts_steps_are_read_from_its_step_lines(bench):
+    pipeline = bench.import_module("pipeline")
+    output = "Collecting x\n@step venv 4.180\nUsing cached x.whl\n@step pip-install 95.950\n"
+    assert pipeline.shell_steps(output) == {"venv": 4.18, "pip-install": 95.95}
+
+
+def test_the_layers_table_puts_a_model_only_change_beside_its_floor(bench):
+    layers = bench.import_module("layers")
+    load = {"load1": 0.5, "busy": []}
+    side = {"seconds": 0.0, "received_bytes": 1, "new_blob_bytes": 1, "new_blobs": 1,
+            "layers": []}  # fmt: skip
+    data = {
+        "date": "d", "machine": "m", "commit": "c" * 40, "run_seconds": 60,
+        "suite_steps": ["check-published", "smoke"], "load_before": load, "load_after": load,
+        "scenarios": [
+            {"scenario": "first publish", "change": {"what": "as it is", "bytes": None},
+             "suite": side, "guide": side},
+            {"scenario": "model-only change", "change": {"what": "seed", "bytes": 1_460_000},
+             "suite": {**side, "seconds": 18.0}, "guide": {**side, "seconds": 40.0},
+             "floor": {"seconds": 12.0, "received_bytes": 1_500_000, "load": load,
+                       "parts": {"pull": 5.0, "build": 1.0, "smoke": 3.0, "push": 3.0}}},
+        ],
+    }  # fmt: skip
+    table = layers.render(data)
+    row = next(line for line in table.splitlines() if line.startswith("| model-only change | 18"))
+    assert "| 12.0 s (5.0 + 1.0 + 3.0 + 3.0) | 0.45 | 1.50 | 1.50 MB | 0.50 |" in row
+    assert "`invoke check-published smoke`" in table
+    # A result written before the floor was measured renders as it did.
+    del data["scenarios"][1]["floor"]
+    assert "beside its floor" not in layers.render(data)
+
+
+def test_the_anchor_pipeline_table_gives_suite_over_guide_and_says_where_installs_came_from(
+    bench,
+):
+    anchor_pipeline = bench.import_module("anchor_pipeline")
+    load = {"load1": 3.0, "busy": ["90.0% python x"]}
+
+    def side_run(total: float, train: float, steps: dict) -> dict:
+        return {"total": total, "train": train, "publish": total - train, "steps": steps,
+                "dvc_recomputed": False, "pip_local": 120, "pip_downloaded": 0,
+                "load": load}  # fmt: skip
+
+    data = {
+        "date": "d", "machine": "m", "commit": "c" * 40, "run_seconds": 600,
+        "config": {"cold": 1, "warm": 1}, "load_before": load, "load_after": load,
+        "cold": {"guide": [side_run(400.0, 150.0, {"venv": 4.0})],
+                 "suite": [side_run(60.0, 10.0, {"nox-train": 10.0})]},
+        "warm": {"guide": [side_run(40.0, 10.0, {"venv": 0.0})],
+                 "suite": [side_run(8.0, 4.0, {"nox-train": 4.0})]},
+        "guide": {"image_bytes": 3_000_000_000, "registry_bytes": 1_000_000_000},
+        "suite": {"image_bytes": 430_000_000, "registry_bytes": 150_000_000},
+    }  # fmt: skip
+    table = anchor_pipeline.render(data)
+    assert "| cold: whole pipeline (median of 1) | 60.0 s | 400.0 s | 0.15 |" in table
+    assert "| warm: publish part (median of 1) | 4.0 s | 30.0 s | 0.13 |" in table
+    assert "| image size | 430 MB | 3,000 MB | 0.14 |" in table
+    assert "took 120 wheel(s) from a local wheelhouse" in table
+    assert "and downloaded 0 in its cold run(s)" in table
+    assert "a busy machine" in table  # a figure from a loaded machine says so
