@@ -176,15 +176,19 @@ class Guide:
         total, output = run(
             ["bash", str(SCRIPT)], cwd=self.clone, extra_env=extra, log_file=self.log, timeout=3600
         )
-        return {
-            **pipeline.guide_result(total, output),
-            "pip_local": output.count("Processing "),  # a wheel of the local wheelhouse
-            "pip_downloaded": output.count("Downloading "),
-        }
+        return {**pipeline.guide_result(total, output), **pip_sources(output)}
 
     @property
     def image(self) -> str:
         return f"{self.registry}/{GUIDE_IMAGE}:latest"
+
+
+def pip_sources(output: str) -> dict[str, int]:
+    """Where the pip-install step took its wheels: the local wheelhouse ("Processing <file>")
+    or the network ("Downloading"). Only that step's lines: the image build's own installer
+    prints "Downloading" too."""
+    step = output.partition("@step venv")[2].partition("@step pip-install")[0]
+    return {"pip_local": step.count("Processing "), "pip_downloaded": step.count("Downloading ")}
 
 
 def cold_engine(registry: BenchRegistry) -> None:

@@ -193,3 +193,12 @@ def test_the_anchor_pipeline_table_gives_suite_over_guide_and_says_where_install
     assert "took 120 wheel(s) from a local wheelhouse" in table
     assert "and downloaded 0 in its cold run(s)" in table
     assert "a busy machine" in table  # a figure from a loaded machine says so
+
+
+def test_the_guide_install_counts_only_the_pip_step_wheels(bench):
+    anchor_pipeline = bench.import_module("anchor_pipeline")
+    output = (
+        "@step venv 4.0\nProcessing /w/tensorflow.whl\nProcessing /w/dvc.whl\n"
+        "@step pip-install 90.0\n#9 Downloading tensorflow (572 MiB)\n@step containerize 9.0\n"
+    )  # the image build's installer downloads inside the engine: not pip's
+    assert anchor_pipeline.pip_sources(output) == {"pip_local": 2, "pip_downloaded": 0}
