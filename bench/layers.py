@@ -473,12 +473,15 @@ def floor_lines(data: dict) -> list[str]:
             f"{mb(low['received_bytes'])} | {low['load']['load1']:.2f} |"
         )
     if "load_before" in data and "load_after" in data:
+        before, after = data["load_before"]["load1"], data["load_after"]["load1"]
+        busy = "; ".join(data["load_after"]["busy"]) or "none at 10 % CPU or more"
         lines += [
             "",
-            f"1-minute load: {data['load_before']['load1']:.2f} before the run, "
-            f"{data['load_after']['load1']:.2f} after; busy at the end: "
-            f"{'; '.join(data['load_after']['busy']) or 'none at 10 % CPU or more'}.",
-        ]
+            f"1-minute load: {before:.2f} before the run, {after:.2f} after; busy at the end: "
+            f"{busy}."
+            + (" **A busy machine**: re-run it idle before taking these figures."
+               if max(before, after) >= 1.5 else ""),
+        ]  # fmt: skip
     return lines
 
 
@@ -532,8 +535,9 @@ def main() -> None:
     data["run_seconds"] = time.perf_counter() - begin
     text = render(data)
     print(text)
-    write_results("layers", stamp, data, text)
-    log(f"wrote {RESULTS}/layers-{stamp}.md and .json in {data['run_seconds'] / 60:.1f} min")
+    name = "layers-quick" if args.quick else "layers"  # a quick run keeps the full run's latest
+    write_results(name, stamp, data, text)
+    log(f"wrote {RESULTS}/{name}-{stamp}.md and .json in {data['run_seconds'] / 60:.1f} min")
 
 
 if __name__ == "__main__":
