@@ -36,7 +36,9 @@ def test_the_benchmark_page_shows_the_committed_results_verbatim(bench):
 # result file (without .json/.md) -> the bench script that wrote it and renders its table
 RENDERED_BY = {
     "anchor-latest": "anchor",
+    "anchor-pipeline-latest": "anchor_pipeline",
     "layers-latest": "layers",
+    "layers-quick-latest": "layers",
     "push-floor-latest": "push_floor",
     "pipeline-latest": "run",
     "publish-overlap-latest": "publish_overlap",
