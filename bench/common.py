@@ -11,6 +11,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -238,3 +239,23 @@ def trust_a_new_key(clone: Path, scratch: Path) -> None:
     git_commit(clone, "bench: a signing key for the bench's publishes")
     os.environ["SIGNING_KEY"] = private.read_text()
     private.unlink()
+
+
+def scratch_dir(name: str, stamp: str) -> tuple[Path, Path]:
+    """A run's scratch directory under /tmp and its logs/ folder (clones, registries, stores
+    and every command's output go there; the script says where, and what it keeps)."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{stamp}-"))
+    logs = scratch / "logs"
+    logs.mkdir()
+    return scratch, logs
+
+
+def result_header(where: Path = ROOT) -> dict:
+    """What every result file starts with: when (UTC), on what machine, which commit, and the
+    load before the run (the machines are shared: a figure without it cannot be judged)."""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "commit": commit(where),
+        "load_before": machine_load(),
+    }

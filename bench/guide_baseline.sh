@@ -25,17 +25,8 @@ IMAGE=${IMAGE:-celestial-bodies-classifier-guide}
 PYTHON=${PYTHON:-python3.11}
 SHA=$(git rev-parse HEAD)   # the guide's ${{ github.sha }}
 
-step_start=$EPOCHREALTIME
-step_done() { # NAME: print the time since the previous step
-    local now=$EPOCHREALTIME
-    awk -v n="$1" -v a="$step_start" -v b="$now" 'BEGIN { printf "@step %s %.3f\n", n, b - a }' >&2
-    step_start=$now
-}
-
-# actions/setup-python: a Python whose pip installs into a fresh environment
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-export PATH="$VENV/bin:/usr/bin:$PATH" BENTOML_DO_NOT_TRACK=True
-step_done venv
+# the venv (timed as the step "venv") and step_done
+source "$(dirname "${BASH_SOURCE[0]}")/guide_steps.sh"
 
 pip install --requirement requirements-freeze.txt
 step_done pip-install

@@ -1,6 +1,7 @@
 """Bytes a registry receives per publish, from a cold engine: the suite beside the guide's lines.
 
-    python bench/layers.py                 # the four scenarios, both sides (about 15 min here)
+    python bench/layers.py                 # the five scenarios, both sides (about 15 min here)
+    python bench/layers.py --quick         # a first publish and one model-only change (~5 min)
     python bench/layers.py --render FILE   # only print the table of an earlier run
 
 Issue 13, goal 1, "only changed layers travel". Four commits are published one after the
@@ -10,9 +11,10 @@ change (one more pinned package in bentofile.yaml). Each publish starts from a c
 the build cache emptied (`docker builder prune -af`) and the local images of this bench's own
 repositories removed (nothing else is removed; the base image stays, it cannot be pulled here).
 
-- suite: `invoke import-model bento containerize push attest` (the publish session without
-  its registry check and smoke test, neither of which sends a byte to the registry; attest
-  moves `latest`, the next build's layer cache);
+- suite: the publish session's steps (noxfile.py's PUBLISH: `invoke check-published
+  import-model bento containerize smoke push attest`, in the harness's environment), with a
+  signing key as CI has one (attest signs `latest`, and the next build takes its layer cache
+  only from a signed `latest`);
 - guide: `bentoml models import`, `bentoml build`, `bentoml containerize ... --image-tag
   R/…:latest --image-tag R/…:<sha>`, `docker push --all-tags R/…` (bench/guide_baseline.sh's
   lines, with its documented differences).
@@ -22,7 +24,15 @@ free ports, cicd.local_registry's pieces; 127.0.0.1:5050 is never touched) behin
 counting TCP proxy: "received" is every byte the registry was sent (blobs, manifests,
 headers), "sent" every byte it answered (the suite's layer-cache pull included). The
 registry's storage is listed before and after: the new blobs, their sizes, and the build step
-of each new layer (from the image config's history). Writes bench/results/layers-<time>.json
+of each new layer (from the image config's history).
+
+Issue 24, goal 3: after each model-only change, the floor under it, in plain docker and
+registry operations on the same cold engine and the suite's registry (no suite code): `docker
+pull` of the previous image (the unchanged layers, pulled and unpacked), a thin `docker build`
+(`FROM` that image, one `COPY` of the new .bentomodel: the changed layer), the smoke test
+(`docker run` to `/readyz` 200, one `POST /predict`), and `docker push` of the thin image (only
+the changed layer travels). The table prints the suite, the guide's lines and the floor side by
+side with the ratios suite / guide and suite / floor. Writes bench/results/layers-<time>.json
 (raw) and .md, and layers-latest.*. Run it with the Python of an environment made from
 requirements-freeze.txt plus the project (it provides invoke, dvc, bentoml), from a worktree
 whose DVC outputs are checked out (its .dvc/cache is copied into the clone).
@@ -35,6 +45,7 @@ import contextlib
 import json
 import os
 import re
+import runpy
 import shutil
 import socket
 import sys
@@ -52,11 +63,15 @@ from common import (
     docker,
     image_refs,
     log,
-    machine,
+    machine_load,
+    result_header,
     run,
+    scratch_dir,
+    trust_a_new_key,
     write_partial,
     write_results,
 )
+from serving import Container, multipart, predict
 
 from cicd import local_registry
 from cicd.bentomodel import read_tag
@@ -74,8 +89,20 @@ SCENARIOS = (
     "model-only change, again",
 )
 # The publish session without its registry check and smoke test (neither sends the registry
-# a byte). attest included: it moves `latest`, which the next build reads its layer cache from.
+# a byte): what bench/sweep.py times. attest included: it moves `latest`, which the next build
+# reads its layer cache from.
 SUITE_STEPS = ["import-model", "bento", "containerize", "push", "attest"]
+SMOKE_JPEG = ROOT / "data" / "raw" / "Mars" / "Mars_1.jpg"  # the floor's smoke request
+FLOOR_MODEL_DIR = "/home/bentoml/bento/floor"  # where the thin build copies the new archive
+
+
+def publish_steps() -> list[str]:
+    """The publish session's invoke arguments, read from noxfile.py (one list, not two): the
+    cold runner's real job, its smoke test included (the floor has one too)."""
+    noxfile = runpy.run_path(str(ROOT / "noxfile.py"))
+    return noxfile["invoke_arguments"](noxfile["PUBLISH"], [])
+
+
 ADDED_PACKAGE = "six==1.17.0"  # in requirements-freeze.txt; small, pure Python
 
 
@@ -207,7 +234,13 @@ def short_step(created_by: str) -> str:
 
 
 def publish(
-    side: str, clone: Path, registry: BenchRegistry, hosts: list[str], logs: Path, label: str
+    side: str,
+    clone: Path,
+    registry: BenchRegistry,
+    hosts: list[str],
+    logs: Path,
+    label: str,
+    suite_steps: list[str] = SUITE_STEPS,
 ) -> dict:
     """One publish of the clone's commit by ``side`` from a cold engine; what it cost."""
     cold_engine(hosts)
@@ -220,9 +253,8 @@ def publish(
     start = time.perf_counter()
     if side == "suite":
         extra["CONTAINER_REGISTRY_HOST"] = registry.host
-        steps = SUITE_STEPS
         _, output = run(
-            [str(TOOLS / "invoke"), *steps], cwd=clone, extra_env=extra, log_file=log_file
+            [str(TOOLS / "invoke"), *suite_steps], cwd=clone, extra_env=extra, log_file=log_file
         )
         repository, tag = SUITE_IMAGE, sha
     else:
@@ -257,6 +289,59 @@ def publish(
         "layers": layers,
         "cached_steps": len(re.findall(r"^#\d+ CACHED", output, re.MULTILINE)),
         "cache_imported": "importing cache manifest" in output,
+    }
+
+
+# -- the floor under a model-only change --------------------------------------------------------
+
+
+def floor(
+    clone: Path, registry: BenchRegistry, hosts: list[str], previous: str, logs: Path
+) -> dict:
+    """What any publish of a model-only change from a cold engine must do at the least, each
+    part a plain docker or registry operation (no suite code), timed on its own:
+
+    pull   `docker pull` of the previous image: its unchanged layers pulled and unpacked (the
+           engine must hold them to build on them and to run the smoke test);
+    build  a thin build: ``FROM`` the previous image, one ``COPY`` of the new .bentomodel
+           (the changed layer, the same bytes the suite's model layer carries);
+    smoke  `docker run` of the thin image until ``GET /readyz`` answers 200, one
+           ``POST /predict`` of a JPEG, the container removed;
+    push   `docker push` of the thin image to the registry holding the previous one: only the
+           changed layer, its config and manifest travel.
+    """
+    cold_engine(hosts)
+    log_file = logs / "floor.log"
+    context = Path(tempfile.mkdtemp(prefix="floor-context-", dir=logs))
+    shutil.copy2(clone / ARCHIVE, context / ARCHIVE.name)
+    (context / "Dockerfile").write_text(
+        f"FROM {previous}\nCOPY {ARCHIVE.name} {FLOOR_MODEL_DIR}/{ARCHIVE.name}\n"
+    )
+    thin = f"{registry.host}/{SUITE_IMAGE}:floor-{commit(clone)[:12]}"
+    before = registry.proxy.counts()
+    parts: dict[str, float] = {}
+    parts["pull"], _ = run([DOCKER, "pull", previous], log_file=log_file)
+    parts["build"], _ = run(
+        [DOCKER, "build", "--tag", thin, str(context)],
+        extra_env={"DOCKER_BUILDKIT": "1"},
+        log_file=log_file,
+    )
+    body = multipart("image", SMOKE_JPEG.name, SMOKE_JPEG.read_bytes())
+    begin = time.perf_counter()
+    with Container(thin) as container:
+        container.start()
+        answer = predict(container.url, body)
+    parts["smoke"] = time.perf_counter() - begin
+    parts["push"], _ = run([DOCKER, "push", thin], log_file=log_file)
+    received, sent = (now - then for now, then in zip(registry.proxy.counts(), before, strict=True))
+    shutil.rmtree(context, ignore_errors=True)
+    return {
+        "seconds": sum(parts.values()),
+        "parts": parts,
+        "received_bytes": received,
+        "sent_bytes": sent,
+        "smoke_answer": answer.get("prediction"),
+        "load": machine_load(),
     }
 
 
@@ -341,6 +426,7 @@ def render(data: dict) -> str:
                 f"{ratio(r['received_bytes'], changed)} | {new if fresh else 'none'} | "
                 f"{r['seconds']:.0f} s |"
             )
+    lines += floor_lines(data)
     lines += ["", "Layers of the suite's last image (compressed MB, bottom first):", ""]
     last = data["scenarios"][-1]["suite"]["layers"]
     lines += [f"{i}. {layer['step'] or 'base'}: {layer['size'] / 1e6:.2f}" for i, layer in
@@ -348,8 +434,48 @@ def render(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def floor_lines(data: dict) -> list[str]:
+    """Goal 3's table: each model-only change, the suite beside the guide's lines and the floor
+    (none in results written before the floor was measured)."""
+    rows = [item for item in data["scenarios"] if "floor" in item]
+    if not rows:
+        return []
+    steps = " ".join(data.get("suite_steps", SUITE_STEPS))
+    lines = [
+        "",
+        "Model-only change from a cold runner, beside its floor (issue 24, goal 3). suite: "
+        f"`invoke {steps}`; guide: its four lines; floor: plain docker on the same cold engine "
+        "and the suite's registry: pull of the previous image, a thin build (`FROM` it, `COPY` "
+        "the new .bentomodel), smoke (`docker run` to `/readyz` 200, one `POST /predict`), push.",
+        "",
+        "| scenario | suite | guide | floor: pull + build + smoke + push | suite / guide "
+        "| suite / floor | floor: registry received | load (1 min) at the floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for item in rows:
+        suite, guide, low = item["suite"]["seconds"], item["guide"]["seconds"], item["floor"]
+        parts = " + ".join(f"{low['parts'][k]:.1f}" for k in ("pull", "build", "smoke", "push"))
+        lines.append(
+            f"| {item['scenario']} | {suite:.1f} s | {guide:.1f} s | {low['seconds']:.1f} s "
+            f"({parts}) | {ratio(suite, guide)} | {ratio(suite, low['seconds'])} | "
+            f"{mb(low['received_bytes'])} | {low['load']['load1']:.2f} |"
+        )
+    if "load_before" in data and "load_after" in data:
+        before, after = data["load_before"]["load1"], data["load_after"]["load1"]
+        busy = "; ".join(data["load_after"]["busy"]) or "none at 10 % CPU or more"
+        lines += [
+            "",
+            f"1-minute load: {before:.2f} before the run, {after:.2f} after; busy at the end: "
+            f"{busy}."
+            + (" **A busy machine**: re-run it idle before taking these figures."
+               if max(before, after) >= 1.5 else ""),
+        ]  # fmt: skip
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a first publish and one model-only")
     parser.add_argument("--keep", action="store_true", help="keep the clone, logs, registries")
     parser.add_argument("--render", metavar="JSON", help="only print the table of a results file")
     args = parser.parse_args()
@@ -358,29 +484,32 @@ def main() -> None:
         return
     begin = time.perf_counter()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    scratch = Path(tempfile.mkdtemp(prefix=f"bench-layers-{stamp}-"))
-    logs = scratch / "logs"
-    logs.mkdir()
+    scratch, logs = scratch_dir("layers", stamp)
     log(f"clone, registries and logs in {scratch}")
-    data: dict = {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine(),
-        "commit": commit(),
-        "scenarios": [],
-    }
+    steps = publish_steps()
+    data: dict = {**result_header(), "suite_steps": steps, "scenarios": []}
     registries = {side: BenchRegistry(scratch / f"registry-{side}") for side in ("suite", "guide")}
     hosts = [r.host for r in registries.values()]
     try:
         clone = make_clone(scratch)
-        for scenario in SCENARIOS:
+        trust_a_new_key(clone, scratch)
+        previous = None  # the suite's image of the commit published before
+        for scenario in SCENARIOS[:2] if args.quick else SCENARIOS:
             log(f"{scenario}: making the commit")
             item = {"scenario": scenario, "change": change(clone, scenario)}
             for side in ("suite", "guide"):
                 log(f"{scenario}: {side} publishes from a cold engine")
                 label = scenario.split()[0]
-                item[side] = publish(side, clone, registries[side], hosts, logs, label)
-                log(f"  {side}: received {mb(item[side]['received_bytes'])}")
+                item[side] = publish(side, clone, registries[side], hosts, logs, label, steps)
+                log(f"  {side}: {item[side]['seconds']:.1f} s, received "
+                    f"{mb(item[side]['received_bytes'])}")  # fmt: skip
+            if scenario.startswith("model-only change") and previous:
+                log(f"{scenario}: the floor (plain docker) from a cold engine")
+                item["floor"] = floor(clone, registries["suite"], hosts, previous, logs)
+                log(f"  floor: {item['floor']['seconds']:.1f} s {item['floor']['parts']}")
+            previous = f"{registries['suite'].host}/{SUITE_IMAGE}:{commit(clone)}"
             data["scenarios"].append(item)
+        data["load_after"] = machine_load()
     except BaseException:
         partial = write_partial("layers", stamp, data)
         log(f"failed: what was measured is in {partial}; logs in {logs}")
@@ -394,8 +523,9 @@ def main() -> None:
     data["run_seconds"] = time.perf_counter() - begin
     text = render(data)
     print(text)
-    write_results("layers", stamp, data, text)
-    log(f"wrote {RESULTS}/layers-{stamp}.md and .json in {data['run_seconds'] / 60:.1f} min")
+    name = "layers-quick" if args.quick else "layers"  # a quick run keeps the full run's latest
+    write_results(name, stamp, data, text)
+    log(f"wrote {RESULTS}/{name}-{stamp}.md and .json in {data['run_seconds'] / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -86,15 +86,7 @@ class Side:
             extra_env=extra,
             log_file=self.log,
         )
-        steps = {m[1]: float(m[2]) for m in re.finditer(r"^@step (\S+) ([\d.]+)$", output, re.M)}
-        train = steps["venv"] + steps["pip-install"] + steps["dvc-repro"]
-        return {
-            "total": total,
-            "train": train,
-            "publish": total - train,
-            "steps": steps,
-            "dvc_recomputed": "Running stage" in output,
-        }
+        return guide_result(total, output)
 
     def _suite(self) -> dict:
         extra = {"BENTOML_HOME": str(self.bentoml_home), "CONTAINER_REGISTRY_HOST": self.registry}
@@ -114,17 +106,38 @@ class Side:
         }
 
 
+def shell_steps(output: str) -> dict[str, float]:
+    """Seconds per step of a guide's shell script: the "@step NAME SECONDS" lines it prints."""
+    return {m[1]: float(m[2]) for m in re.finditer(r"^@step (\S+) ([\d.]+)$", output, re.M)}
+
+
+def guide_result(total: float, output: str) -> dict:
+    """One run of a guide's shell script: its train part (venv, pip, `dvc repro --pull`), its
+    publish part (the rest), each step, and whether DVC ran a stage instead of pulling."""
+    steps = shell_steps(output)
+    train = steps["venv"] + steps["pip-install"] + steps["dvc-repro"]
+    return {
+        "total": total,
+        "train": train,
+        "publish": total - train,
+        "steps": steps,
+        "dvc_recomputed": "Running stage" in output,
+    }
+
+
 # The publish session's steps, each found by the first line it prints (in order): a pattern
 # matched at the start of a line (nox's own `invoke check-published ...` line names them all).
 PUBLISH_MARKERS = (
     ("publish: environment", r"nox > Creating virtual environment"),
     ("publish: check-published", r"nox > invoke "),
-    ("publish: import-model", r"\$ \S*bentoml models import"),
-    ("publish: bento", r"\$ \S*bentoml build"),
-    ("publish: containerize", r"\$ \S*bentoml containerize"),
-    ("publish: smoke", r"\$ \S*docker run --detach --name smoke-"),
-    ("publish: push", r"smoke test passed"),
-    ("publish: attest", r"✓ push "),  # push's step line; `latest` moves at attest's end
+    # Then each step from the line that ends the one before (`✓ NAME ...`, what the quiet
+    # session prints; the commands' own lines show only with -v).
+    ("publish: import-model", r"✓ check-published "),
+    ("publish: bento", r"✓ import-model "),
+    ("publish: containerize", r"✓ bento "),
+    ("publish: smoke", r"✓ containerize "),
+    ("publish: push", r"✓ smoke "),
+    ("publish: attest", r"✓ push "),  # `latest` moves at attest's end
 )
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,9 +40,10 @@ from common import (
     docker,
     free_port,
     log,
-    machine,
     median,
+    result_header,
     run,
+    scratch_dir,
     write_partial,
     write_results,
 )
@@ -214,14 +214,10 @@ def main() -> None:
     labels = (args.base, head_label)
     commits = {args.base: base_commit, head_label: head_commit}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    scratch = Path(tempfile.mkdtemp(prefix="bench-publish-overlap-"))
-    logs = scratch / "logs"
-    logs.mkdir()
+    scratch, logs = scratch_dir("publish-overlap", stamp)
     data: dict = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
+        **result_header(),  # its commit is HEAD's, head_commit
         "labels": labels,
-        "commit": head_commit,
         "commits": commits,
         "runs": args.runs,
         "prune": args.prune,

@@ -47,7 +47,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,12 +55,12 @@ from common import (
     RESULTS,
     ROOT,
     TOOLS,
-    commit,
     git_commit,
     log,
-    machine,
     machine_load,
+    result_header,
     run,
+    scratch_dir,
     trust_a_new_key,
     write_results,
 )
@@ -358,9 +357,7 @@ def combine(data_stamp: str, model_stamps: list[str]) -> None:
 def add_mount_check(stamp: str) -> None:
     """The mount check alone, added to an earlier run's result (a run cut short before it)."""
     data = json.loads((RESULTS / f"sweep-{stamp}.json").read_text())
-    scratch = Path(tempfile.mkdtemp(prefix=f"bench-sweep-mount-{stamp}-"))
-    logs = scratch / "logs"
-    logs.mkdir()
+    scratch, logs = scratch_dir("sweep-mount", stamp)
     try:
         data["mount"] = mount_check(scratch, new_clone(scratch, "model"), logs)
         data["mount"]["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
@@ -558,17 +555,12 @@ def main() -> None:
     models = [int(v) for v in args.models.split(",") if v]
     images = [int(v) for v in args.images.split(",") if v]
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    scratch = Path(tempfile.mkdtemp(prefix=f"bench-sweep-{stamp}-"))
-    logs = scratch / "logs"
-    logs.mkdir()
+    scratch, logs = scratch_dir("sweep", stamp)
     log(f"clones, registries and logs in {scratch}")
     from cicd.settings import load
 
     data: dict = {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine(),
-        "commit": commit(),
-        "load_before": machine_load(),
+        **result_header(),
         "dvc_jobs": load(ROOT, {}).dvc_jobs,
         "models": [],
         "data": [],

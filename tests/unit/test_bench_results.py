@@ -36,7 +36,9 @@ def test_the_benchmark_page_shows_the_committed_results_verbatim(bench):
 # result file (without .json/.md) -> the bench script that wrote it and renders its table
 RENDERED_BY = {
     "anchor-latest": "anchor",
+    "anchor-pipeline-latest": "anchor_pipeline",
     "layers-latest": "layers",
+    "layers-quick-latest": "layers",
     "push-floor-latest": "push_floor",
     "pipeline-latest": "run",
     "publish-overlap-latest": "publish_overlap",
@@ -65,24 +67,26 @@ def test_each_result_table_is_rendered_from_its_raw_json(bench, name):
 
 def test_publish_steps_are_timed_from_the_line_each_step_starts_with(bench):
     # nox's own line names every step ("invoke check-published ... push attest"): a step is
-    # found only by a line that starts with its marker, so each duration is positive.
+    # found only by a line that starts with its marker (the step before it ends with `✓ NAME`),
+    # so each duration is positive.
     pipeline = bench.import_module("pipeline")
     lines = [
         (0.3, "nox > Creating virtual environment (uv) using python in .nox/publish"),
         (3.8, "nox > invoke check-published import-model bento containerize smoke push attest"),
-        (4.6, "$ bentoml models import /clone/model/m.bentomodel"),
-        (6.0, "$ bentoml build --bentofile bentofile.yaml src"),
-        (10.0, "$ bentoml containerize celestial_bodies_classifier:abc --backend docker"),
-        (20.0, "$ /usr/bin/docker run --detach --name smoke-1 image"),
-        (22.0, "smoke test passed: image predicts 'Earth' for Earth_1.jpg"),
+        (4.6, "✓ check-published  not published yet: building it (0.8 s)"),
+        (6.0, "✓ import-model     celestial_bodies_classifier_model:1 (1.4 s)"),
+        (10.0, "✓ bento            celestial_bodies_classifier:abc (4.0 s)"),
+        (20.0, "✓ containerize     registry/image:abc (10.0 s)"),
+        (22.0, "✓ smoke            answers 'Earth', as the model does (2.0 s)"),
         (33.0, "✓ push             sha256:1 (11.0 s)"),
         (35.0, "attested registry/image:abc"),
-        (36.0, "published registry/image:abc, registry/image:latest (sha256:1)"),
+        (36.0, "✓ attest           signed (3.0 s)"),
     ]
     steps = pipeline.publish_steps(lines, 36.5)
     assert list(steps) == [name for name, _ in pipeline.PUBLISH_MARKERS]
     assert steps["publish: environment"] == 3.5
     assert steps["publish: push"] == 11.0
+    assert steps["publish: containerize"] == 10.0
     assert steps["publish: attest"] == 3.5
     assert all(seconds > 0 for seconds in steps.values())
     # A warm run: the environment is reused and publish stops after check-published.
@@ -131,3 +135,74 @@ def test_the_sweep_runs_the_smaller_points_of_both_sweeps_first(bench):
         ("model", 1), ("images", 6000), ("model", 100), ("images", 60000), ("model", 500),
     ]  # fmt: skip
     assert sweep.interleave([], [6000]) == [("images", 6000)]
+
+
+def test_a_guide_scripts_steps_are_read_from_its_step_lines(bench):
+    pipeline = bench.import_module("pipeline")
+    output = "Collecting x\n@step venv 4.180\nUsing cached x.whl\n@step pip-install 95.950\n"
+    assert pipeline.shell_steps(output) == {"venv": 4.18, "pip-install": 95.95}
+
+
+def test_the_layers_table_puts_a_model_only_change_beside_its_floor(bench):
+    layers = bench.import_module("layers")
+    load = {"load1": 0.5, "busy": []}
+    side = {"seconds": 0.0, "received_bytes": 1, "new_blob_bytes": 1, "new_blobs": 1,
+            "layers": []}  # fmt: skip
+    data = {
+        "date": "d", "machine": "m", "commit": "c" * 40, "run_seconds": 60,
+        "suite_steps": ["check-published", "smoke"], "load_before": load, "load_after": load,
+        "scenarios": [
+            {"scenario": "first publish", "change": {"what": "as it is", "bytes": None},
+             "suite": side, "guide": side},
+            {"scenario": "model-only change", "change": {"what": "seed", "bytes": 1_460_000},
+             "suite": {**side, "seconds": 18.0}, "guide": {**side, "seconds": 40.0},
+             "floor": {"seconds": 12.0, "received_bytes": 1_500_000, "load": load,
+                       "parts": {"pull": 5.0, "build": 1.0, "smoke": 3.0, "push": 3.0}}},
+        ],
+    }  # fmt: skip
+    table = layers.render(data)
+    row = next(line for line in table.splitlines() if line.startswith("| model-only change | 18"))
+    assert "| 12.0 s (5.0 + 1.0 + 3.0 + 3.0) | 0.45 | 1.50 | 1.50 MB | 0.50 |" in row
+    assert "`invoke check-published smoke`" in table
+    # A result written before the floor was measured renders as it did.
+    del data["scenarios"][1]["floor"]
+    assert "beside its floor" not in layers.render(data)
+
+
+def test_the_anchor_pipeline_table_gives_suite_over_guide_and_says_where_installs_came_from(
+    bench,
+):
+    anchor_pipeline = bench.import_module("anchor_pipeline")
+    load = {"load1": 3.0, "busy": ["90.0% python x"]}
+
+    def side_run(total: float, train: float, steps: dict) -> dict:
+        return {"total": total, "train": train, "publish": total - train, "steps": steps,
+                "dvc_recomputed": False, "pip_local": 120, "pip_downloaded": 0,
+                "load": load}  # fmt: skip
+
+    data = {
+        "date": "d", "machine": "m", "commit": "c" * 40, "run_seconds": 600,
+        "config": {"cold": 1, "warm": 1}, "load_before": load, "load_after": load,
+        "cold": {"guide": [side_run(400.0, 150.0, {"venv": 4.0})],
+                 "suite": [side_run(60.0, 10.0, {"nox-train": 10.0})]},
+        "warm": {"guide": [side_run(40.0, 10.0, {"venv": 0.0})],
+                 "suite": [side_run(8.0, 4.0, {"nox-train": 4.0})]},
+        "guide": {"image_bytes": 3_000_000_000, "registry_bytes": 1_000_000_000},
+        "suite": {"image_bytes": 430_000_000, "registry_bytes": 150_000_000},
+    }  # fmt: skip
+    table = anchor_pipeline.render(data)
+    assert "| cold: whole pipeline (median of 1) | 60.0 s | 400.0 s | 0.15 |" in table
+    assert "| warm: publish part (median of 1) | 4.0 s | 30.0 s | 0.13 |" in table
+    assert "| image size | 430 MB | 3,000 MB | 0.14 |" in table
+    assert "took 120 wheel(s) from a local wheelhouse" in table
+    assert "and downloaded 0 in its cold run(s)" in table
+    assert "a busy machine" in table  # a figure from a loaded machine says so
+
+
+def test_the_guide_install_counts_only_the_pip_step_wheels(bench):
+    anchor_pipeline = bench.import_module("anchor_pipeline")
+    output = (
+        "@step venv 4.0\nProcessing /w/tensorflow.whl\nProcessing /w/dvc.whl\n"
+        "@step pip-install 90.0\n#9 Downloading tensorflow (572 MiB)\n@step containerize 9.0\n"
+    )  # the image build's installer downloads inside the engine: not pip's
+    assert anchor_pipeline.pip_sources(output) == {"pip_local": 2, "pip_downloaded": 0}
