@@ -3,7 +3,8 @@
 In order (tests/support/ci_runners.py has the forge, the S3 remote and the runner's machine):
   1. a push to main: checks (.ci/run on one test file), train (pulls the data, trains, pushes
      the model to S3), publish, verify;
-  2. the same commit pushed again: publish skips ("already published");
+  2. the same commit pushed again: publish skips ("already published"); its checks job, which
+     `-j pipeline` runs too, only provisions (.ci/run's CI_RUN_SESSIONS=none);
   3. the manual promotion (workflow_dispatch) moves `production` to the digest publish output.
 Pull requests: test_ci_github_pr.py. Needs Docker, Debian's docker-registry (scripts/bootstrap);
 act comes with the tests' venv.
@@ -36,7 +37,10 @@ def github_main(github: Project) -> str:
 
 @pytest.fixture(scope="module")
 def github_again(github: Project, github_main: str) -> str:
-    return act(github, "act-push-again", "push", push_event(github), job="pipeline")
+    # `-j pipeline` runs checks too (pipeline needs it): github_main ran it in full, this
+    # commit again proves nothing new there.
+    event = push_event(github)
+    return act(github, "act-push-again", "push", event, job="pipeline", checks="none")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def github_promote(github: Project, github_again: str) -> tuple[str, str]:
 
 
 def test_github_push_to_main_checks_trains_and_publishes(github: Project, github_main: str):
-    for session in ("lint", "tests", "train", "publish", "verify"):
+    for session in ("lint", "docs", "tests", "train", "publish", "verify"):  # checks in full
         assert f"Session {session} was successful" in github_main
     sha = github.git("rev-parse", "HEAD")
     by_sha, latest = github.manifest(sha), github.manifest("latest")
@@ -66,6 +70,7 @@ def test_github_same_commit_again_skips_publish(github: Project, github_again: s
     assert "already published" in github_again
     assert "bentoml containerize" not in github_again
     assert "skipped=true" in github_again
+    assert "CI_RUN_SESSIONS=none: provisioned, no session run" in github_again
 
 
 def test_github_promotion_moves_the_environment_tag_by_digest(github: Project, github_promote):

@@ -60,7 +60,7 @@ def dotenv_report(project: Project) -> dict[str, str]:
 
 
 def test_gitlab_push_to_main_checks_trains_and_publishes(gitlab: Project, gitlab_main: str):
-    for session in ("lint", "tests", "train", "publish", "verify"):
+    for session in ("lint", "docs", "tests", "train", "publish", "verify"):  # checks in full
         assert f"Session {session} was successful" in gitlab_main
     sha = gitlab.git("rev-parse", "HEAD")
     by_sha, latest = gitlab.manifest(sha), gitlab.manifest("latest")

@@ -63,7 +63,9 @@ SECRETS = (
     REGISTRY_PASSWORD, FORGE_TOKEN, AWS_SECRET, SIGNING_KEY_SECRET, SIGNING_KEY_BASE64,
 )  # fmt: skip
 # The checks job runs .ci/run, `nox -s lint docs tests`, on one small unit-test file: the outer
-# test run runs lint and every test itself; the job only has to be proven to work.
+# test run runs lint and every test itself; the job only has to be proven to work. One run per
+# CI file runs all three (the pushes to main); a run that shows what follows checks runs fewer
+# (.ci/run's CI_RUN_SESSIONS: act's `-j` runs the jobs a job needs, checks included).
 ONE_TEST_FILE = "tests/unit/test_ci_outputs.py"
 
 PROBE = """
@@ -426,10 +428,12 @@ def act(
     job: str | None,
     *,
     suite: bool = True,
+    checks: str = "lint docs tests",
 ) -> str:
     """act runs ``project``'s workflow for ``event``. ``suite``: the project is this suite's
     repository (its checks job runs one test file, and writes the probe); False for a
-    repository that is not the suite's, whose own tests run as they are."""
+    repository that is not the suite's, whose own tests run as they are. ``checks``: the
+    sessions the suite's checks job runs (.ci/run's CI_RUN_SESSIONS), or "none"."""
     event_file = project.home.parent / f"{label}.json"
     event_file.write_text(json.dumps(event))
     command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
@@ -438,10 +442,13 @@ def act(
     command += ["--insecure-secrets"]
     command += stand_in_arguments(project.root / ".github" / "workflows" / "mlops.yaml")
     assert project.forge is not None
+    suite_variables = {
+        "PYTEST_ADDOPTS": ONE_TEST_FILE,
+        "CI_FILES_PROBE": str(project.probe),
+        "CI_RUN_SESSIONS": checks,
+    }
     variables = {
-        **(
-            {"PYTEST_ADDOPTS": ONE_TEST_FILE, "CI_FILES_PROBE": str(project.probe)} if suite else {}
-        ),
+        **(suite_variables if suite else {}),
         "GITHUB_API_URL": f"{project.forge.url}/api",
         **project.job_variables,
     }

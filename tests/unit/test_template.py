@@ -25,6 +25,7 @@ SHARED = {
     ".github/dependabot.yml",
     ".github/workflows/mlops.yaml",
     ".gitlab-ci.yml",
+    "ci/check_schemas.py",
     "ci/requirements.txt",
     "invoke.yaml",
     "noxfile.py",
