@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from cicd.bento import model_info
+from tests.support import runs
 from tests.support.project import (
     Project,
     docker,
@@ -58,7 +59,7 @@ def store_latest(project: Project) -> str:
 def two_models(new_project, training):
     """A clone at commit A whose store also holds B, saved after A (store `latest` = B)."""
     # Images are only tagged for this namespace, never pushed: no registry needed.
-    namespace = f"registry.invalid/workspace-model-{os.getpid()}"
+    namespace = runs.image("workspace-model", host="registry.invalid")
     clone = new_project(
         "workspace-model", None, env={"CONTAINER_REGISTRY_HOST": namespace}, trained=training
     )  # model A: pulled from the run's trained remote; model B: trained here
@@ -92,7 +93,7 @@ def built(two_models) -> str:
 
 def image_bento(reference: str) -> dict:
     """The bento.yaml inside an image: what the service there was built to serve."""
-    inside = docker("run", "--rm", "--entrypoint", "cat", reference, BENTO_YAML)
+    inside = docker("run", "--rm", *runs.label_args(), "--entrypoint", "cat", reference, BENTO_YAML)
     return yaml.safe_load(inside.stdout)
 
 
@@ -189,7 +190,9 @@ def test_the_image_carries_what_serving_needs_and_nothing_of_training(built):
         "['sklearn', 'skl2onnx', 'matplotlib', 'dvc', 'bentoml', 'onnxruntime', 'PIL']}))"
     )
     found = json.loads(
-        docker("run", "--rm", "--entrypoint", "python", reference, "-c", probe).stdout
+        docker(
+            "run", "--rm", *runs.label_args(), "--entrypoint", "python", reference, "-c", probe
+        ).stdout
     )
     assert found == {
         "sklearn": False, "skl2onnx": False, "matplotlib": False, "dvc": False,

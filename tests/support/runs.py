@@ -84,15 +84,15 @@ class Leftovers:
 
 
 def docker(client: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [client, *args], capture_output=True, text=True, check=False, timeout=120
-    )
+    return subprocess.run([client, *args], capture_output=True, text=True, check=False, timeout=120)
 
 
 def images_of(client: str, marker: str) -> list[str]:
-    """The engine's images in run ``marker``'s namespace (by tag, or by digest untagged)."""
-    namespace = image_namespace(marker) + "/"
-    listed = docker(client, "images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}")
+    """The engine's images in run ``marker``'s namespace (by tag, or by digest untagged);
+    ``marker=""``: in any run's."""
+    namespace = NAMESPACE_PREFIX + marker + ("/" if marker else "")
+    template = "{{.Repository}} {{.Tag}} {{.Digest}}"
+    listed = docker(client, "images", "--digests", "--format", template)
     found = []
     for line in listed.stdout.splitlines():
         repository, tag, digest = line.split()
@@ -127,6 +127,19 @@ def remove(client: str, left: Leftovers) -> None:
         docker(client, "rm", "--force", *(line.split()[0] for line in left.containers))
     if left.images:
         docker(client, "rmi", "--force", *left.images)
+
+
+def remove_images_of_dead_runs(client: str) -> list[str]:
+    """Remove every image in the namespace of a run that is dead (killed before its
+    teardowns and its end's check): their references. A live run's images are kept."""
+    dead = []
+    for reference in images_of(client, ""):
+        namespace = next(part for part in reference.split("/") if part.startswith(NAMESPACE_PREFIX))
+        if not alive(namespace.removeprefix(NAMESPACE_PREFIX)):
+            dead.append(reference)
+    if dead:
+        docker(client, "rmi", "--force", *dead)
+    return dead
 
 
 def remove_containers_of_dead_runs(client: str) -> list[str]:
