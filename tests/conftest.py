@@ -12,6 +12,9 @@
   with ``trained``, a clone of the trained one whose remote already has every output.
 * every process the tests start (registries, moto, services, runners) is killed when the
   test process ends, even by ``kill -9`` (``tests/support/reaper.py``, armed at configure).
+* every image and container the tests make carries the run's marker
+  (``tests/support/runs.py``): the run's start removes the containers of dead (killed) runs,
+  and the run's end fails, naming them, when the run left any of its own (then removes them).
 * ``leak_scan`` (session): every project and registry the two fixtures above make is
   registered with it; when the session ends it searches all of them for the sentinel
   password (see ``tests/support/leaks.py``) and fails if it is anywhere. Being a session
@@ -22,12 +25,13 @@ The helpers themselves are in ``tests/support/project.py``.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import reaper
+from tests.support import reaper, runs
 from tests.support.leaks import LeakScan
 from tests.support.project import (
     ROOT,
@@ -36,6 +40,7 @@ from tests.support.project import (
     Project,
     Registry,
     Trained,
+    docker_client_path,
     make_project,
     remove_seed_image,
     seed_once,
@@ -46,6 +51,8 @@ from tests.support.project import (
 
 # What the session's secret scan covered, printed in pytest's summary (a silent scan shows).
 LEAK_SCAN_SUMMARY: list[str] = []
+# What dead runs and this run left in the Docker engine (removed), printed in the summary.
+ENGINE_SUMMARY: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +70,24 @@ def leak_scan() -> Iterator[LeakScan]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Every process a test starts dies with this one, a killed run too (tests/support/reaper.py).
-    reaper.arm()
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller's run
+        reaper.arm()  # every process a test starts dies with this one (tests/support/reaper.py)
+        return
+    marker = runs.begin()  # before the workers start: they inherit it
+    client = engine_client()
+    # This run's containers go when it ends, however it ends; a killed run's watchdog may
+    # have been killed too, and no teardown of it ran: what every dead run left goes now.
+    reaper.arm((client, f"{runs.LABEL}={marker}") if client else None)
+    if client:
+        for container in runs.remove_containers_of_dead_runs(client):
+            ENGINE_SUMMARY.append(f"removed the container of a dead test run: {container}")
+        for image in runs.remove_images_of_dead_runs(client):
+            ENGINE_SUMMARY.append(f"removed the image of a dead test run: {image}")
+
+
+def engine_client() -> str | None:
+    """The docker client, or None on a machine without one (the unit tests run there)."""
+    return docker_client_path() if shutil.which("docker") else None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -86,6 +109,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.config.workeroutput["leak_scan"] = list(LEAK_SCAN_SUMMARY)
     else:  # the run's end (pytest-xdist's controller runs this after every worker ended)
         remove_seed_image()
+        fail_on_leftovers(session)
+
+
+def fail_on_leftovers(session: pytest.Session) -> None:
+    """Every test removes what it made in the engine: what this run left fails it, by name
+    (a cleanup that matches nothing is silent otherwise), and is removed."""
+    client = engine_client()
+    left = runs.leftovers(client, runs.current()) if client else None
+    if not left:
+        return
+    ENGINE_SUMMARY.extend(
+        [f"LEFT IN THE ENGINE by this run (removed now): image {name}" for name in left.images]
+        + [f"LEFT IN THE ENGINE by this run (removed now): container {c}" for c in left.containers]
+    )
+    runs.remove(client, left)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -96,6 +135,8 @@ def pytest_testnodedown(node, error) -> None:
 def pytest_terminal_summary(terminalreporter) -> None:
     for line in LEAK_SCAN_SUMMARY:
         terminalreporter.write_line(line)
+    for line in ENGINE_SUMMARY:
+        terminalreporter.write_line(line, red="LEFT" in line, bold="LEFT" in line)
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,16 @@ are not the archive's. Before, it containerized the poisoned model unchecked."""
 
 from __future__ import annotations
 
-import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cicd.bento import BUILD_BOTH
 from cicd.bentomodel import read_members
-from tests.support.project import Project
+from tests.support import runs
+from tests.support.project import Project, remove_images
 
 pytestmark = [pytest.mark.slow]
 
@@ -37,13 +38,15 @@ POISON = b"not the trained model"
 
 
 @pytest.fixture(scope="module")
-def clone(new_project, training) -> Project:
-    namespace = f"registry.invalid/store-trust-{os.getpid()}"  # nothing is pushed
+def clone(new_project, training) -> Iterator[Project]:
+    # Nothing is pushed; the images the steps tag there go when the module ends.
+    namespace = runs.image("store-trust", host="registry.invalid")
     project = new_project(
         "store-trust", None, env={"CONTAINER_REGISTRY_HOST": namespace}, trained=training
     )
     project.run("dvc", "pull", str(ARCHIVE))
-    return project
+    yield project
+    remove_images(f"{namespace}/")
 
 
 def stored_model(project: Project) -> Path:

@@ -6,7 +6,6 @@ hangs in `dvc pull`, as it would behind a dead proxy.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from tests.support import runs
 from tests.support.project import Project, docker, docker_client_path, remove_images
 from tests.support.waiting import eventually
 
@@ -78,7 +78,7 @@ def test_sigterm_stops_the_step_and_what_it_started(project):
     eventually(lambda: not survivors(project), "dvc and its workers stopped")
 
 
-SLEEPER = f"interrupts-sleeper:{os.getpid()}"
+SLEEPER = f"{runs.image('interrupts-sleeper')}:latest"
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +88,12 @@ def trained(new_project, training) -> Iterator[Project]:
     project = new_project("interrupts-trained", None, trained=training)
     project.invoke("pull")
     subprocess.run(
-        [docker_client_path(), "build", "--quiet", "--tag", SLEEPER, "-"],
+        [docker_client_path(), "build", "--quiet", *runs.label_args(), "--tag", SLEEPER, "-"],
         input='FROM python:3.11-slim\nCMD ["sleep", "600"]\n', text=True, check=True,
         capture_output=True,
     )  # fmt: skip
     yield project
-    remove_images(SLEEPER.split(":")[0])
+    remove_images(SLEEPER)
 
 
 def containers_of(image: str) -> list[str]:

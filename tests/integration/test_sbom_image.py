@@ -23,11 +23,12 @@ from cicd import settings as settings_module
 from cicd.context import Run
 from cicd.docker import choose_client
 from cicd.shell import Runner
+from tests.support import runs
 from tests.support.project import ROOT, docker
 
 pytestmark = [pytest.mark.docker]
 
-IMAGE = f"sbom-test-tiny:{os.getpid()}"
+IMAGE = f"{runs.image('sbom-test-tiny')}:latest"
 # In the environment running these tests, never in an image (test_supply_chain.py too).
 HOST_ONLY = ("dvc", "nox", "invoke", "pytest", "cyclonedx-bom", "python-on-whales")
 DOCKERFILE = """\
@@ -70,7 +71,8 @@ def tiny_image(tmp_path_factory) -> Iterator[str]:
     write_wheel(context / "tinypkg-0.4.2-py3-none-any.whl")
     client = choose_client()
     subprocess.run(
-        [client.path, "build", "--quiet", "--network", "none", "--tag", IMAGE, str(context)],
+        [client.path, "build", "--quiet", "--network", "none", *runs.label_args(),
+         "--tag", IMAGE, str(context)],
         env={**os.environ, **client.build_env}, capture_output=True, text=True, check=True,
         timeout=300,
     )  # fmt: skip

@@ -9,17 +9,17 @@ by the publish session (test_publish.py, "wrong answer").
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
+from tests.support import runs
 from tests.support.project import Project, docker, docker_client_path, remove_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-REPOSITORY = f"smoke-failures-{os.getpid()}"
+REPOSITORY = runs.image("smoke-failures")
 SERVER = """\
 import os, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -72,7 +72,7 @@ def images(tmp_path_factory) -> Iterator[dict[str, str]]:
         reference = f"{REPOSITORY}:{mode}"
         subprocess.run(
             [docker_client_path(), "build", "--quiet", "--build-arg", f"MODE={mode}",
-             "--tag", reference, str(context)],
+             *runs.label_args(), "--tag", reference, str(context)],
             check=True, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         built[mode] = reference

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from cicd.bento import model_info
+from tests.support import runs
 from tests.support.project import (
     Project,
     docker,
@@ -58,7 +59,7 @@ def store_latest(project: Project) -> str:
 def two_models(new_project, training):
     """A clone at commit A whose store also holds B, saved after A (store `latest` = B)."""
     # Images are only tagged for this namespace, never pushed: no registry needed.
-    namespace = f"registry.invalid/workspace-model-{os.getpid()}"
+    namespace = runs.image("workspace-model", host="registry.invalid")
     clone = new_project(
         "workspace-model", None, env={"CONTAINER_REGISTRY_HOST": namespace}, trained=training
     )  # model A: pulled from the run's trained remote; model B: trained here
@@ -77,7 +78,10 @@ def two_models(new_project, training):
     clone.run("dvc", "checkout")
     assert model_tag(clone) == model_a
     assert clone.run("git", "status", "--porcelain").stdout == ""
-    yield clone, model_a, model_b
+    # The store's `latest` as the fixture leaves it: a build or an import of A by another
+    # test makes A `latest` again, so the precondition is read here, not by a later test.
+    latest = store_latest(clone)
+    yield clone, model_a, model_b, latest
     remove_images(f"{namespace}/")
 
 
@@ -85,14 +89,14 @@ def two_models(new_project, training):
 def built(two_models) -> str:
     """The image of the workspace's commit, built here: every test that needs it asks this
     fixture, not an earlier test (each passes alone with -k, in any order)."""
-    clone, _, _ = two_models
+    clone, *_ = two_models
     clone.invoke("build")
     return f"{clone.env['CONTAINER_REGISTRY_HOST']}/celestial-bodies-classifier:{clone.head()}"
 
 
 def image_bento(reference: str) -> dict:
     """The bento.yaml inside an image: what the service there was built to serve."""
-    inside = docker("run", "--rm", "--entrypoint", "cat", reference, BENTO_YAML)
+    inside = docker("run", "--rm", *runs.label_args(), "--entrypoint", "cat", reference, BENTO_YAML)
     return yaml.safe_load(inside.stdout)
 
 
@@ -103,13 +107,13 @@ def image_label(reference: str, label: str) -> str:
 
 def test_the_store_latest_is_not_the_workspace_model(two_models):
     # The precondition that made the old service serve the wrong model.
-    clone, model_a, model_b = two_models
-    assert store_latest(clone) == model_b
+    clone, model_a, model_b, latest = two_models
+    assert latest == model_b
     assert model_tag(clone) == model_a
 
 
 def test_the_image_serves_and_names_the_workspace_model(two_models, built):
-    clone, model_a, _ = two_models
+    clone, model_a, *_ = two_models
     reference = built
     assert reference.endswith(":" + clone.run("git", "rev-parse", "HEAD").stdout.strip())
     bento = image_bento(reference)
@@ -125,7 +129,7 @@ def test_a_bento_that_carries_another_model_is_refused(two_models, built, tmp_pa
     # The commit's bento (model A) exists (``built`` made it: alone, this test once built a
     # bento of B and passed nothing); the workspace's archive is swapped for B without
     # `dvc checkout` (git status stays clean: model/ is DVC's). One line says what to do.
-    clone, model_a, _ = two_models
+    clone, model_a, *_ = two_models
     archive = clone.path(ARCHIVE)
     saved = tmp_path / "a.bentomodel"
     saved.write_bytes(archive.read_bytes())
@@ -148,7 +152,7 @@ def test_a_bento_that_carries_another_model_is_refused(two_models, built, tmp_pa
 
 
 def test_invoke_serve_serves_the_workspace_model(two_models):
-    clone, _, _ = two_models
+    clone, *_ = two_models
     # Port 0: the server binds a port the OS assigns and keeps (no bind-then-release race).
     server = subprocess.Popen(
         [sys.executable, "-m", "invoke", "serve", "--port", "0"],
@@ -189,7 +193,9 @@ def test_the_image_carries_what_serving_needs_and_nothing_of_training(built):
         "['sklearn', 'skl2onnx', 'matplotlib', 'dvc', 'bentoml', 'onnxruntime', 'PIL']}))"
     )
     found = json.loads(
-        docker("run", "--rm", "--entrypoint", "python", reference, "-c", probe).stdout
+        docker(
+            "run", "--rm", *runs.label_args(), "--entrypoint", "python", reference, "-c", probe
+        ).stdout
     )
     assert found == {
         "sklearn": False, "skl2onnx": False, "matplotlib": False, "dvc": False,

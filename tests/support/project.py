@@ -40,7 +40,7 @@ from pathlib import Path
 from cicd import signing
 from cicd.docker import choose_client
 from cicd.registry import Credentials, RegistryClient
-from tests.support import registry_process
+from tests.support import registry_process, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "ci-bot"
@@ -215,19 +215,21 @@ def seed_once(shared: Path, trained: Trained) -> Path:
                 # engine's build cache is its images' layers, so every later build of this
                 # bento reuses them (the same layers, which the seeded registries hold)
                 # instead of installing the environment again. Removed when the run ends.
-                docker("tag", f"{registry.address}/{IMAGE}:latest", SEED_IMAGE)
+                docker("tag", f"{registry.address}/{IMAGE}:latest", seed_image())
             finally:
                 stop_registry(registry)
     return storage / "data"
 
 
-SEED_IMAGE = "model-cicd-tests/registry-seed:latest"
+def seed_image() -> str:
+    """The seed's image, in the run's namespace: another run's end leaves it alone."""
+    return f"{runs.image('registry-seed')}:latest"
 
 
 def remove_seed_image() -> None:
     """At the run's end: the seed's image goes (a run on a fresh machine starts without it)."""
     if shutil.which("docker"):
-        docker("rmi", SEED_IMAGE, check=False)
+        docker("rmi", seed_image(), check=False)
 
 
 def stop_registry(registry: Registry) -> None:
@@ -436,12 +438,15 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def remove_images(prefix: str) -> None:
-    """Remove the images of a throwaway registry (tags and digest-only pulls; layers stay)."""
+    """Remove the images whose reference starts with ``prefix`` (tags and digest-only pulls;
+    layers stay): a registry's (``host:port/``), a repository's (``name`` or ``name:``),
+    or one tag (``name:tag``)."""
     listed = docker("images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}")
     ours = []
     for line in listed.stdout.splitlines():
         repository, tag, digest = line.split()
-        if repository.startswith(prefix):
+        # The tag too: a prefix with a colon never matches a repository name alone.
+        if repository.startswith(prefix) or f"{repository}:{tag}".startswith(prefix):
             ours.append(f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}")
     if ours:
         docker("rmi", "--force", *ours, check=False)
@@ -449,7 +454,9 @@ def remove_images(prefix: str) -> None:
 
 def run_image(reference: str, *args: str) -> tuple[str, int]:
     """``docker run -d`` the image on 127.0.0.1 with a port Docker assigns: (id, port)."""
-    container = docker("run", "--detach", "--publish", "127.0.0.1::3000", *args, reference)
+    container = docker(
+        "run", "--detach", *runs.label_args(), "--publish", "127.0.0.1::3000", *args, reference
+    )
     cid = container.stdout.strip()
     mapped = docker("port", cid, "3000/tcp").stdout.split()[0]
     return cid, int(mapped.rsplit(":", 1)[1])

@@ -9,8 +9,14 @@ that every process it starts inherits (``subprocess``, the Runner's children, no
 their servers: they all copy ``os.environ``), and starts a watchdog in its own session that
 holds the read end of a pipe whose only write end this process holds. When this process ends,
 however it ends, the kernel closes that end: the watchdog's read returns (an event, not a
-poll) and it kills every process whose environment carries the token. Docker containers are
-the engine's children and are not covered (the tests remove them by name).
+poll) and it kills every process whose environment carries the token.
+
+Docker containers are the engine's children, not this process's: they carry their run's label
+instead (``tests/support/runs.py``). The run's controller arms its watchdog with that label
+(``containers_of``): when the controller ends, the watchdog also removes the run's
+containers. Should the watchdog itself be killed (a whole process group, the machine), the
+next run's start removes the containers of every dead run
+(``tests/support/runs.py``: ``remove_containers_of_dead_runs``, from ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -46,18 +52,32 @@ for _ in range(3):  # a child may fork while its parent is killed: sweep again
                 pass
     if not found:
         break
+if len(sys.argv) > 3:  # the run's controller: its containers go too (the run's label)
+    import subprocess
+    client, label = sys.argv[3], sys.argv[4]
+    listed = subprocess.run(
+        [client, "ps", "--all", "--quiet", "--filter", "label=" + label],
+        capture_output=True, text=True, timeout=120,
+    )
+    if listed.stdout.split():
+        subprocess.run(
+            [client, "rm", "--force", *listed.stdout.split()], capture_output=True, timeout=120
+        )
 """
 
 
-def arm() -> str:
-    """Mark this process's children and start the watchdog; the token (idempotent)."""
+def arm(containers_of: tuple[str, str] | None = None) -> str:
+    """Mark this process's children and start the watchdog; the token (idempotent).
+
+    ``containers_of``: (docker client, ``label=value``): the watchdog also removes the
+    containers carrying that label when this process ends."""
     if os.environ.get(VARIABLE, "").endswith(f"-{os.getpid()}"):
         return os.environ[VARIABLE]
     token = f"{uuid.uuid4().hex}-{os.getpid()}"
     read_end, write_end = os.pipe()
     environ = {k: v for k, v in os.environ.items() if k != VARIABLE}  # not marked itself
     subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, VARIABLE, token],
+        [sys.executable, "-c", _WATCHDOG, VARIABLE, token, *(containers_of or ())],
         stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=environ, start_new_session=True, close_fds=True,
     )  # fmt: skip

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cicd.local_registry import REGISTRY_BINARY
+from tests.support import runs
 
 BASE = "python:3.11-slim"
 DOCKER = "/usr/bin/docker"  # Debian's 20.10 client: builds with the daemon's BuildKit
@@ -65,13 +66,14 @@ def available() -> str | None:
 @contextmanager
 def built() -> Iterator[str]:
     """The image's per-run tag, untagged at the end."""
-    tag = f"celestial-test-registry:{uuid.uuid4().hex[:12]}"
+    tag = f"{runs.image('registry')}:{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="registry-image-") as context:
         root = Path(context)
         shutil.copy2(REGISTRY_BINARY, root / "docker-registry")
         (root / "config.yml").write_text(json.dumps(CONFIG, indent=2) + "\n")
         (root / "Dockerfile").write_text(DOCKERFILE)
-        docker("build", "--quiet", "--tag", tag, str(root))
+        # Labelled: the registry containers started from it carry the run's label.
+        docker("build", "--quiet", *runs.label_args(), "--tag", tag, str(root))
     try:
         yield tag
     finally:

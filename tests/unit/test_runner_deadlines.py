@@ -128,7 +128,17 @@ def test_sigterm_stops_the_running_command_and_its_children(tmp_path):
     eventually(lambda: not alive(child), "the command's child stopped")
 
 
-def test_an_interruption_while_the_command_starts_still_stops_it(monkeypatch):
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal, for the test's length. A process
+    started in the background by a shell without job control (`pytest ... &`, some CI
+    runners) inherits SIGINT ignored, and Python keeps it so: the signal would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interruption_while_the_command_starts_still_stops_it(monkeypatch, ctrl_c):
     # The window the integration test once hit: the signal lands after the child exists but
     # before Popen has returned it. Here Popen interrupts itself right after starting.
     started: list[subprocess.Popen] = []
@@ -145,7 +155,7 @@ def test_an_interruption_while_the_command_starts_still_stops_it(monkeypatch):
     assert started[0].poll() is not None  # stopped, not left running
 
 
-def test_interruptions_are_held_then_delivered():
+def test_interruptions_are_held_then_delivered(ctrl_c):
     with pytest.raises(KeyboardInterrupt), shell.interruptions_deferred():
         signal.raise_signal(signal.SIGINT)
         held_until_here = True
