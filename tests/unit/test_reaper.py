@@ -18,11 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 # A stand-in for a test process: arms the reaper, starts a server in its own session (as
 # Runner.spawn starts the registry), says the server's pid, then waits to be killed.
 TEST_PROCESS = """
-import subprocess, sys, time
+import os, subprocess, sys, time
 from tests.support import reaper
 reaper.arm()
 server = subprocess.Popen(["sleep", "3600"], start_new_session=True)
 print(server.pid, flush=True)
+if len(sys.argv) > 1:  # a shared daemon started by this test process (named like dockerd)
+    daemon = subprocess.Popen([sys.argv[1], "3600"], start_new_session=True)
+    print(daemon.pid, flush=True)
+    print(os.environ[reaper.VARIABLE], flush=True)  # the token its children carry
 time.sleep(3600)
 """
 
@@ -45,6 +49,38 @@ def test_what_a_killed_test_process_started_is_killed_too():
     process.send_signal(signal.SIGKILL)  # no finally, no atexit runs
     assert process.wait(timeout=30) == -signal.SIGKILL
     eventually(lambda: not running(server), "the killed process's server stopped")
+
+
+def test_a_docker_engine_a_test_process_started_outlives_it(tmp_path):
+    # The engine serves every run on the machine: a test that started it (bootstrap, the
+    # engine being down) must not take it down with it. A copy of `sleep` named dockerd.
+    dockerd = tmp_path / "dockerd"
+    dockerd.write_bytes(Path("/bin/sleep").read_bytes())
+    dockerd.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CELESTIAL_TEST_REAPER", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", TEST_PROCESS, str(dockerd)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    server, daemon = int(process.stdout.readline()), int(process.stdout.readline())
+    token = process.stdout.readline().strip()
+    watchdogs = [
+        found
+        for found in psutil.process_iter(["cmdline"])
+        if token in (found.info["cmdline"] or [])
+    ]
+    try:
+        assert watchdogs
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        _, alive = psutil.wait_procs(watchdogs, timeout=60)  # its sweeps are over
+        assert not alive
+        assert not running(server)
+        assert running(daemon)  # the same sweeps spared it
+    finally:
+        if running(daemon):
+            os.kill(daemon, signal.SIGKILL)
 
 
 def test_the_token_is_this_process_own():
