@@ -63,14 +63,15 @@ def test_a_docker_engine_a_test_process_started_outlives_it(tmp_path):
         [sys.executable, "-c", TEST_PROCESS, str(dockerd)],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
-    server, daemon = int(process.stdout.readline()), int(process.stdout.readline())
-    token = process.stdout.readline().strip()
-    watchdogs = [
-        found
-        for found in psutil.process_iter(["cmdline"])
-        if token in (found.info["cmdline"] or [])
-    ]
+    daemon = None
     try:
+        server, daemon = int(process.stdout.readline()), int(process.stdout.readline())
+        token = process.stdout.readline().strip()
+        watchdogs = [
+            found
+            for found in psutil.process_iter(["cmdline"])
+            if token in (found.info["cmdline"] or [])
+        ]
         assert watchdogs
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
@@ -79,7 +80,9 @@ def test_a_docker_engine_a_test_process_started_outlives_it(tmp_path):
         assert not running(server)
         assert running(daemon)  # the same sweeps spared it
     finally:
-        if running(daemon):
+        process.kill()  # (if a line above failed first) its watchdog stops the server
+        process.wait(timeout=30)
+        if daemon is not None and running(daemon):
             os.kill(daemon, signal.SIGKILL)
 
 
