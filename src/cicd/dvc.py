@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cicd.errors import CommandError, SuiteError
-from cicd.shell import tool
+from cicd.shell import tool, tool_path
 
 LOCK_FILE = "dvc.lock"  # where DVC records the hashes of what each stage read and wrote
 
@@ -62,7 +62,7 @@ def repro(run: Run, pull_first: bool = True, force: bool = False) -> None:
         command.append("--pull")
     if force:
         command.append("--force")
-    run.runner.run(command, cwd=run.settings.root, drop=NOT_SHOWN)
+    run.runner.run(command, cwd=run.settings.root, env=tool_path(), drop=NOT_SHOWN)
 
 
 def push(run: Run, targets: Sequence[str] = (), when_base_branch: bool = False) -> None:

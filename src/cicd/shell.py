@@ -462,3 +462,14 @@ def tool(name: str) -> str:
         return name
     found = shutil.which(name)
     return name if found and Path(found).resolve() == sibling.resolve() else str(sibling)
+
+
+def tool_path() -> dict[str, str]:
+    """PATH for a tool that runs programs by name (dvc runs a stage's `python src/train.py`):
+    the suite's environment first, so that an unactivated ``.venv/bin/invoke repro`` trains
+    with that venv's Python, as :func:`tool` runs its dvc. Empty when it already is first."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] == bin_dir:
+        return {}
+    return {"PATH": os.pathsep.join([bin_dir, path]) if path else bin_dir}
