@@ -128,6 +128,8 @@ def guide_result(total: float, output: str) -> dict:
 # The publish session's steps, each found by the first line it prints (in order): a pattern
 # matched at the start of a line (nox's own `invoke check-published ...` line names them all).
 PUBLISH_MARKERS = (
+    # The pipeline sessions' shared environment (noxfile.py), made by `nox -s train` before:
+    # publish prints this line only when it makes it again (the lock file changed, or no train).
     ("publish: environment", r"nox > Creating virtual environment"),
     ("publish: check-published", r"nox > invoke "),
     # Then each step from the line that ends the one before (`✓ NAME ...`, what the quiet
