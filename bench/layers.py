@@ -241,8 +241,10 @@ def publish(
     logs: Path,
     label: str,
     suite_steps: list[str] = SUITE_STEPS,
+    extra_env: dict[str, str] | None = None,
 ) -> dict:
-    """One publish of the clone's commit by ``side`` from a cold engine; what it cost."""
+    """One publish of the clone's commit by ``side`` from a cold engine; what it cost.
+    ``extra_env``: more environment for the suite's invoke (bench/model_only.py's PYTHONPATH)."""
     cold_engine(hosts)
     home = Path(tempfile.mkdtemp(prefix=f"bentoml-{side}-", dir=logs))  # a fresh CI runner
     log_file = logs / f"{label}-{side}.log"
@@ -253,6 +255,7 @@ def publish(
     start = time.perf_counter()
     if side == "suite":
         extra["CONTAINER_REGISTRY_HOST"] = registry.host
+        extra.update(extra_env or {})
         _, output = run(
             [str(TOOLS / "invoke"), *suite_steps], cwd=clone, extra_env=extra, log_file=log_file
         )

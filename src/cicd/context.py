@@ -31,6 +31,15 @@ if TYPE_CHECKING:
     from python_on_whales import DockerClient
 
 
+# A session runs its steps in one process (`nox -s publish`: seven), each with its own Run.
+# Choosing the client and asking the engine cost several docker CLI starts (about 0.1 s
+# each, more on a busy runner): done once per process, for the client setting and PATH
+# that chose it. An engine that stops later fails the next docker command, with docker's
+# own message.
+_CLIENTS: dict[tuple[str, str], Client] = {}
+_ENGINE_ANSWERED: set[tuple[str, str]] = set()  # (client path, DOCKER_HOST)
+
+
 @dataclass
 class Run:
     """The runner, the settings and the environment of one step, and what derives from them."""
@@ -81,9 +90,15 @@ class Run:
     def docker(self) -> Client:
         """The docker client that can build; the engine must answer (not checked in a dry run)."""
         env = self.runner.child_env(None)  # the client's plugins see no secret either
-        client = choose_client(self.settings.docker_client, partial(probe_client, env=env))
-        if not self.dry:
+        key = (self.settings.docker_client, os.environ.get("PATH", ""))
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = choose_client(self.settings.docker_client, partial(probe_client, env=env))
+            _CLIENTS[key] = client
+        engine = (client.path, os.environ.get("DOCKER_HOST", ""))
+        if not self.dry and engine not in _ENGINE_ANSWERED:
             require_engine(client, env)
+            _ENGINE_ANSWERED.add(engine)
         return client
 
     def require_docker(self) -> Client:

@@ -60,7 +60,6 @@ def smoke_test(run: Run, image: str | None = None) -> Any:
                 f"no file at {sample} for the smoke test: run `invoke repro` (the pipeline "
                 "makes it) or `invoke pull`, or set suite.smoke.request.path in invoke.yaml"
             )
-    expected = expected_answer(run)
     docker = run.whales
     publish = f"127.0.0.1::{SERVICE_PORT}"  # empty host port: Docker assigns one
     # A name of our own: the container can be removed even when the step is interrupted
@@ -76,6 +75,9 @@ def smoke_test(run: Run, image: str | None = None) -> Any:
             hint="build the image first: `invoke build`",
         )
         url = f"http://127.0.0.1:{_host_port(container) if container is not None else '<port>'}"
+        # Computed while the container starts (its service takes a second or two to be
+        # ready): the model's own answer costs its imports and the model's load.
+        expected = expected_answer(run)
         runner.call(["GET", f"{url}/readyz"], lambda: _wait_ready(url, container, settings))
         shown = f"{request.field}=@{sample}" if sample is not None else "<JSON body>"
         answer = runner.call(
@@ -310,8 +312,16 @@ def _exited(container: Any) -> SmokeError:
     )
 
 
+# How often /readyz is asked while the service starts, and how often Docker is asked whether
+# the container still runs: a GET to 127.0.0.1 costs next to nothing, `docker inspect` (a
+# client process) about a tenth of a second, so the fine polling only asks /readyz.
+READY_POLL = 0.05
+RUNNING_POLL = 1.0
+
+
 def _wait_ready(url: str, container: Any, settings: Settings) -> None:
-    deadline = time.monotonic() + settings.smoke.timeout
+    now = time.monotonic()
+    deadline, next_inspect = now + settings.smoke.timeout, now + RUNNING_POLL
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
@@ -319,10 +329,12 @@ def _wait_ready(url: str, container: Any, settings: Settings) -> None:
                     return
         except (urllib.error.URLError, OSError):
             pass
-        container.reload()
-        if not container.state.running:
-            raise _exited(container)
-        time.sleep(0.5)
+        if time.monotonic() >= next_inspect:
+            container.reload()
+            if not container.state.running:
+                raise _exited(container)
+            next_inspect = time.monotonic() + RUNNING_POLL
+        time.sleep(READY_POLL)
     raise SmokeError(
         f"the container was not ready within {settings.smoke.timeout:g} s: its last lines are "
         "above; if it is only slow, raise suite.smoke.timeout in invoke.yaml"

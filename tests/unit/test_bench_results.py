@@ -39,6 +39,7 @@ RENDERED_BY = {
     "anchor-pipeline-latest": "anchor_pipeline",
     "layers-latest": "layers",
     "layers-quick-latest": "layers",
+    "model-only-latest": "model_only",
     "push-floor-latest": "push_floor",
     "pipeline-latest": "run",
     "publish-overlap-latest": "publish_overlap",

@@ -153,3 +153,40 @@ def test_the_docker_cli_gets_no_secret(tmp_path, monkeypatch, capsys):
     assert "PYTHON_ON_WHALES_DEBUG ignored" in printed.out
     for value in SECRETS.values():
         assert value not in printed.out + printed.err
+
+
+def test_a_process_chooses_its_client_and_asks_the_engine_once(tmp_path, monkeypatch):
+    """A publish runs its steps in one process, each with its own Run: the probes that choose
+    the client and ask the engine (docker CLI starts) run for the first Run only."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from cicd import context
+    from cicd.context import Run
+    from cicd.settings import read_config
+
+    record = tmp_path / "starts.txt"
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"open({str(record)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "print('Docker version 20.10.24+dfsg1, build 297e128')\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(context, "_CLIENTS", {})
+    monkeypatch.setattr(context, "_ENGINE_ANSWERED", set())
+    root = Path(__file__).parents[2]
+
+    def starts() -> list[str]:
+        return record.read_text().splitlines() if record.exists() else []
+
+    assert Run.create(root, read_config(root), dict(os.environ)).docker.path == str(fake)
+    first = starts()
+    assert any(line.startswith("version --format") for line in first), first  # the engine
+    for _ in range(3):  # the later steps
+        assert Run.create(root, read_config(root), dict(os.environ)).docker.path == str(fake)
+    assert starts() == first

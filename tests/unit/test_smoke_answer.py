@@ -253,3 +253,79 @@ def test_the_step_line_says_what_the_answer_was_checked_against(expect, line):
     settings = from_config(ROOT, {"suite": {**DEFAULTS["suite"], "smoke": smoke}}, {})
     assert result_line(settings, GOOD) == line
     assert result_line(settings, {"species": "setosa"}).startswith("answers {'species': 'setosa'}")
+
+
+TEN_SECONDS = SimpleNamespace(smoke=SimpleNamespace(timeout=10))  # the settings _wait_ready reads
+
+
+class _ReadyLater:
+    """A /readyz that answers 503 until ``after`` seconds from now, then 200."""
+
+    def __init__(self, after: float):
+        import http.server
+        import threading
+        import time
+
+        ready_at = time.monotonic() + after
+        self.ready_at = ready_at
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200 if time.monotonic() >= ready_at else 503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Container:
+    """What _wait_ready asks of python-on-whales' container: reload() (a `docker inspect`)
+    and state.running."""
+
+    def __init__(self, running: bool = True):
+        self.reloads = 0
+        self.state = SimpleNamespace(running=running, exit_code=0 if running else 3)
+
+    def reload(self):
+        self.reloads += 1
+
+
+def test_the_smoke_test_sees_the_service_ready_at_once_and_rarely_asks_docker():
+    """The floor (plain docker) polls /readyz every 0.05 s; the smoke test, which polled every
+    0.5 s with a `docker inspect` each time, lost up to half a second per publish."""
+    import time
+
+    from cicd import smoke
+
+    service, container = _ReadyLater(0.7), _Container()
+    try:
+        smoke._wait_ready(service.url, container, TEN_SECONDS)
+        late = time.monotonic() - service.ready_at
+    finally:
+        service.close()
+    assert late < 0.2, f"ready {late:.2f} s before the smoke test saw it"
+    assert container.reloads <= 1  # `docker inspect` about once a second, not per GET
+
+
+def test_a_container_that_exits_is_still_seen_within_about_a_second():
+    import time
+
+    from cicd import smoke
+
+    service, container = _ReadyLater(3600), _Container(running=False)
+    began = time.monotonic()
+    try:
+        with pytest.raises(SmokeError, match="exited with code 3 before it was ready"):
+            smoke._wait_ready(service.url, container, TEN_SECONDS)
+    finally:
+        service.close()
+    assert time.monotonic() - began < 2.5
