@@ -8,6 +8,8 @@ instead (:mod:`cicd.verify`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # OCI's pre-defined annotation keys (image-spec annotations.md), used as image labels.
 TITLE_LABEL = "org.opencontainers.image.title"
 REVISION_LABEL = "org.opencontainers.image.revision"  # the commit's full SHA
@@ -32,3 +34,18 @@ CACHE_BASE_LABEL = "build.layer-cache"
 
 # scripts/build-base-image's mark on its local stand-in for the Python base image.
 STAND_IN_LABEL = "io.model-cicd.stand-in-for"
+
+# Every container the suite starts (the smoke test's, the SBOM's) carries this label, its value
+# the step, plus the labels of the CONTAINER_LABELS setting: `docker ps --all --filter
+# label=io.model-cicd.container` lists them, those a killed job left included.
+CONTAINER_LABEL = "io.model-cicd.container"
+
+
+def container_labels(step: str, extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
+    """The labels of a container the suite starts for ``step``: the setting's, then its own."""
+    return {**dict(extra), CONTAINER_LABEL: step}
+
+
+def label_options(labels: dict[str, str]) -> list[str]:
+    """``docker run`` options giving ``labels``: ``--label key=value`` each."""
+    return [option for key, value in labels.items() for option in ("--label", f"{key}={value}")]

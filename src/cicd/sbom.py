@@ -41,6 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from cicd.docker import docker_call
 from cicd.errors import CommandError, SbomError, display
+from cicd.labels import container_labels, label_options
 from cicd.shell import tool
 
 if TYPE_CHECKING:
@@ -122,7 +123,9 @@ def generate(run: Run, image_ref: str) -> dict[str, Any] | None:
             _stream(
                 run,
                 [
-                    client.path, "run", "--rm", "--name", name, *CONTAINER_LIMITS,
+                    client.path, "run", "--rm", "--name", name,
+                    *label_options(container_labels("sbom", run.settings.container_labels)),
+                    *CONTAINER_LIMITS,
                     "--network", "none", "--pull", "never", "--entrypoint", "sh", image_ref,
                     "-c", EXTRACT_SCRIPT,
                 ],

@@ -164,6 +164,9 @@ class Settings:
     verbose: bool = False  # show commands, requests, tools' output (INVOKE_SUITE_VERBOSE=1)
     # Parallel transfers of `dvc pull`/`dvc push` (suite.dvc_jobs, resolved by resolve_dvc_jobs()).
     dvc_jobs: int = resolve_dvc_jobs("auto", os.cpu_count())
+    # Labels given to every container the suite starts (smoke test, SBOM): CONTAINER_LABELS,
+    # e.g. a CI job's id, so that a cleanup after a cancelled job finds its containers.
+    container_labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def bentomodel(self) -> Path:
@@ -239,7 +242,10 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
     model = _mapping("model", suite.pop("model", None))
     smoke = _mapping("smoke", suite.pop("smoke", None))
     reproducibility = _mapping("reproducibility", suite.pop("reproducibility", {}))
-    derived = ("root", "local_registry", "model", "smoke", "blas_record", "unstable_outputs")
+    derived = (
+        "root", "local_registry", "model", "smoke", "blas_record", "unstable_outputs",
+        "container_labels",  # the environment's only (CONTAINER_LABELS)
+    )  # fmt: skip
     _check_keys("", suite, Settings, derived)
     _check_keys("local_registry.", local, LocalRegistry)
     _check_keys("reproducibility.", reproducibility, _Reproducibility)
@@ -278,6 +284,7 @@ def from_config(root: Path, config: Mapping[str, Any], environ: Mapping[str, str
     values["signing_key"] = environ.get("SIGNING_KEY") or None
     values["verbose"] = _flag(values.get("verbose", False))
     values["dvc_jobs"] = resolve_dvc_jobs(values.get("dvc_jobs", "auto"), os.cpu_count())
+    values["container_labels"] = parse_labels(environ.get("CONTAINER_LABELS", ""))
     registry = LocalRegistry(
         host=str(local["host"]),
         port=int(local["port"]),
@@ -295,6 +302,20 @@ class _Reproducibility:
 
     blas_record: str = ""
     unstable_outputs: tuple[str, ...] = ()
+
+
+def parse_labels(value: str) -> tuple[tuple[str, str], ...]:
+    """``key=value,key=value`` (CONTAINER_LABELS) as pairs; "" gives none."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, equals, text = item.partition("=")
+        if not equals or not key or any(ch.isspace() for ch in key):
+            raise SuiteError(
+                f"CONTAINER_LABELS has {item!r}: give key=value pairs separated by commas, "
+                "e.g. CONTAINER_LABELS=ci.job=1234,ci.pipeline=99"
+            )
+        pairs.append((key, text))
+    return tuple(pairs)
 
 
 def _model(given: dict[str, Any]) -> Model:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from cicd.docker import docker_call
 from cicd.errors import SmokeError, SuiteError
+from cicd.labels import container_labels, label_options
 from cicd.settings import Settings, SmokeRequest
 from cicd.shell import Runner
 
@@ -65,13 +66,17 @@ def smoke_test(run: Run, image: str | None = None) -> Any:
     # A name of our own: the container can be removed even when the step is interrupted
     # before `docker run` has told us its id.
     name = f"smoke-{uuid.uuid4().hex[:12]}"
-    command = [client.path, "run", "--detach", "--name", name, "--publish", publish, image]
+    labels = container_labels("smoke", settings.container_labels)
+    command = [
+        client.path, "run", "--detach", "--name", name, *label_options(labels),
+        "--publish", publish, image,
+    ]  # fmt: skip
     container = None
     try:
         container = docker_call(
             runner,
             command,
-            lambda: docker.run(image, detach=True, name=name, publish=[(publish,)]),
+            lambda: docker.run(image, detach=True, name=name, labels=labels, publish=[(publish,)]),
             hint="build the image first: `invoke build`",
         )
         url = f"http://127.0.0.1:{_host_port(container) if container is not None else '<port>'}"

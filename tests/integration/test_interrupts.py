@@ -6,6 +6,7 @@ hangs in `dvc pull`, as it would behind a dead proxy.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from cicd.labels import CONTAINER_LABEL
 from tests.support import runs
 from tests.support.project import Project, docker, docker_client_path, remove_images
 from tests.support.waiting import eventually
@@ -87,8 +89,10 @@ def trained(new_project, training) -> Iterator[Project]:
     that starts a container that never gets ready, as a hanging service would."""
     project = new_project("interrupts-trained", None, trained=training)
     project.invoke("pull")
+    # Without the run's label, as the real service image: the smoke container gets it from
+    # the suite (CONTAINER_LABELS; test_a_killed_smoke_steps_container_goes_with_its_run).
     subprocess.run(
-        [docker_client_path(), "build", "--quiet", *runs.label_args(), "--tag", SLEEPER, "-"],
+        [docker_client_path(), "build", "--quiet", "--tag", SLEEPER, "-"],
         input='FROM python:3.11-slim\nCMD ["sleep", "600"]\n', text=True, check=True,
         capture_output=True,
     )  # fmt: skip
@@ -126,17 +130,60 @@ def test_sigterm_during_the_smoke_test_removes_its_container(trained):
 
 
 @pytest.mark.docker
+def test_a_killed_smoke_steps_container_goes_with_its_run(trained):
+    # SIGKILL: the step cleans nothing up, its container stays. It carries its run's label
+    # (the suite's CONTAINER_LABELS setting; the image has none), so the sweep of dead runs
+    # removes it once the run is dead, and not before.
+    run = subprocess.Popen(["sleep", "600"])  # stands for the run's controller
+    marker = f"{run.pid}-{runs.process_start(run.pid)}"
+    env = {
+        **trained.env, "INVOKE_SUITE_SMOKE_TIMEOUT": "300",
+        runs.CONTAINER_LABELS: f"{runs.LABEL}={marker}",
+    }  # fmt: skip
+    step = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "smoke", "--image", SLEEPER], cwd=trained.root,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        eventually(lambda: containers_of(SLEEPER), "the smoke container", timeout=120)
+        step.kill()
+        step.wait(timeout=60)
+        (cid,) = containers_of(SLEEPER)  # nothing removed it
+        labels = docker("inspect", "--format", "{{json .Config.Labels}}", cid).stdout
+        assert json.loads(labels)[CONTAINER_LABEL] == "smoke", labels
+        client = docker_client_path()
+        assert not any(
+            cid.startswith(line.split()[0]) for line in runs.remove_containers_of_dead_runs(client)
+        ), "its run still runs"
+        assert containers_of(SLEEPER) == [cid]
+        run.kill()
+        run.wait()
+        removed = runs.remove_containers_of_dead_runs(client)
+        assert any(cid.startswith(line.split()[0]) for line in removed), removed
+        assert containers_of(SLEEPER) == []
+    finally:
+        step.kill()
+        run.kill()
+        run.wait()
+        if containers_of(SLEEPER):
+            docker("rm", "--force", *containers_of(SLEEPER), check=False)
+
+
+@pytest.mark.docker
 def test_sigterm_during_the_smoke_test_stops_the_sbom_draft_too(trained, tmp_path):
     # The publish session's smoke step drafts the SBOM of the image under test meanwhile
     # (cicd.attestation_draft): the interruption stops both, and neither leaves a container
     # or the SBOM's scratch directory (sbom-*, made in the step's TMPDIR) behind.
-    image = f"127.0.0.1:9/celestial-bodies-classifier:{trained.head()}"
+    # Named after a registry nobody serves (port 9, discard), in this run's namespace: two
+    # runs never share the name, and a killed run's image is found by its marker.
+    registry = runs.image("interrupts", host="127.0.0.1:9")
+    image = f"{registry}/celestial-bodies-classifier:{trained.head()}"
     docker("tag", SLEEPER, image)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {
         **trained.env, "INVOKE_SUITE_SMOKE_TIMEOUT": "300",
-        "CONTAINER_REGISTRY_HOST": "127.0.0.1:9", "TMPDIR": str(scratch),
+        "CONTAINER_REGISTRY_HOST": registry, "TMPDIR": str(scratch),
     }  # fmt: skip
     try:
         step = subprocess.Popen(
@@ -149,7 +196,7 @@ def test_sigterm_during_the_smoke_test_stops_the_sbom_draft_too(trained, tmp_pat
         code, stderr = interrupt_when(step, smoke_started, "the smoke container")
         stdout = step.stdout.read()
     finally:
-        remove_images("127.0.0.1:9/")
+        remove_images(f"{registry}/")
     assert code == 130 and "interrupted: stopped and cleaned up" in stderr, stderr
     assert "Traceback" not in stderr
     # The draft's first command: the SBOM's inspection of the image (no --format, unlike
@@ -169,7 +216,8 @@ def test_sigterm_during_the_push_leaves_no_docker_config(trained, tmp_path):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)
-        registry = f"127.0.0.1:{silent.getsockname()[1]}"
+        # In this run's namespace: a killed run's images are found by its marker.
+        registry = runs.image("interrupts", host=f"127.0.0.1:{silent.getsockname()[1]}")
         sha = trained.head()
         for tag in (sha, "latest"):
             docker("tag", SLEEPER, f"{registry}/celestial-bodies-classifier:{tag}")

@@ -6,13 +6,17 @@
 * A killed run's containers go: its watchdog removes them when its controller dies, and the
   next run's start removes those of every dead run (the watchdog may have been killed too),
   and their images, while a container or an image of a run that still runs is kept.
+* So do the images a killed run named after a registry it started (``127.0.0.1:PORT/...``,
+  no marker in the name): the run recorded the registry's address.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -198,3 +202,82 @@ def test_a_killed_runs_watchdog_removes_its_containers(containers):
     cid = killed_run(armed=True)
     containers.append(cid)
     eventually(lambda: not container_exists(cid), "the killed run's container removed")
+
+
+# A test process: a run of its own, armed, that starts a test registry and tags an image
+# after its address (as a publish does), prints the reference; then it waits to be killed.
+REGISTRY_RUN = f"""
+import subprocess, sys, tempfile, time
+from pathlib import Path
+from tests.support import reaper, registry_process, runs
+runs.begin()
+reaper.arm()  # the registry dies with this process, as a killed run's does
+started = registry_process.start(Path(tempfile.mkdtemp()))
+reference = f"{{started.host}}:{{started.port}}/run-leftovers-probe:x"
+subprocess.run([sys.argv[1], "tag", "{BASE}", reference], check=True)
+print("reference:", reference, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_the_images_named_after_a_dead_runs_registry_are_removed(tmp_path):
+    env = {key: value for key, value in ENV.items() if key != runs.VARIABLE}
+    process = subprocess.Popen(
+        [sys.executable, "-c", REGISTRY_RUN, docker_client_path()],
+        stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert process.stdout is not None
+    reference = ""
+    for line in process.stdout:  # after the registry's own "started" line
+        if line.startswith("reference: "):
+            reference = line.split()[1]
+            break
+    try:
+        assert reference and image_exists(reference), "the run tagged no image"
+        process.send_signal(signal.SIGKILL)  # no teardown: stop_registry never runs
+        assert process.wait(timeout=30) == -signal.SIGKILL
+        address = reference.split("/")[0]
+        eventually(lambda: not runs.listening(address), "the killed run's registry stopped")
+        assert image_exists(reference), "removed before the sweep: the test proves nothing"
+        removed = runs.remove_images_of_dead_runs(docker_client_path())
+        assert reference in removed, removed
+        assert not image_exists(reference)
+    finally:
+        process.kill()
+        process.wait()
+        if reference:
+            docker("rmi", "--force", reference, check=False)
+
+
+def test_a_registry_address_of_a_live_run_or_answering_again_is_left_alone():
+    ended = subprocess.Popen(["sleep", "600"])
+    live_process = subprocess.Popen(["sleep", "600"])  # a run that still runs
+    dead, live = [f"{p.pid}-{runs.process_start(p.pid)}" for p in (ended, live_process)]
+    ended.kill()
+    ended.wait()
+    references = []
+    with socket.socket() as answering, socket.socket() as silent:
+        answering.bind(("127.0.0.1", 0))
+        answering.listen()  # the dead run's port, given to another registry since
+        silent.bind(("127.0.0.1", 0))  # the live run's registry: not answering right now
+        addresses = {
+            dead: f"127.0.0.1:{answering.getsockname()[1]}",
+            live: f"127.0.0.1:{silent.getsockname()[1]}",
+        }
+        try:
+            for marker, address in addresses.items():
+                (runs.RECORDS / marker).mkdir(parents=True)
+                (runs.RECORDS / marker / address).touch()
+                references.append(f"{address}/run-leftovers-probe:x")
+                docker("tag", BASE, references[-1])
+            removed = runs.remove_images_of_dead_runs(docker_client_path())
+            assert not set(references) & set(removed), removed
+            assert all(image_exists(reference) for reference in references)
+            assert not (runs.RECORDS / dead).exists(), "the dead run's record stays"
+            assert (runs.RECORDS / live / addresses[live]).exists(), "a live run's record went"
+        finally:
+            live_process.kill()
+            live_process.wait()
+            for marker in addresses:
+                shutil.rmtree(runs.RECORDS / marker, ignore_errors=True)
+            docker("rmi", "--force", *references, check=False)

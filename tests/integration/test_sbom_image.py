@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +23,10 @@ from cicd import sbom
 from cicd import settings as settings_module
 from cicd.context import Run
 from cicd.docker import choose_client
+from cicd.labels import CONTAINER_LABEL
 from cicd.shell import Runner
 from tests.support import runs
-from tests.support.project import ROOT, docker
+from tests.support.project import ROOT, docker, docker_client_path
 
 pytestmark = [pytest.mark.docker]
 
@@ -70,9 +72,10 @@ def tiny_image(tmp_path_factory) -> Iterator[str]:
     (context / "Dockerfile").write_text(DOCKERFILE)
     write_wheel(context / "tinypkg-0.4.2-py3-none-any.whl")
     client = choose_client()
+    # Without the run's label, as the real service image: the SBOM's container gets it from
+    # the suite (CONTAINER_LABELS), which test_the_sbom_of_a_real_image checks.
     subprocess.run(
-        [client.path, "build", "--quiet", "--network", "none", *runs.label_args(),
-         "--tag", IMAGE, str(context)],
+        [client.path, "build", "--quiet", "--network", "none", "--tag", IMAGE, str(context)],
         env={**os.environ, **client.build_env}, capture_output=True, text=True, check=True,
         timeout=300,
     )  # fmt: skip
@@ -81,7 +84,9 @@ def tiny_image(tmp_path_factory) -> Iterator[str]:
 
 
 def a_run(out: io.StringIO) -> Run:
-    return Run(Runner(out=out, verbose=True), settings_module.load(ROOT, {}), {})
+    # The run's container labels, as every step of the tests gets them (tests/support/runs.py).
+    environ = {runs.CONTAINER_LABELS: os.environ[runs.CONTAINER_LABELS]}
+    return Run(Runner(out=out, verbose=True), settings_module.load(ROOT, environ), {})
 
 
 def components(document: dict) -> dict[str, dict]:
@@ -96,8 +101,14 @@ def test_the_sbom_of_a_real_image(tiny_image, tmp_path, monkeypatch):
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     out = io.StringIO()
+    since = time.time()
     document = sbom.generate(a_run(out), tiny_image)
     assert document is not None
+    # Had the step been killed, its container would have stayed: it carries the run's label
+    # (the sweep of dead runs and the watchdog find it) and the suite's own.
+    (labels,) = runs.created_labels(docker_client_path(), tiny_image, since)
+    assert labels.get(runs.LABEL) == runs.current(), labels
+    assert labels.get(CONTAINER_LABEL) == "sbom", labels
 
     text = json.dumps(document)
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None

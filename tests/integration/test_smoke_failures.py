@@ -10,10 +10,12 @@ by the publish session (test_publish.py, "wrong answer").
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from cicd.labels import CONTAINER_LABEL
 from tests.support import runs
 from tests.support.project import Project, docker, docker_client_path, remove_images
 
@@ -70,9 +72,11 @@ def images(tmp_path_factory) -> Iterator[dict[str, str]]:
     built = {}
     for mode in FAILURES:
         reference = f"{REPOSITORY}:{mode}"
+        # Without the run's label, as the real service image: the smoke container gets it
+        # from the suite (CONTAINER_LABELS), which is what the test checks.
         subprocess.run(
             [docker_client_path(), "build", "--quiet", "--build-arg", f"MODE={mode}",
-             *runs.label_args(), "--tag", reference, str(context)],
+             "--tag", reference, str(context)],
             check=True, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         built[mode] = reference
@@ -91,6 +95,7 @@ def project(new_project, training) -> Project:
 @pytest.mark.parametrize("failure", FAILURES)
 def test_a_failing_service_fails_the_smoke_test_in_one_line(project, images, failure):
     message, env = FAILURES[failure]
+    since = time.time()
     done = project.invoke("smoke", "--image", images[failure], check=False, env=env)
     assert done.returncode != 0
     error = done.stderr.strip().splitlines()
@@ -99,3 +104,8 @@ def test_a_failing_service_fails_the_smoke_test_in_one_line(project, images, fai
     assert "Traceback" not in done.stderr
     left = docker("ps", "--all", "--quiet", "--filter", f"ancestor={images[failure]}")
     assert not left.stdout.strip(), "the smoke test left its container behind"
+    # Had the step been killed, its container would have stayed: it carries the run's label
+    # (the sweep of dead runs and the watchdog find it) and the suite's own.
+    (labels,) = runs.created_labels(docker_client_path(), images[failure], since)
+    assert labels.get(runs.LABEL) == runs.current(), labels
+    assert labels.get(CONTAINER_LABEL) == "smoke", labels

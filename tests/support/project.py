@@ -233,8 +233,10 @@ def remove_seed_image() -> None:
 
 
 def stop_registry(registry: Registry) -> None:
-    registry_process.stop(registry.state, registry.port)
+    # The images first: the stop forgets the registry (tests/support/runs.py), and a run
+    # killed in between leaves nothing the next run's sweep could no longer find.
     remove_images(f"{registry.address}/")
+    registry_process.stop(registry.state, registry.port)
 
 
 @dataclass

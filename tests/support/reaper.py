@@ -12,7 +12,8 @@ however it ends, the kernel closes that end: the watchdog's read returns (an eve
 poll) and it kills every process whose environment carries the token.
 
 Docker containers are the engine's children, not this process's: they carry their run's label
-instead (``tests/support/runs.py``). The run's controller arms its watchdog with that label
+instead (``tests/support/runs.py``; the suite's smoke and SBOM containers through its
+``CONTAINER_LABELS`` setting). The run's controller arms its watchdog with that label
 (``containers_of``): when the controller ends, the watchdog also removes the run's
 containers. Should the watchdog itself be killed (a whole process group, the machine), the
 next run's start removes the containers of every dead run

@@ -23,6 +23,7 @@ from cicd import local_registry
 from cicd.local_registry import RegistryProcess
 from cicd.registry import Credentials
 from cicd.shell import Runner
+from tests.support import runs
 
 HOST = "127.0.0.1"
 TIMEOUT = 15.0
@@ -51,6 +52,8 @@ def start(state: Path, credentials: tuple[str, str] | None = None) -> RegistryPr
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         raise
+    # The images named after it carry no run marker: a killed run's are found by its address.
+    runs.record_registry(f"{HOST}:{port}")
     runner.echo(f"test registry: started at {url}")
     return RegistryProcess(HOST, port, "binary", run_dir, pid=pid)
 
@@ -61,7 +64,9 @@ def _alive(pid: int) -> bool:
 
 def stop(state: Path, port: int) -> bool:
     """Stop the registry started on ``port`` with state directory ``state``; True if it ran."""
-    return local_registry.stop_port(Runner(), port, state)
+    stopped = local_registry.stop_port(Runner(), port, state)
+    runs.forget_registry(f"{HOST}:{port}")
+    return stopped
 
 
 def _link(link: Path, run_dir: Path) -> None:

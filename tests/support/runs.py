@@ -8,7 +8,12 @@ Docker engine carries its run's marker, and what a run left is found by one filt
 * an image: its repository name holds :func:`image_namespace` (:func:`image` names one);
 * a container: the label ``LABEL=<marker>``. ``docker run`` gets it from :func:`label_args`,
   and an image the tests build gets it too (``docker build --label``), so that a container
-  the suite starts from that image (smoke test, SBOM, embedded registry) inherits it.
+  started from that image (the embedded registry's) inherits it. The containers the suite
+  starts itself (smoke test, SBOM), from the real service image too, get it from the suite's
+  setting ``CONTAINER_LABELS``, which :func:`begin` exports for every command of the run;
+* an image named after a test registry's address (``127.0.0.1:PORT/...``, as the suite names
+  what it publishes): the run records each registry it starts (:func:`record_registry`),
+  so that a killed run's images are found by their registry's address.
 
 The marker names the run's controller process: its pid and its start time (clock ticks since
 boot, ``/proc/PID/stat``), so that a pid the kernel gave to another process since does not
@@ -18,14 +23,25 @@ in ``tests/conftest.py`` before they start); a pytest started inside a test make
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 VARIABLE = "MODEL_CICD_TESTS_RUN"
 LABEL = "model-cicd-tests.run"
 NAMESPACE_PREFIX = "model-cicd-tests-run-"
+# The suite's setting (src/cicd/settings.py): labels for every container the suite starts.
+CONTAINER_LABELS = "CONTAINER_LABELS"
+# The registries each run started, one empty file per address in a folder per run marker:
+# <RECORDS>/<marker>/<host:port>. A registry's stop removes its file; a dead run's folder
+# goes with the images it names (remove_images_of_dead_runs).
+RECORDS = Path(tempfile.gettempdir()) / "model-cicd-tests-registries"
 
 
 def process_start(pid: int) -> str | None:
@@ -42,6 +58,9 @@ def begin() -> str:
     """Make this process a run of its own (a pytest controller): its marker, exported."""
     marker = f"{os.getpid()}-{process_start(os.getpid())}"
     os.environ[VARIABLE] = marker
+    # Every command the run starts (the projects copy this environment) labels the smoke
+    # and SBOM containers the suite starts as this run's: a killed run's are swept too.
+    os.environ[CONTAINER_LABELS] = f"{LABEL}={marker}"
     return marker
 
 
@@ -87,18 +106,29 @@ def docker(client: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([client, *args], capture_output=True, text=True, check=False, timeout=120)
 
 
-def images_of(client: str, marker: str) -> list[str]:
-    """The engine's images in run ``marker``'s namespace (by tag, or by digest untagged);
-    ``marker=""``: in any run's."""
-    namespace = NAMESPACE_PREFIX + marker + ("/" if marker else "")
+def all_images(client: str) -> list[tuple[str, str]]:
+    """Every image of the engine: (repository, reference by tag, or by digest untagged)."""
     template = "{{.Repository}} {{.Tag}} {{.Digest}}"
     listed = docker(client, "images", "--digests", "--format", template)
     found = []
     for line in listed.stdout.splitlines():
         repository, tag, digest = line.split()
-        if repository.startswith(namespace) or f"/{namespace}" in repository:
-            found.append(f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}")
+        reference = f"{repository}:{tag}" if tag != "<none>" else f"{repository}@{digest}"
+        found.append((repository, reference))
     return found
+
+
+def images_of(client: str, marker: str) -> list[str]:
+    """The engine's images in run ``marker``'s namespace (by tag, or by digest untagged);
+    ``marker=""``: in any run's."""
+    listed = all_images(client)
+    return [reference for repository, reference in listed if in_namespace(repository, marker)]
+
+
+def in_namespace(repository: str, marker: str) -> bool:
+    """``repository`` is named in run ``marker``'s namespace (``""``: in any run's)."""
+    namespace = NAMESPACE_PREFIX + marker + ("/" if marker else "")
+    return repository.startswith(namespace) or f"/{namespace}" in repository
 
 
 def containers_of(client: str, marker: str | None = None) -> list[tuple[str, str, str]]:
@@ -117,6 +147,18 @@ def containers_of(client: str, marker: str | None = None) -> list[tuple[str, str
     return found
 
 
+def created_labels(client: str, image: str, since: float) -> list[dict[str, str]]:
+    """The labels of each container created from ``image`` since ``since`` (``time.time()``),
+    from the engine's events: a container already removed (``--rm``) counts too."""
+    listed = docker(
+        client, "events", "--since", f"{since:.3f}", "--until", f"{time.time() + 1:.3f}",
+        "--filter", "type=container", "--filter", "event=create", "--filter", f"image={image}",
+        "--format", "{{json .Actor.Attributes}}",
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    return [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
+
+
 def leftovers(client: str, marker: str) -> Leftovers:
     containers = [f"{cid} {name}" for cid, name, _ in containers_of(client, marker)]
     return Leftovers(images_of(client, marker), containers)
@@ -129,14 +171,59 @@ def remove(client: str, left: Leftovers) -> None:
         docker(client, "rmi", "--force", *left.images)
 
 
+def record_registry(address: str) -> None:
+    """Note that this run started a registry at ``address`` (``host:port``): the images named
+    after it carry no run marker, and a killed run's stop_registry never removed them."""
+    folder = RECORDS / current()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / address).touch()
+
+
+def forget_registry(address: str) -> None:
+    """The registry at ``address`` was stopped (its images removed): no longer this run's."""
+    (RECORDS / current() / address).unlink(missing_ok=True)
+
+
+def registries_of_dead_runs() -> dict[str, list[str]]:
+    """The addresses of the registries each dead run started and never stopped, by marker."""
+    found: dict[str, list[str]] = {}
+    folders = sorted(RECORDS.iterdir()) if RECORDS.is_dir() else []
+    for folder in folders:
+        if not alive(folder.name):
+            found[folder.name] = sorted(path.name for path in folder.iterdir())
+    return found
+
+
+def listening(address: str) -> bool:
+    """Something accepts connections at ``host:port``: the port is someone's again."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def remove_images_of_dead_runs(client: str) -> list[str]:
-    """Remove every image in the namespace of a run that is dead (killed before its
-    teardowns and its end's check): their references. A live run's images are kept."""
+    """Remove every image of a run that is dead (killed before its teardowns and its end's
+    check): those in its namespace, and those named after a registry it started and never
+    stopped. Their references. A live run's images are kept."""
+    listed = all_images(client)  # before the records are read: see below
     dead = []
-    for reference in images_of(client, ""):
-        namespace = next(part for part in reference.split("/") if part.startswith(NAMESPACE_PREFIX))
-        if not alive(namespace.removeprefix(NAMESPACE_PREFIX)):
-            dead.append(reference)
+    for repository, reference in listed:
+        if in_namespace(repository, ""):
+            namespace = next(p for p in repository.split("/") if p.startswith(NAMESPACE_PREFIX))
+            if not alive(namespace.removeprefix(NAMESPACE_PREFIX)):
+                dead.append(reference)
+    for marker, addresses in registries_of_dead_runs().items():
+        for address in addresses:
+            # A registry answering there now is another's (a live run's, a user's: the port
+            # was given again), and the images listed above may be its: they stay. (One
+            # that started after the listing has none of its images in it.)
+            if not listening(address):
+                dead += [ref for _, ref in listed if ref.startswith(f"{address}/")]
+        shutil.rmtree(RECORDS / marker, ignore_errors=True)
+    dead = sorted(set(dead))
     if dead:
         docker(client, "rmi", "--force", *dead)
     return dead

@@ -38,3 +38,8 @@ def test_images_of_a_run_are_named_in_its_namespace():
         f"registry.invalid/model-cicd-tests-run-{marker}/x"
     )
     assert runs.label_args() == ["--label", f"model-cicd-tests.run={marker}"]
+
+
+def test_a_run_labels_the_containers_the_suite_starts():
+    # The suite's setting (src/cicd/settings.py), inherited by every command of the run.
+    assert os.environ[runs.CONTAINER_LABELS] == f"model-cicd-tests.run={runs.current()}"

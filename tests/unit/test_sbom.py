@@ -225,8 +225,9 @@ def test_an_image_without_dpkg_status_is_one_clear_error(tmp_path):
         sbom._unpack(archive, tmp_path)
 
 
-def a_run(dry: bool, out: io.StringIO) -> Run:
-    run = Run(Runner(dry=dry, out=out, verbose=True), settings_module.load(ROOT, {}), {})
+def a_run(dry: bool, out: io.StringIO, environ: dict[str, str] | None = None) -> Run:
+    settings = settings_module.load(ROOT, environ or {})
+    run = Run(Runner(dry=dry, out=out, verbose=True), settings, {})
     run.__dict__["docker"] = Client("/usr/bin/docker", {"DOCKER_BUILDKIT": "1"})  # no probe
     return run
 
@@ -359,3 +360,12 @@ def test_the_container_runs_with_a_pid_and_a_memory_limit(monkeypatch):
     out = io.StringIO()
     sbom.generate(a_run(True, out), "registry.example/app:1")
     assert "--pids-limit 64 --memory 512m --network none" in out.getvalue().splitlines()[1]
+
+
+def test_the_container_carries_the_suites_label_and_the_settings(monkeypatch):
+    # So that a killed step's container is found: `docker ps --filter label=...`.
+    monkeypatch.setattr(subprocess, "Popen", None)
+    out = io.StringIO()
+    sbom.generate(a_run(True, out, {"CONTAINER_LABELS": "ci.job=7"}), "registry.example/app:1")
+    shown = out.getvalue().splitlines()[1]
+    assert "--label ci.job=7 --label io.model-cicd.container=sbom " in shown, shown

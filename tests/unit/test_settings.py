@@ -266,3 +266,28 @@ def test_pull_and_push_pass_the_jobs_after_their_targets():
         ["dvc", "pull", "model/m.bentomodel", "--jobs", jobs],
         ["dvc", "push", "--jobs", jobs],
     ]
+
+
+def test_container_labels_come_from_the_environment():
+    assert settings().container_labels == ()
+    given = settings(CONTAINER_LABELS="ci.job=1234, ci.pipeline=99,note=a=b,empty=")
+    assert given.container_labels == (
+        ("ci.job", "1234"),
+        ("ci.pipeline", "99"),
+        ("note", "a=b"),
+        ("empty", ""),
+    )
+
+
+# No "=", no key, a space in the key; an empty item between commas is skipped, "b" is not.
+@pytest.mark.parametrize("value", ["ci.job", "=1234", "ci job=1", "a=1,,b"])
+def test_a_bad_container_label_is_one_clear_line(value):
+    with pytest.raises(SuiteError, match=r"^CONTAINER_LABELS has .*: give key=value pairs") as e:
+        settings(CONTAINER_LABELS=value)
+    assert "\n" not in str(e.value)
+
+
+def test_container_labels_are_not_an_invoke_yaml_setting():
+    config = {"suite": {**DEFAULTS["suite"], "container_labels": {"a": "b"}}}
+    with pytest.raises(SuiteError, match=r"unknown setting.* container_labels"):
+        from_config(ROOT, config, {})
