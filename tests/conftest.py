@@ -110,6 +110,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     else:  # the run's end (pytest-xdist's controller runs this after every worker ended)
         remove_seed_image()
         fail_on_leftovers(session)
+        release_registries()
+
+
+def release_registries() -> None:
+    """The run's registry records go at its end, with images named after a registry of the
+    run that nothing serves any more (runs.release_registries)."""
+    client = engine_client()
+    if client:
+        for image in runs.release_registries(client):
+            ENGINE_SUMMARY.append(f"removed an image named after this run's registry: {image}")
 
 
 def fail_on_leftovers(session: pytest.Session) -> None:

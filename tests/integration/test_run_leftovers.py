@@ -281,3 +281,28 @@ def test_a_registry_address_of_a_live_run_or_answering_again_is_left_alone():
             for marker in addresses:
                 shutil.rmtree(runs.RECORDS / marker, ignore_errors=True)
             docker("rmi", "--force", *references, check=False)
+
+
+def test_a_runs_end_removes_its_registry_records_and_the_images_no_registry_serves():
+    """A registry a test stopped through the suite (`invoke registry --stop`) left its record:
+    the run's end removes it, and the images named after it, unless something answers there."""
+    marker = f"{os.getpid()}-{runs.process_start(os.getpid())}-end"  # not this run's records
+    references = []
+    with socket.socket() as answering, socket.socket() as stopped:
+        answering.bind(("127.0.0.1", 0))
+        answering.listen()
+        stopped.bind(("127.0.0.1", 0))  # bound, not listening: nothing answers there
+        addresses = [f"127.0.0.1:{s.getsockname()[1]}" for s in (answering, stopped)]
+        try:
+            (runs.RECORDS / marker).mkdir(parents=True)
+            for address in addresses:
+                (runs.RECORDS / marker / address).touch()
+                references.append(f"{address}/run-leftovers-probe:end")
+                docker("tag", BASE, references[-1])
+            removed = runs.release_registries(docker_client_path(), marker)
+            assert removed == [references[1]], removed
+            assert image_exists(references[0]) and not image_exists(references[1])
+            assert not (runs.RECORDS / marker).exists(), "the run's records stay"
+        finally:
+            shutil.rmtree(runs.RECORDS / marker, ignore_errors=True)
+            docker("rmi", "--force", *references, check=False)

@@ -229,6 +229,29 @@ def remove_images_of_dead_runs(client: str) -> list[str]:
     return dead
 
 
+def release_registries(client: str, marker: str = "") -> list[str]:
+    """At the end of the run ``marker`` (this one by default): its registry records go (a
+    registry the suite's own `invoke registry --stop` stopped never forgot its record), with
+    the images named after those registries that nothing answers for any more. Their
+    references."""
+    folder = RECORDS / (marker or current())
+    addresses = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+    listed = all_images(client) if addresses else []
+    gone = sorted(
+        {
+            reference
+            for address in addresses
+            if not listening(address)
+            for _, reference in listed
+            if reference.startswith(f"{address}/")
+        }
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    if gone:
+        docker(client, "rmi", "--force", *gone)
+    return gone
+
+
 def remove_containers_of_dead_runs(client: str) -> list[str]:
     """Remove every container whose run is dead (killed, so no teardown ran): ``id name``
     of each. A container of a run that still runs (another session's) is kept."""
