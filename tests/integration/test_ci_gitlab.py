@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import pytest
 
@@ -31,19 +32,27 @@ def gitlab(tmp_path_factory, registry, training, leak_scan, pytestconfig) -> Ite
         yield project
 
 
+class Pipeline(NamedTuple):
+    output: str
+    report: dict[str, str]  # publish's dotenv report, read at once: the next run writes it
+
+
 @pytest.fixture(scope="module")
-def gitlab_main(gitlab: Project) -> str:
+def gitlab_main(gitlab: Project) -> Pipeline:
     gitlab_secrets(gitlab, protected=True)
-    return gitlab_ci_local(gitlab, "gitlab-ci-local-push-main", [], {})
+    output = gitlab_ci_local(gitlab, "gitlab-ci-local-push-main", [], {})
+    return Pipeline(output, dotenv_report(gitlab))
 
 
 @pytest.fixture(scope="module")
-def gitlab_again(gitlab: Project, gitlab_main: str) -> str:
-    return gitlab_ci_local(gitlab, "gitlab-ci-local-push-again", ["train", "publish"], {})
+def gitlab_again(gitlab: Project, gitlab_main: Pipeline) -> Pipeline:
+    jobs = ["train", "publish"]
+    output = gitlab_ci_local(gitlab, "gitlab-ci-local-push-again", jobs, {})
+    return Pipeline(output, dotenv_report(gitlab))
 
 
 @pytest.fixture(scope="module")
-def gitlab_promote(gitlab: Project, gitlab_again: str) -> tuple[str, str]:
+def gitlab_promote(gitlab: Project, gitlab_again: Pipeline) -> tuple[str, str]:
     """The manual promote job, run on main with PROMOTE_TO set, as "Run job" would: it
     promotes the digest of publish's dotenv report (PUBLISH_DIGEST)."""
     sha = gitlab.git("rev-parse", "main")
@@ -59,26 +68,26 @@ def dotenv_report(project: Project) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines())
 
 
-def test_gitlab_push_to_main_checks_trains_and_publishes(gitlab: Project, gitlab_main: str):
+def test_gitlab_push_to_main_checks_trains_and_publishes(gitlab: Project, gitlab_main: Pipeline):
+    output, report = gitlab_main
     for session in ("lint", "docs", "tests", "train", "publish", "verify"):  # checks in full
-        assert f"Session {session} was successful" in gitlab_main
+        assert f"Session {session} was successful" in output
     sha = gitlab.git("rev-parse", "HEAD")
     by_sha, latest = gitlab.manifest(sha), gitlab.manifest("latest")
     assert by_sha is not None and by_sha == latest
-    report = dotenv_report(gitlab)
     assert report["PUBLISH_DIGEST"] == by_sha.digest and report["PUBLISH_SKIPPED"] == "false"
     assert report["PUBLISH_TAGS"].split() == [
         f"{gitlab.registry.address}/{IMAGE}:{t}" for t in (sha, "latest")
     ]
-    assert "Running stage 'train'" in gitlab_main, "main's train did not train"
+    assert "Running stage 'train'" in output, "main's train did not train"
     model = ci_runners.model_object(gitlab)
     assert model in ci_runners.s3_objects(gitlab.s3, "gitlab/"), "main's train pushed no model"
 
 
-def test_gitlab_same_commit_again_skips_publish(gitlab: Project, gitlab_again: str):
-    assert "already published" in gitlab_again
-    assert "bentoml containerize" not in gitlab_again
-    assert dotenv_report(gitlab)["PUBLISH_SKIPPED"] == "true"
+def test_gitlab_same_commit_again_skips_publish(gitlab: Project, gitlab_again: Pipeline):
+    assert "already published" in gitlab_again.output
+    assert "bentoml containerize" not in gitlab_again.output
+    assert gitlab_again.report["PUBLISH_SKIPPED"] == "true"
 
 
 def test_gitlab_promotion_moves_the_environment_tag_by_digest(gitlab: Project, gitlab_promote):
