@@ -62,6 +62,7 @@ def dotenv_report(project: Project) -> dict[str, str]:
 def test_gitlab_push_to_main_checks_trains_and_publishes(gitlab: Project, gitlab_main: str):
     for session in ("lint", "docs", "tests", "train", "publish", "verify"):  # checks in full
         assert f"Session {session} was successful" in gitlab_main
+    ci_runners.assert_checks_tested_in_one_process(gitlab_main)
     sha = gitlab.git("rev-parse", "HEAD")
     by_sha, latest = gitlab.manifest(sha), gitlab.manifest("latest")
     assert by_sha is not None and by_sha == latest
