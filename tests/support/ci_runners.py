@@ -544,8 +544,8 @@ def gitlab_secrets(project: Project, protected: bool) -> None:
 def assert_checks_tested_in_one_process(output: str) -> None:
     """The checks job's tests session ran its one file (NESTED_TESTS) in pytest's own process:
     pytest says "collected N items", and no pytest-xdist worker was created."""
-    assert re.search(r"collected \d+ items", output), "the checks job's pytest collected nothing"
     assert "workers [" not in output, "the checks job's pytest started pytest-xdist workers"
+    assert re.search(r"collected \d+ items", output), "the checks job's pytest collected nothing"
 
 
 def assert_promoted(project: Project, promotion: tuple[str, str]) -> None:
