@@ -285,7 +285,11 @@ def rollback(session: nox.Session) -> None:
 # Without arguments: every test, one file per pytest-xdist worker (a file's fixtures chain up;
 # tests/conftest.py shares the one training between workers and hands out the long files
 # first), three workers on two cores (the tests mostly wait on Docker, registries, runners).
-TEST_EVERYTHING = ["-n", "3", "--dist", "loadfile", "--no-loadscope-reorder"]
+# `-n auto` takes the count from pytest-xdist's own PYTEST_XDIST_AUTO_NUM_WORKERS: three unless
+# the environment says otherwise; 0 runs the tests in pytest's own process, no worker (the
+# CI-file tests' nested checks jobs, which run one small file: tests/support/ci_runners.py).
+TEST_EVERYTHING = ["-n", "auto", "--dist", "loadfile", "--no-loadscope-reorder"]
+TEST_WORKERS = "3"
 
 
 @nox.session(python=PYTHON)
@@ -295,9 +299,9 @@ def tests(session: nox.Session) -> None:
     # The tests start hundreds of Python processes (steps, dvc, bentoml, nested CI runs):
     # where the machine sets PYTHONDONTWRITEBYTECODE, each compiled bentoml, dvc and sklearn
     # again (about 3 s of CPU each); their bytecode is cached in the venvs instead.
-    session.run(
-        "pytest", *(session.posargs or TEST_EVERYTHING), env={"PYTHONDONTWRITEBYTECODE": None}
-    )
+    workers = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", TEST_WORKERS)
+    env = {"PYTHONDONTWRITEBYTECODE": None, "PYTEST_XDIST_AUTO_NUM_WORKERS": workers}
+    session.run("pytest", *(session.posargs or TEST_EVERYTHING), env=env)
 
 
 @nox.session(python=PYTHON)

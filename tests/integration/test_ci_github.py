@@ -57,6 +57,7 @@ def github_promote(github: Project, github_again: str) -> tuple[str, str]:
 def test_github_push_to_main_checks_trains_and_publishes(github: Project, github_main: str):
     for session in ("lint", "docs", "tests", "train", "publish", "verify"):  # checks in full
         assert f"Session {session} was successful" in github_main
+    ci_runners.assert_checks_tested_in_one_process(github_main)
     sha = github.git("rev-parse", "HEAD")
     by_sha, latest = github.manifest(sha), github.manifest("latest")
     assert by_sha is not None and by_sha == latest

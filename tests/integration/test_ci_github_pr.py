@@ -47,6 +47,7 @@ def test_github_pull_request_updates_its_report_comment(github: Project, github_
     for session in ("lint", "tests", "train", "report"):
         assert f"Session {session} was successful" in run
     assert "Session docs" not in run  # CI_RUN_SESSIONS: the push to main builds them
+    ci_runners.assert_checks_tested_in_one_process(run)
     assert "dvc repro --pull" not in run  # no credentials: outputs not pulled
     assert "pull request comment updated" in run
     assert github.forge is not None

@@ -72,6 +72,7 @@ def test_gitlab_push_to_main_checks_trains_and_publishes(gitlab: Project, gitlab
     output, report = gitlab_main
     for session in ("lint", "docs", "tests", "train", "publish", "verify"):  # checks in full
         assert f"Session {session} was successful" in output
+    ci_runners.assert_checks_tested_in_one_process(output)
     sha = gitlab.git("rev-parse", "HEAD")
     by_sha, latest = gitlab.manifest(sha), gitlab.manifest("latest")
     assert by_sha is not None and by_sha == latest

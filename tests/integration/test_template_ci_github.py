@@ -9,7 +9,8 @@ private half the secret SIGNING_KEY). Then, as on GitHub:
      commit the runner checks out alone, the signing key committed on top;
   1. a push to main: `checks` (its .ci/run: its own lint and tests, never the suite's), then
      `pipeline`: train, publish (to a registry with a password), verify (signed);
-  2. a pull request: `checks`, then `review`: train without secrets and the report comment.
+  2. a pull request: `checks`, provisioning only (its .ci/run's CI_RUN_SESSIONS=none: the push
+     to main ran both sessions), then `review`: train without secrets and the report comment.
 The runners' machinery is tests/support/ci_runners.py's (the recording forge, the wheelhouse
 of ci/requirements.txt, act's stand-in actions); the durations go to
 ci-template-github-times.txt and the terminal. Minutes.
@@ -88,7 +89,7 @@ def pull_request(rendered: Project, main_push: str) -> str:
     event = ci_runners.pr_event(sha)
     event["repository"]["full_name"] = "example/iris-demo"
     return ci_runners.act(
-        rendered, "act-pull-request", "pull_request", event, job="review", suite=False
+        rendered, "act-pull-request", "pull_request", event, "review", suite=False, checks="none"
     )
 
 
@@ -109,9 +110,11 @@ def test_the_rendered_workflow_on_a_push_to_main_publishes_a_signed_image(
 def test_the_rendered_workflow_on_a_pull_request_trains_and_reports(
     rendered: Project, pull_request: str
 ):
-    for session in ("lint", "tests", "train", "report"):
+    assert "CI_RUN_SESSIONS=none: provisioned, no session run" in pull_request
+    for session in ("train", "report"):
         assert f"Session {session} was successful" in pull_request
-    assert "Session publish" not in pull_request
+    for session in ("lint", "tests", "publish"):
+        assert f"Session {session}" not in pull_request
     assert "pull request comment created" in pull_request
     assert rendered.forge is not None
     (body,) = rendered.forge.comments.values()

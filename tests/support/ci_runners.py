@@ -67,6 +67,10 @@ SECRETS = (
 # CI file runs all three (the pushes to main); a run that shows what follows checks runs fewer
 # (.ci/run's CI_RUN_SESSIONS: act's `-j` runs the jobs a job needs, checks included).
 ONE_TEST_FILE = "tests/unit/test_ci_outputs.py"
+# ... in pytest's own process: the tests session's default (noxfile.py, TEST_EVERYTHING: `-n
+# auto`) starts the pytest-xdist workers PYTEST_XDIST_AUTO_NUM_WORKERS says, three Python
+# processes that import the suite's fixtures for 8 quick tests.
+NESTED_TESTS = {"PYTEST_ADDOPTS": ONE_TEST_FILE, "PYTEST_XDIST_AUTO_NUM_WORKERS": "0"}
 
 PROBE = """
 
@@ -428,12 +432,12 @@ def act(
     job: str | None,
     *,
     suite: bool = True,
-    checks: str = "lint docs tests",
+    checks: str | None = None,
 ) -> str:
     """act runs ``project``'s workflow for ``event``. ``suite``: the project is this suite's
     repository (its checks job runs one test file, and writes the probe); False for a
     repository that is not the suite's, whose own tests run as they are. ``checks``: the
-    sessions the suite's checks job runs (.ci/run's CI_RUN_SESSIONS), or "none"."""
+    sessions the checks job runs (.ci/run's CI_RUN_SESSIONS), or "none"; None: all of them."""
     event_file = project.home.parent / f"{label}.json"
     event_file.write_text(json.dumps(event))
     command = [str(VENV_BIN / "act"), event_name, "-e", str(event_file)]
@@ -442,13 +446,10 @@ def act(
     command += ["--insecure-secrets"]
     command += stand_in_arguments(project.root / ".github" / "workflows" / "mlops.yaml")
     assert project.forge is not None
-    suite_variables = {
-        "PYTEST_ADDOPTS": ONE_TEST_FILE,
-        "CI_FILES_PROBE": str(project.probe),
-        "CI_RUN_SESSIONS": checks,
-    }
+    suite_variables = {**NESTED_TESTS, "CI_FILES_PROBE": str(project.probe)}
     variables = {
         **(suite_variables if suite else {}),
+        **({"CI_RUN_SESSIONS": checks} if checks else {}),
         "GITHUB_API_URL": f"{project.forge.url}/api",
         **project.job_variables,
     }
@@ -498,7 +499,7 @@ def gitlab_ci_local(project: Project, label: str, jobs: list[str], variables: di
     command = ["gitlab-ci-local", "--shell-isolation", "--force-shell-executor"]
     settings = {
         "GITLAB_CI": "true",  # gitlab-ci-local says "false"; the jobs must act as on GitLab
-        "PYTEST_ADDOPTS": ONE_TEST_FILE,
+        **NESTED_TESTS,
         "CI_FILES_PROBE": str(project.probe),
         # The runner's package cache (a warm runner), instead of a per-project copy.
         "UV_CACHE_DIR": project.env["UV_CACHE_DIR"],
@@ -538,6 +539,13 @@ def gitlab_secrets(project: Project, protected: bool) -> None:
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def assert_checks_tested_in_one_process(output: str) -> None:
+    """The checks job's tests session ran its one file (NESTED_TESTS) in pytest's own process:
+    pytest says "collected N items", and no pytest-xdist worker was created."""
+    assert "workers [" not in output, "the checks job's pytest started pytest-xdist workers"
+    assert re.search(r"collected \d+ items", output), "the checks job's pytest collected nothing"
 
 
 def assert_promoted(project: Project, promotion: tuple[str, str]) -> None:
