@@ -204,6 +204,20 @@ def listening(address: str) -> bool:
         return False
 
 
+def unserved_images(listed: list[tuple[str, str]], addresses: list[str]) -> list[str]:
+    """The references in ``listed`` named after one of the registry ``addresses`` that nothing
+    answers at any more. A registry answering there now is another's (a live run's, a user's:
+    the port was given again), and those images may be its: they stay. (One that started
+    after the listing has none of its images in it.)"""
+    return [
+        reference
+        for address in addresses
+        if not listening(address)
+        for _, reference in listed
+        if reference.startswith(f"{address}/")
+    ]
+
+
 def remove_images_of_dead_runs(client: str) -> list[str]:
     """Remove every image of a run that is dead (killed before its teardowns and its end's
     check): those in its namespace, and those named after a registry it started and never
@@ -216,12 +230,7 @@ def remove_images_of_dead_runs(client: str) -> list[str]:
             if not alive(namespace.removeprefix(NAMESPACE_PREFIX)):
                 dead.append(reference)
     for marker, addresses in registries_of_dead_runs().items():
-        for address in addresses:
-            # A registry answering there now is another's (a live run's, a user's: the port
-            # was given again), and the images listed above may be its: they stay. (One
-            # that started after the listing has none of its images in it.)
-            if not listening(address):
-                dead += [ref for _, ref in listed if ref.startswith(f"{address}/")]
+        dead += unserved_images(listed, addresses)
         shutil.rmtree(RECORDS / marker, ignore_errors=True)
     dead = sorted(set(dead))
     if dead:
@@ -237,15 +246,7 @@ def release_registries(client: str, marker: str = "") -> list[str]:
     folder = RECORDS / (marker or current())
     addresses = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
     listed = all_images(client) if addresses else []
-    gone = sorted(
-        {
-            reference
-            for address in addresses
-            if not listening(address)
-            for _, reference in listed
-            if reference.startswith(f"{address}/")
-        }
-    )
+    gone = sorted(set(unserved_images(listed, addresses)))
     shutil.rmtree(folder, ignore_errors=True)
     if gone:
         docker(client, "rmi", "--force", *gone)
