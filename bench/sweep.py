@@ -328,7 +328,7 @@ def mount_check(scratch: Path, clone: Path, logs: Path) -> dict:
 
 def combine(data_stamp: str, model_stamps: list[str]) -> None:
     """One result from runs made side by side when one would not fit the time: the data
-    points and the mount check of the first, the model points of the others. Each figure's
+    points of the first, the model points of the others, the first mount check found. Each figure's
     ratio stays within one point of one run; every run's load is kept."""
     runs = {
         s: json.loads((RESULTS / f"sweep-{s}.json").read_text())
@@ -336,8 +336,10 @@ def combine(data_stamp: str, model_stamps: list[str]) -> None:
     }
     first = runs[data_stamp]
     models = [point for stamp in model_stamps for point in runs[stamp]["models"]]
+    mounts = [r["mount"] for r in runs.values() if r.get("mount")]
     data = {
         **first,
+        "mount": mounts[0] if mounts else None,
         "models": sorted(models, key=lambda point: point["target_mb"]),
         "runs": {
             stamp: {
@@ -384,14 +386,19 @@ def not_run(data: dict) -> list[str]:
     ]
 
 
+# What the results of runs before ``--context`` existed say about the machine.
+NOT_IDLE = "Not idle (2 cores shared with other sessions' tests)"
+
+
 def render(data: dict) -> str:
     lines = [
         f"## Cost against size, {data['date']}",
         "",
-        f"Machine: {data['machine']}. Commit {data['commit'][:12]}. Not idle: "
-        f"load {data['load_before']['load1']:.2f} before, "
+        f"Machine: {data['machine']}. Commit {data['commit'][:12]}. "
+        f"{data.get('context') or NOT_IDLE}: "
+        f"1-minute load {data['load_before']['load1']:.2f} before, "
         f"{(data.get('load_after') or {}).get('load1', float('nan')):.2f} after "
-        "(2 cores shared with other sessions' tests); each suite figure is beside the guide's "
+        "(the run's own processes included); each suite figure is beside the guide's "
         "at the same point, minutes apart, and their ratio.",
         "",
     ]
@@ -537,6 +544,10 @@ def main() -> None:
     parser.add_argument(
         "--mount-into", metavar="STAMP", help="run only the mount check, into sweep-STAMP"
     )
+    parser.add_argument(
+        "--context", default="",
+        help="what else ran on the machine, for the result (e.g. 'idle: nothing else ran')",
+    )  # fmt: skip
     parser.add_argument("--render", metavar="JSON", help="only print the table of a results file")
     parser.add_argument("--replot", metavar="STAMP", help="rewrite sweep-STAMP's table and plot")
     args = parser.parse_args()
@@ -561,6 +572,7 @@ def main() -> None:
 
     data: dict = {
         **result_header(),
+        "context": args.context,
         "dvc_jobs": load(ROOT, {}).dvc_jobs,
         "models": [],
         "data": [],
