@@ -326,25 +326,30 @@ def mount_check(scratch: Path, clone: Path, logs: Path) -> dict:
     }
 
 
-def combine(data_stamp: str, model_stamps: list[str]) -> None:
+def combine(data_stamp: str, model_stamps: list[str], mount_stamp: str = "") -> None:
     """One result from runs made side by side when one would not fit the time: the data
-    points of the first, the model points of the others, the first mount check found. Each figure's
-    ratio stays within one point of one run; every run's load is kept."""
-    runs = {
-        s: json.loads((RESULTS / f"sweep-{s}.json").read_text())
-        for s in [data_stamp, *model_stamps]
-    }
+    points of the first, the model points of the others, the mount check of ``mount_stamp``
+    (default: the first of these runs that has one). Each figure's ratio stays within one
+    point of one run; every run's load and context are kept."""
+    stamps = [data_stamp, *model_stamps]
+    runs = {s: json.loads((RESULTS / f"sweep-{s}.json").read_text()) for s in stamps}
     first = runs[data_stamp]
     models = [point for stamp in model_stamps for point in runs[stamp]["models"]]
-    mounts = [r["mount"] for r in runs.values() if r.get("mount")]
+    mount_runs = [mount_stamp] if mount_stamp else [s for s in stamps if runs[s].get("mount")]
+    mount = None
+    if mount_runs:
+        source = runs.get(mount_runs[0]) or json.loads(
+            (RESULTS / f"sweep-{mount_runs[0]}.json").read_text()
+        )
+        mount = {**source["mount"], "run": mount_runs[0], "date": source["date"]}
     data = {
         **first,
-        "mount": mounts[0] if mounts else None,
+        "mount": mount,
         "models": sorted(models, key=lambda point: point["target_mb"]),
         "runs": {
             stamp: {
                 key: run_data.get(key)
-                for key in ("date", "commit", "load_before", "load_after", "run_seconds")
+                for key in ("date", "commit", "context", "load_before", "load_after", "run_seconds")
             }
             for stamp, run_data in runs.items()
         },
@@ -395,11 +400,16 @@ def render(data: dict) -> str:
         f"## Cost against size, {data['date']}",
         "",
         f"Machine: {data['machine']}. Commit {data['commit'][:12]}. "
-        f"{data.get('context') or NOT_IDLE}: "
-        f"1-minute load {data['load_before']['load1']:.2f} before, "
-        f"{(data.get('load_after') or {}).get('load1', float('nan')):.2f} after "
-        "(the run's own processes included); each suite figure is beside the guide's "
-        "at the same point, minutes apart, and their ratio.",
+        + (
+            ""  # a combined result: each run's context and load follow
+            if data.get("runs")
+            else f"{data.get('context') or NOT_IDLE}: "
+            f"1-minute load {data['load_before']['load1']:.2f} before, "
+            f"{(data.get('load_after') or {}).get('load1', float('nan')):.2f} after "
+            "(the run's own processes included). "
+        )
+        + "Each suite figure is beside the guide's at the same point, minutes apart, and "
+        "their ratio.",
         "",
     ]
     if data["models"]:
@@ -448,19 +458,20 @@ def render(data: dict) -> str:
         lines += [
             f"Cross-repository mount: the suite's push after the guide's to one registry "
             f"started {mount['suite_upload_starts']} blob uploads, {mount['mount_requests']} "
-            "of them as a mount (`POST /v2/<repo>/blobs/uploads/?mount=...&from=...`).",
+            "of them as a mount (`POST /v2/<repo>/blobs/uploads/?mount=...&from=...`)"
+            + (f" (run {mount['run']}, {mount['date']})." if mount.get("run") else "."),
             "",
         ]
     if data.get("runs"):
         lines[2] += (
             " Runs one after another or side by side ("
             + "; ".join(
-                f"{stamp}: load {r['load_before']['load1']:.2f} before, "
-                f"{r['load_after']['load1']:.2f} after"
+                f"{stamp}: {r.get('context') or NOT_IDLE}, load "
+                f"{r['load_before']['load1']:.2f} before, {r['load_after']['load1']:.2f} after"
                 for stamp, r in data["runs"].items()
             )
-            + "): the data points and the mount check from the first, the model points from "
-            "the others; the load after in the sentence before is the highest."
+            + "): the data points from the first, the model points from the others; the "
+            "load after in the sentence before is the highest."
         )
     missing = not_run(data)
     if missing:
@@ -542,6 +553,9 @@ def main() -> None:
         help="one result of two runs: data points and mount check of one, model points of another",
     )  # fmt: skip
     parser.add_argument(
+        "--mount-from", metavar="STAMP", default="", help="with --combine: its mount check"
+    )
+    parser.add_argument(
         "--mount-into", metavar="STAMP", help="run only the mount check, into sweep-STAMP"
     )
     parser.add_argument(
@@ -558,7 +572,7 @@ def main() -> None:
         save(args.replot, json.loads((RESULTS / f"sweep-{args.replot}.json").read_text()))
         return
     if args.combine:
-        combine(args.combine[0], args.combine[1:])
+        combine(args.combine[0], args.combine[1:], args.mount_from)
         return
     if args.mount_into:
         add_mount_check(args.mount_into)
