@@ -78,11 +78,15 @@ def artifact_manifest(
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def attach_all(run: Run, digest: str, envelopes: dict[Kind, dict[str, Any]]) -> None:
+def attach_all(
+    run: Run, digest: str, envelopes: dict[Kind, dict[str, Any]], subject: Manifest | None = None
+) -> None:
     """Store each envelope as its kind's artifact about the image ``digest``: under its tag,
-    or by digest where the registry indexes referrers (asked once)."""
+    or by digest where the registry indexes referrers (asked once). ``subject``: the image's
+    manifest when the caller has read it already (attest: push's read); else it is read."""
     registry, repository = run.registry, run.settings.repository_path
-    subject = registry.manifest(repository, digest) if not run.dry else None
+    if subject is None and not run.dry:
+        subject = registry.manifest(repository, digest)
     by_referrers = registry.referrers(repository, digest) is not None
     registry.upload_blob(repository, EMPTY_JSON)  # the config every artifact shares
     for kind, envelope in envelopes.items():

@@ -120,7 +120,7 @@ def attest(
     envelopes = {
         kind: signing.envelope(statement, key_signer) for kind, statement in statements.items()
     }
-    attach_all(run, digest, envelopes)
+    attach_all(run, digest, envelopes, subject=pushed)  # the manifest read once, by push
     if not run.dry:
         how = "signed" if key_signer else "UNSIGNED"
         run.runner.echo(f"attested {goal.references[0]} ({digest}): SBOM and provenance, {how}")

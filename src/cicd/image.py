@@ -270,14 +270,18 @@ def move_tags(run: Run, image: Image, pushed: Manifest | None) -> str:
     for tag in others:
         # In a dry run nothing was pushed: a placeholder shows the PUT that would run.
         order.move_forward(run, repository, tag, pushed or DRY_MANIFEST, commit)
+    seen: dict[str, Manifest] = {}
     if pushed is not None and others:
-        settle(run, repository, others, pushed, commit)
-    return confirm_pushed(run, image, pushed)
+        seen = settle(run, repository, others, pushed, commit)
+    return confirm_pushed(run, image, pushed, seen)
 
 
-def settle(run: Run, repository: str, tags: list[str], pushed: Manifest, commit: str) -> None:
+def settle(
+    run: Run, repository: str, tags: list[str], pushed: Manifest, commit: str
+) -> dict[str, Manifest]:
     """Look at the moving tags again after a pause, and move them forward once more if an
-    older commit's image took them meanwhile.
+    older commit's image took them meanwhile. Returns the tags found holding ``pushed`` and
+    what they held, so that :func:`confirm_pushed` need not ask the registry a second time.
 
     Two jobs publishing at once can interleave so that the older one's PUT, decided on what
     it read before the newer one's PUT, lands after it: the registry API has no conditional
@@ -285,22 +289,37 @@ def settle(run: Run, repository: str, tags: list[str], pushed: Manifest, commit:
     commit's signed image, stops (:func:`order.move_forward`).
     """
     time.sleep(SETTLE_PAUSE)
+    seen: dict[str, Manifest] = {}
     for tag in tags:
-        if order.move_forward(run, repository, tag, pushed, commit):
+        held = run.registry.manifest(repository, tag)
+        if held is not None and held.digest == pushed.digest:
+            seen[tag] = held  # still this image: nothing to do
+        elif order.move_forward(run, repository, tag, pushed, commit):
             run.runner.echo(
                 f"{tag} held an older commit's image after this push (another publish ran at "
                 "the same time): moved forward again"
             )
+    return seen
 
 
-def confirm_pushed(run: Run, image: Image, pushed: Manifest | None) -> str:
+def confirm_pushed(
+    run: Run, image: Image, pushed: Manifest | None, seen: Mapping[str, Manifest] | None = None
+) -> str:
     """Check through the registry's API that every tag resolves to ``image``; return the digest.
 
     ``pushed``: what the first (SHA) tag resolved to right after the push, read once by
-    :func:`push`; the moving tags are read again, after :func:`settle`."""
+    :func:`push`; ``seen``: what :func:`settle` read of the moving tags after its pause
+    (not asked again); any other moving tag (one settle moved again) is read here."""
     registry, repository = run.registry, run.settings.repository_path
     first, *others = image.tags
-    found = [(first, pushed), *((tag, registry.manifest(repository, tag)) for tag in others)]
+    seen = seen or {}
+    found = [
+        (first, pushed),
+        *(
+            (tag, seen[tag] if tag in seen else registry.manifest(repository, tag))
+            for tag in others
+        ),
+    ]
     if run.dry:
         return "sha256:<pushed digest>"
     for tag, manifest in found:

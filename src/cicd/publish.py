@@ -160,9 +160,13 @@ def move_tags(run: Run, pushed: Manifest | None) -> None:
     """After attest: point this commit's moving tags (``latest``) at the image it pushed
     (``pushed``, the manifest attest signed: not fetched again), never back in time
     (:func:`image.move_tags`). Last, so that another publish looking at ``latest``
-    meanwhile finds a signed image and its commit. ``pushed`` is None in a dry run."""
+    meanwhile finds a signed image and its commit. ``pushed`` is None in a dry run.
+
+    The image is the pushed manifest's config: attest has just checked that it is the local
+    image under this commit's tag (:func:`attestations.pushed_here`), so the engine is not
+    asked again."""
     goal = image.target(run)
-    local = image.local_image(run, goal)
+    local = goal.image(pushed.config_digest) if pushed else image.local_image(run, goal)
     digest = image.move_tags(run, local, pushed)
     if not run.dry:
         run.runner.echo(f"published {', '.join(goal.references)} ({digest})")

@@ -5,12 +5,15 @@ as a multipart field or a JSON body, and either a function of the repository com
 model's answer in this process, or a recorded answer. Numbers compare within a tolerance.
 
 The container listens on 127.0.0.1 only, on a host port Docker assigns (and keeps for the
-container's life: no probe-then-bind race with other jobs), and is always removed, failure
-included. An image that fails here is never pushed.
+container's life: no probe-then-bind race with other jobs), and is always removed: after a
+failure or an interruption before the step ends, after a pass in the background while the
+publish goes on (the process waits for it before it exits). An image that fails here is
+never pushed.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import importlib
@@ -18,6 +21,7 @@ import json
 import math
 import mimetypes
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd.docker import docker_call
-from cicd.errors import SmokeError, SuiteError
+from cicd.errors import SmokeError, SuiteError, display
 from cicd.labels import container_labels, label_options
 from cicd.settings import Settings, SmokeRequest
 from cicd.shell import Runner
@@ -71,7 +75,7 @@ def smoke_test(run: Run, image: str | None = None) -> Any:
         client.path, "run", "--detach", "--name", name, *label_options(labels),
         "--publish", publish, image,
     ]  # fmt: skip
-    container = None
+    container, passed = None, False
     try:
         container = docker_call(
             runner,
@@ -98,6 +102,7 @@ def smoke_test(run: Run, image: str | None = None) -> Any:
         runner.detail(
             f"smoke test passed: {image} answers {_short(answer)} for {request.payload_source}"
         )
+        passed = True
         return answer
     except SmokeError:
         # The error is one line; what the service said is above it, before the container goes.
@@ -105,7 +110,11 @@ def smoke_test(run: Run, image: str | None = None) -> Any:
             runner.echo(f"the container's last lines:\n{_logs_tail(container)}")
         raise
     finally:
-        _remove(runner, docker, [client.path, "rm", "--force", name], name)
+        removal = [client.path, "rm", "--force", name]
+        if passed:
+            runner.call(removal, lambda: _remove_in_background(runner, removal), quiet=True)
+        else:
+            _remove(runner, docker, removal, name)
 
 
 def expected_answer(run: Run) -> Any:
@@ -227,7 +236,8 @@ def load_function(spec: str, build_context: Path) -> Any:
 
 
 def _remove(runner: Runner, docker: Any, command: list[str], name: str) -> None:
-    """Remove the smoke container, if it was created; this never hides the step's error."""
+    """Remove the smoke container, if it was created, and wait: a failed or interrupted test
+    (the step ends; this never hides its error)."""
     from python_on_whales.exceptions import DockerException
 
     def remove() -> None:
@@ -235,6 +245,47 @@ def _remove(runner: Runner, docker: Any, command: list[str], name: str) -> None:
             docker.container.remove(name, force=True)
 
     runner.call(command, remove, quiet=True)
+
+
+# The removals of passed tests' containers still running: this process waits for them
+# before it exits (wait_removed), so that no container outlives the step's process.
+_REMOVING: list[tuple[list[str], subprocess.Popen[bytes]]] = []
+REMOVAL_WAIT = 60.0  # seconds the exit waits for a removal before it says so and goes on
+
+
+def _remove_in_background(runner: Runner, command: list[str]) -> None:
+    """Start `docker rm --force` of a passed test's container and go on: its kill, the
+    network's teardown and the layer's removal (0.2-1 s here) overlap the push instead of
+    delaying it. Its own session: a Ctrl-C of the next step does not stop it half-way."""
+    process = subprocess.Popen(
+        command,
+        env=runner.child_env(None),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    _REMOVING.append((command, process))
+
+
+def wait_removed() -> None:
+    """Wait for the smoke containers being removed (at the latest, at this process's exit);
+    one line on stderr for a container that was not, with the command that removes it."""
+    while _REMOVING:
+        command, process = _REMOVING.pop()
+        try:
+            _, error = process.communicate(timeout=REMOVAL_WAIT)
+        except subprocess.TimeoutExpired:
+            error = f"still running after {REMOVAL_WAIT:g} s".encode()
+        if process.returncode != 0 and b"No such container" not in error:
+            said = (error.decode(errors="replace").strip().splitlines() or ["no message"])[0]
+            print(
+                f"warning: the smoke container was not removed ({said}): run `{display(command)}`",
+                file=sys.stderr,
+            )
+
+
+atexit.register(wait_removed)
 
 
 def check_answer(

@@ -31,6 +31,7 @@ class OciRegistry(BaseHTTPRequestHandler):
     blobs: ClassVar[dict] = {}
     manifests: ClassVar[dict] = {}  # reference (tag or digest) -> bytes
     puts: ClassVar[list] = []
+    gets: ClassVar[list] = []
 
     def log_message(self, *args):
         pass
@@ -38,6 +39,7 @@ class OciRegistry(BaseHTTPRequestHandler):
     def do_GET(self):
         prefix = f"/v2/{REPOSITORY}/"
         path = self.path.removeprefix(prefix)
+        self.gets.append(path)
         if path.startswith("referrers/") and self.referrers:
             subject = path.removeprefix("referrers/")
             found = []
@@ -77,6 +79,7 @@ class OciRegistry(BaseHTTPRequestHandler):
 @pytest.fixture
 def run():
     OciRegistry.blobs, OciRegistry.manifests, OciRegistry.puts = {}, {IMAGE_DIGEST: IMAGE}, []
+    OciRegistry.gets = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), OciRegistry)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     client = RegistryClient(f"127.0.0.1:{server.server_port}")
@@ -114,3 +117,16 @@ def test_attestations_are_stored_and_found_with_or_without_the_referrers_api(run
 def test_an_image_without_attestations_lacks_both(run):
     OciRegistry.referrers = True
     assert attestations.missing(run, IMAGE_DIGEST) == list(attestation_store.KINDS)
+
+
+def test_the_image_manifest_attest_already_holds_is_not_read_again(run):
+    # attest hands over the manifest push read (its digest, type and size make the
+    # artifacts' subject): the registry is not asked for it a second time.
+    OciRegistry.referrers = False
+    subject = run.registry.manifest(REPOSITORY, IMAGE_DIGEST)
+    OciRegistry.gets = []
+    attestation_store.attach_all(run, IMAGE_DIGEST, envelopes(), subject=subject)
+    assert f"manifests/{IMAGE_DIGEST}" not in OciRegistry.gets, OciRegistry.gets
+    for reference in OciRegistry.puts:
+        written = json.loads(OciRegistry.manifests[reference])["subject"]
+        assert written["digest"] == IMAGE_DIGEST and written["size"] == len(IMAGE)
