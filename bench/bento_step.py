@@ -90,7 +90,8 @@ def render(data: dict) -> str:
     for r in data["runs"]:
         lines.append(
             f"- {r['variant']}: bento {r['steps']['bento']:.1f} s, import-model "
-            f"{r['steps']['import-model']:.1f} s, whole {r['seconds']:.1f} s (load {r['load1']:.2f})"
+            f"{r['steps']['import-model']:.1f} s, whole {r['seconds']:.1f} s "
+            f"(load {r['load1']:.2f})"
         )
     before, after = data["load_before"]["load1"], data["load_after"]["load1"]
     lines += ["", f"1-minute load: {before:.2f} before the run, {after:.2f} after."]

@@ -215,7 +215,7 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
                 cwd=settings.root,
                 env=runner.child_env(BENTOML_ENV),
                 show=runner.echo if runner.verbose else None,
-                hint=f"check {settings.bentofile} and the service it names; `invoke -e bento` "
+                hint=f"Check {settings.bentofile} and the service it names; `invoke -e bento` "
                 "shows BentoML's own account",
             )
         except BentoBuildFailed as error:  # the service's error may quote the environment

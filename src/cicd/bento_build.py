@@ -37,6 +37,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from cicd.errors import BentoBuildFailed
 
@@ -81,7 +82,8 @@ def build(
             if show:
                 for line in traceback.format_exception(error):
                     show(line.rstrip("\n"))
-            raise BentoBuildFailed(f"bentoml build failed: {reason(error)}. {hint}") from None
+            said = f"bentoml build failed: {reason(error)}" + (f". {hint}" if hint else "")
+            raise BentoBuildFailed(said) from error
     return bento.tag.name, str(bento.tag.version)
 
 
@@ -100,14 +102,15 @@ def reason(error: BaseException) -> str:
 def process_state_kept(build_context: Path) -> Iterator[None]:
     """Put back what a build changes in this process (see the module's docstring)."""
     from bentoml._internal.configuration.containers import BentoMLContainer
+    from simple_di import Provider
 
     # simple_di's providers pickle their whole state (the value set, the config's dict):
     # load_config, set_arguments and model_aliases.set replace it, they do not edit it.
-    providers = (
+    providers: list[Provider[Any]] = [
         BentoMLContainer.config,
         BentoMLContainer.bento_arguments,
         BentoMLContainer.model_aliases,
-    )
+    ]
     saved = [(provider, provider.__getstate__()) for provider in providers]
     path, cwd, modules = list(sys.path), os.getcwd(), set(sys.modules)
     try:

@@ -16,7 +16,7 @@ bugs produce tracebacks. The subclasses exist for the code (and tests) that catc
     ├── AttestationError      an attestation cannot be made, stored or found (cicd.attestations)
     ├── NotBuiltHere          attest: an image this workspace did not push (cicd.attestations)
     ├── BentoNotTrusted       containerize: a stored bento's model is not the commit's (cicd.bento)
-    ├── BentoBuildFailed      BentoML's build of the bento failed, in this process (cicd.bento_build)
+    ├── BentoBuildFailed      BentoML's build of the bento failed (cicd.bento_build)
     ├── DraftFailed           the SBOM/provenance drafted during the smoke test failed
     │                         (cicd.attestation_draft; raised at attest's join)
     ├── VerificationFailed    one of verify's checks failed (cicd.verify)

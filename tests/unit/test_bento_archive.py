@@ -23,6 +23,6 @@ def test_a_bento_built_under_another_name_is_one_line_saying_what_to_add():
 
     with pytest.raises(SuiteError, match=r"add `name: celestial_bodies_classifier` to "):
         check_bento_name(
-            "celestial_bodies_classifier", "celestial_bodies_classifier_service:abc123", "bentofile.yaml"
+            "celestial_bodies_classifier", "celestial_bodies_classifier_service:abc123", "b.yaml"
         )
     check_bento_name("celestial_bodies_classifier", "celestial_bodies_classifier:abc123", "b.yaml")

@@ -28,7 +28,7 @@ from cicd.bento_build import build
 from cicd.errors import BentoBuildFailed, SuiteError
 
 MODULE = "tiny_service_under_test"
-HINT = "check bentofile.yaml"
+HINT = "Check bentofile.yaml"
 BENTOFILE = {
     "service": f"{MODULE}:Echo",
     "include": [f"{MODULE}.py"],
