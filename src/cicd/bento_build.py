@@ -87,12 +87,20 @@ def build(
     return bento.tag.name, str(bento.tag.version)
 
 
+# BentoML tries a service it cannot import as a bento tag too, and reports both attempts:
+# what the module's import said is what the user can act on.
+MODULE_ATTEMPT = "If you are importing by python module path: '"
+
+
 def reason(error: BaseException) -> str:
-    """The first line of ``error``, with its type when it is not BentoML's own (a
-    SyntaxError in the service reads better as such)."""
+    """The first line of ``error`` (of its module attempt: :data:`MODULE_ATTEMPT`), with its
+    type when it is not BentoML's own (a SyntaxError in the service reads better as such)."""
     from bentoml.exceptions import BentoMLException
 
-    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    text = str(error)
+    if MODULE_ATTEMPT in text:
+        text = text.split(MODULE_ATTEMPT, 1)[1].removesuffix("'.")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if isinstance(error, BentoMLException):
         return first or type(error).__name__
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
