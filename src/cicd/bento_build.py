@@ -82,7 +82,9 @@ def build(
             if show:
                 for line in traceback.format_exception(error):
                     show(line.rstrip("\n"))
-            said = f"bentoml build failed: {reason(error)}" + (f". {hint}" if hint else "")
+            said = f"bentoml build failed: {reason(error).rstrip('.')}" + (
+                f". {hint}" if hint else ""
+            )
             raise BentoBuildFailed(said) from error
     return bento.tag.name, str(bento.tag.version)
 
