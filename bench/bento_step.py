@@ -64,6 +64,16 @@ def one_run(variant: str, src: Path, clone: Path, scratch: Path, logs: Path, lab
     return {"variant": variant, "seconds": seconds, "steps": steps_of(output), "load1": load}
 
 
+def bytecode() -> str:
+    """Whether the tools' BentoML has compiled bytecode: the pipeline sessions' environment,
+    made by uv where PYTHONDONTWRITEBYTECODE is set, has none, so every `bentoml` process
+    compiles what it imports (a process that imports it once pays that once)."""
+    import bentoml
+
+    cached = (Path(bentoml.__file__).parent / "__pycache__").is_dir()
+    return "cached" if cached else "none (compiled at each import, as in .nox/pipeline)"
+
+
 def render(data: dict) -> str:
     def med(variant: str, pick) -> float:
         return statistics.median(pick(r) for r in data["runs"] if r["variant"] == variant)
@@ -75,7 +85,7 @@ def render(data: dict) -> str:
         f"`invoke import-model bento` from an empty BentoML home, {data['per_variant']} runs "
         "per variant alternating; medians. "
         + "; ".join(f"{v}: {d}" for v, d in data["variants"].items())
-        + ".",
+        + f". The tools' BentoML bytecode: {data.get('bytecode', 'cached')}.",
         "",
         "| variant | bento step | import-model step | whole command |",
         "|---|---|---|---|",
@@ -119,6 +129,8 @@ def main() -> None:
     data: dict = {
         **result_header(),
         "per_variant": args.runs,
+        "tools": str(TOOLS),
+        "bytecode": bytecode(),
         "variants": {
             "A": f"git {args.a}'s src/ (`bentoml build` as a command)",
             "B": "this tree's src/",
