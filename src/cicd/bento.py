@@ -3,7 +3,7 @@
 Every action is shown as the BentoML command a user would type (the dry run prints it).
 Serving runs that command; the import, the build (cicd.bento_build) and the store checks run
 in this process through BentoML's Python API (a `bentoml` process would pay BentoML's
-start-up, 2-3 s here, each time). The archive is read directly (cicd.bentomodel) for the
+start-up, 1-3 s here, each time). The archive is read directly (cicd.bentomodel) for the
 model's tag and digest.
 """
 
@@ -183,7 +183,7 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
     have changed it; a build takes seconds.
 
     The build runs in this process (:mod:`cicd.bento_build`: BentoML's own build, not its
-    command line's 2-3 s start), shown as the equivalent `bentoml build`. A service that names
+    command line's 1-3 s start), shown as the equivalent `bentoml build`. A service that names
     itself otherwise than the suite expects is one line (:func:`check_bento_name`).
     """
     runner, settings = run.runner, run.settings

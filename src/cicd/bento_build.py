@@ -2,7 +2,7 @@
 
 `bentoml build` (``bentoml_cli/bentos.py``, BentoML 1.4) parses its options, sets the
 ``--arg`` values, turns on quiet mode for ``--output=tag`` and calls
-``bentoml.bentos.build_bentofile``. A `bentoml` process first spends 2-3 s importing most of
+``bentoml.bentos.build_bentofile``. A `bentoml` process first spends 1-3 s importing most of
 BentoML; a publish has already imported it (the model import runs in this process), so
 :func:`build` calls ``build_bentofile`` itself with what the command line passes: the same
 bento (name, version, files, bento.yaml ``args``, the locked ``env/python``).
