@@ -1,9 +1,10 @@
 """BentoML steps: import the model archive, build the bento, serve it.
 
 Every action is shown as the BentoML command a user would type (the dry run prints it).
-Building and serving run that command; the import and the store checks run in this process
-through BentoML's Python API (a CLI process would pay BentoML's start-up, 1-3 s, each time).
-The archive is read directly (cicd.bentomodel) for the model's tag and digest.
+Serving runs that command; the import, the build (cicd.bento_build) and the store checks run
+in this process through BentoML's Python API (a `bentoml` process would pay BentoML's
+start-up, 1-3 s here, each time). The archive is read directly (cicd.bentomodel) for the
+model's tag and digest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from cicd import filehash, provenance
+from cicd import bento_build, filehash, provenance
 from cicd.bentomodel import (
     ArchiveError,
     Imported,
@@ -23,15 +24,15 @@ from cicd.bentomodel import (
     stored_difference,
 )
 from cicd.dvc import LOCK_FILE
-from cicd.errors import BentoNotTrusted, SuiteError
+from cicd.errors import BentoBuildFailed, BentoNotTrusted, SuiteError
 from cicd.settings import Settings
 from cicd.shell import tool
 
 if TYPE_CHECKING:
     from cicd.context import Run
 
-# BentoML's CLI sends usage analytics unless told not to, and warns about its own duplicate
-# `--quiet` flag on every call: neither helps a CI log.
+# BentoML sends usage analytics unless told not to (read from the environment), and its CLI
+# warns about its own duplicate `--quiet` flag on every call: neither helps a CI log.
 BENTOML_ENV = {"BENTOML_DO_NOT_TRACK": "True", "PYTHONWARNINGS": "ignore::UserWarning"}
 
 MAKE_MODEL_HINT = (
@@ -155,9 +156,14 @@ def bento_tag(settings: Settings, version: str) -> str:
     return f"{settings.bento_name}:{version}"
 
 
+def service_arguments(model: ModelInfo) -> dict[str, str]:
+    """The service's bento arguments: ``model_tag`` (src/serve.py), the exact model to serve."""
+    return {"model_tag": model.tag}
+
+
 def model_argument(model: ModelInfo) -> list[str]:
-    """The service's ``model_tag`` argument (src/serve.py): the exact model to serve."""
-    return ["--arg", f"model_tag={model.tag}"]
+    """:func:`service_arguments` as `bentoml build/serve` options."""
+    return [part for item in service_arguments(model).items() for part in ("--arg", "=".join(item))]
 
 
 def build_bento(run: Run, model: ModelInfo | None = None) -> str:
@@ -175,6 +181,10 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
     build makes of the working tree, bento.yaml records its build time, and nothing outside
     the store records what an earlier build made. Anything that can write the store could
     have changed it; a build takes seconds.
+
+    The build runs in this process (:mod:`cicd.bento_build`: BentoML's own build, not its
+    command line's 1-3 s start), shown as the equivalent `bentoml build`. A service that names
+    itself otherwise than the suite expects is one line (:func:`check_bento_name`).
     """
     runner, settings = run.runner, run.settings
     model = model or archived_model(run)
@@ -183,23 +193,37 @@ def build_bento(run: Run, model: ModelInfo | None = None) -> str:
     tag = bento_tag(settings, version)
     if bento_in_store(tag):
         delete_bento(run, tag)
-    output = runner.run(
-        [
-            tool("bentoml"),
-            "build",
-            "--bentofile",
-            str(settings.bentofile),
-            "--version",
-            version,
-            "--output=tag",  # the tag only: no banner, no BentoCloud advice
-            *model_argument(model),
-            str(settings.build_context),
-        ],
-        cwd=settings.root,
-        env=BENTOML_ENV,
-        hint="the model must be in the store first: run `invoke import-model`",
-    )
-    check_bento_name(output, tag, settings.bentofile)
+    command = [
+        tool("bentoml"),
+        "build",
+        "--bentofile",
+        str(settings.bentofile),
+        "--version",
+        version,
+        "--output=tag",  # quiet: what the build below does (BentoML's own log only with -e)
+        *model_argument(model),
+        str(settings.build_context),
+    ]
+
+    def build() -> tuple[str, str]:
+        try:
+            return bento_build.build(
+                bentofile=settings.bentofile,
+                build_context=settings.build_context,
+                version=version,
+                args=service_arguments(model),
+                cwd=settings.root,
+                env=runner.child_env(BENTOML_ENV),
+                show=runner.echo if runner.verbose else None,
+                hint=f"Check {settings.bentofile} and the service it names; `invoke -e bento` "
+                "shows BentoML's own account",
+            )
+        except BentoBuildFailed as error:  # the service's error may quote the environment
+            raise BentoBuildFailed(runner.mask(str(error))) from error
+
+    built = runner.call(command, build)
+    if built is not None:  # None: a dry run
+        check_bento_name(built[0], tag, settings.bentofile)
     if not runner.dry:
         check_bento_model(tag, model)
         BUILT_HERE[tag] = model
@@ -242,16 +266,13 @@ def delete_bento(run: Run, tag: str) -> None:
     run.runner.call([tool("bentoml"), "delete", "-y", tag], lambda: bentoml.delete(tag))
 
 
-def check_bento_name(output: str, tag: str, bentofile: Path | str) -> None:
-    """`bentoml build --output=tag` printed ``__tag__:NAME:VERSION``: the suite expected the
-    name its settings give (bentofile's ``name``, else the service's). A service that names
-    itself (``@bentoml.service(name=...)``) builds under that name: one line says what to add.
-    Only the name is compared: rich wraps the printed line at 80 columns, inside the version."""
-    printed = next((line for line in output.splitlines() if line.startswith("__tag__:")), "")
-    built = printed.removeprefix("__tag__:").split(":", 1)[0]
+def check_bento_name(built: str, tag: str, bentofile: Path | str) -> None:
+    """The bento was built under the name ``built``; the suite expected the one its settings
+    give (bentofile's ``name``, else the service's class). A service that names itself
+    (``@bentoml.service(name=...)``) builds under that name: one line says what to add."""
     expected = tag.split(":", 1)[0]
-    if built and built != expected:
-        raise SuiteError(
+    if built != expected:
+        raise BentoBuildFailed(
             f"bentoml build named the bento {built}, not {expected}: add `name: {built}` to "
             f"{bentofile} (the suite takes the bento's name from there)"
         )

@@ -16,6 +16,7 @@ bugs produce tracebacks. The subclasses exist for the code (and tests) that catc
     ├── AttestationError      an attestation cannot be made, stored or found (cicd.attestations)
     ├── NotBuiltHere          attest: an image this workspace did not push (cicd.attestations)
     ├── BentoNotTrusted       containerize: a stored bento's model is not the commit's (cicd.bento)
+    ├── BentoBuildFailed      BentoML's build of the bento failed (cicd.bento_build)
     ├── DraftFailed           the SBOM/provenance drafted during the smoke test failed
     │                         (cicd.attestation_draft; raised at attest's join)
     ├── VerificationFailed    one of verify's checks failed (cicd.verify)
@@ -109,6 +110,12 @@ class NotBuiltHere(SuiteError):
 class BentoNotTrusted(SuiteError):
     """`invoke containerize` alone found a stored bento whose model is not the one this commit
     records (:func:`cicd.bento.check_stored_bento`): nothing is built from it."""
+
+
+class BentoBuildFailed(SuiteError):
+    """BentoML's build, run in the suite's process (:mod:`cicd.bento_build`), failed: a bad
+    bentofile, a service that does not import, a lock that fails; or the bento is named
+    otherwise than the suite expects."""
 
 
 class DraftFailed(SuiteError):
