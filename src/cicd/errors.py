@@ -16,6 +16,8 @@ bugs produce tracebacks. The subclasses exist for the code (and tests) that catc
     ├── AttestationError      an attestation cannot be made, stored or found (cicd.attestations)
     ├── NotBuiltHere          attest: an image this workspace did not push (cicd.attestations)
     ├── BentoNotTrusted       containerize: a stored bento's model is not the commit's (cicd.bento)
+    ├── ContainerizeError     containerize: BentoML cannot make the bento's build context
+    │                         (cicd.containerize; a failed docker build is a CommandError)
     ├── DraftFailed           the SBOM/provenance drafted during the smoke test failed
     │                         (cicd.attestation_draft; raised at attest's join)
     ├── VerificationFailed    one of verify's checks failed (cicd.verify)
@@ -109,6 +111,11 @@ class NotBuiltHere(SuiteError):
 class BentoNotTrusted(SuiteError):
     """`invoke containerize` alone found a stored bento whose model is not the one this commit
     records (:func:`cicd.bento.check_stored_bento`): nothing is built from it."""
+
+
+class ContainerizeError(SuiteError):
+    """BentoML cannot make the build context of the stored bento (:mod:`cicd.containerize`),
+    or the bento's build needs what is not there (BuildKit, a ``stage: build`` variable)."""
 
 
 class DraftFailed(SuiteError):
