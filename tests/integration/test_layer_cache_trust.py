@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from cicd.context import Run
 from cicd.docker import Client
 from cicd.registry import Manifest
 from cicd.settings import load
-from tests.support.project import IMAGE, SIGNING_PUBLIC_KEY
+from tests.support.project import IMAGE, SIGNING_PUBLIC_KEY, remove_images
 from tests.unit.test_containerize_cache import (
     MODEL,
     SHA,
@@ -166,6 +167,14 @@ def test_the_next_publish_builds_from_the_last_verified_image(new_project, regis
     assert latest is not None
 
     project.run("git", *identity, "commit", "-q", "--allow-empty", "-m", "the next commit")
+    remove_images(f"{registry.address}/{IMAGE}")  # a cold runner: the engine lacks the image
     second = project.session("publish").stdout
     assert f"cache: from {latest.digest} (verified)" in second
-    assert f"cache-from={registry.address}/{IMAGE}@{latest.digest}" in second
+    cache = f"{registry.address}/{IMAGE}@{latest.digest}"
+    assert f"cache-from={cache}" in second
+    # BuildKit itself read the cache from the registry, which wants the login: the docker
+    # build that containerize runs got the throwaway DOCKER_CONFIG (without it: "#N ERROR:
+    # ... 401 Unauthorized", and the build goes on without the cache).
+    step = re.search(rf"^(#\d+) importing cache manifest from {re.escape(cache)}$", second, re.M)
+    assert step, second
+    assert re.search(rf"^{step.group(1)} DONE", second, re.M), second
