@@ -17,6 +17,8 @@ bugs produce tracebacks. The subclasses exist for the code (and tests) that catc
     ├── NotBuiltHere          attest: an image this workspace did not push (cicd.attestations)
     ├── BentoNotTrusted       containerize: a stored bento's model is not the commit's (cicd.bento)
     ├── BentoBuildFailed      BentoML's build of the bento failed (cicd.bento_build)
+    ├── ContainerizeError     containerize: BentoML cannot make the bento's build context
+    │                         (cicd.containerize; a failed docker build is a CommandError)
     ├── DraftFailed           the SBOM/provenance drafted during the smoke test failed
     │                         (cicd.attestation_draft; raised at attest's join)
     ├── VerificationFailed    one of verify's checks failed (cicd.verify)
@@ -116,6 +118,11 @@ class BentoBuildFailed(SuiteError):
     """BentoML's build, run in the suite's process (:mod:`cicd.bento_build`), failed: a bad
     bentofile, a service that does not import, a lock that fails; or the bento is named
     otherwise than the suite expects."""
+
+
+class ContainerizeError(SuiteError):
+    """BentoML cannot make the build context of the stored bento (:mod:`cicd.containerize`),
+    or the bento's build needs what is not there (BuildKit, a ``stage: build`` variable)."""
 
 
 class DraftFailed(SuiteError):

@@ -126,12 +126,14 @@ def test_containerize_alone_refuses_a_stored_model_that_is_not_the_archives(clon
     assert stored_model(clone).read_bytes() == POISON  # refused, not repaired behind its back
 
     # The store repaired: containerize alone passes the check and runs the build, stopped
-    # here by a 1 s command deadline (the check is what this test is about, not the image).
+    # here by a 1 s command deadline unless the engine's build cache finishes it sooner
+    # (the check is what this test is about, not the image).
     clone.invoke("import-model")
     done = clone.invoke("--command-timeout", "1", "containerize", check=False)
     output = done.stdout + done.stderr
     assert "bentoml containerize celestial_bodies_classifier:" in output
-    assert "did not finish within 1 s" in output and "invoke bento containerize" not in output
+    assert done.returncode == 0 or "did not finish within 1 s" in output, output
+    assert "invoke bento containerize" not in output
 
 
 def test_containerize_alone_refuses_a_stored_bento_that_lists_another_model(clone):

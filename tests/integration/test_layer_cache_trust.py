@@ -2,9 +2,9 @@
 cache only from an image whose SBOM and provenance are signed by the trusted key.
 
 A registry writer without the key pushes an image as ``latest`` (a real, pullable image, its
-labels those of a genuine build) with unsigned attestations: containerize's command (kept by
-a recording runner: nothing is built) has no ``--cache-from``, and says why in one line. The
-same image attested with the trusted key is the cache, named by its digest."""
+labels those of a genuine build) with unsigned attestations: containerize's ``docker build``
+(kept by a recording runner: nothing is built) has no ``--cache-from``, and says why in one
+line. The same image attested with the trusted key is the cache, named by its digest."""
 
 from __future__ import annotations
 
@@ -13,20 +13,30 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from cicd import attestation_store, image, layer_cache, provenance, signing
+from cicd import containerize as containerize_module
 from cicd.ci import Revision
 from cicd.containerize import containerize as build_image
 from cicd.context import Run
 from cicd.docker import Client
 from cicd.registry import Manifest
 from cicd.settings import load
-from tests.support.project import IMAGE, SIGNING_PUBLIC_KEY
-from tests.unit.test_containerize_cache import MODEL, SHA, Recording, inline_cache
+from tests.support.project import IMAGE, SIGNING_PUBLIC_KEY, remove_images
+from tests.unit.test_containerize_cache import (
+    MODEL,
+    SHA,
+    Recording,
+    docker_build,
+    inline_cache,
+    options,
+    stand_in_context,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
@@ -98,7 +108,8 @@ def attest(run: Run, image_digest: str, key: str | None) -> None:
 
 
 @pytest.fixture
-def make_run(registry, tmp_path):
+def make_run(registry, tmp_path, monkeypatch):
+    monkeypatch.setattr(containerize_module, "build_context", stand_in_context)  # no bento
     trusted = tmp_path / "publish.pub"
     trusted.write_text(signing.public_pem_of(KEY))
 
@@ -118,12 +129,11 @@ def make_run(registry, tmp_path):
 
 
 def cache_from(run: Run) -> list[str]:
-    """The ``--opt cache-from=...`` of the containerize command the runner kept."""
+    """The ``cache-from=...`` options of the ``docker build`` the runner kept."""
     goal = image.Target(Revision(SHA), MODEL, run.settings.repository)
     build_image(run, goal)
-    command = next(c for c, _ in run.runner.commands if "containerize" in c)
-    options = [command[i + 1] for i, word in enumerate(command) if word == "--opt"]
-    return [option for option in options if option.startswith("cache-from=")]
+    command, _ = docker_build(run)
+    return [option for option in options(command) if option.startswith("cache-from=")]
 
 
 def test_an_unsigned_latest_is_no_cache_source_and_a_signed_one_is_by_digest(make_run):
@@ -157,6 +167,14 @@ def test_the_next_publish_builds_from_the_last_verified_image(new_project, regis
     assert latest is not None
 
     project.run("git", *identity, "commit", "-q", "--allow-empty", "-m", "the next commit")
+    remove_images(f"{registry.address}/{IMAGE}")  # a cold runner: the engine lacks the image
     second = project.session("publish").stdout
     assert f"cache: from {latest.digest} (verified)" in second
-    assert f"cache-from={registry.address}/{IMAGE}@{latest.digest}" in second
+    cache = f"{registry.address}/{IMAGE}@{latest.digest}"
+    assert f"cache-from={cache}" in second
+    # BuildKit itself read the cache from the registry, which wants the login: the docker
+    # build that containerize runs got the throwaway DOCKER_CONFIG (without it: "#N ERROR:
+    # ... 401 Unauthorized", and the build goes on without the cache).
+    step = re.search(rf"^(#\d+) importing cache manifest from {re.escape(cache)}$", second, re.M)
+    assert step, second
+    assert re.search(rf"^{step.group(1)} DONE", second, re.M), second

@@ -610,7 +610,14 @@ def test_each_step_runs_alone_and_does_its_part(published, new_project):
         bento = project.bentoml_home / "bentos" / "celestial_bodies_classifier" / sha
         assert (bento / "bento.yaml").is_file()
 
-        project.invoke("containerize")
+        started = project.home / "popen.jsonl"
+        done = project.invoke("containerize", env=popen_recorder(project.home, started))
+        commands = [json.loads(line)["argv"] for line in started.read_text().splitlines()]
+        assert any(c[0].endswith("docker") and c[1:2] == ["build"] for c in commands), commands
+        bentoml = [c for c in commands if Path(c[0]).name == "bentoml" or "bentoml_cli" in c]
+        assert not bentoml, f"containerize started BentoML's command line: {bentoml}"
+        assert "bentoml containerize celestial_bodies_classifier:" in done.stdout  # as shown
+        assert "To run your newly built Bento container" not in done.stdout
         built = json.loads(docker("image", "inspect", f"{repository}:{sha}").stdout)[0]
         assert f"{repository}:latest" in built["RepoTags"]
         assert built["Config"]["Labels"]["model.digest"] == digest_of(archive)
@@ -639,6 +646,33 @@ def test_each_step_runs_alone_and_does_its_part(published, new_project):
         assert registry.client().manifest(name, "latest") == pushed
     finally:
         remove_images(f"{repository}:")
+
+
+# Imported at the start of every Python process started with popen_recorder's PYTHONPATH:
+# each process it starts (subprocess.Popen's audit event) is appended to POPEN_RECORD.
+POPEN_HOOK = """
+import json, os, sys
+
+def _record(event, args):
+    if event == "subprocess.Popen":
+        argv = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+        with open(os.environ["POPEN_RECORD"], "a") as log:
+            log.write(json.dumps({"pid": os.getpid(), "argv": [os.fsdecode(a) for a in argv]}))
+            log.write("\\n")
+
+if os.environ.get("POPEN_RECORD"):
+    sys.addaudithook(_record)
+"""
+
+
+def popen_recorder(directory: Path, record: Path) -> dict[str, str]:
+    """The environment that records every process the suite's Python starts to ``record``
+    (one JSON line each: the pid that started it, its argv), whatever PATH resolves."""
+    hook = directory / "popen-hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(POPEN_HOOK)
+    record.unlink(missing_ok=True)
+    return {"PYTHONPATH": str(hook), "POPEN_RECORD": str(record)}
 
 
 CI_RUNS = {

@@ -2,7 +2,9 @@
 ``latest`` by digest, and only when its SBOM and provenance are signed by the trusted key
 about that digest (finding 12 of issue 23); shown by the dry run, pulled logged in.
 
-The build itself does not run: a recording runner keeps the command and its environment.
+The build itself does not run: a recording runner keeps the ``docker build`` command that
+containerize runs in the suite's process (the bento's build context is a stand-in directory)
+and its environment; the dry run shows the equivalent ``bentoml containerize`` command.
 The registry is a small fake speaking the manifest and blob API, holding images and, for
 the signed ones, their attestations under cosign's tag scheme (as on Distribution 2.8);
 tests/integration/test_layer_cache_trust.py does the same against the real registry."""
@@ -10,6 +12,7 @@ tests/integration/test_layer_cache_trust.py does the same against the real regis
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -23,6 +26,7 @@ from typing import ClassVar
 import pytest
 
 from cicd import attestation_store, http, image, layer_cache, provenance, signing
+from cicd import containerize as containerize_module
 from cicd.bento import ModelInfo
 from cicd.ci import Revision
 from cicd.containerize import containerize as build_image
@@ -149,6 +153,22 @@ def serve_fake_registry() -> Iterator[str]:
 registry = pytest.fixture(serve_fake_registry)
 
 
+@contextlib.contextmanager
+def stand_in_context(run, bento_tag, buildkit, scratch):
+    """A build context without a bento store: a directory with a Dockerfile."""
+    context = Path(scratch) / "context"
+    (context / "env" / "docker").mkdir(parents=True)
+    dockerfile = context / "env" / "docker" / "Dockerfile"
+    dockerfile.write_text("FROM scratch\n")
+    yield str(context), str(dockerfile), ()
+
+
+@pytest.fixture(autouse=True)
+def no_bento_store(monkeypatch):
+    """containerize's build context is BentoML's, from the bento store: a stand-in here."""
+    monkeypatch.setattr(containerize_module, "build_context", stand_in_context)
+
+
 class Recording(Runner):
     """Runs nothing: keeps each command (and its environment), shows it as the runner does."""
 
@@ -194,17 +214,30 @@ def make_run(
 
 
 def containerize(run: Run) -> list[str]:
-    """The containerize command that ran (or was shown), as its words."""
+    """The build command that ran (the ``docker build``), or the ``bentoml containerize``
+    the dry run showed, as its words."""
     goal = image.Target(Revision(SHA), MODEL, run.settings.repository)
     build_image(run, goal)
     if run.dry:
         line = next(x for x in run.runner.printed.splitlines() if "bentoml containerize" in x)
         return line.split()
-    return next(c for c, _ in run.runner.commands if "containerize" in c)
+    return docker_build(run)[0]
+
+
+def docker_build(run: Run) -> tuple[list[str], dict[str, str]]:
+    """The ``docker build`` the recording runner kept, and its environment."""
+    return next((c, env) for c, env in run.runner.commands if c[1:2] == ["build"])
+
+
+# docker build's options that `bentoml containerize --opt KEY=VALUE` gives
+DOCKER_OPTIONS = ("--build-arg", "--cache-from", "--label", "--iidfile")
 
 
 def options(command: list[str]) -> list[str]:
-    return [command[i + 1] for i, word in enumerate(command) if word == "--opt"]
+    """``KEY=VALUE`` of each ``--opt`` (bentoml containerize) or backend option (docker build)."""
+    if "--opt" in command:
+        return [command[i + 1] for i, word in enumerate(command) if word == "--opt"]
+    return [f"{w[2:]}={command[i + 1]}" for i, w in enumerate(command) if w in DOCKER_OPTIONS]
 
 
 def cache_from(command: list[str]) -> list[str]:
@@ -346,5 +379,5 @@ def test_without_credentials_the_build_keeps_the_users_docker_config(registry, t
     put_image("latest", image_config(1, 2))
     run = make_run(registry, key=trusted_key)
     containerize(run)
-    build_env = next(env for c, env in run.runner.commands if "containerize" in c)
+    _, build_env = docker_build(run)
     assert "DOCKER_CONFIG" not in build_env
