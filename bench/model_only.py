@@ -154,10 +154,12 @@ def render(data: dict) -> str:
         parts = " + ".join(f"{f['parts'][k]:.1f}" for k in ("pull", "build", "smoke", "push"))
         lines.append(f"- floor: {f['seconds']:.1f} s ({parts}), load {f['load']['load1']:.2f}")
     before, after = data["load_before"]["load1"], data.get("load_after", {}).get("load1", 0.0)
-    busy = max(before, after) >= 1.5
+    # The load after includes this run's own builds and pushes: only the load before says
+    # whether something else was running.
+    busy = before >= 1.5
     lines += [
         "",
-        f"1-minute load: {before:.2f} before the run, {after:.2f} after."
+        f"1-minute load: {before:.2f} before the run, {after:.2f} after (its own work included)."
         + (" **A busy machine**: re-run it idle before taking these figures." if busy else ""),
     ]
     return "\n".join(lines) + "\n"

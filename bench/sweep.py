@@ -328,13 +328,16 @@ def mount_check(scratch: Path, clone: Path, logs: Path) -> dict:
 
 def combine(data_stamp: str, model_stamps: list[str], mount_stamp: str = "") -> None:
     """One result from runs made side by side when one would not fit the time: the data
-    points of the first, the model points of the others, the mount check of ``mount_stamp``
+    points of the first, the model points of the others (a later run's point replaces an
+    earlier one of the same size), the mount check of ``mount_stamp``
     (default: the first of these runs that has one). Each figure's ratio stays within one
     point of one run; every run's load and context are kept."""
     stamps = [data_stamp, *model_stamps]
     runs = {s: json.loads((RESULTS / f"sweep-{s}.json").read_text()) for s in stamps}
     first = runs[data_stamp]
-    models = [point for stamp in model_stamps for point in runs[stamp]["models"]]
+    # A size measured again in a later run (say, on a quieter machine) replaces the earlier.
+    by_size = {p["target_mb"]: p for stamp in model_stamps for p in runs[stamp]["models"]}
+    models = list(by_size.values())
     mount_runs = [mount_stamp] if mount_stamp else [s for s in stamps if runs[s].get("mount")]
     mount = None
     if mount_runs:
@@ -466,7 +469,7 @@ def render(data: dict) -> str:
         lines[2] += (
             " Runs one after another or side by side ("
             + "; ".join(
-                f"{stamp}: {r.get('context') or NOT_IDLE}, load "
+                f"{stamp}, commit {(r.get('commit') or '?')[:7]}: {r.get('context') or NOT_IDLE}, load "
                 f"{r['load_before']['load1']:.2f} before, {r['load_after']['load1']:.2f} after"
                 for stamp, r in data["runs"].items()
             )
