@@ -469,8 +469,9 @@ def render(data: dict) -> str:
         lines[2] += (
             " Runs one after another or side by side ("
             + "; ".join(
-                f"{stamp}, commit {(r.get('commit') or '?')[:7]}: {r.get('context') or NOT_IDLE}, load "
-                f"{r['load_before']['load1']:.2f} before, {r['load_after']['load1']:.2f} after"
+                f"{stamp}, commit {(r.get('commit') or '?')[:7]}: "
+                f"{r.get('context') or NOT_IDLE}, load {r['load_before']['load1']:.2f} "
+                f"before, {r['load_after']['load1']:.2f} after"
                 for stamp, r in data["runs"].items()
             )
             + "): the data points from the first, the model points from the others; the "
