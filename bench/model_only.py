@@ -153,25 +153,39 @@ def render(data: dict) -> str:
     for f in data["floors"]:
         parts = " + ".join(f"{f['parts'][k]:.1f}" for k in ("pull", "build", "smoke", "push"))
         lines.append(f"- floor: {f['seconds']:.1f} s ({parts}), load {f['load']['load1']:.2f}")
-    before, after = data["load_before"]["load1"], data.get("load_after", {}).get("load1", 0.0)
-    # The load after includes this run's own builds and pushes: only the load before says
-    # whether something else was running.
-    busy = before >= 1.5
-    lines += [
-        "",
-        f"1-minute load: {before:.2f} before the run, {after:.2f} after (its own work included)."
-        + (" **A busy machine**: re-run it idle before taking these figures." if busy else ""),
-    ]
+    lines += ["", load_line(data)]
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_line(data: dict) -> str:
+    """An A/B result's last line: the 1-minute load before and after the run, and what else
+    ran when the result says (``context``). The load after includes the run's own builds and
+    pushes: only the load before says whether something else was running."""
+    before, after = data["load_before"]["load1"], data.get("load_after", {}).get("load1", 0.0)
+    line = f"1-minute load: {before:.2f} before the run, {after:.2f} after (its own work included)."
+    if data.get("context"):
+        return f"{line} {data['context']}"
+    if before >= 1.5:
+        return f"{line} **A busy machine**: re-run it idle before taking these figures."
+    return line
+
+
+def ab_arguments(description: str, rounds: int, rounds_help: str) -> argparse.ArgumentParser:
+    """The options every A/B bench takes: the git ref of A, the rounds, --keep, --render."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--a", default="main", help="git ref of variant A (default: main)")
-    parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds (default: 2)")
-    parser.add_argument("--no-floor", action="store_true", help="skip the floor")
+    parser.add_argument("--rounds", type=int, default=rounds, help=rounds_help)
     parser.add_argument("--keep", action="store_true", help="keep the clone, logs, registry")
+    parser.add_argument(
+        "--context", default="", help="what else ran on the machine, for the result's last line"
+    )
     parser.add_argument("--render", metavar="JSON", help="only print the table of a results file")
+    return parser
+
+
+def main() -> None:
+    parser = ab_arguments(__doc__.splitlines()[0], 2, "ABBA rounds (default: 2)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor")
     args = parser.parse_args()
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
@@ -182,6 +196,7 @@ def main() -> None:
     sources = {"A": variant_src(args.a, scratch / "a"), "B": ROOT / "src"}
     data: dict = {
         **result_header(),
+        "context": args.context,
         "rounds": args.rounds,
         "variants": {"A": f"git {args.a}'s src/", "B": "this tree's src/"},
         "publishes": [],

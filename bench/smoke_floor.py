@@ -25,7 +25,6 @@ line. Writes bench/results/smoke-floor-<time>.{json,md} and smoke-floor-latest.*
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -48,7 +47,7 @@ from common import (
     write_results,
 )
 from layers import SUITE_IMAGE, BenchRegistry, publish_steps
-from model_only import check_variant, steps_of, variant_src
+from model_only import ab_arguments, check_variant, load_line, steps_of, variant_src
 from serving import Container, multipart, predict
 
 SMOKE_REQUEST = Path("data/raw/Earth/Earth_1.jpg")  # invoke.yaml's suite.smoke.request.path
@@ -146,22 +145,12 @@ def render(data: dict) -> str:
         lines.append(
             f"- round {r['round']} {r['kind']} {r['variant']}: {r['seconds']:.2f} ({detail})"
         )
-    before, after = data["load_before"]["load1"], data.get("load_after", {}).get("load1", 0.0)
-    busy = max(before, after) >= 1.5
-    lines += [
-        "",
-        f"1-minute load: {before:.2f} before the run, {after:.2f} after."
-        + (" **A busy machine**: re-run it idle before taking these figures." if busy else ""),
-    ]
+    lines += ["", load_line(data)]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--a", default="main", help="git ref of variant A (default: main)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (default: 5)")
-    parser.add_argument("--keep", action="store_true", help="keep the clone, logs, registry")
-    parser.add_argument("--render", metavar="JSON", help="only print the table of a results file")
+    parser = ab_arguments(__doc__.splitlines()[0], 5, "rounds (default: 5)")
     args = parser.parse_args()
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
@@ -174,6 +163,7 @@ def main() -> None:
         check_variant(variant, src)
     data: dict = {
         **result_header(),
+        "context": args.context,
         "rounds": args.rounds,
         "variants": {"A": f"git {args.a}'s src/", "B": "this tree's src/"},
         "runs": [],
