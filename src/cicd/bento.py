@@ -108,12 +108,55 @@ def check_recorded(run: Run, model: ModelInfo) -> None:
     provenance.bind_archive(settings.root, lock.read_bytes(), settings.bentomodel, model.digest)
 
 
+# The store's entries this process found to hold their archive's files, by what identifies
+# the archive and every file of the entry (filehash.state: path, inode, size, mtime and ctime
+# in ns). In a publish the bento step comes right after import-model: it then reads neither
+# again (a 500 MB model is a gigabyte of reading per check). Any write to either changes a
+# ctime, which no user can set back, and the next check reads both again.
+_STORE_MATCHES: set[tuple[object, ...]] = set()
+
+
+def store_state(archive: Path, tag: str) -> tuple[object, ...] | None:
+    """What identifies the archive and the store's entry ``tag`` now (None: no such entry)."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        root = Path(bentoml.models.get(tag).path)
+    except NotFound:
+        return None
+    entries: list[tuple[str, object]] = []
+    for entry in sorted(root.rglob("*")):
+        name = entry.relative_to(root).as_posix()
+        if entry.is_symlink() or not (entry.is_dir() or entry.is_file()):
+            entries.append((name, "other"))  # never the archive's (bentomodel.NOT_A_FILE)
+        else:
+            entries.append((name, filehash.state(entry) if entry.is_file() else "dir"))
+    return (filehash.state(archive), str(root), tuple(entries))
+
+
+def import_once(archive: Path, tag: str) -> Imported:
+    """:func:`cicd.bentomodel.import_checked` of ``archive``, unless this process has already
+    found the store's entry ``tag`` to hold the archive's files and neither has changed since
+    (:data:`_STORE_MATCHES`). A check that saw the entry change while it read is not kept."""
+    before = store_state(archive, tag)
+    if before is not None and before in _STORE_MATCHES:
+        return Imported(tag, False)
+    done = import_checked(archive)
+    after = store_state(archive, tag)
+    # Kept: an entry found equal and unchanged meanwhile, or the one the import just wrote.
+    if after is not None and (done.imported or after == before):
+        _STORE_MATCHES.add(after)
+    return done
+
+
 def store_model(run: Run, model: ModelInfo) -> None:
     """The workspace's model in the BentoML store, checked against its archive.
 
     The store is trusted for nothing: an entry under the archive's tag is kept only when its
     files are the archive's (names and sha256, :func:`cicd.bentomodel.import_checked`); one
-    that differs is reported in one line and imported again from the archive."""
+    that differs is reported in one line and imported again from the archive. Checked once
+    per process while neither the archive nor the entry changes (:func:`import_once`)."""
     check_recorded(run, model)
     archive = run.settings.path(run.settings.bentomodel).resolve()
 
@@ -121,7 +164,7 @@ def store_model(run: Run, model: ModelInfo) -> None:
         from bentoml.exceptions import BentoMLException
 
         try:
-            return import_checked(archive)
+            return import_once(archive, model.tag)
         except (BentoMLException, ValueError, OSError) as error:
             raise SuiteError(f"importing {archive} failed ({error}): {MAKE_MODEL_HINT}") from error
 

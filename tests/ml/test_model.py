@@ -188,3 +188,35 @@ def test_the_onnx_export_lists_its_opsets_in_a_fixed_order(trained):
     model = onnx.load_from_string(trained["onnx"])
     domains = [opset.domain for opset in model.opset_import]
     assert domains == sorted(domains) and len(domains) == 2
+
+
+def test_the_store_check_reads_an_unchanged_model_once_per_process(
+    stored_model, tmp_path, monkeypatch
+):
+    """import-model then bento, in one publish, check the store's model against the archive
+    once; a write to a file of the store's entry (even of the same bytes: its ctime moves)
+    makes the next check read both again."""
+    import bentoml
+
+    from cicd import bento
+
+    archive = tmp_path / "model.bentomodel"
+    archive.write_bytes(stored_model["bentomodel"].read_bytes())
+    tag = stored_model["tag"]
+    checks: list[Path] = []
+    real = bento.import_checked
+    monkeypatch.setattr(bento, "import_checked", lambda path: checks.append(path) or real(path))
+    monkeypatch.setattr(bento, "_STORE_MATCHES", set())
+
+    assert bento.import_once(archive, tag).imported is False  # the fixture stored this model
+    assert bento.import_once(archive, tag).imported is False
+    assert len(checks) == 1
+
+    stored = next(p for p in sorted(Path(bentoml.models.get(tag).path).rglob("*")) if p.is_file())
+    stored.write_bytes(stored.read_bytes())
+    assert bento.import_once(archive, tag).imported is False
+    assert len(checks) == 2
+
+    archive.write_bytes(archive.read_bytes())  # the archive rewritten: read again too
+    bento.import_once(archive, tag)
+    assert len(checks) == 3
