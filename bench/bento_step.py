@@ -36,7 +36,7 @@ from common import (
     scratch_dir,
     write_results,
 )
-from model_only import check_variant, steps_of, variant_src
+from model_only import steps_of, variant_sources
 
 ARCHIVE = "model/celestial_bodies_classifier_model.bentomodel"
 
@@ -123,9 +123,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     scratch, logs = scratch_dir("bento-step", stamp)
     log(f"clone, BentoML home and logs in {scratch}")
-    sources = {"A": variant_src(args.a, scratch / "a"), "B": ROOT / "src"}
-    for variant, src in sources.items():
-        check_variant(variant, src)
+    sources = variant_sources(args.a, scratch)
     data: dict = {
         **result_header(),
         "per_variant": args.runs,

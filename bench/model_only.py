@@ -72,6 +72,15 @@ def variant_src(ref: str, where: Path) -> Path:
     return where / "src"
 
 
+def variant_sources(ref: str, scratch: Path) -> dict[str, Path]:
+    """The two suites an A/B bench compares, each checked to be what the tools import: A,
+    ``src/`` of git ``ref`` (:func:`variant_src`); B, this tree's ``src/``."""
+    sources = {"A": variant_src(ref, scratch / "a"), "B": ROOT / "src"}
+    for variant, src in sources.items():
+        check_variant(variant, src)
+    return sources
+
+
 def check_variant(variant: str, src: Path) -> None:
     """The tools' Python imports the suite from ``src`` when it is first on PYTHONPATH."""
     found = subprocess.run(
@@ -193,7 +202,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     scratch, logs = scratch_dir("model-only", stamp)
     log(f"clone, registry and logs in {scratch}")
-    sources = {"A": variant_src(args.a, scratch / "a"), "B": ROOT / "src"}
+    sources = variant_sources(args.a, scratch)
     data: dict = {
         **result_header(),
         "context": args.context,

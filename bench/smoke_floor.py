@@ -47,7 +47,7 @@ from common import (
     write_results,
 )
 from layers import SUITE_IMAGE, BenchRegistry, publish_steps
-from model_only import ab_arguments, check_variant, load_line, steps_of, variant_src
+from model_only import ab_arguments, load_line, steps_of, variant_sources
 from serving import Container, multipart, predict
 
 SMOKE_REQUEST = Path("data/raw/Earth/Earth_1.jpg")  # invoke.yaml's suite.smoke.request.path
@@ -158,9 +158,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     scratch, logs = scratch_dir("smoke-floor", stamp)
     log(f"clone, registry and logs in {scratch}")
-    sources = {"A": variant_src(args.a, scratch / "a"), "B": ROOT / "src"}
-    for variant, src in sources.items():
-        check_variant(variant, src)
+    sources = variant_sources(args.a, scratch)
     data: dict = {
         **result_header(),
         "context": args.context,
